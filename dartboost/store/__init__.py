@@ -1,0 +1,27 @@
+"""Erasure-coded sharded model store and coded training checkpoints.
+
+A :class:`ModelStore` writes each object as k data + r parity shards
+(Reed-Solomon over GF(2^8)) to k + r fsspec locations, checksums every chunk,
+commits each version atomically through a replicated manifest, and rebuilds any
+r missing or corrupt shards bit-exactly. :class:`CheckpointCallback` checkpoints
+a dartboost fit into a store, updating parity incrementally, and
+:func:`resume_fit` continues a fit from the latest checkpoint.
+
+See ``docs/store.md`` for a guide.
+"""
+from ._format import FormatError, dumps, load, loads, save
+from ._locations import InvalidNameError, StoreError
+from ._rs import ReedSolomon
+from ._store import (ConcurrentWriteError, ConfigMismatchError, ManifestError, ModelStore,
+                     ObjectNotFoundError, UnrecoverableError, VerifyReport)
+
+__all__ = [
+    "ModelStore", "ReedSolomon", "VerifyReport",
+    "StoreError", "ConfigMismatchError", "ManifestError", "UnrecoverableError",
+    "ObjectNotFoundError", "ConcurrentWriteError", "InvalidNameError", "FormatError",
+    "dumps", "loads", "save", "load",
+]
+
+from ._checkpoint import CheckpointCallback, load_checkpoint, resume_fit  # noqa: E402
+
+__all__ += ["CheckpointCallback", "load_checkpoint", "resume_fit"]
