@@ -1,0 +1,170 @@
+"""Worker backends of the serving pool: local processes (loky) and Dask.
+
+A backend owns the worker processes and nothing else: it starts one worker per
+*slot*, sends a task to a named slot, kills and restarts a slot, and shuts
+everything down. All scheduling (queues, coding groups, time-outs) lives in
+:mod:`dartboost.serving._pool`, which talks to backends through four calls:
+
+``start(slots)``, ``submit(slot, kind, index, X, callback)``, ``kill(slot)``,
+``restart(slot)``, plus ``dead_slots()`` and ``shutdown()``.
+
+``callback(ok, value)`` is invoked from a backend thread when a task ends, with
+``(True, (raw, pid))`` or ``(False, exception)``.
+"""
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from joblib.externals.loky.process_executor import ProcessPoolExecutor
+
+from . import _worker
+from ._faults import kill_process
+
+__all__ = ["LokyBackend", "make_backend"]
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's pid
+        return True
+    # A killed child stays a zombie until reaped; loky reaps its own, but be
+    # exact on Linux.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class LokyBackend:
+    """One single-process loky executor per slot.
+
+    Why one executor per worker rather than one shared executor: a shared
+    process pool is *broken* as a whole when one worker dies (every pending
+    future fails), and tasks cannot be addressed to a particular worker, so a
+    slow or hung worker could not be singled out. With one executor per slot a
+    crash only fails that slot's task, and the slot is restarted alone.
+
+    Parameters
+    ----------
+    payload : dict
+        Models, shipped once to each worker as initializer arguments.
+    specs : dict
+        slot -> FaultSpec.
+    name : str
+        Pool name (for the worker-side state).
+    """
+
+    name = "loky"
+
+    def __init__(self, payload, specs, name="default"):
+        self.payload = payload
+        self.specs = dict(specs)
+        self.pool_name = name
+        self._ex = {}
+        self._pids = {}
+        self._lock = threading.Lock()
+
+    def _new_executor(self, slot, spec):
+        return ProcessPoolExecutor(
+            max_workers=1,
+            initializer=_worker.init_worker,
+            initargs=(self.payload, slot, spec, self.pool_name),
+        )
+
+    def start(self, slots, timeout=120.0):
+        """Start a worker per slot (in parallel) and wait until each answers a ping."""
+        futs = {}
+        for s in slots:
+            ex = self._new_executor(s, self.specs.get(s))
+            self._ex[s] = ex
+            futs[s] = ex.submit(_worker.run_task, "ping", 0, None, s, self.pool_name)
+        for s, f in futs.items():
+            self._pids[s] = f.result(timeout=timeout)[1]
+        return dict(self._pids)
+
+    def submit(self, slot, kind, index, X, callback):
+        """Send one task to ``slot``; ``callback(ok, value)`` fires when it ends."""
+        with self._lock:
+            ex = self._ex[slot]
+        try:
+            fut = ex.submit(_worker.run_task, kind, index, X, slot, self.pool_name)
+        except Exception as exc:  # executor already broken (worker died idle)
+            callback(False, exc)
+            return None
+
+        def done(f):
+            exc = f.exception()
+            if exc is None:
+                callback(True, f.result())
+            else:
+                callback(False, exc)
+
+        fut.add_done_callback(done)
+        return fut
+
+    def pid(self, slot):
+        return self._pids.get(slot)
+
+    def kill(self, slot):
+        """SIGKILL the slot's worker process (fault injection / hang recovery)."""
+        pid = self._pids.get(slot)
+        return pid is not None and kill_process(pid)
+
+    def restart(self, slot, timeout=120.0):
+        """Replace the slot's worker with a fresh process (healthy faults)."""
+        with self._lock:
+            old = self._ex.get(slot)
+        if old is not None:
+            self.kill(slot)
+            old.shutdown(wait=False, kill_workers=True)
+        spec = self.specs.get(slot)
+        if spec is not None:
+            spec = spec.healthy()
+            self.specs[slot] = spec
+        ex = self._new_executor(slot, spec)
+        pid = ex.submit(_worker.run_task, "ping", 0, None, slot, self.pool_name).result(
+            timeout=timeout
+        )[1]
+        with self._lock:
+            self._ex[slot] = ex
+            self._pids[slot] = pid
+        return pid
+
+    def dead_slots(self):
+        """Slots whose process is gone (loky also fails their futures itself)."""
+        return [s for s, pid in list(self._pids.items()) if not _pid_alive(pid)]
+
+    def pids(self):
+        return dict(self._pids)
+
+    def shutdown(self, timeout=10.0):
+        """Stop every worker; kill what does not exit within ``timeout``."""
+        with self._lock:
+            exs = list(self._ex.items())
+            self._ex.clear()
+        # kill_workers=True: a hung or busy worker must not hold shutdown up.
+        with ThreadPoolExecutor(max_workers=max(1, len(exs))) as tp:
+            list(tp.map(lambda item: item[1].shutdown(wait=True, kill_workers=True), exs))
+        deadline = time.monotonic() + timeout
+        for pid in self._pids.values():
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if _pid_alive(pid):
+                kill_process(pid)
+
+
+def make_backend(backend, payload, specs, name, client=None, address=None):
+    """Build the backend named ``backend`` ("loky" or "dask")."""
+    if backend == "loky":
+        return LokyBackend(payload, specs, name)
+    if backend == "dask":
+        from ._dask import DaskBackend
+
+        return DaskBackend(payload, specs, name, client=client, address=address)
+    raise ValueError(f"backend must be 'loky' or 'dask', got {backend!r}")

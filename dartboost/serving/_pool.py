@@ -1,0 +1,928 @@
+"""CodedPool: resilient prediction serving on worker processes.
+
+Design (after ParM on Clipper, ARCHITECTURE.md section 3)
+--------------------------------------------------------
+* One *dispatcher thread* owns all scheduling state; callers and backend
+  threads only post events to it, so there is no locking in the logic below.
+* **Single shared queue.** Requests are cut into batches of at most
+  ``batch_size`` rows. A batch goes straight to the shared *base* queue; any
+  idle base worker takes the oldest batch. Workers hold one task at a time, so
+  a task still in the queue can be cancelled for free.
+* **Coding groups** (``mode="coded"``). Consecutive batches form a group of
+  ``k``; when the group is full (or ``group_timeout`` after its first batch) it
+  is encoded into ``r`` parity batches that go to the *parity* queue, served
+  by the parity workers. Every query is answered by its own batch as soon as
+  that returns (exact). As soon as any ``k`` of the group's ``k + r`` outputs
+  are in, the missing ones are decoded and answered, flagged approximate;
+  queued work of the group is then cancelled.
+* **Partial groups** (time-out before ``k`` batches came) and batches of
+  unequal size are padded with a *filler* row whose base output is known: the
+  coded predictor's ``pad_query_`` (training feature means). Filler slots count
+  as available, so a partial group is protected like a full one. Groups the
+  encoder refuses (e.g. NaN features) are served unprotected (counted in
+  ``groups_unprotected``).
+* **Failures.** A worker that dies fails its running task; the slot is
+  restarted in the background and the batch is retried (at the head of the
+  queue, at most ``max_retries`` times) unless decoding answers it first. A
+  task running longer than ``hang_timeout`` has its worker killed, then the
+  same path applies. Every request also has a deadline (``request_timeout``)
+  after which it fails with :class:`QueryTimeout`. So every submitted request
+  ends exact, reconstructed-and-flagged, or with an explicit exception.
+
+Baselines share this harness (``mode``): ``"none"`` (no redundancy),
+``"equal"`` (the extra workers serve as plain replicas sharing the load),
+``"backup"`` (each batch also goes to a cheap backup model; its answer is used,
+flagged, if the base has not answered within the median base latency) and
+``"replication"`` (each batch runs twice, first response wins).
+"""
+
+import heapq
+import itertools
+import math
+import queue
+import threading
+import time
+import weakref
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+
+from ._backends import make_backend
+from ._faults import FaultSpec
+from ._metrics import ServingMetrics
+
+__all__ = ["CodedPool", "ServeResult", "QueryError", "QueryTimeout", "PoolClosedError", "MODES"]
+
+MODES = ("coded", "none", "equal", "backup", "replication")
+_POOL_IDS = itertools.count()
+
+
+class QueryError(RuntimeError):
+    """A query could not be answered (explicitly, never silently)."""
+
+
+class QueryTimeout(QueryError, TimeoutError):
+    """A query was not answered within the pool's ``request_timeout``."""
+
+
+class PoolClosedError(QueryError):
+    """The pool was closed before the query was answered."""
+
+
+class WorkerLost(QueryError):
+    """A worker died or hung while running a task (internal marker)."""
+
+
+class ServeResult:
+    """Answer to one request.
+
+    Attributes
+    ----------
+    values : ndarray
+        Predictions in the model's label/value space (as ``estimator.predict``).
+    raw : ndarray of shape (n, d)
+        Raw outputs (margins / regression values) behind ``values``.
+    approximate : ndarray of shape (n,), bool
+        True for rows answered by reconstruction (coded) or by the backup model.
+    latency : float
+        Seconds from ``submit`` to the answer.
+    """
+
+    __slots__ = ("values", "raw", "approximate", "latency")
+
+    def __init__(self, values, raw, approximate, latency):
+        self.values = values
+        self.raw = raw
+        self.approximate = approximate
+        self.latency = latency
+
+    @property
+    def degraded(self):
+        """True if any row is approximate."""
+        return bool(self.approximate.any())
+
+    def __repr__(self):
+        return (
+            f"ServeResult(n={len(self.approximate)}, approximate={int(self.approximate.sum())}, "
+            f"latency={self.latency * 1e3:.2f} ms)"
+        )
+
+
+class _Request:
+    __slots__ = ("X", "future", "t0", "n", "raw", "approx", "left", "done")
+
+    def __init__(self, X, t0):
+        self.X = X
+        self.future = Future()
+        self.t0 = t0
+        self.n = X.shape[0]
+        self.raw = None
+        self.approx = np.zeros(self.n, dtype=bool)
+        self.left = self.n
+        self.done = False
+
+
+class _Batch:
+    __slots__ = ("id", "segs", "X", "t0", "resolved", "group", "pos", "tasks",
+                 "attempts", "backup_raw", "deadline")
+
+    def __init__(self, bid, segs, X, t0):
+        self.id = bid
+        self.segs = segs  # [(request, start, stop), ...] in row order
+        self.X = X
+        self.t0 = t0
+        self.resolved = False
+        self.group = None
+        self.pos = 0
+        self.tasks = []
+        self.attempts = 0
+        self.backup_raw = None
+        self.deadline = None
+
+
+class _Group:
+    __slots__ = ("id", "batches", "closed", "done", "t0", "n_max", "fill_x", "fill_raw",
+                 "base_out", "par_out", "avail", "tasks", "protected")
+
+    def __init__(self, gid, k, r, t0):
+        self.id = gid
+        self.batches = []
+        self.closed = False
+        self.done = False
+        self.t0 = t0
+        self.n_max = 0
+        self.fill_x = None
+        self.fill_raw = None
+        self.base_out = [None] * k
+        self.par_out = [None] * r
+        self.avail = np.zeros(k + r, dtype=bool)
+        self.tasks = []
+        self.protected = False
+
+
+class _Task:
+    __slots__ = ("kind", "index", "X", "batch", "group", "state", "slot", "t_start")
+
+    def __init__(self, kind, X, batch=None, group=None, index=0):
+        self.kind = kind  # "base", "parity", "backup", "replica"
+        self.index = index
+        self.X = X
+        self.batch = batch
+        self.group = group
+        self.state = "queued"  # queued, running, done, failed, cancelled
+        self.slot = None
+        self.t_start = None
+
+    def obsolete(self):
+        if self.kind == "parity":
+            return self.group.done
+        return self.batch.resolved
+
+
+def _default_raw_output():
+    from dartboost.coded import raw_output
+
+    return raw_output
+
+
+def _to_prediction_default(estimator, raw):
+    """Label/value space from raw outputs, for baselines served without a CodedPredictor."""
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None:
+        if raw.shape[1] == 1:
+            return np.asarray(classes)[(raw[:, 0] > 0).astype(np.intp)]
+        return np.asarray(classes)[np.argmax(raw, axis=1)]
+    return raw[:, 0] if raw.shape[1] == 1 else raw
+
+
+class CodedPool:
+    """A pool of worker processes serving one model, with coded redundancy.
+
+    Parameters
+    ----------
+    model : CodedPredictor or estimator
+        A fitted :class:`dartboost.coded.CodedPredictor` (required for
+        ``mode="coded"``; its ``k``, ``r``, base estimator and output mapping
+        are used in every mode, so baselines answer in the same space) or a
+        fitted estimator (baseline modes only).
+    mode : {"coded", "none", "equal", "backup", "replication"}, default="coded"
+        Redundancy scheme (see module docstring).
+    n_workers : int, default=None
+        Number of base model instances ``m`` (default: ``k``).
+    n_extra : int, default=None
+        Extra workers. Defaults: coded ``r * ceil(m / k)`` parity workers;
+        equal the same number of plain replicas; backup ``ceil(m / k)``;
+        replication ``m``; none 0.
+    k : int, default=None
+        Group size for ``"equal"``/``"backup"`` sizing when ``model`` is not a
+        CodedPredictor (default 2).
+    backend : {"loky", "dask"}, default="loky"
+        Local processes or a Dask cluster.
+    client, address : optional
+        Dask client or scheduler address (see :class:`~dartboost.serving._dask.DaskBackend`).
+    backup : estimator, optional
+        Fitted cheap model for ``mode="backup"`` (same raw-output space).
+    backup_timeout : "median" or float, default="median"
+        How long a batch waits for the base before a backup answer is used.
+    batch_size : int, default=8
+        Most rows per batch.
+    max_batch_delay : float, default=0.0
+        Seconds a partial batch waits for more rows (0: send what is there).
+    group_timeout : float, default=0.01
+        Seconds a coding group waits for ``k`` batches before it is padded.
+    hang_timeout : float, default=10.0
+        A task running longer has its worker killed and restarted.
+    request_timeout : float, default=60.0
+        A request unanswered for longer fails with :class:`QueryTimeout`.
+    max_retries : int, default=2
+        Retries of a batch whose worker died.
+    faults : FaultSpec, list or dict, optional
+        Injected faults: one spec for every worker, or per slot (list index /
+        dict key = slot; slots ``0..m-1`` are base workers, then extras).
+    raw_output : callable, optional
+        ``raw_output(estimator, X) -> (n, d)``; default
+        :func:`dartboost.coded.raw_output`.
+    start_timeout : float, default=120.0
+        Seconds to wait for the workers to start.
+
+    Notes
+    -----
+    The pool starts its workers in the constructor and must be closed
+    (:meth:`close` or ``with``); a finaliser kills the workers if it is
+    garbage-collected unclosed.
+    """
+
+    def __init__(self, model, *, mode="coded", n_workers=None, n_extra=None, k=None,
+                 backend="loky", client=None, address=None, backup=None,
+                 backup_timeout="median", batch_size=8, max_batch_delay=0.0,
+                 group_timeout=0.01, hang_timeout=10.0, request_timeout=60.0,
+                 max_retries=2, faults=None, raw_output=None, start_timeout=120.0):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        is_coded = hasattr(model, "parity_predict") and hasattr(model, "decode")
+        if mode == "coded" and not is_coded:
+            raise TypeError("mode='coded' needs a fitted dartboost.coded.CodedPredictor as model")
+        if mode == "backup" and backup is None:
+            raise ValueError("mode='backup' needs a fitted cheap model as backup=")
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        for nm, v in (("max_batch_delay", max_batch_delay), ("group_timeout", group_timeout),
+                      ("hang_timeout", hang_timeout), ("request_timeout", request_timeout)):
+            if not (isinstance(v, (int, float)) and v >= 0):
+                raise ValueError(f"{nm} must be a non-negative number, got {v!r}")
+        if not (backup_timeout == "median" or
+                (isinstance(backup_timeout, (int, float)) and backup_timeout >= 0)):
+            raise ValueError(f"backup_timeout must be 'median' or seconds, got {backup_timeout!r}")
+
+        self.mode = mode
+        self.coded = model if is_coded else None
+        self.base = model.base_estimator if is_coded else model
+        self.k = int(model.k) if is_coded else int(k or 2)
+        self.r = int(model.r) if is_coded else 1
+        m = int(n_workers) if n_workers is not None else self.k
+        if m < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers!r}")
+        if n_extra is None:
+            n_extra = {
+                "coded": self.r * math.ceil(m / self.k),
+                "equal": self.r * math.ceil(m / self.k),
+                "backup": math.ceil(m / self.k),
+                "replication": m,
+                "none": 0,
+            }[mode]
+        self.n_base = m + n_extra if mode == "equal" else m
+        self.n_extra = 0 if mode in ("equal", "none") else int(n_extra)
+        if mode in ("coded", "backup", "replication") and self.n_extra < 1:
+            raise ValueError(f"mode={mode!r} needs at least one extra worker")
+        self.n_features_in_ = getattr(self.base, "n_features_in_", None)
+        self.batch_size = batch_size
+        self.max_batch_delay = float(max_batch_delay)
+        self.group_timeout = float(group_timeout)
+        self.hang_timeout = float(hang_timeout)
+        self.request_timeout = float(request_timeout)
+        self.max_retries = int(max_retries)
+        self.backup_timeout = backup_timeout
+        self.backend_name = backend
+        self.metrics = ServingMetrics()
+
+        slots = list(range(self.n_base + self.n_extra))
+        self._roles = {s: ("base" if s < self.n_base else "extra") for s in slots}
+        specs = self._fault_specs(faults, slots)
+        raw_fn = raw_output if raw_output is not None else _default_raw_output()
+        payload = {"raw_output": raw_fn, "base": self.base, "backup": backup,
+                   "coded": self.coded if mode == "coded" else None}
+        name = f"pool{next(_POOL_IDS)}"
+        self._backend = make_backend(backend, payload, specs, name, client=client, address=address)
+
+        # Scheduling state, owned by the dispatcher thread.
+        self._events = queue.SimpleQueue()
+        self._timers = []
+        self._tseq = itertools.count()
+        self._queues = {"base": deque(), "extra": deque()}
+        self._idle = {"base": deque(), "extra": deque()}
+        self._slot_state = {}
+        self._running = {}
+        self._pending = deque()
+        self._pending_rows = 0
+        self._flush_at = None
+        self._open_group = None
+        self._ids = itertools.count()
+        self._requests = set()
+        # Filler for partial groups: the coded predictor's pad query (training
+        # feature means) with its known base output; without one, the most
+        # recent exactly answered row (set in _on_result).
+        self._fixed_filler = None
+        if self.coded is not None and hasattr(self.coded, "pad_query_"):
+            self._fixed_filler = (
+                np.asarray(self.coded.pad_query_, dtype=np.float64).reshape(1, -1),
+                np.asarray(self.coded.pad_output_, dtype=np.float64).reshape(1, -1),
+            )
+        self._filler = self._fixed_filler
+        self._base_lat = deque(maxlen=2000)
+        self._median = None
+        self._n_lat = 0
+        self._closed = False
+        self._stop = threading.Event()
+
+        try:
+            self._pids = self._backend.start(slots, timeout=start_timeout)
+        except BaseException:
+            self._backend.shutdown()
+            raise
+        for s in slots:
+            self._slot_state[s] = "idle"
+            self._idle[self._roles[s]].append(s)
+        self._thread = threading.Thread(target=self._loop, name="dartboost-serving", daemon=True)
+        self._monitor = threading.Thread(target=self._watch, name="dartboost-watch", daemon=True)
+        self._thread.start()
+        self._monitor.start()
+        self._finalizer = weakref.finalize(self, CodedPool._finalize, self._backend, self._stop)
+
+    # ------------------------------------------------------------------ API
+    @staticmethod
+    def _fault_specs(faults, slots):
+        if faults is None:
+            return {}
+        if isinstance(faults, FaultSpec):
+            return {s: faults for s in slots}
+        if isinstance(faults, dict):
+            return {int(s): f for s, f in faults.items() if f is not None}
+        return {s: f for s, f in enumerate(faults) if f is not None}
+
+    def _check_X(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError("X has no rows")
+        if self.n_features_in_ is not None and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but the model expects {self.n_features_in_}"
+            )
+        return np.ascontiguousarray(X)
+
+    def submit(self, X):
+        """Queue a request; returns a ``concurrent.futures.Future`` of a :class:`ServeResult`.
+
+        Raises ``ValueError`` at once for a malformed ``X`` and
+        :class:`PoolClosedError` after :meth:`close`. The future ends with a
+        result or with a :class:`QueryError`, never silently.
+        """
+        if self._closed:
+            raise PoolClosedError("the pool is closed")
+        X = self._check_X(X)
+        req = _Request(X, time.perf_counter())
+        self.metrics.add("requests")
+        self._events.put(("submit", req))
+        return req.future
+
+    def predict(self, X, return_result=False):
+        """Predict ``X`` through the pool (blocking).
+
+        Returns the predictions, or the whole :class:`ServeResult` with
+        ``return_result=True`` (to see which rows are approximate).
+        """
+        res = self.submit(X).result(timeout=self.request_timeout + 5.0)
+        return res if return_result else res.values
+
+    def worker_pids(self):
+        """Process id of each slot's worker (slot -> pid)."""
+        return dict(self._pids)
+
+    def wait_ready(self, timeout=60.0):
+        """Wait until no worker is restarting; returns True if so within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._closed:
+                return False
+            if "restarting" not in list(self._slot_state.values()) and \
+                    not self._backend.dead_slots():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def roles(self):
+        """Role of each slot: ``"base"`` or ``"extra"`` (parity / backup / replica)."""
+        return dict(self._roles)
+
+    def kill_worker(self, slot):
+        """Fault injection: SIGKILL the worker of ``slot`` (it is restarted)."""
+        return self._backend.kill(slot)
+
+    def stats(self):
+        """Counters and latency percentiles (see :class:`ServingMetrics`)."""
+        out = self.metrics.snapshot()
+        out.update(mode=self.mode, k=self.k, r=self.r, n_base=self.n_base,
+                   n_extra=self.n_extra, backend=self.backend_name,
+                   backup_timeout_ms=None if self._median is None else self._median * 1e3)
+        return out
+
+    def close(self, timeout=10.0):
+        """Fail unanswered requests with :class:`PoolClosedError`, stop all workers."""
+        if self._closed:
+            return
+        self._closed = True
+        self._events.put(("stop",))
+        self._thread.join(timeout)
+        # A submit that raced with close() is answered too, never dropped.
+        while True:
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if ev[0] == "submit" and not ev[1].done:
+                self._fail_request(ev[1], PoolClosedError("the pool was closed"))
+        self._stop.set()
+        self._monitor.join(timeout)
+        self._backend.shutdown(timeout=timeout)
+        self._finalizer.detach()
+
+    @staticmethod
+    def _finalize(backend, stop):
+        stop.set()
+        try:
+            backend.shutdown()
+        except Exception:  # noqa: BLE001 - interpreter teardown
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------- event plumbing
+    def _watch(self):
+        # Separate thread: on Dask dead_slots() is a scheduler round trip.
+        while not self._stop.wait(0.2):
+            try:
+                dead = self._backend.dead_slots()
+            except Exception:  # noqa: BLE001 - e.g. scheduler busy; try again
+                continue
+            for s in dead:
+                self._events.put(("dead", s))
+
+    def _at(self, t, fn, *args):
+        heapq.heappush(self._timers, (t, next(self._tseq), fn, args))
+
+    def _loop(self):
+        next_check = 0.0
+        while True:
+            now = time.perf_counter()
+            wait = 0.05
+            if self._timers:
+                wait = min(wait, max(0.0, self._timers[0][0] - now))
+            if self._flush_at is not None:
+                wait = min(wait, max(0.0, self._flush_at - now))
+            try:
+                ev = self._events.get(timeout=wait) if wait > 0 else self._events.get_nowait()
+            except queue.Empty:
+                ev = None
+            n = 0
+            while ev is not None:
+                if ev[0] == "stop":
+                    self._shutdown_requests()
+                    return
+                self._handle(ev)
+                n += 1
+                if n >= 256:
+                    break
+                try:
+                    ev = self._events.get_nowait()
+                except queue.Empty:
+                    ev = None
+            now = time.perf_counter()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, fn, args = heapq.heappop(self._timers)
+                fn(*args)
+            if self._pending and (self.max_batch_delay == 0 or
+                                  (self._flush_at is not None and now >= self._flush_at)):
+                self._flush(force=True)
+            if now >= next_check:
+                self._check_hangs(now)
+                next_check = now + 0.05
+            self._dispatch()
+
+    def _handle(self, ev):
+        kind = ev[0]
+        if kind == "submit":
+            self._on_submit(ev[1])
+        elif kind == "done":
+            self._on_done(*ev[1:])
+        elif kind == "dead":
+            self._on_dead(ev[1])
+        elif kind == "restarted":
+            self._on_restarted(*ev[1:])
+
+    # -------------------------------------------------------------- batching
+    def _on_submit(self, req):
+        self._requests.add(req)
+        self._at(req.t0 + self.request_timeout, self._expire, req)
+        self._pending.append([req, 0])
+        self._pending_rows += req.n
+        if self._flush_at is None:
+            self._flush_at = time.perf_counter() + self.max_batch_delay
+        self._flush(force=False)
+
+    def _flush(self, force):
+        while self._pending_rows >= self.batch_size or (force and self._pending_rows):
+            take = min(self.batch_size, self._pending_rows)
+            segs, parts = [], []
+            while take:
+                item = self._pending[0]
+                req, start = item
+                n = min(take, req.n - start)
+                segs.append((req, start, start + n))
+                parts.append(req.X[start:start + n])
+                take -= n
+                self._pending_rows -= n
+                if start + n == req.n:
+                    self._pending.popleft()
+                else:
+                    item[1] = start + n
+            X = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self._new_batch(_Batch(next(self._ids), segs, X, time.perf_counter()))
+        self._flush_at = (time.perf_counter() + self.max_batch_delay) if self._pending else None
+
+    def _new_batch(self, b):
+        base = _Task("base", b.X, batch=b)
+        b.tasks.append(base)
+        self._queues["base"].append(base)
+        if self.mode == "coded":
+            g = self._open_group
+            if g is None:
+                g = self._open_group = _Group(next(self._ids), self.k, self.r, b.t0)
+                self.metrics.add("groups")
+                self._at(b.t0 + self.group_timeout, self._group_timeout, g)
+            b.group, b.pos = g, len(g.batches)
+            g.batches.append(b)
+            if len(g.batches) == self.k:
+                self._close_group(g)
+        elif self.mode == "replication":
+            rep = _Task("replica", b.X, batch=b)
+            b.tasks.append(rep)
+            self._queues["extra"].append(rep)
+        elif self.mode == "backup":
+            bk = _Task("backup", b.X, batch=b)
+            b.tasks.append(bk)
+            self._queues["extra"].append(bk)
+            b.deadline = b.t0 + self._backup_wait()
+            self._at(b.deadline, self._backup_deadline, b)
+
+    def _backup_wait(self):
+        if self.backup_timeout != "median":
+            return float(self.backup_timeout)
+        if self._median is None:
+            # No base latency observed yet: wait for the base (a long
+            # deadline) rather than guess a time-out.
+            return self.request_timeout
+        return self._median
+
+    # --------------------------------------------------------- coding groups
+    def _group_timeout(self, g):
+        if not g.closed and self._open_group is g:
+            self.metrics.add("groups_partial")
+            self._close_group(g)
+
+    def _close_group(self, g):
+        g.closed = True
+        if self._open_group is g:
+            self._open_group = None
+        n_max = max(b.X.shape[0] for b in g.batches)
+        need_fill = len(g.batches) < self.k or any(b.X.shape[0] < n_max for b in g.batches)
+        if need_fill and self._filler is None:
+            # Nothing known to pad with yet: serve this group unprotected.
+            self.metrics.add("groups_unprotected")
+            g.done = all(b.resolved for b in g.batches)
+            return
+        g.n_max = n_max
+        if self._filler is not None:
+            g.fill_x, g.fill_raw = self._filler
+        Xs = []
+        for j in range(self.k):
+            if j < len(g.batches):
+                X = g.batches[j].X
+                if X.shape[0] < n_max:
+                    X = np.concatenate([X, np.repeat(g.fill_x, n_max - X.shape[0], axis=0)])
+            else:
+                X = np.repeat(g.fill_x, n_max, axis=0)
+                g.base_out[j] = np.repeat(g.fill_raw, n_max, axis=0)
+                g.avail[j] = True
+            Xs.append(X)
+        try:
+            P = np.asarray(self.coded.encode(np.stack(Xs)))
+        except ValueError:
+            # e.g. a query with NaN features: the base may accept missing
+            # values, the encoder does not. Serve the group unprotected.
+            self.metrics.add("groups_unprotected")
+            g.done = all(b.resolved for b in g.batches)
+            return
+        g.protected = True
+        for j in range(self.r):
+            t = _Task("parity", np.ascontiguousarray(P[j]), group=g, index=j)
+            g.tasks.append(t)
+            self._queues["extra"].append(t)
+        # Batches that already came back exact are available for decoding.
+        for j, b in enumerate(g.batches):
+            if g.base_out[j] is not None:
+                g.base_out[j] = self._pad(g, g.base_out[j])
+        self._check_group(g)
+
+    def _pad(self, g, raw):
+        if raw.shape[0] == g.n_max:
+            return raw
+        return np.concatenate([raw, np.repeat(g.fill_raw, g.n_max - raw.shape[0], axis=0)])
+
+    def _check_group(self, g):
+        if g.done:
+            return
+        if all(b.resolved for b in g.batches):
+            self._finish_group(g)
+            return
+        if not g.protected or g.avail.sum() < self.k:
+            return
+        k, r, n, d = self.k, self.r, g.n_max, g.fill_raw.shape[1] if g.fill_raw is not None else None
+        if d is None:
+            d = next(o for o in g.base_out + g.par_out if o is not None).shape[1]
+        base = np.full((k, n, d), np.nan)
+        for j in range(k):
+            if g.avail[j]:
+                base[j] = g.base_out[j]
+        par = np.full((r, n, d), np.nan)
+        for j in range(r):
+            if g.avail[k + j]:
+                par[j] = g.par_out[j]
+        outs, rec = self.coded.decode(base, par, g.avail.copy())
+        self.metrics.add("decodes")
+        for j, b in enumerate(g.batches):
+            if not b.resolved:
+                self._resolve(b, np.asarray(outs[j][: b.X.shape[0]]), approx=bool(rec[j]),
+                              source="rows_reconstructed" if rec[j] else "rows_exact")
+        self._finish_group(g)
+
+    def _finish_group(self, g):
+        g.done = True
+        for t in g.tasks:
+            if t.state == "queued":
+                t.state = "cancelled"
+        for b in g.batches:
+            self._cancel_batch_tasks(b)
+
+    # ------------------------------------------------------------- dispatch
+    def _dispatch(self):
+        for role in ("base", "extra"):
+            q, idle = self._queues[role], self._idle[role]
+            while q and idle:
+                t = q.popleft()
+                if t.state != "queued":
+                    continue
+                if t.obsolete():
+                    t.state = "cancelled"
+                    self.metrics.add("tasks_cancelled")
+                    continue
+                slot = idle.popleft()
+                self._start(t, slot)
+
+    def _start(self, t, slot):
+        t.state, t.slot, t.t_start = "running", slot, time.perf_counter()
+        self._slot_state[slot] = "busy"
+        self._running[slot] = t
+        self.metrics.add("tasks_sent")
+        kind = "base" if t.kind == "replica" else t.kind
+        ev = self._events
+
+        def cb(ok, value, t=t, slot=slot):
+            ev.put(("done", t, slot, ok, value))
+
+        self._backend.submit(slot, kind, t.index, t.X, cb)
+
+    def _release(self, slot):
+        if self._slot_state.get(slot) == "busy":
+            self._slot_state[slot] = "idle"
+            self._idle[self._roles[slot]].append(slot)
+        self._running.pop(slot, None)
+
+    # ----------------------------------------------------------- completion
+    def _on_done(self, t, slot, ok, value):
+        if t.state != "running" or self._running.get(slot) is not t:
+            return  # already failed over (dead/hung worker); a late echo
+        t.state = "done" if ok else "failed"
+        if ok:
+            self._release(slot)
+            self._on_result(t, value[0])
+            return
+        self.metrics.add("task_failures")
+        worker_lost = isinstance(value, (BrokenProcessPool, WorkerLost)) or \
+            type(value).__name__ in ("KilledWorker", "CommClosedError", "CancelledError")
+        if worker_lost:
+            self._running.pop(slot, None)
+            self._restart(slot)
+        else:
+            self._release(slot)
+        self._on_failure(t, value, worker_lost)
+
+    def _on_result(self, t, raw):
+        now = time.perf_counter()
+        if t.kind == "parity":
+            g = t.group
+            if not g.done:
+                g.par_out[t.index] = raw
+                g.avail[self.k + t.index] = True
+                self._check_group(g)
+            else:
+                self.metrics.add("tasks_wasted")
+            return
+        b = t.batch
+        if t.kind == "backup":
+            if b.resolved:
+                self.metrics.add("tasks_wasted")
+            elif now >= b.deadline:
+                self._resolve(b, raw, approx=True, source="rows_backup")
+            else:
+                b.backup_raw = raw
+            return
+        # base or replica: an exact answer
+        self._base_lat.append(now - b.t0)
+        self._n_lat += 1
+        if self.backup_timeout == "median" and self._n_lat >= 20 and \
+                (self._median is None or self._n_lat % 50 == 0):
+            self._median = float(np.median(self._base_lat))
+        if self._fixed_filler is None:
+            self._filler = (b.X[-1:].copy(), raw[-1:].copy())
+        g = b.group
+        if g is not None and not g.done:
+            g.base_out[b.pos] = self._pad(g, raw) if g.protected else raw
+            g.avail[b.pos] = True
+        if b.resolved:
+            self.metrics.add("tasks_wasted")
+        else:
+            self._resolve(b, raw, approx=False, source="rows_exact")
+        if g is not None and g.closed:
+            self._check_group(g)
+
+    def _on_failure(self, t, exc, worker_lost):
+        if t.kind == "parity":
+            return  # the group decodes from base outputs or not at all
+        b = t.batch
+        if b.resolved:
+            return
+        if t.kind == "backup":
+            return
+        others = [o for o in b.tasks if o is not t and o.kind in ("base", "replica")
+                  and o.state in ("queued", "running")]
+        if others:
+            return  # the replica / a retry may still answer
+        if worker_lost and b.attempts < self.max_retries:
+            b.attempts += 1
+            self.metrics.add("retries")
+            nt = _Task("base", b.X, batch=b)
+            b.tasks.append(nt)
+            self._queues["base"].appendleft(nt)
+            return
+        if b.backup_raw is not None:
+            self._resolve(b, b.backup_raw, approx=True, source="rows_backup")
+            return
+        g = b.group
+        if worker_lost and g is not None and g.protected and not g.done and any(
+                pt.state in ("queued", "running") for pt in g.tasks):
+            return  # reconstruction may still come; the request deadline bounds the wait
+        self._fail_batch(b, QueryError(f"batch failed after {b.attempts} retries: {exc!r}"))
+
+    def _backup_deadline(self, b):
+        if not b.resolved and b.backup_raw is not None:
+            self._resolve(b, b.backup_raw, approx=True, source="rows_backup")
+
+    # ------------------------------------------------------ faults / timers
+    def _check_hangs(self, now):
+        for slot, t in list(self._running.items()):
+            if now - t.t_start > self.hang_timeout:
+                self._backend.kill(slot)
+                self._on_done(t, slot, False, WorkerLost(f"worker {slot} hung for "
+                                                          f"{now - t.t_start:.1f} s"))
+
+    def _on_dead(self, slot):
+        state = self._slot_state.get(slot)
+        if state in (None, "restarting"):
+            return
+        t = self._running.get(slot)
+        if t is not None:
+            self._on_done(t, slot, False, WorkerLost(f"worker {slot} died"))
+        else:
+            try:
+                self._idle[self._roles[slot]].remove(slot)
+            except ValueError:
+                pass
+            self._restart(slot)
+
+    def _restart(self, slot):
+        self._slot_state[slot] = "restarting"
+        self.metrics.add("worker_restarts")
+        ev, backend = self._events, self._backend
+
+        def work():
+            try:
+                ev.put(("restarted", slot, backend.restart(slot), None))
+            except Exception as exc:  # noqa: BLE001 - reported to the dispatcher
+                ev.put(("restarted", slot, None, exc))
+
+        threading.Thread(target=work, name=f"dartboost-restart-{slot}", daemon=True).start()
+
+    def _on_restarted(self, slot, pid, exc):
+        if exc is not None or pid is None:
+            if not self._closed:
+                self._restart(slot)  # keep trying; requests are bounded by their deadline
+            return
+        self._pids[slot] = pid
+        self._slot_state[slot] = "idle"
+        self._idle[self._roles[slot]].append(slot)
+
+    def _expire(self, req):
+        if not req.done:
+            self._fail_request(req, QueryTimeout(
+                f"no answer within request_timeout={self.request_timeout} s"))
+
+    # ------------------------------------------------------------ answering
+    def _cancel_batch_tasks(self, b):
+        for t in b.tasks:
+            if t.state == "queued":
+                t.state = "cancelled"
+                self.metrics.add("tasks_cancelled")
+
+    def _resolve(self, b, raw, approx, source):
+        b.resolved = True
+        self._cancel_batch_tasks(b)
+        self.metrics.add(source, b.X.shape[0])
+        row = 0
+        for req, start, stop in b.segs:
+            n = stop - start
+            if not req.done:
+                if req.raw is None:
+                    req.raw = np.empty((req.n, raw.shape[1]), dtype=np.float64)
+                req.raw[start:stop] = raw[row:row + n]
+                req.approx[start:stop] = approx
+                req.left -= n
+                if req.left == 0:
+                    self._complete(req)
+            row += n
+
+    def _complete(self, req):
+        req.done = True
+        self._requests.discard(req)
+        try:
+            if self.coded is not None:
+                values = self.coded.outputs_to_prediction(req.raw)
+            else:
+                values = _to_prediction_default(self.base, req.raw)
+        except Exception as exc:  # noqa: BLE001 - surfaced to the caller
+            self._fail_request(req, QueryError(f"could not convert outputs: {exc!r}"))
+            return
+        lat = time.perf_counter() - req.t0
+        self.metrics.record_latency(lat)
+        self.metrics.add("requests_ok")
+        req.future.set_result(ServeResult(values, req.raw, req.approx, lat))
+
+    def _fail_batch(self, b, exc):
+        b.resolved = True
+        self._cancel_batch_tasks(b)
+        self.metrics.add("rows_failed", b.X.shape[0])
+        for req, _, _ in b.segs:
+            if not req.done:
+                self._fail_request(req, exc)
+
+    def _fail_request(self, req, exc):
+        req.done = True
+        self._requests.discard(req)
+        self.metrics.add("requests_failed")
+        req.future.set_exception(exc)
+
+    def _shutdown_requests(self):
+        for req in list(self._requests):
+            if not req.done:
+                self._fail_request(req, PoolClosedError("the pool was closed before answering"))
+        for item in self._pending:
+            if not item[0].done:
+                self._fail_request(item[0], PoolClosedError("the pool was closed"))

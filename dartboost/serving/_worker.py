@@ -1,0 +1,98 @@
+"""Code that runs inside a serving worker process (loky or Dask).
+
+A worker holds the models once, in module state set when it starts (loky
+initializer or Dask worker plugin), and answers small tasks that name which
+model to run: the base model, parity model ``j`` or the cheap backup. Nothing
+model-sized travels with a task, only the query batch.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from ._faults import WorkerFaults
+
+# Per-process state. One process serves one pool (loky), or, on Dask, possibly
+# several pools that registered under different names.
+_STATE = {}
+
+
+def init_worker(payload, slot=None, spec=None, name="default"):
+    """Install a pool's models (and, on loky, this worker's faults) in this process.
+
+    Parameters
+    ----------
+    payload : dict
+        ``raw_output`` (callable), ``base`` (fitted estimator), ``coded``
+        (fitted CodedPredictor or None), ``backup`` (fitted estimator or None).
+    slot : int or None
+        This process's slot (loky); None on Dask.
+    spec : FaultSpec or None
+        Faults of this process (loky).
+    name : str
+        Pool name; lets one Dask worker hold several pools.
+    """
+    st = {"payload": payload, "faults": {}}
+    if slot is not None:
+        st["faults"][slot] = WorkerFaults(spec, slot)
+    _STATE[name] = st
+
+
+def _faults_for(st, slot, spec):
+    # On Dask a process learns its slot (and faults) from its first task; a
+    # restarted process starts again from the spec the pool sends now.
+    f = st["faults"].get(slot)
+    if f is None:
+        f = WorkerFaults(spec, slot)
+        st["faults"][slot] = f
+    return f
+
+
+def run_task(kind, index, X, slot, name="default", spec=None):
+    """Run one serving task.
+
+    Parameters
+    ----------
+    kind : {"base", "parity", "backup", "ping"}
+        Which model answers.
+    index : int
+        Parity model index for ``kind="parity"``.
+    X : ndarray of shape (n, p)
+        A query batch (or a parity batch).
+    slot : int
+        The worker slot the task was sent to (selects the injected faults).
+    name : str
+        Pool name.
+    spec : FaultSpec or None
+        Faults for ``slot`` if this process has none installed yet (Dask).
+
+    Returns
+    -------
+    raw : ndarray of shape (n, d) or None
+        Raw model output (None for ``ping``).
+    pid : int
+        This worker's process id (the pool uses it to kill hung workers).
+    """
+    st = _STATE.get(name)
+    if st is None:
+        raise RuntimeError(f"serving worker has no pool {name!r} installed")
+    if kind == "ping":
+        return None, os.getpid()
+    faults = _faults_for(st, slot, spec)
+    t0 = time.perf_counter()
+    faults.before()
+    p = st["payload"]
+    if kind == "base":
+        raw = p["raw_output"](p["base"], X)
+    elif kind == "parity":
+        raw = p["coded"].parity_predict(X, index)
+    elif kind == "backup":
+        raw = p["raw_output"](p["backup"], X)
+    else:
+        raise ValueError(f"unknown task kind {kind!r}")
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim == 1:
+        raw = raw[:, None]
+    faults.after(t0, X.shape[0])
+    return raw, os.getpid()
