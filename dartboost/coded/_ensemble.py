@@ -37,9 +37,11 @@ class TreeRangeShard(BaseEstimator):
     ----------
     estimator : fitted boosted model
         scikit-learn ``GradientBoostingRegressor``/``GradientBoostingClassifier``
-        or a dartboost estimator (via its ``_get_state`` model state).
+        or a dartboost estimator (via its ``_get_state`` model state, with
+        the DART weights the trees have in the full model).
     start, stop : int
         Iteration range (0-based, ``stop`` exclusive; ``None`` means the end).
+        An iteration holds one tree per output (per class).
     include_baseline : bool, default=False
         Add the model's baseline (intercept / initial prediction); give it to
         exactly one shard so the shards sum to the full raw output.
@@ -79,8 +81,8 @@ class TreeRangeShard(BaseEstimator):
             self._kind = "dartboost"
             header, arrays = est._get_state()
             n_iter = None
-            if "tree_weights" not in arrays:
-                raise TypeError(f"{type(est).__name__} state has no tree_weights.")
+            if "tree_weights" not in arrays or "baseline" not in arrays:
+                raise TypeError(f"{type(est).__name__} state lacks tree_weights/baseline.")
             self._header, self._arrays = header, arrays
             n_iter = len(arrays["tree_weights"])
         else:
@@ -94,26 +96,29 @@ class TreeRangeShard(BaseEstimator):
                 f"tree range [{self.start}, {stop}) is not inside the model's {n_iter} iterations."
             )
         self.stop_ = stop
-        self.n_trees_ = stop - self.start
+        per_iter = (est.estimators_.shape[1] if self._kind == "sklearn_gb"
+                    else int(self._header.get("n_trees_per_iteration", 1)))
+        self.n_trees_ = (stop - self.start) * per_iter
         if hasattr(est, "n_features_in_"):
             self.n_features_in_ = est.n_features_in_
         if self._kind == "dartboost":
-            self._masked = self._masked_model(self.start, stop)
-            self._zero = self._masked_model(0, 0)
+            self._masked = self._masked_model()
         return self
 
-    def _masked_model(self, a, b):
-        # A copy of the model whose DART weights are zero outside [a, b): the
-        # contract's append-only state keeps weights separate from the trees.
-        # tree_weights has one entry per tree; with several trees per
-        # iteration (multiclass) they are grouped by iteration.
+    def _masked_model(self):
+        # A copy of the model whose DART weights are zero outside the range
+        # (and whose baseline is zero unless requested): the contract's state
+        # keeps one weight per iteration beside the append-only trees, so a
+        # shard is the same trees with other weights.
         from dartboost.model_io import estimator_from_state
 
         arrays = dict(self._arrays)
-        w = np.array(arrays["tree_weights"], dtype=np.float64, copy=True)
+        w = np.asarray(arrays["tree_weights"], dtype=np.float64)
         keep = np.zeros(len(w), dtype=bool)
-        keep[a:b] = True
+        keep[self.start:self.stop_] = True
         arrays["tree_weights"] = np.where(keep, w, 0.0)
+        if not self.include_baseline:
+            arrays["baseline"] = np.zeros_like(np.asarray(arrays["baseline"], dtype=np.float64))
         return estimator_from_state(self._header, arrays)
 
     def _contribution(self, X):
@@ -132,11 +137,7 @@ class TreeRangeShard(BaseEstimator):
                         all_trees[:, c] += tree.predict(X)
                 out += raw_output(est, X) - est.learning_rate * all_trees
             return out
-        zero = raw_output(self._zero, X)
-        out = raw_output(self._masked, X) - zero
-        if self.include_baseline:
-            out += zero
-        return out
+        return raw_output(self._masked, X)
 
     def predict(self, X):
         """Raw contribution of the shard, shape (n,) for one output else (n, d)."""

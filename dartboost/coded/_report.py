@@ -41,8 +41,9 @@ def model_size(est):
     for attr in ("n_trees_", "n_trees"):
         if isinstance(getattr(est, attr, None), (int, np.integer)):
             return {"trees": int(getattr(est, attr))}
-    if hasattr(est, "_predictors"):  # HistGradientBoosting*
-        return {"trees": int(sum(len(p) for p in est._predictors))}
+    if hasattr(est, "n_iter_") and hasattr(est, "n_trees_per_iteration_"):
+        # dartboost and HistGradientBoosting*: trees per iteration x iterations
+        return {"trees": int(est.n_iter_) * int(est.n_trees_per_iteration_)}
     if hasattr(est, "estimators_"):
         e = est.estimators_
         return {"trees": int(np.asarray(e, dtype=object).size)}
