@@ -1,0 +1,43 @@
+"""Mapping of raw feature values to uint8 bins."""
+from cython.parallel import prange
+
+from _common cimport X_DTYPE_C, X_BINNED_DTYPE_C
+
+
+def map_to_bins(const X_DTYPE_C[:, :] X,
+                const X_DTYPE_C[::1] thresholds,
+                const long long[::1] offsets,
+                X_BINNED_DTYPE_C missing_bin_idx,
+                int n_threads,
+                X_BINNED_DTYPE_C[::1, :] binned):
+    """Bin ``X`` column by column into the Fortran-ordered ``binned``.
+
+    The thresholds of feature ``f`` are ``thresholds[offsets[f]:offsets[f+1]]``
+    (sorted). A value goes to the number of thresholds strictly below it, so
+    ``x <= thresholds[b]`` exactly when ``bin(x) <= b``; NaN goes to
+    ``missing_bin_idx``.
+    """
+    cdef:
+        Py_ssize_t n_samples = X.shape[0]
+        Py_ssize_t n_features = X.shape[1]
+        Py_ssize_t f, i
+        long long lo, hi, mid, start
+        X_DTYPE_C x
+
+    for f in prange(n_features, schedule='static', nogil=True, num_threads=n_threads):
+        start = offsets[f]
+        for i in range(n_samples):
+            x = X[i, f]
+            if x != x:  # NaN
+                binned[i, f] = missing_bin_idx
+            else:
+                # first threshold >= x, i.e. count of thresholds < x
+                lo = start
+                hi = offsets[f + 1]
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if thresholds[mid] < x:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                binned[i, f] = <X_BINNED_DTYPE_C>(lo - start)

@@ -1,0 +1,110 @@
+"""Quantile binning of features into at most 255 bins plus a missing-value bin.
+
+Thresholds are learned from a subsample of the rows (as in LightGBM and
+scikit-learn's HistGradientBoosting), so fitting the binner is cheap on large
+data; every row is then mapped by the compiled kernel.
+"""
+import numpy as np
+from sklearn.utils import check_random_state
+
+from ._cext import _binning
+from ._common import X_BINNED_DTYPE, X_DTYPE, MAX_BINS
+
+
+def _find_thresholds(col, max_bins):
+    """Thresholds (upper bin edges) for one feature's non-missing values."""
+    col = col[~np.isnan(col)]
+    if col.size == 0:
+        return np.empty(0, dtype=X_DTYPE)
+    distinct = np.unique(col)
+    if distinct.size <= max_bins:
+        # midpoints between consecutive distinct values: exact bins
+        thresholds = (distinct[:-1] + distinct[1:]) * 0.5
+    else:
+        percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
+        thresholds = np.percentile(col, percentiles, method="midpoint")
+        thresholds = np.unique(thresholds)
+    # +inf maps to the last bin anyway; drop non-finite edges
+    thresholds = thresholds[np.isfinite(thresholds)]
+    return np.ascontiguousarray(thresholds, dtype=X_DTYPE)
+
+
+class BinMapper:
+    """Learn per-feature bin thresholds and map raw values to uint8 bins.
+
+    Parameters
+    ----------
+    max_bins : int, default=255
+        Bins for non-missing values (at most 255). NaN always goes to the
+        extra bin ``missing_values_bin_idx == max_bins``.
+    subsample : int or None, default=200_000
+        Rows used to learn thresholds.
+    random_state : int, RandomState or None
+        Seeds the row subsample.
+    n_threads : int
+        OpenMP threads for the mapping.
+    """
+
+    def __init__(self, max_bins=MAX_BINS, subsample=200_000, random_state=None, n_threads=1):
+        self.max_bins = max_bins
+        self.subsample = subsample
+        self.random_state = random_state
+        self.n_threads = n_threads
+
+    def fit(self, X):
+        """Learn thresholds from ``X`` (float64, NaN for missing)."""
+        if not 2 <= self.max_bins <= MAX_BINS:
+            raise ValueError(f"max_bins={self.max_bins} must be in [2, {MAX_BINS}].")
+        X = np.asarray(X, dtype=X_DTYPE)
+        if self.subsample is not None and X.shape[0] > self.subsample:
+            rng = check_random_state(self.random_state)
+            rows = np.sort(rng.choice(X.shape[0], self.subsample, replace=False))
+            X = X[rows]
+        self.bin_thresholds_ = [_find_thresholds(X[:, f], self.max_bins) for f in range(X.shape[1])]
+        self.n_bins_non_missing_ = np.array(
+            [t.size + 1 for t in self.bin_thresholds_], dtype=np.uint32
+        )
+        self.missing_values_bin_idx_ = self.max_bins
+        self._set_flat()
+        return self
+
+    def _set_flat(self):
+        lengths = [t.size for t in self.bin_thresholds_]
+        self._offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self._offsets[1:])
+        self._flat = (
+            np.concatenate(self.bin_thresholds_).astype(X_DTYPE)
+            if lengths
+            else np.empty(0, dtype=X_DTYPE)
+        )
+
+    def transform(self, X):
+        """Bin ``X`` into a column-contiguous uint8 array."""
+        X = np.asarray(X, dtype=X_DTYPE)
+        binned = np.empty(X.shape, dtype=X_BINNED_DTYPE, order="F")
+        _binning.map_to_bins(
+            X, self._flat, self._offsets, self.missing_values_bin_idx_, self.n_threads, binned
+        )
+        return binned
+
+    def fit_transform(self, X):
+        return self.fit(X).transform(X)
+
+    # --- plain-array state, used by the model format -----------------------
+    def to_arrays(self):
+        """Thresholds as flat arrays (no pickle needed to store them)."""
+        return {"bin_thresholds": self._flat.copy(), "bin_offsets": self._offsets.copy()}
+
+    @classmethod
+    def from_arrays(cls, max_bins, bin_thresholds, bin_offsets, n_threads=1):
+        """Rebuild a fitted mapper from :meth:`to_arrays` output."""
+        mapper = cls(max_bins=max_bins, n_threads=n_threads)
+        bin_offsets = np.asarray(bin_offsets, dtype=np.int64)
+        bin_thresholds = np.asarray(bin_thresholds, dtype=X_DTYPE)
+        mapper.bin_thresholds_ = [
+            bin_thresholds[bin_offsets[f]:bin_offsets[f + 1]] for f in range(bin_offsets.size - 1)
+        ]
+        mapper.n_bins_non_missing_ = np.diff(bin_offsets).astype(np.uint32) + 1
+        mapper.missing_values_bin_idx_ = max_bins
+        mapper._set_flat()
+        return mapper

@@ -1,0 +1,55 @@
+"""Dtypes shared with the compiled kernels and small engine-wide helpers.
+
+The structured dtypes mirror the packed structs of ``_cext/_common.pxd``.
+"""
+import os
+
+import numpy as np
+
+X_DTYPE = np.float64
+X_BINNED_DTYPE = np.uint8
+Y_DTYPE = np.float64
+G_H_DTYPE = np.float32
+
+#: One histogram bin (``hist_struct``).
+HISTOGRAM_DTYPE = np.dtype(
+    [("sum_gradients", np.float64), ("sum_hessians", np.float64), ("count", np.uint32)]
+)
+
+#: One tree node (``node_struct``). ``left``/``right`` index the same tree.
+NODE_DTYPE = np.dtype(
+    [
+        ("value", np.float64),
+        ("count", np.uint32),
+        ("feature_idx", np.int32),
+        ("num_threshold", np.float64),
+        ("missing_go_to_left", np.uint8),
+        ("left", np.uint32),
+        ("right", np.uint32),
+        ("gain", np.float64),
+        ("depth", np.uint32),
+        ("is_leaf", np.uint8),
+        ("bin_threshold", np.uint8),
+        ("sum_hessians", np.float64),
+    ]
+)
+
+#: Largest number of bins for non-missing values; the missing bin comes after.
+MAX_BINS = 255
+
+
+def effective_n_threads(n_jobs):
+    """Number of OpenMP threads for ``n_jobs`` (joblib conventions).
+
+    ``None`` means all cores available to this process; ``-1`` all cores,
+    ``-2`` all but one, and so on.
+    """
+    try:
+        n_cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n_cpus = os.cpu_count() or 1
+    if n_jobs is None:
+        return n_cpus
+    if n_jobs < 0:
+        return max(1, n_cpus + 1 + n_jobs)
+    return max(1, min(int(n_jobs), n_cpus))

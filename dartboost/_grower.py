@@ -1,0 +1,257 @@
+"""Leaf-wise tree growth on binned data.
+
+Python decides which node to split next (a max-heap on split gain, bounded by
+``max_leaf_nodes`` and ``max_depth``); the compiled kernels build histograms,
+find splits and partition rows. Only the smaller child's histogram is built:
+the larger one is the parent's minus the smaller's.
+"""
+import heapq
+
+import numpy as np
+
+from ._cext import _histogram, _splitting
+from ._common import HISTOGRAM_DTYPE, NODE_DTYPE
+
+
+class _Node:
+    """A node under construction: its rows are ``partition[start:stop]``."""
+
+    __slots__ = ("idx", "start", "stop", "depth", "sum_g", "sum_h", "hist", "split", "value")
+
+    def __init__(self, idx, start, stop, depth, sum_g, sum_h, value):
+        self.idx = idx
+        self.start = start
+        self.stop = stop
+        self.depth = depth
+        self.sum_g = sum_g
+        self.sum_h = sum_h
+        self.value = value
+        self.hist = None
+        self.split = None
+
+    @property
+    def n_samples(self):
+        return self.stop - self.start
+
+
+class TreeGrower:
+    """Grow one regression tree on gradients and hessians.
+
+    Parameters
+    ----------
+    X_binned : ndarray of uint8, shape (n_samples, n_features), Fortran order
+    gradients, hessians : ndarray of float32, shape (n_samples,)
+    n_bins_non_missing : ndarray of uint32, shape (n_features,)
+    missing_values_bin_idx : int
+    sample_indices : ndarray of uint32 or None
+        Rows to grow on (row subsampling); ``None`` means all rows.
+    feature_mask : ndarray of uint8 or None
+        Features the tree may use (``colsample_bytree``); ``None`` means all.
+    colsample_bynode : float
+        Fraction of the tree's features drawn for each node's split search.
+    rng : numpy Generator
+        Used only for ``colsample_bynode``.
+    buffers : GrowerBuffers or None
+        Scratch arrays shared by the trees of one fit.
+    bin_thresholds : list of ndarray or None
+        The binner's thresholds, to give each split a raw-value threshold.
+    """
+
+    def __init__(self, X_binned, gradients, hessians, n_bins_non_missing,
+                 missing_values_bin_idx, *, sample_indices=None, feature_mask=None,
+                 max_leaf_nodes=31, max_depth=None, min_samples_leaf=20,
+                 min_child_weight=1e-3, min_split_gain=0.0, l2_regularization=0.0,
+                 colsample_bynode=1.0, rng=None, n_threads=1, buffers=None,
+                 bin_thresholds=None):
+        self.X_binned = X_binned
+        self.bin_thresholds = bin_thresholds
+        self.gradients = gradients
+        self.hessians = hessians
+        self.n_bins_non_missing = n_bins_non_missing
+        self.missing_values_bin_idx = missing_values_bin_idx
+        n_samples, n_features = X_binned.shape
+        self.all_rows = sample_indices is None
+        if buffers is None:
+            buffers = GrowerBuffers(n_samples)
+        self.buffers = buffers
+        if sample_indices is None:
+            self.partition = buffers.partition
+            self.partition[:] = buffers.arange
+        else:
+            self.partition = np.ascontiguousarray(sample_indices, dtype=np.uint32)
+        self.feature_mask = (
+            np.ones(n_features, dtype=np.uint8) if feature_mask is None
+            else np.ascontiguousarray(feature_mask, dtype=np.uint8)
+        )
+        self.max_leaf_nodes = max_leaf_nodes if max_leaf_nodes is not None else np.inf
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.min_child_weight = min_child_weight
+        self.min_split_gain = min_split_gain
+        self.l2_regularization = l2_regularization
+        self.colsample_bynode = colsample_bynode
+        self.rng = rng
+        self.n_threads = n_threads
+        self.n_features = n_features
+        self.n_bins = missing_values_bin_idx + 1
+
+    # -- helpers --------------------------------------------------------------
+    def _leaf_value(self, sum_g, sum_h):
+        return -sum_g / (sum_h + self.l2_regularization)
+
+    def _node_mask(self):
+        if self.colsample_bynode >= 1.0:
+            return self.feature_mask
+        allowed = np.flatnonzero(self.feature_mask)
+        n_draw = max(1, int(round(self.colsample_bynode * allowed.size)))
+        mask = np.zeros(self.n_features, dtype=np.uint8)
+        mask[self.rng.choice(allowed, n_draw, replace=False)] = 1
+        return mask
+
+    def _build_hist(self, node):
+        hist = np.empty((self.n_features, self.n_bins), dtype=HISTOGRAM_DTYPE)
+        rows = self.partition[node.start:node.stop]
+        _histogram.build_histogram(
+            self.X_binned, rows, self.gradients, self.hessians,
+            self.buffers.ordered_gradients, self.buffers.ordered_hessians,
+            self.feature_mask, self.all_rows and node.idx == 0, self.n_threads, hist,
+        )
+        return hist
+
+    def _can_split(self, node):
+        if node.n_samples < 2 * self.min_samples_leaf:
+            return False
+        if self.max_depth is not None and node.depth >= self.max_depth:
+            return False
+        return True
+
+    def _find_split(self, node):
+        node.split = _splitting.find_best_split(
+            node.hist, node.sum_g, node.sum_h, node.n_samples, self.n_bins_non_missing,
+            self._node_mask(), self.missing_values_bin_idx, self.l2_regularization,
+            self.min_samples_leaf, self.min_child_weight, self.min_split_gain, self.n_threads,
+        )
+
+    # -- growth ---------------------------------------------------------------
+    def grow(self):
+        """Grow the tree.
+
+        Returns
+        -------
+        nodes : ndarray of NODE_DTYPE
+            Node 0 is the root.
+        leaves : list of (node_index, start, stop)
+            Each leaf's slice of :attr:`partition` (its training rows).
+        """
+        rows = self.partition
+        if rows.size == 0:
+            raise ValueError("Cannot grow a tree on zero samples.")
+        g = self.gradients if self.all_rows else self.gradients[rows]
+        h = self.hessians if self.all_rows else self.hessians[rows]
+        sum_g = float(np.sum(g, dtype=np.float64))
+        sum_h = float(np.sum(h, dtype=np.float64))
+        nodes = [self._new_node_record(0, rows.size, sum_h, self._leaf_value(sum_g, sum_h))]
+        root = _Node(0, 0, rows.size, 0, sum_g, sum_h, nodes[0]["value"])
+        heap = []
+        n_leaves = 1
+        if self._can_split(root) and self.max_leaf_nodes > 1:
+            root.hist = self._build_hist(root)
+            self._find_split(root)
+            if root.split is not None:
+                heapq.heappush(heap, (-root.split[0], 0, root))
+        leaves_final = [] if heap else [root]
+        while heap and n_leaves < self.max_leaf_nodes:
+            _, _, node = heapq.heappop(heap)
+            left, right = self._split(node, nodes)
+            n_leaves += 1
+            room = n_leaves < self.max_leaf_nodes
+            self._prepare_children(node, left, right, room)
+            for child in (left, right):
+                if child.split is not None:
+                    heapq.heappush(heap, (-child.split[0], child.idx, child))
+                else:
+                    leaves_final.append(child)
+            node.hist = None  # free the parent's histogram
+        leaves_final.extend(item[2] for item in heap)
+        for leaf in leaves_final:
+            leaf.hist = None
+        nodes_arr = np.array(nodes, dtype=NODE_DTYPE)
+        leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
+        return nodes_arr, leaves
+
+    def _new_node_record(self, depth, count, sum_h, value):
+        rec = np.zeros((), dtype=NODE_DTYPE)
+        rec["value"] = value
+        rec["count"] = count
+        rec["depth"] = depth
+        rec["is_leaf"] = 1
+        rec["feature_idx"] = -1
+        rec["sum_hessians"] = sum_h
+        return rec
+
+    def _split(self, node, nodes):
+        gain, feature, bin_idx, missing_left, gl, hl, nl = node.split
+        if node.hist[feature, self.missing_values_bin_idx]["count"] == 0:
+            # No missing value reached this node in training: send future
+            # missing values where most training rows went. (No row here is
+            # missing, so the partition below is unaffected.)
+            missing_left = nl >= node.n_samples - nl
+        rows = self.partition[node.start:node.stop]
+        n_left = _splitting.split_indices(
+            self.X_binned, rows, feature, bin_idx, missing_left,
+            self.missing_values_bin_idx, self.buffers.left, self.buffers.right, self.n_threads,
+        )
+        assert n_left == nl, (n_left, nl)
+        gr, hr = node.sum_g - gl, node.sum_h - hl
+        rec = nodes[node.idx]
+        rec["is_leaf"] = 0
+        rec["feature_idx"] = feature
+        rec["bin_threshold"] = bin_idx
+        rec["missing_go_to_left"] = missing_left
+        rec["gain"] = gain
+        thresholds = self.bin_thresholds[feature] if self.bin_thresholds is not None else None
+        rec["num_threshold"] = (
+            thresholds[bin_idx] if thresholds is not None and bin_idx < thresholds.size else np.inf
+        )
+        left_idx, right_idx = len(nodes), len(nodes) + 1
+        rec["left"], rec["right"] = left_idx, right_idx
+        depth = node.depth + 1
+        nodes.append(self._new_node_record(depth, nl, hl, self._leaf_value(gl, hl)))
+        nodes.append(self._new_node_record(depth, node.n_samples - nl, hr, self._leaf_value(gr, hr)))
+        left = _Node(left_idx, node.start, node.start + nl, depth, gl, hl, nodes[left_idx]["value"])
+        right = _Node(right_idx, node.start + nl, node.stop, depth, gr, hr,
+                      nodes[right_idx]["value"])
+        return left, right
+
+    def _prepare_children(self, parent, left, right, room):
+        """Histograms and best splits of the two children, if they may split."""
+        if not room:
+            return
+        split_left, split_right = self._can_split(left), self._can_split(right)
+        if not (split_left or split_right):
+            return
+        small, large = (left, right) if left.n_samples <= right.n_samples else (right, left)
+        small.hist = self._build_hist(small)
+        if self._can_split(large):
+            large.hist = np.empty_like(parent.hist)
+            _histogram.subtract_histograms(
+                parent.hist, small.hist, self.feature_mask, self.n_threads, large.hist
+            )
+        for child in (left, right):
+            if child.hist is not None and self._can_split(child):
+                self._find_split(child)
+            if child.split is None:
+                child.hist = None
+
+
+class GrowerBuffers:
+    """Per-fit scratch arrays reused by every tree (avoids re-allocation)."""
+
+    def __init__(self, n_samples):
+        from ._common import G_H_DTYPE
+        self.arange = np.arange(n_samples, dtype=np.uint32)
+        self.partition = np.empty(n_samples, dtype=np.uint32)
+        self.left = np.empty(n_samples, dtype=np.uint32)
+        self.right = np.empty(n_samples, dtype=np.uint32)
+        self.ordered_gradients = np.empty(n_samples, dtype=G_H_DTYPE)
+        self.ordered_hessians = np.empty(n_samples, dtype=G_H_DTYPE)

@@ -1,0 +1,236 @@
+"""Losses: baselines, gradients (compiled), loss values and leaf refits.
+
+Raw scores are kept as an array of shape ``(n_trees_per_iteration, n_samples)``
+(one row per output), the layout the gradient kernels and the grower read
+without copies. Targets are stored in the same layout (``(K, n)``) except for
+multiclass, where ``y`` holds class indices of shape ``(n,)``.
+"""
+import numpy as np
+from scipy.special import expit, logsumexp, softmax
+
+from ._cext import _loss
+
+_NO_WEIGHTS = np.empty(0, dtype=np.float64)
+
+
+def _weights_or_empty(sample_weight):
+    return _NO_WEIGHTS if sample_weight is None else sample_weight
+
+
+def weighted_quantile(values, q, sample_weight=None):
+    """``q``-quantile of ``values`` (lower, by cumulative weight)."""
+    if values.size == 0:
+        return 0.0
+    if sample_weight is None:
+        return float(np.quantile(values, q, method="inverted_cdf"))
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(sample_weight[order])
+    idx = np.searchsorted(cum, q * cum[-1], side="left")
+    return float(values[order[min(idx, values.size - 1)]])
+
+
+def _mean(values, sample_weight):
+    return float(np.average(values, weights=sample_weight))
+
+
+class BaseLoss:
+    """A loss for raw scores of shape ``(K, n)``."""
+
+    #: refit leaf values after growth (for losses whose Newton step is poor)
+    refits_leaves = False
+    is_multiclass = False
+
+    def __init__(self, n_outputs=1):
+        self.n_trees_per_iteration = n_outputs
+
+    def baseline(self, y, sample_weight):
+        """Constant raw score minimising the loss, shape ``(K,)``."""
+        raise NotImplementedError
+
+    def gradients(self, y, raw, sample_weight, n_threads, gradients, hessians):
+        """Fill float32 ``gradients``/``hessians`` of shape ``(K, n)``."""
+        sw = _weights_or_empty(sample_weight)
+        for k in range(self.n_trees_per_iteration):
+            self._kernel(y[k], raw[k], sw, n_threads, gradients[k], hessians[k])
+
+    def loss(self, y, raw, sample_weight=None):
+        """Weighted mean loss (lower is better)."""
+        raise NotImplementedError
+
+    def predict(self, raw):
+        """Map raw scores ``(K, n)`` to predictions in target units."""
+        return raw
+
+    def prepare(self, y, raw, sample_weight):
+        """Hook called once per iteration before gradients (e.g. Huber's delta)."""
+
+
+class SquaredError(BaseLoss):
+    name = "squared_error"
+
+    def baseline(self, y, sample_weight):
+        return np.array([_mean(y[k], sample_weight) for k in range(y.shape[0])])
+
+    def _kernel(self, y, raw, sw, n_threads, g, h):
+        _loss.squared_error(y, raw, sw, n_threads, g, h)
+
+    def loss(self, y, raw, sample_weight=None):
+        return _mean(np.mean((y - raw) ** 2, axis=0) * 0.5, sample_weight)
+
+
+class AbsoluteError(BaseLoss):
+    name = "absolute_error"
+    refits_leaves = True
+    quantile = 0.5
+
+    def baseline(self, y, sample_weight):
+        return np.array([weighted_quantile(y[0], self.quantile, sample_weight)])
+
+    def _kernel(self, y, raw, sw, n_threads, g, h):
+        _loss.absolute_error(y, raw, sw, n_threads, g, h)
+
+    def loss(self, y, raw, sample_weight=None):
+        return _mean(np.abs(y[0] - raw[0]), sample_weight)
+
+    def leaf_value(self, residuals, sample_weight):
+        """Refit of a leaf: the (weighted) quantile of ``y - raw`` in it."""
+        return weighted_quantile(residuals, self.quantile, sample_weight)
+
+
+class Quantile(AbsoluteError):
+    name = "quantile"
+
+    def __init__(self, quantile=0.5):
+        super().__init__(1)
+        self.quantile = quantile
+
+    def _kernel(self, y, raw, sw, n_threads, g, h):
+        _loss.quantile(y, raw, sw, self.quantile, n_threads, g, h)
+
+    def loss(self, y, raw, sample_weight=None):
+        diff = y[0] - raw[0]
+        q = self.quantile
+        return _mean(np.where(diff >= 0, q * diff, (q - 1) * diff), sample_weight)
+
+
+class Huber(BaseLoss):
+    """Huber loss; ``delta`` is the ``alpha``-quantile of ``|y - raw|``,
+    recomputed each iteration (scikit-learn's GradientBoosting rule), so it
+    adapts to the scale of the target."""
+
+    name = "huber"
+
+    def __init__(self, alpha=0.9):
+        super().__init__(1)
+        self.alpha = alpha
+        self.delta = None
+
+    def baseline(self, y, sample_weight):
+        return np.array([weighted_quantile(y[0], 0.5, sample_weight)])
+
+    def prepare(self, y, raw, sample_weight):
+        self.delta = max(weighted_quantile(np.abs(y[0] - raw[0]), self.alpha, sample_weight),
+                         np.finfo(np.float64).tiny)
+
+    def _kernel(self, y, raw, sw, n_threads, g, h):
+        _loss.huber(y, raw, sw, self.delta, n_threads, g, h)
+
+    def loss(self, y, raw, sample_weight=None):
+        diff = np.abs(y[0] - raw[0])
+        delta = self.delta if self.delta is not None else \
+            weighted_quantile(diff, self.alpha, sample_weight)
+        val = np.where(diff <= delta, 0.5 * diff ** 2, delta * (diff - 0.5 * delta))
+        return _mean(val, sample_weight)
+
+
+class Poisson(BaseLoss):
+    """Poisson deviance with a log link: ``raw = log(mu)``."""
+
+    name = "poisson"
+
+    def baseline(self, y, sample_weight):
+        return np.array([np.log(_mean(y[0], sample_weight))])
+
+    def _kernel(self, y, raw, sw, n_threads, g, h):
+        _loss.poisson(y, raw, sw, n_threads, g, h)
+
+    def loss(self, y, raw, sample_weight=None):
+        return _mean(np.exp(raw[0]) - y[0] * raw[0], sample_weight)
+
+    def predict(self, raw):
+        return np.exp(raw)
+
+
+class BinaryLogLoss(BaseLoss):
+    name = "log_loss"
+
+    def baseline(self, y, sample_weight):
+        p = np.clip(_mean(y[0], sample_weight), 1e-15, 1 - 1e-15)
+        return np.array([np.log(p / (1 - p))])
+
+    def _kernel(self, y, raw, sw, n_threads, g, h):
+        _loss.binary_log_loss(y, raw, sw, n_threads, g, h)
+
+    def loss(self, y, raw, sample_weight=None):
+        # log(1 + exp(raw)) - y * raw, computed stably
+        return _mean(np.logaddexp(0, raw[0]) - y[0] * raw[0], sample_weight)
+
+    def predict(self, raw):
+        p = expit(raw[0])
+        return np.vstack([1 - p, p])
+
+
+class SoftmaxLogLoss(BaseLoss):
+    """Multiclass log-loss; one tree per class per iteration."""
+
+    name = "log_loss"
+    is_multiclass = True
+
+    def baseline(self, y, sample_weight):
+        K = self.n_trees_per_iteration
+        w = np.ones_like(y) if sample_weight is None else sample_weight
+        prior = np.bincount(y.astype(np.intp), weights=w, minlength=K) / w.sum()
+        prior = np.clip(prior, 1e-15, None)
+        log_prior = np.log(prior)
+        return log_prior - log_prior.mean()
+
+    def gradients(self, y, raw, sample_weight, n_threads, gradients, hessians):
+        _loss.softmax_log_loss(y, raw, _weights_or_empty(sample_weight), n_threads,
+                               gradients, hessians)
+
+    def loss(self, y, raw, sample_weight=None):
+        lse = logsumexp(raw, axis=0)
+        picked = raw[y.astype(np.intp), np.arange(y.shape[0])]
+        return _mean(lse - picked, sample_weight)
+
+    def predict(self, raw):
+        return softmax(raw, axis=0)
+
+
+REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber", "quantile", "poisson")
+
+
+def make_regression_loss(name, n_outputs=1, quantile=None, alpha=0.9):
+    """The loss object for a regressor's ``loss`` parameter."""
+    if n_outputs > 1 and name != "squared_error":
+        raise ValueError(
+            f"Multi-output regression (y with {n_outputs} columns) is supported only with "
+            f"loss='squared_error', got loss={name!r}."
+        )
+    if name == "squared_error":
+        return SquaredError(n_outputs)
+    if name == "absolute_error":
+        return AbsoluteError(1)
+    if name == "huber":
+        return Huber(alpha)
+    if name == "quantile":
+        if quantile is None:
+            raise ValueError("loss='quantile' requires the 'quantile' parameter in (0, 1).")
+        return Quantile(quantile)
+    if name == "poisson":
+        return Poisson(1)
+    raise ValueError(f"Unknown loss {name!r}; expected one of {REGRESSION_LOSSES}.")
+
+
+def make_classification_loss(n_classes):
+    return BinaryLogLoss(1) if n_classes <= 2 else SoftmaxLogLoss(n_classes)

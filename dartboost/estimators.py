@@ -1,0 +1,303 @@
+"""scikit-learn estimators: thin layers over :class:`~dartboost._boosting.BaseBoosting`."""
+import numbers
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+
+from ._boosting import BaseBoosting
+from ._losses import REGRESSION_LOSSES, make_classification_loss, make_regression_loss
+
+_SHARED_DOC = """
+    boosting : {"dart", "mart"}, default="dart"
+        ``"dart"`` drops random earlier trees each iteration (dropout);
+        ``"mart"`` is plain gradient boosting (no dropout, DART knobs ignored).
+    n_estimators : int, default=100
+        Boosting iterations (one tree per output per iteration).
+    learning_rate : float, default=0.1
+        Shrinkage ``eta``; with DART it also enters the normalisation.
+    max_leaf_nodes : int or None, default=31
+        Leaves per tree (leaf-wise growth). ``None``: no limit.
+    max_depth : int or None, default=None
+        Depth limit (``None``: none).
+    min_samples_leaf : int, default=20
+        Minimum number of training rows in a leaf.
+    min_child_weight : float, default=1e-3
+        Minimum sum of hessians in a leaf.
+    min_split_gain : float, default=0.0
+        Minimum gain ``G_L^2/(H_L+l2) + G_R^2/(H_R+l2) - G^2/(H+l2)`` of a split.
+    l2_regularization : float, default=0.0
+        L2 penalty on leaf values.
+    max_bins : int, default=255
+        Bins per feature for non-missing values (missing values get their own).
+    subsample : float, default=1.0
+        Fraction of rows drawn (without replacement) for each iteration's trees.
+    colsample_bytree : float, default=1.0
+        Fraction of features drawn for each iteration's trees.
+    colsample_bynode : float, default=1.0
+        Fraction of the tree's features drawn at each split.
+    drop_rate : float, default=0.1
+        DART: probability of dropping each earlier iteration.
+    skip_drop : float, default=0.5
+        DART: probability of dropping nothing in an iteration.
+    max_drop : int, default=50
+        DART: at most this many iterations dropped (a uniform random subset of
+        the draw); ``<= 0`` for no limit.
+    one_drop : bool, default=False
+        DART: drop one iteration when the draw is empty.
+    sample_type : {"uniform", "weighted"}, default="uniform"
+        DART: drop probability uniform or proportional to tree weight.
+    normalize_type : {"tree", "forest"}, default="tree"
+        DART: ``"tree"`` gives the new tree ``eta/(k+eta)`` and scales the k
+        dropped ones by ``k/(k+eta)`` (XGBoost's default, LightGBM's
+        ``xgboost_dart_mode=True``); ``"forest"`` gives ``eta/(1+eta)`` and
+        scales dropped ones by ``1/(1+eta)``. LightGBM's default
+        (``xgboost_dart_mode=False``) gives only ``eta/(k+1)`` and converges far
+        more slowly; the paper's rule is ``"tree"`` with ``learning_rate=1``.
+    early_stopping : "auto" or bool, default="auto"
+        Stop when the validation loss has not improved by ``tol`` for
+        ``n_iter_no_change`` iterations and keep the best iteration's model,
+        with the tree weights it had then (also for DART). ``"auto"``: on
+        when ``n_samples > 10000`` or an ``eval_set`` is given.
+    validation_fraction : float or None, default=0.1
+        Share of the training data held out for early stopping (stratified for
+        classifiers). ``None``: score on the training data.
+    n_iter_no_change : int, default=10
+    tol : float, default=1e-7
+    warm_start : bool, default=False
+        Keep the fitted trees and add iterations up to ``n_estimators``.
+    callbacks : list or None, default=None
+        Objects with ``on_fit_begin``/``on_iteration_end``/``on_fit_end``
+        methods (see :mod:`dartboost.callbacks`).
+    random_state : int, RandomState or None, default=None
+        Seeds binning subsample, validation split, dropout and subsampling.
+        An int makes fits reproducible (also across interrupted, resumed fits).
+    n_jobs : int or None, default=None
+        OpenMP threads (``None``: all cores of this process).
+    verbose : int, default=0
+        ``1``: progress bar; ``2``: one line per iteration.
+"""
+
+
+def _shared_init_params(locals_):
+    return {k: locals_[k] for k in (
+        "boosting", "n_estimators", "learning_rate", "max_leaf_nodes", "max_depth",
+        "min_samples_leaf", "min_child_weight", "min_split_gain", "l2_regularization",
+        "max_bins", "subsample", "colsample_bytree", "colsample_bynode", "drop_rate",
+        "skip_drop", "max_drop", "one_drop", "sample_type", "normalize_type",
+        "early_stopping", "validation_fraction", "n_iter_no_change", "tol", "warm_start",
+        "callbacks", "random_state", "n_jobs", "verbose")}
+
+
+class DartRegressor(RegressorMixin, BaseBoosting):
+    __doc__ = """Histogram gradient-boosted regression trees with DART (or MART).
+
+    Parameters
+    ----------
+    loss : {"squared_error", "absolute_error", "huber", "quantile", "poisson"}, \
+default="squared_error"
+        ``squared_error`` also accepts a 2-D ``y`` (multi-output: one tree per
+        output per iteration). ``absolute_error`` and ``quantile`` refit leaf
+        values to the residuals' median/quantile; ``poisson`` uses a log link.
+    quantile : float or None, default=None
+        The quantile for ``loss="quantile"``.
+    alpha : float, default=0.9
+        Huber: the threshold between quadratic and linear is the ``alpha``
+        quantile of the absolute residuals, re-estimated each iteration.
+""" + _SHARED_DOC + """
+    Attributes
+    ----------
+    n_iter_ : int
+        Iterations in the fitted model (the best one with early stopping).
+    n_trees_per_iteration_ : int
+    train_score_, validation_score_ : list of float
+        Negative loss before the first and after each iteration (only with
+        early stopping).
+    best_iteration_ : int
+    feature_importances_ : ndarray of shape (n_features,)
+    tree_weights_ : ndarray of shape (n_iter_,)
+    n_features_in_ : int
+    """
+
+    _parameter_constraints = {
+        **BaseBoosting._parameter_constraints,
+        "loss": [StrOptions(set(REGRESSION_LOSSES))],
+        "quantile": [Interval(numbers.Real, 0, 1, closed="neither"), None],
+        "alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
+    }
+
+    def __init__(self, loss="squared_error", *, quantile=None, alpha=0.9, boosting="dart",
+                 n_estimators=100, learning_rate=0.1, max_leaf_nodes=31, max_depth=None,
+                 min_samples_leaf=20, min_child_weight=1e-3, min_split_gain=0.0,
+                 l2_regularization=0.0, max_bins=255, subsample=1.0, colsample_bytree=1.0,
+                 colsample_bynode=1.0, drop_rate=0.1, skip_drop=0.5, max_drop=50,
+                 one_drop=False, sample_type="uniform", normalize_type="tree",
+                 early_stopping="auto", validation_fraction=0.1, n_iter_no_change=10,
+                 tol=1e-7, warm_start=False, callbacks=None, random_state=None, n_jobs=None,
+                 verbose=0):
+        super().__init__(**_shared_init_params(locals()))
+        self.loss = loss
+        self.quantile = quantile
+        self.alpha = alpha
+
+    def _encode_y(self, y, sample_weight):
+        y = self._encode_y_transform(y)
+        if self.loss == "poisson":
+            if np.any(y < 0):
+                raise ValueError("loss='poisson' requires non-negative targets y.")
+            if np.sum(y if sample_weight is None else y * sample_weight) <= 0:
+                raise ValueError("loss='poisson' requires targets with a positive sum.")
+        if not (self.warm_start and self._is_fitted()):
+            self._n_outputs = y.shape[0]
+        elif y.shape[0] != self._n_outputs:
+            raise ValueError(f"y has {y.shape[0]} outputs; the fitted model has "
+                             f"{self._n_outputs}.")
+        return y
+
+    def _encode_y_transform(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        return np.ascontiguousarray(y.reshape(1, -1) if y.ndim == 1 else y.T)
+
+    def _make_loss(self):
+        return make_regression_loss(self.loss, self._n_outputs, self.quantile, self.alpha)
+
+    def _extra_state(self, arrays):
+        return {"n_outputs": int(self._n_outputs), "y_was_1d": bool(self._y_was_1d())}
+
+    def _y_was_1d(self):
+        return getattr(self, "_y_1d", True)
+
+    def _load_extra_state(self, header, arrays):
+        self._n_outputs = header["n_outputs"]
+        self._y_1d = header["y_was_1d"]
+
+    def fit(self, X, y, sample_weight=None, eval_set=None):
+        self._y_1d = np.ndim(y) == 1
+        return super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
+
+    fit.__doc__ = BaseBoosting.fit.__doc__
+
+    def _format(self, raw):
+        pred = self._make_loss().predict(raw)
+        return pred[0] if self._y_1d else pred.T
+
+    def predict(self, X):
+        """Predicted values, shape ``(n,)`` (or ``(n, n_outputs)``)."""
+        return self._format(self._raw_predict(X))
+
+    def staged_predict(self, X):
+        """Yield predictions after each iteration, with the weights the model
+        had at that iteration."""
+        for raw in self._staged_raw_predict(X):
+            yield self._format(raw)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class DartClassifier(ClassifierMixin, BaseBoosting):
+    __doc__ = """Histogram gradient-boosted classification trees with DART (or MART).
+
+    Binary targets use the log-loss with one tree per iteration; multiclass
+    targets use the softmax log-loss with one tree per class per iteration.
+    Labels may be of any type (``classes_`` keeps them).
+
+    Parameters
+    ----------
+""" + _SHARED_DOC + """
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_iter_ : int
+    n_trees_per_iteration_ : int
+    train_score_, validation_score_ : list of float
+    best_iteration_ : int
+    feature_importances_ : ndarray of shape (n_features,)
+    tree_weights_ : ndarray of shape (n_iter_,)
+    n_features_in_ : int
+    """
+
+    _is_classifier = True
+
+    def __init__(self, *, boosting="dart", n_estimators=100, learning_rate=0.1,
+                 max_leaf_nodes=31, max_depth=None, min_samples_leaf=20,
+                 min_child_weight=1e-3, min_split_gain=0.0, l2_regularization=0.0,
+                 max_bins=255, subsample=1.0, colsample_bytree=1.0, colsample_bynode=1.0,
+                 drop_rate=0.1, skip_drop=0.5, max_drop=50, one_drop=False,
+                 sample_type="uniform", normalize_type="tree", early_stopping="auto",
+                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-7, warm_start=False,
+                 callbacks=None, random_state=None, n_jobs=None, verbose=0):
+        super().__init__(**_shared_init_params(locals()))
+
+    def _encode_y(self, y, sample_weight):
+        check_classification_targets(y)
+        if self.warm_start and self._is_fitted():
+            return self._encode_y_transform(y)
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        if self.classes_.shape[0] < 2:
+            raise ValueError(f"y contains only one class ({self.classes_[0]!r}); a classifier "
+                             "needs at least 2 classes.")
+        return self._encode_y_transform(y)
+
+    def _encode_y_transform(self, y):
+        check_classification_targets(y)
+        y = np.asarray(y)
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, self.classes_.shape[0] - 1)
+        unknown = self.classes_[idx] != y
+        if np.any(unknown):
+            raise ValueError(f"y contains labels not seen in training: "
+                             f"{np.unique(y[unknown])[:5].tolist()}.")
+        idx = idx.astype(np.float64)
+        return idx.reshape(1, -1) if self.classes_.shape[0] == 2 else idx
+
+    def _stratify_labels(self, y_enc):
+        return y_enc.ravel()
+
+    @staticmethod
+    def _take_y(y_enc, idx):
+        return y_enc[..., idx]
+
+    def _make_loss(self):
+        return make_classification_loss(self.classes_.shape[0])
+
+    def _extra_state(self, arrays):
+        classes = self.classes_
+        if classes.dtype.kind not in "biufU":
+            raise TypeError("Only numeric, boolean or string class labels can be stored in "
+                            f"the dartboost model format, got dtype {classes.dtype}.")
+        return {"classes": classes.tolist(), "classes_dtype": classes.dtype.str}
+
+    def _load_extra_state(self, header, arrays):
+        self.classes_ = np.asarray(header["classes"], dtype=np.dtype(header["classes_dtype"]))
+
+    def decision_function(self, X):
+        """Raw margins: ``(n,)`` for binary, ``(n, n_classes)`` for multiclass."""
+        raw = self._raw_predict(X)
+        return raw[0] if raw.shape[0] == 1 else raw.T
+
+    def staged_decision_function(self, X):
+        for raw in self._staged_raw_predict(X):
+            yield raw[0] if raw.shape[0] == 1 else raw.T
+
+    def predict_proba(self, X):
+        """Class probabilities, shape ``(n, n_classes)``."""
+        return self._make_loss().predict(self._raw_predict(X)).T
+
+    def staged_predict_proba(self, X):
+        loss = self._make_loss()
+        for raw in self._staged_raw_predict(X):
+            yield loss.predict(raw).T
+
+    def predict(self, X):
+        """Predicted class labels."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def staged_predict(self, X):
+        for proba in self.staged_predict_proba(X):
+            yield self.classes_[np.argmax(proba, axis=1)]

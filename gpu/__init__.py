@@ -1,0 +1,58 @@
+"""Neural estimators and ABFT-checked GPU inference (torch, Triton).
+
+Importing :mod:`dartboost.gpu` never requires torch: the heavy modules import it
+lazily, so ``import dartboost`` works on machines without the ``gpu`` extra.
+
+Public API
+----------
+NeuralClassifier, NeuralRegressor
+    scikit-learn estimators backed by a torch MLP (or a small CNN for images),
+    with optional ABFT-checked inference.
+protect, unprotect, is_protected, protection_report, calibrate, check,
+refresh_checksums, fault_log, ABFTFaultError, ABFTFaultWarning, FaultEvent
+    Algorithm-based fault tolerance for ``nn.Linear``/``nn.Conv2d`` layers of any
+    torch model: ``scheme='global'``, ``'tile'`` (fused Triton kernel),
+    ``'auto'`` (intensity-guided) or ``'off'``.
+inject_fault, flip_bit, detection_report
+    Bit-flip fault injection and detection statistics.
+arithmetic_intensity, choose_scheme, device_ridge
+    The rule behind ``scheme='auto'``.
+"""
+import importlib
+
+_EXPORTS = {
+    "NeuralClassifier": "._neural",
+    "NeuralRegressor": "._neural",
+    "protect": "._protect",
+    "unprotect": "._protect",
+    "is_protected": "._protect",
+    "protection_report": "._protect",
+    "calibrate": "._protect",
+    "check": "._protect",
+    "refresh_checksums": "._protect",
+    "fault_log": "._protect",
+    "ABFTFaultError": "._protect",
+    "ABFTFaultWarning": "._protect",
+    "FaultEvent": "._protect",
+    "inject_fault": "._faults",
+    "flip_bit": "._faults",
+    "detection_report": "._faults",
+    "arithmetic_intensity": "._auto",
+    "choose_scheme": "._auto",
+    "device_ridge": "._auto",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
