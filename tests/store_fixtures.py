@@ -28,8 +28,8 @@ def s3_endpoint():
 
 
 def s3_options(endpoint):
-    return {"key": "testing", "secret": "testing", "skip_instance_cache": True,
-            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    return {"key": "testing", "secret": "testing",
+            "client_kwargs": {"endpoint_url": endpoint}}
 
 
 @pytest.fixture

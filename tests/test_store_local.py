@@ -272,7 +272,10 @@ def test_store_is_picklable(store):
 def test_concurrent_writers_from_several_processes(locs):
     ModelStore(locs, k=3, r=2, chunk_size=CHUNK)
     n_writers, n_puts = 4, 3
-    ctx = multiprocessing.get_context("spawn")
+    # fork starts the writers in milliseconds (spawn would re-import the
+    # library in each); they only touch the store, no threads of the parent
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
     with ctx.Pool(n_writers) as pool:
         results = pool.map(concurrent_writer, [(locs, "shared", w, n_puts) for w in range(n_writers)])
     all_versions = sorted(v for _, vs in results for v in vs)

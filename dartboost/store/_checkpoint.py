@@ -73,8 +73,10 @@ class CheckpointCallback:
 
     def _save(self, estimator, iteration, final):
         meta = {"checkpoint": True, "iteration": iteration, "final": final}
+        target = getattr(estimator, "n_estimators", None)
+        growth = (target / iteration) if target and iteration else None
         version = self.store.put(self.name, estimator, metadata=meta,
-                                 incremental=self.incremental)
+                                 incremental=self.incremental, expected_growth=growth)
         stats = dict(self.store.last_put_stats or {})
         stats.update(iteration=iteration, version=version, final=final)
         self.history_.append(stats)

@@ -80,7 +80,7 @@ def _check_array(name, arr):
     return np.ascontiguousarray(arr)
 
 
-def plan_layout(header_bytes, arrays, previous=None, growth=2.0):
+def plan_layout(header_bytes, arrays, previous=None, growth=2.0, expected_growth=None):
     """Choose the header capacity and each array's offset and capacity.
 
     Parameters
@@ -92,35 +92,56 @@ def plan_layout(header_bytes, arrays, previous=None, growth=2.0):
     previous : dict or None
         A layout returned earlier. It is kept when the same arrays still fit, so
         unchanged bytes stay where they were.
-    growth : float
-        Capacity reserved per region as a multiple of its current size.
+    growth : float, default=2.0
+        Capacity reserved per region as a multiple of its size.
+    expected_growth : float or None
+        How much the parts that grew since ``previous`` are still expected to
+        grow (e.g. ``n_estimators / n_iter`` during a fit). Those regions reserve
+        up to its square (bounded), so a fit re-lays out its state about once
+        instead of at every doubling.
 
     Returns
     -------
     layout : dict
-        ``{"header_capacity": int, "regions": {name: [offset, capacity]}, "order": [names]}``.
+        ``{"header_capacity", "regions": {name: [offset, capacity]}, "order", "sizes"}``.
     """
     names = list(arrays)
     if previous is not None and set(previous["regions"]) == set(names) \
             and header_bytes <= previous["header_capacity"]:
         order = previous["order"]
         last = order[-1] if order else None
-        fits = all(arrays[n].nbytes <= previous["regions"][n][1] or n == last for n in names)
-        if fits:
+        if all(arrays[n].nbytes <= previous["regions"][n][1] or n == last for n in names):
             return previous
-    # Largest array last: it can grow past its capacity without moving others.
+    old_sizes = previous.get("sizes", {}) if previous else {}
+
+    def capacity(name, size):
+        if not (expected_growth and name in old_sizes and size > old_sizes[name]):
+            return size * growth
+        # Some state grows faster than linearly in the iterations (the DART
+        # rescaling log: more trees, more dropped per step), so reserve the
+        # square of the expected growth, within a bound for large arrays.
+        eg = max(1.0, float(expected_growth))
+        return max(size * growth, min(size * eg * eg, size * eg * 2 + (1 << 18)))
+
+    # Small arrays first, next to the header, so the ones that change at every
+    # checkpoint share few chunks; the largest array last, where it can grow
+    # past its capacity without moving anything.
     order = sorted(names, key=lambda n: (arrays[n].nbytes, n))
-    hcap = _round_up(max(4096, header_bytes * growth), 4096)
+    hcap = _round_up(max(capacity("__header__", header_bytes), header_bytes + 1024), 1024)
     offset = HEADER_OFFSET + hcap
     regions = {}
     for n in order:
-        cap = _round_up(max(_ALIGN, arrays[n].nbytes * growth), _ALIGN)
+        size = arrays[n].nbytes
+        cap = _round_up(max(_ALIGN, capacity(n, size)), _ALIGN)
         regions[n] = [offset, cap]
         offset += cap
-    return {"header_capacity": hcap, "regions": regions, "order": order}
+    sizes = {n: arrays[n].nbytes for n in names}
+    sizes["__header__"] = header_bytes
+    return {"header_capacity": hcap, "regions": regions, "order": order, "sizes": sizes}
 
 
-def dumps_state(kind, state, arrays, *, class_name=None, metadata=None, layout=None):
+def dumps_state(kind, state, arrays, *, class_name=None, metadata=None, layout=None,
+                expected_growth=None):
     """Serialise a state to bytes in the stable format.
 
     Parameters
@@ -137,6 +158,8 @@ def dumps_state(kind, state, arrays, *, class_name=None, metadata=None, layout=N
         JSON-serialisable user metadata.
     layout : dict, optional
         Layout of a previous dump to keep offsets stable (incremental updates).
+    expected_growth : float, optional
+        Growth still expected of the arrays that grow (see :func:`plan_layout`).
 
     Returns
     -------
@@ -160,14 +183,16 @@ def dumps_state(kind, state, arrays, *, class_name=None, metadata=None, layout=N
         probe = json.dumps(header, sort_keys=True, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise TypeError(f"state header or metadata is not JSON-serialisable: {exc}") from exc
-    layout = plan_layout(len(probe) + 64 * (len(entries) + 1), arrays, previous=layout)
+    layout = plan_layout(len(probe) + 64 * (len(entries) + 1), arrays, previous=layout,
+                         expected_growth=expected_growth)
     for n, (off, cap) in layout["regions"].items():
         entries[n]["offset"] = off
         entries[n]["capacity"] = cap
     hjson = json.dumps(header, sort_keys=True, allow_nan=False).encode()
     hcap = layout["header_capacity"]
     if len(hjson) > hcap:  # estimate was too tight: plan afresh
-        layout = plan_layout(len(hjson) + 64 * (len(entries) + 1), arrays)
+        layout = plan_layout(len(hjson) + 64 * (len(entries) + 1), arrays, previous=layout,
+                             expected_growth=expected_growth)
         return dumps_state(kind, state, arrays, class_name=class_name,
                            metadata=metadata, layout=layout)
     last = layout["order"][-1] if layout["order"] else None
@@ -267,7 +292,7 @@ def is_state_object(obj):
     return callable(getattr(obj, "_get_state", None)) and type(obj).__module__.startswith("dartboost")
 
 
-def dumps(obj, *, metadata=None, layout=None):
+def dumps(obj, *, metadata=None, layout=None, expected_growth=None):
     """Serialise an object to bytes.
 
     dartboost estimators (anything with ``_get_state`` from the ``dartboost``
@@ -282,12 +307,12 @@ def dumps(obj, *, metadata=None, layout=None):
     if is_state_object(obj):
         state, arrays = obj._get_state()
         return dumps_state("dartboost", state, arrays, class_name=_class_name(obj),
-                           metadata=metadata, layout=layout)
+                           metadata=metadata, layout=layout, expected_growth=expected_growth)
     if isinstance(obj, dict) and obj and all(
             isinstance(k, str) and isinstance(v, np.ndarray) and not v.dtype.hasobject
             for k, v in obj.items()):
         return dumps_state("arrays", None, obj, class_name="dict", metadata=metadata,
-                           layout=layout)
+                           layout=layout, expected_growth=expected_growth)
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return dumps_state("pickle", None, {"pickle": np.frombuffer(payload, dtype=np.uint8)},
                        class_name=_class_name(obj), metadata=metadata, layout=layout)

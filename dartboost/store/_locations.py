@@ -4,11 +4,13 @@ Only the few operations the store needs are exposed, and every path is built
 here from validated parts, so a stored name or a manifest entry can never point
 outside the location's root.
 """
+import asyncio
 import os
 import re
 import uuid
 
 import fsspec
+import fsspec.asyn
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _CHUNK_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -101,11 +103,30 @@ class Location:
                 except OSError as exc:
                     out[p] = exc
             return out
-        # remote filesystems fetch a list concurrently
-        res = self.fs.cat(list(paths), on_error="return")
-        if not isinstance(res, dict):  # single path: fsspec returns the bytes
-            res = {paths[0]: res}
-        return res
+        if getattr(self.fs, "async_impl", False):
+            # one concurrent GET per file (fs.cat would first HEAD/expand each path)
+            async def gather():
+                return await asyncio.gather(*[self.fs._cat_file(p) for p in paths],
+                                            return_exceptions=True)
+
+            return dict(zip(paths, fsspec.asyn.sync(self.fs.loop, gather)))
+        out = {}
+        for p in paths:
+            try:
+                out[p] = self.fs.cat_file(p)
+            except Exception as exc:  # noqa: BLE001 - reported per file, like fs.cat
+                out[p] = exc
+        return out
+
+    def write_many(self, items):
+        """Write several files atomically (each one); ``items``: {path: bytes}."""
+        if not items:
+            return
+        if not self.local and getattr(self.fs, "async_impl", False):
+            self.fs.pipe(dict(items))  # concurrent PUTs, each atomic
+            return
+        for p, data in items.items():
+            self.write(p, data)
 
     def write(self, path, data):
         """Write a whole file atomically (a reader sees the old file or the new one)."""
@@ -154,6 +175,7 @@ class Location:
     def exists(self, path):
         if self.local:
             return os.path.exists(path)
+        self.fs.invalidate_cache(path)  # another writer may have changed it
         return self.fs.exists(path)
 
     def listdir(self, path):

@@ -40,6 +40,7 @@ STORE_FORMAT_VERSION = 1
 CODEC = "rs-cauchy-gf256-0x11d"
 CONFIG_NAME = ".dartboost-store.json"
 DEFAULT_CHUNK_SIZE = 1 << 16
+_UNREACHABLE = object()
 
 
 class ConfigMismatchError(StoreError, ValueError):
@@ -194,17 +195,22 @@ class ModelStore:
 
     # ------------------------------------------------------------------ setup
     def _open(self, k, r, chunk_size, create):
-        configs, bad = [], []
-        for i, loc in enumerate(self.locations):
+        def read_config(loc):
             try:
                 cfg = json.loads(loc.read(loc.path(CONFIG_NAME)))
-                if not isinstance(cfg, dict) or cfg.get("format") != STORE_FORMAT:
-                    raise ValueError("not a dartboost store configuration")
             except FileNotFoundError:
-                cfg = None
+                return None
             except ValueError:
-                cfg, _ = None, bad.append(i)
-            configs.append(cfg)
+                return None  # unreadable: rewritten below from the others
+            except OSError:
+                return _UNREACHABLE  # a down location must not stop reads
+            if not isinstance(cfg, dict) or cfg.get("format") != STORE_FORMAT:
+                return None
+            return cfg
+
+        configs = self._map(read_config, self.locations)
+        reachable = [c is not _UNREACHABLE for c in configs]
+        configs = [None if c is _UNREACHABLE else c for c in configs]
         present = [(i, c) for i, c in enumerate(configs) if c is not None]
         if present:
             ref = present[0][1]
@@ -242,7 +248,7 @@ class ModelStore:
                 raise ValueError(f"chunk_size must be a positive multiple of 64, got {chunk_size!r}")
             self.k, self.r, self.chunk_size = k, r, int(chunk_size)
             self.store_id = uuid.uuid4().hex
-        missing = [i for i, c in enumerate(configs) if c is None]
+        missing = [i for i, c in enumerate(configs) if c is None and reachable[i]]
         if missing and create:
             for i in missing:
                 cfg = {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,
@@ -527,7 +533,7 @@ class ModelStore:
         return header, {n: a.copy() for n, a in arrays.items()}
 
     # ----------------------------------------------------------------- writes
-    def put(self, name, obj, *, metadata=None, incremental=False):
+    def put(self, name, obj, *, metadata=None, incremental=False, expected_growth=None):
         """Store a new version of ``name``.
 
         Parameters
@@ -541,6 +547,9 @@ class ModelStore:
         incremental : bool, default=False
             If this store object wrote the previous version of ``name``, write only
             the chunks that changed and update parity from their deltas.
+        expected_growth : float, optional
+            Hint for the model format: how much growing arrays will still grow
+            (the checkpoint callback passes ``n_estimators / n_iter``).
 
         Returns
         -------
@@ -557,8 +566,10 @@ class ModelStore:
                 hdr = _format.read_header(blob)
                 kind, cls = hdr["kind"], hdr.get("class")
         else:
+            prev = self._cache.get(name)  # keep offsets even for a full rewrite
             blob, layout = _format.dumps(obj, metadata=metadata,
-                                         layout=cache["layout"] if cache else None)
+                                         layout=prev["layout"] if prev else None,
+                                         expected_growth=expected_growth)
             hdr = _format.read_header(blob)
             kind, cls = hdr["kind"], hdr.get("class")
         data = stripe(blob, self.k, self.chunk_size)
@@ -621,12 +632,9 @@ class ModelStore:
         def work(item):
             s, chunks = item
             loc = self.locations[s]
-            total = 0
-            for cid, chunk in chunks.items():
-                b = chunk.tobytes()
-                loc.write(self._cpath(loc, name, cid), b)
-                total += len(b)
-            return total
+            items = {self._cpath(loc, name, cid): chunk.tobytes() for cid, chunk in chunks.items()}
+            loc.write_many(items)
+            return sum(len(b) for b in items.values())
 
         return sum(self._map(work, list(to_write.items())))
 
