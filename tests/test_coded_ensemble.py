@@ -169,3 +169,23 @@ def test_degraded_mode_report_regression_and_classification(reg_data):
         degraded_mode_report(cpc, Xc, yc[:10])
     with pytest.raises(NotFittedError):
         degraded_mode_report(CodedPredictor(clf), Xc, yc)
+
+
+def test_sum_parity_of_combined_output_is_the_parity_itself(reg_data):
+    # With r = 1 and combine="sum", rebuilding one member and re-summing gives
+    # exactly the parity member's output: a parity ensemble is then a distilled
+    # backup of the whole ensemble, and the report must show them equal.
+    X, y = reg_data
+    gb = GradientBoostingRegressor(n_estimators=9, max_depth=2, random_state=0).fit(X, y)
+    shards = [TreeRangeShard(gb, 0, 3, include_baseline=True), TreeRangeShard(gb, 3, 6),
+              TreeRangeShard(gb, 6)]
+    par = DecisionTreeRegressor(max_depth=4, random_state=0)
+    pe = ParityEnsemble(shards, combine="sum", parity_estimator=par).fit(X)
+    for lost in range(3):
+        avail = np.ones(4, dtype=bool)
+        avail[lost] = False
+        np.testing.assert_allclose(pe.predict(X[:50], avail), pe.parity_predict(X[:50], 0)[:, 0])
+    backup = clone(par).fit(X, gb.predict(X))
+    rep = degraded_mode_report(pe, X, y, backup=backup, timing=False)
+    assert rep["rmse_degraded"]["decoded"] == pytest.approx(rep["rmse_degraded"]["backup"])
+    assert set(rep["rmse_degraded_worst"]) == {"decoded", "drop_member", "backup"}

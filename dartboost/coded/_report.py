@@ -229,6 +229,9 @@ def _ensemble_report(pe, X, y, fractions, backup, timing):
             y = np.asarray(y)
             rep["A_a"] = float(np.mean(pred_full == y))
             rep["A_d"] = {n: float(np.mean([np.mean(p == y) for p in v])) for n, v in preds.items()}
+            # The mean over erasure positions hides a member that matters most.
+            rep["A_d_worst"] = {n: float(min(np.mean(p == y) for p in v))
+                                for n, v in preds.items()}
             rep["overall"] = {n: _overall(rep["A_a"], a, fractions, False)
                               for n, a in rep["A_d"].items()}
     else:
@@ -239,6 +242,8 @@ def _ensemble_report(pe, X, y, fractions, backup, timing):
             rep["rmse_available"] = _rmse(pred_full, yv)
             rep["rmse_degraded"] = {n: float(np.mean([_rmse(p, yv) for p in v]))
                                     for n, v in preds.items()}
+            rep["rmse_degraded_worst"] = {n: float(max(_rmse(p, yv) for p in v))
+                                          for n, v in preds.items()}
             rep["overall_rmse"] = {n: _overall(rep["rmse_available"], a, fractions, True)
                                    for n, a in rep["rmse_degraded"].items()}
     cost = {"member_sizes": [model_size(mb) for mb in pe.members],
