@@ -137,8 +137,10 @@ class ModelStore:
         existing one they may be None (read from the store) and otherwise must
         match it.
     chunk_size : int, default=65536
-        Chunk size in bytes (multiple of 64), fixed at creation. Smaller chunks
-        make incremental updates write fewer bytes, at more files per object.
+        Largest chunk size in bytes (multiple of 64), fixed at creation. Each
+        object picks its own chunk size up to this so that its rows are nearly
+        full (little padding for small objects). Smaller chunks make incremental
+        updates write fewer bytes, at more files per object.
     storage_options : dict or list of dict, optional
         Options for ``fsspec`` (e.g. S3 endpoint and credentials), one dict for
         all locations or one per location.
@@ -290,17 +292,19 @@ class ModelStore:
         if body.get("name") != name or body.get("version") != version \
                 or body.get("store_id") != self.store_id:
             raise ManifestError("manifest belongs to another object, version or store")
-        if (body.get("k"), body.get("r")) != (self.k, self.r) or body.get("codec") != CODEC \
-                or body.get("chunk_size") != self.chunk_size:
+        if (body.get("k"), body.get("r")) != (self.k, self.r) or body.get("codec") != CODEC:
             raise ConfigMismatchError(
                 f"manifest of {name!r} v{version} was written with k={body.get('k')}, "
-                f"r={body.get('r')}, chunk_size={body.get('chunk_size')}, but the store has "
-                f"k={self.k}, r={self.r}, chunk_size={self.chunk_size}")
+                f"r={body.get('r')}, codec={body.get('codec')!r}, but the store has "
+                f"k={self.k}, r={self.r}, codec={CODEC!r}")
+        c = body.get("chunk_size")
+        if not isinstance(c, int) or c < 64 or c % 64 or c > self.chunk_size:
+            raise ManifestError(f"manifest chunk size {c!r} is invalid for this store")
         chunks = body.get("chunks")
         rows = body.get("rows")
         size = body.get("size")
         if not isinstance(chunks, list) or len(chunks) != rows or not isinstance(size, int) \
-                or not 0 <= size <= rows * self.k * self.chunk_size \
+                or not 0 <= size <= rows * self.k * c \
                 or any(not isinstance(row, list) or len(row) != self.n for row in chunks):
             raise ManifestError("manifest chunk table is malformed")
         try:
@@ -412,7 +416,7 @@ class ModelStore:
                     status[cid] = "missing"
                 elif isinstance(data, BaseException):
                     status[cid] = "unreachable"
-                elif len(data) != self.chunk_size or _chunk_id(data) != cid:
+                elif len(data) != body["chunk_size"] or _chunk_id(data) != cid:
                     status[cid] = "corrupt"
                 else:
                     status[cid] = np.frombuffer(data, dtype=np.uint8)
@@ -459,7 +463,7 @@ class ModelStore:
                 "locations and run repair, or read an older version.")
         full = {}
         for use, grp in groups.items():
-            c = self.chunk_size
+            c = body["chunk_size"]
             shards = {s: np.concatenate([fetched[(row, s)] for row in grp]) for s in use}
             dec = self.rs.decode(shards)  # (n, len(grp) * c)
             for t, row in enumerate(grp):
@@ -484,7 +488,7 @@ class ModelStore:
         fetched = self._fetch(name, body, {s: list(range(rows)) for s in range(self.k)})
         bad_rows = [row for row in range(rows)
                     if not all(isinstance(fetched[(row, s)], np.ndarray) for s in range(self.k))]
-        data = np.empty((rows, self.k, self.chunk_size), dtype=np.uint8)
+        data = np.empty((rows, self.k, body["chunk_size"]), dtype=np.uint8)
         for row in range(rows):
             if row not in bad_rows:
                 for s in range(self.k):
@@ -572,9 +576,15 @@ class ModelStore:
                                          expected_growth=expected_growth)
             hdr = _format.read_header(blob)
             kind, cls = hdr["kind"], hdr.get("class")
-        data = stripe(blob, self.k, self.chunk_size)
         if cache is not None and not self._manifest_exists(name, cache["version"]):
             cache = None  # base deleted meanwhile: its chunks may be gone
+        if cache is not None:
+            chunk_len = cache["data"].shape[2]
+        else:
+            # fill the rows evenly: at most 63 bytes of padding per chunk
+            rows = max(1, -(-len(blob) // (self.k * self.chunk_size)))
+            chunk_len = max(64, -(-len(blob) // (self.k * rows * 64)) * 64)
+        data = stripe(blob, self.k, chunk_len)
         if cache is not None:
             parity, changed = update_parity(self.rs, cache["data"], cache["parity"], data)
             prev_ids = cache["ids"]
@@ -602,7 +612,7 @@ class ModelStore:
         written = self._write_chunks(name, to_write)
         body = {"format": "dartboost.store.manifest", "format_version": 1,
                 "store_id": self.store_id, "name": name, "k": self.k, "r": self.r,
-                "codec": CODEC, "chunk_size": self.chunk_size, "size": len(blob),
+                "codec": CODEC, "chunk_size": chunk_len, "size": len(blob),
                 "rows": rows, "chunks": ids, "kind": kind, "class": cls,
                 "metadata": metadata or {}, "created": time.time(),
                 "writer": uuid.uuid4().hex,
