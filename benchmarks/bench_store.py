@@ -215,12 +215,12 @@ def bench_overhead(tmp, est):
 
 
 # ------------------------------------------------------------------- recovery
-def bench_recovery(tmp, est, big_mb, repeat):
+def bench_recovery(tmp, est, big_mb, repeat, n_trees):
     from dartboost.store import ModelStore
 
     out = []
     rng = np.random.default_rng(1)
-    objects = [("500-tree DART model", est),
+    objects = [(f"{n_trees}-tree DART model", est),
                (f"{big_mb} MiB of arrays", {"w": rng.normal(size=(big_mb << 20) // 8)})]
     for label, obj in objects:
         root = os.path.join(tmp, "rec" + str(len(out)))
@@ -268,7 +268,7 @@ def main(argv=None):
         ck_rows, fit, est = bench_checkpoints(tmp, 60 if quick else 500, 10,
                                               2000 if quick else 10000)
         model_bytes, overhead = bench_overhead(tmp, est)
-        recovery = bench_recovery(tmp, est, 8 if quick else 64, repeat)
+        recovery = bench_recovery(tmp, est, 8 if quick else 64, repeat, fit["n_estimators"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     import dartboost.store._gf256 as gf

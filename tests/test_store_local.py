@@ -318,3 +318,32 @@ def test_pickle_objects_need_allow_pickle(store):
     with pytest.raises(StoreError.__mro__[0].__base__ if False else Exception, match="allow_pickle"):
         store.get("p")
     assert store.get("p", allow_pickle=True) == {"not": "arrays"}
+
+
+def test_unreachable_location_is_tolerated(store, locs, monkeypatch):
+    a = sample_arrays(13)
+    store.put("m", a)
+    down = store.locations[1]
+
+    def fail(*args, **kwargs):
+        raise ConnectionError("location 1 is down")
+
+    for method in ("read_many", "listdir", "read"):
+        monkeypatch.setattr(down, method, fail)
+    assert store.versions("m") == [1]
+    assert_arrays_equal(store.get("m"), a)
+    rep = store.verify()
+    assert {(p.location, p.status) for p in rep.problems} == {(1, "unreachable")}
+    assert not rep.unrecoverable
+
+
+def test_manifest_with_oversized_chunk_rejected(store, locs):
+    store.put("m", sample_arrays(14))
+    for loc in locs:
+        p = os.path.join(loc, "objects", "m", "manifests", "v00000001.json")
+        doc = json.loads(open(p).read())
+        doc["body"]["chunk_size"] = 10 * CHUNK
+        doc["sha256"] = _store._sha256(_store._canonical(doc["body"]))
+        open(p, "w").write(json.dumps(doc))
+    with pytest.raises(ManifestError, match="chunk size"):
+        store.get("m")

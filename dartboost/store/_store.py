@@ -320,7 +320,11 @@ class ModelStore:
         check_name(name)
         found = set()
         for loc in self.locations:
-            for fn in loc.listdir(loc.path("objects", name, "manifests")):
+            try:
+                entries = loc.listdir(loc.path("objects", name, "manifests"))
+            except OSError:
+                continue  # a down location; the others list the same versions
+            for fn in entries:
                 if len(fn) == 14 and fn.startswith("v") and fn.endswith(".json") and fn[1:9].isdigit():
                     found.add(int(fn[1:9]))
         return sorted(found)
@@ -329,7 +333,11 @@ class ModelStore:
         """Names of all stored objects that have at least one version."""
         names = set()
         for loc in self.locations:
-            for n in loc.listdir(loc.path("objects")):
+            try:
+                entries = loc.listdir(loc.path("objects"))
+            except OSError:
+                continue
+            for n in entries:
                 try:
                     check_name(n)
                 except ValueError:
@@ -408,7 +416,10 @@ class ModelStore:
             loc = self.locations[shard]
             ids = {chunks[row][shard] for row in rows}
             paths = {cid: self._cpath(loc, name, cid) for cid in ids}
-            got = loc.read_many(list(paths.values()))
+            try:
+                got = loc.read_many(list(paths.values()))
+            except OSError as exc:  # the whole location is down
+                got = {p: exc for p in paths.values()}
             status = {}
             for cid, p in paths.items():
                 data = got.get(p)
