@@ -1,0 +1,202 @@
+"""The Triton kernels (imported only when a check runs through Triton).
+
+Kept in their own module because Triton's interpreter needs ``triton.language``
+visible at module level of the jitted functions, and so that importing
+:mod:`dartboost.gpu` never imports triton.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def abft_global_check_kernel(
+    x_ptr, y_ptr, ws_ptr, bsum_ptr, ratio_ptr,
+    M, N, K,
+    C, H, W, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw,
+    sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3,
+    c_x, c_y,
+    IS_CONV: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+):
+    # One program checks BM output rows (pixels): it streams the rows' inputs
+    # once (checksum x.w_sum and ||x||) and the rows' outputs once (sum, ||y||).
+    pid = tl.program_id(0)
+    rm = pid * BM + tl.arange(0, BM)
+    m_ok = rm < M
+    if IS_CONV:
+        nb = rm // (OH * OW)
+        p = rm % (OH * OW)
+        oh = p // OW
+        ow = p % OW
+        x_row = nb * sx0
+        y_row = nb * sy0 + oh * sy2 + ow * sy3
+    else:
+        x_row = rm * sx0
+        y_row = rm * sy0
+    chk = tl.zeros((BM,), dtype=tl.float32)
+    xn2 = tl.zeros((BM,), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        rk = k0 + tl.arange(0, BK)
+        k_ok = rk < K
+        if IS_CONV:
+            c = rk // (KH * KW)
+            rs = rk % (KH * KW)
+            r = rs // KW
+            s = rs % KW
+            ih = oh[:, None] * sh - ph + r[None, :] * dh
+            iw = ow[:, None] * sw - pw + s[None, :] * dw
+            msk = (m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H)
+                   & (iw >= 0) & (iw < W))
+            offs = x_row[:, None] + c[None, :] * sx1 + ih * sx2 + iw * sx3
+        else:
+            msk = m_ok[:, None] & k_ok[None, :]
+            offs = x_row[:, None] + rk[None, :] * sx1
+        a = tl.load(x_ptr + offs, mask=msk, other=0.0).to(tl.float32)
+        ws = tl.load(ws_ptr + rk, mask=k_ok, other=0.0)
+        chk += tl.sum(a * ws[None, :], axis=1)
+        xn2 += tl.sum(a * a, axis=1)
+    s_sum = tl.zeros((BM,), dtype=tl.float32)
+    yn2 = tl.zeros((BM,), dtype=tl.float32)
+    for n0 in range(0, N, BN):
+        rn = n0 + tl.arange(0, BN)
+        msk = m_ok[:, None] & (rn < N)[None, :]
+        yv = tl.load(y_ptr + y_row[:, None] + rn[None, :] * sy1, mask=msk,
+                      other=0.0).to(tl.float32)
+        s_sum += tl.sum(yv, axis=1)
+        yn2 += tl.sum(yv * yv, axis=1)
+    ref = chk + tl.load(bsum_ptr)
+    d = tl.abs(s_sum - ref)
+    scale = c_x * tl.sqrt(xn2) + c_y * tl.sqrt(yn2) + 1e-30
+    # NaN/Inf anywhere in the row makes d non-finite, and a value whose square
+    # overflows fp32 makes the scale infinite: report both as infinitely bad (the
+    # recomputation then tells a fault from a genuinely huge activation).
+    ratio = tl.where((d < float("inf")) & (scale < float("inf")), d / scale, float("inf"))
+    tl.store(ratio_ptr + rm, ratio, mask=m_ok)
+
+
+@triton.jit
+def abft_tile_gemm_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr, wsum_ptr, cx_ptr, ratio_ptr,
+    M, N, K,
+    C, H, W, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw,
+    sx0, sx1, sx2, sx3, swn, swk, sy0, sy1, sy2, sy3,
+    c_y,
+    inj_row, inj_col, inj_bit, inj_k,
+    IS_CONV: tl.constexpr, HAS_BIAS: tl.constexpr, INJECT: tl.constexpr,
+    UPCAST: tl.constexpr, IEEE_F32: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_pm = tl.cdiv(M, BM)
+    n_pn = tl.cdiv(N, BN)
+    # Grouped launch order: GROUP_M row-tiles share the same weight columns in L2.
+    width = GROUP_M * n_pn
+    group = pid // width
+    first_m = group * GROUP_M
+    gsize = tl.minimum(n_pm - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % gsize
+    pid_n = (pid % width) // gsize
+
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    m_ok = rm < M
+    n_ok = rn < N
+    if IS_CONV:
+        nb = rm // (OH * OW)
+        p = rm % (OH * OW)
+        oh = p // OW
+        ow = p % OW
+        x_row = nb * sx0
+        y_row = nb * sy0 + oh * sy2 + ow * sy3
+    else:
+        x_row = rm * sx0
+        y_row = rm * sy0
+
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    chk = tl.zeros((BM,), dtype=tl.float32)
+    xn2 = tl.zeros((BM,), dtype=tl.float32)
+    ws_base = wsum_ptr + pid_n * K
+    n_k = tl.cdiv(K, BK)
+    for ki in range(0, n_k):
+        rk = ki * BK + tl.arange(0, BK)
+        k_ok = rk < K
+        if IS_CONV:
+            c = rk // (KH * KW)
+            rs = rk % (KH * KW)
+            r = rs // KW
+            s = rs % KW
+            ih = oh[:, None] * sh - ph + r[None, :] * dh
+            iw = ow[:, None] * sw - pw + s[None, :] * dw
+            a_msk = (m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H)
+                     & (iw >= 0) & (iw < W))
+            a_off = x_row[:, None] + c[None, :] * sx1 + ih * sx2 + iw * sx3
+        else:
+            a_msk = m_ok[:, None] & k_ok[None, :]
+            a_off = x_row[:, None] + rk[None, :] * sx1
+        a = tl.load(x_ptr + a_off, mask=a_msk, other=0.0)
+        b = tl.load(w_ptr + rn[None, :] * swn + rk[:, None] * swk,
+                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        a32 = a.to(tl.float32)  # the checksum pass reads the fragment first
+        if INJECT == 3:
+            # Corrupt one element of the A fragment as the tensor cores see it
+            # (e.g. a flip in shared memory) after the checksum pass read it.
+            if ki == inj_k:
+                sel = (rm[:, None] == inj_row) & (rk[None, :] == inj_col)
+                if x_ptr.dtype.element_ty == tl.float32:
+                    bits = a.to(tl.int32, bitcast=True)
+                    a = tl.where(sel, bits ^ (1 << inj_bit), bits).to(tl.float32,
+                                                                      bitcast=True)
+                else:
+                    bits = a.to(tl.int16, bitcast=True)
+                    flipped = (bits.to(tl.int32) ^ (1 << inj_bit)).to(tl.int16)
+                    a = tl.where(sel, flipped, bits).to(x_ptr.dtype.element_ty,
+                                                         bitcast=True)
+        ws = tl.load(ws_base + rk, mask=k_ok, other=0.0)
+        chk += tl.sum(a32 * ws[None, :], axis=1)
+        xn2 += tl.sum(a32 * a32, axis=1)
+        if UPCAST:
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+        elif IEEE_F32:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b, acc)
+        if INJECT == 1:
+            if ki == inj_k:
+                sel = (rm[:, None] == inj_row) & (rn[None, :] == inj_col)
+                bits = acc.to(tl.int32, bitcast=True)
+                acc = tl.where(sel, bits ^ (1 << inj_bit), bits).to(tl.float32,
+                                                                     bitcast=True)
+
+    bsum = 0.0
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)
+        acc += bias[None, :]
+        bsum = tl.sum(bias, axis=0)
+    if UPCAST and y_ptr.dtype.element_ty == tl.bfloat16:
+        # The interpreter truncates fp32 -> bf16; GPUs round to nearest even, which
+        # the tolerance assumes.  Round explicitly so CPU tests see GPU numerics.
+        ib = acc.to(tl.int32, bitcast=True)
+        ib = ib + 0x7FFF + ((ib >> 16) & 1)
+        yv = (ib >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
+    else:
+        yv = acc.to(y_ptr.dtype.element_ty)
+    if INJECT == 2:
+        sel = (rm[:, None] == inj_row) & (rn[None, :] == inj_col)
+        if y_ptr.dtype.element_ty == tl.float32:
+            bits = yv.to(tl.int32, bitcast=True)
+            yv = tl.where(sel, bits ^ (1 << inj_bit), bits).to(tl.float32, bitcast=True)
+        else:
+            bits = yv.to(tl.int16, bitcast=True).to(tl.int32)
+            flipped = (bits ^ (1 << inj_bit)).to(tl.int16)
+            yv = tl.where(sel, flipped, bits.to(tl.int16)).to(y_ptr.dtype.element_ty,
+                                                               bitcast=True)
+    out_msk = m_ok[:, None] & n_ok[None, :]
+    yf = tl.where(out_msk, yv.to(tl.float32), 0.0)
+    s_sum = tl.sum(yf, axis=1)
+    yn2 = tl.sum(yf * yf, axis=1)
+    c_x = tl.load(cx_ptr + pid_n)
+    d = tl.abs(s_sum - (chk + bsum))
+    scale = c_x * tl.sqrt(xn2) + c_y * tl.sqrt(yn2) + 1e-30
+    ratio = tl.where((d < float("inf")) & (scale < float("inf")), d / scale, float("inf"))
+    ratio = tl.where(m_ok, ratio, 0.0)
+    tl.store(ratio_ptr + pid_m * n_pn + pid_n, tl.max(ratio, axis=0))
+    tl.store(y_ptr + y_row[:, None] + rn[None, :] * sy1, yv, mask=out_msk)

@@ -1,0 +1,222 @@
+"""The checked layers that :func:`dartboost.gpu.protect` swaps in.
+
+Imported only once torch is needed (module level torch import keeps the
+classes picklable).
+"""
+import torch as t
+from torch import nn
+from torch.nn import functional as F
+
+from ._abft import ConvGeometry, LayerChecksums, accumulation_roundoff, global_check, \
+    unit_roundoff, use_triton_for
+from ._auto import choose_scheme, device_ridge
+
+
+class _Entry:
+    __slots__ = ("layer", "x", "y", "ratio", "scheme", "block_n")
+
+    def __init__(self, layer, x, y, ratio, scheme, block_n=None):
+        self.layer, self.x, self.y, self.ratio = layer, x, y, ratio
+        self.scheme, self.block_n = scheme, block_n
+
+
+class _ReducedPrecisionOff:
+    """Run a half-precision cuBLAS GEMM with fp32 reductions (the tolerance assumes it)."""
+
+    def __enter__(self):
+        m = t.backends.cuda.matmul
+        self.saved = (m.allow_fp16_reduced_precision_reduction,
+                      m.allow_bf16_reduced_precision_reduction)
+        m.allow_fp16_reduced_precision_reduction = False
+        m.allow_bf16_reduced_precision_reduction = False
+
+    def __exit__(self, *exc):
+        m = t.backends.cuda.matmul
+        (m.allow_fp16_reduced_precision_reduction,
+         m.allow_bf16_reduced_precision_reduction) = self.saved
+        return False
+
+
+class _Checked(nn.Module):
+    def _setup(self, orig, name, state):
+        self.weight = orig.weight
+        self.bias = orig.bias
+        self.__dict__["_orig"] = orig  # not a submodule: state_dict keys stay the same
+        self.__dict__["_state"] = state
+        self.layer_name = name
+        self.scheme = state.scheme
+        self.alpha = state.alpha
+        self._ck = None
+        self._ck_key = None
+        self._auto_cache = {}
+
+    # -- checksums ------------------------------------------------------------
+    def checksums(self):
+        key = (self.weight.dtype, self.weight.device)
+        if self._ck is None or self._ck_key != key:
+            # First use, or the model was legitimately cast/moved: checksum the
+            # weights as they now are.  In-place changes keep the key, so a later
+            # corruption is still caught.
+            self._ck = LayerChecksums(self.weight, self.bias)
+            self._ck_key = key
+        return self._ck
+
+    def refresh(self):
+        self._ck = None
+        self._auto_cache.clear()
+        return self.checksums()
+
+    # -- input validation -----------------------------------------------------
+    def _validate(self, x):
+        w = self.weight
+        if not isinstance(x, t.Tensor):
+            raise TypeError(f"{self.layer_name}: expected a torch.Tensor input, got "
+                            f"{type(x).__name__}")
+        if x.device != w.device:
+            raise RuntimeError(
+                f"{self.layer_name}: input is on {x.device} but the protected layer's "
+                f"weights are on {w.device}; move the input or the model first")
+        if x.dtype != w.dtype:
+            raise TypeError(
+                f"{self.layer_name}: input dtype {x.dtype} does not match the weight dtype "
+                f"{w.dtype}; ABFT checks need both equal (cast with .to({w.dtype}))")
+
+    def _pick(self, geo, x):
+        scheme = self.scheme
+        if scheme in ("tile", "auto") and t.is_grad_enabled() and (
+                x.requires_grad or self.weight.requires_grad):
+            # The fused kernel has no backward; under autograd the library
+            # operator (checked globally) keeps gradients flowing.
+            return "global"
+        if scheme == "tile" and str(x.dtype).replace("torch.", "") == "float64":
+            return "global"  # the fused kernel has no fp64 tensor-core path
+        if scheme != "auto":
+            return scheme
+        hit = self._auto_cache.get(geo.M)
+        if hit is None:
+            if x.is_cuda:
+                st = self._state
+                if st.ridge is None:
+                    st.ridge = device_ridge(x.device)[0]
+                hit = choose_scheme(geo.M, geo.N, geo.K, st.ridge, x.element_size())
+                if hit == "tile" and x.dtype == t.float64:
+                    hit = "global"
+            else:
+                # On CPU the fused kernel is emulated or interpreted and never
+                # cheaper than one checked library call, so auto means global.
+                hit = "global"
+            self._auto_cache[geo.M] = hit
+        return hit
+
+    def _record(self, x, y, ratio, scheme, block_n=None):
+        st = self._state
+        st.counts["layer_calls"] += 1
+        st.ledger.append(_Entry(self, x, y, ratio, scheme, block_n))
+        if not st.in_root:
+            # Called on its own, outside the protected root: resolve right away.
+            from ._protect import _handle_layer_faults, _resolve_and_handle
+            confirmed = _resolve_and_handle(st, None, None, None)
+            if confirmed:
+                fixed = _handle_layer_faults(st, confirmed, lambda: self.reference(x))
+                if fixed is not None:
+                    return fixed
+        return y
+
+    def _run(self, x, geo, conv_params):
+        st = self._state
+        ck = self.checksums()
+        scheme = self._pick(geo, x)
+        inj = st.injection
+        if inj is not None and (inj.layer is not self or inj.fired):
+            inj = None  # one-shot, and only for its target layer
+        if scheme == "tile":
+            from ._triton_gemm import tile_gemm, tile_gemm_reference, tile_ratios_reference
+            if use_triton_for(x, st.backend):
+                y, ratio, bn = tile_gemm(x, self.weight, self.bias, ck, geo,
+                                         inject=inj.kernel_args() if inj else None)
+            else:
+                # Torch emulation of the tile scheme (CPU without the interpreter).
+                y, ratio, bn = tile_gemm_reference(x, self.weight, self.bias, ck, geo,
+                                                   conv_params=conv_params)
+                if inj is not None:
+                    y = inj.apply_after(self, x, y, geo, conv_params)
+                    ratio = tile_ratios_reference(x, y, self.weight, self.bias, ck, geo,
+                                                  block_n=bn, conv_params=conv_params)
+            if inj is not None:
+                inj.fired = True
+            return self._record(x, y, ratio, "tile", bn)
+        with _ReducedPrecisionOff():
+            y = self._plain(x)
+        if inj is not None:
+            y = inj.apply_after(self, x, y, geo, conv_params)
+            inj.fired = True
+        u_acc = accumulation_roundoff(x.dtype, x.device.type, geo.is_conv)
+        # The Triton check sums in fp32; the torch check runs in float64.
+        u_ck = 2.0 ** -24 if use_triton_for(x, st.backend) else 0.0
+        c_x, c_y = ck.coefficients(u_acc, unit_roundoff(x.dtype), u_ck)
+        ratio = global_check(x, y, ck, geo, c_x, c_y, st.backend, conv_params)
+        return self._record(x, y, ratio, "global")
+
+class CheckedLinear(_Checked):
+    """``nn.Linear`` with ABFT checks (created by :func:`protect`)."""
+
+    def __init__(self, orig, name, state):
+        super().__init__()
+        self.in_features, self.out_features = orig.in_features, orig.out_features
+        self._setup(orig, name, state)
+
+    def _plain(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def reference(self, x):
+        with _ReducedPrecisionOff():
+            return F.linear(x, self.weight, self.bias)
+
+    def forward(self, x):
+        self._validate(x)
+        if self.scheme == "off":
+            return self._plain(x)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"{self.layer_name}: expected {self.in_features} input "
+                             f"features, got {x.shape[-1]}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        geo = ConvGeometry.linear(x2, self.out_features)
+        y = self._run(x2, geo, None)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, scheme={self.scheme!r}")
+
+class CheckedConv2d(_Checked):
+    """``nn.Conv2d`` (groups=1, zero padding) with ABFT checks, as a GEMM."""
+
+    def __init__(self, orig, name, state, padding):
+        super().__init__()
+        self.in_channels, self.out_channels = orig.in_channels, orig.out_channels
+        self.kernel_size, self.stride = orig.kernel_size, orig.stride
+        self.padding, self.dilation = padding, orig.dilation
+        self._setup(orig, name, state)
+
+    def _plain(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def reference(self, x):
+        return self._plain(x)
+
+    def forward(self, x):
+        self._validate(x)
+        if self.scheme == "off":
+            return self._plain(x)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{self.layer_name}: expected input (N, {self.in_channels}, "
+                             f"H, W), got {tuple(x.shape)}")
+        geo = ConvGeometry.conv(x, self.weight, self.stride, self.padding, self.dilation)
+        return self._run(x, geo, (self.stride, self.padding, self.dilation))
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, scheme={self.scheme!r}")

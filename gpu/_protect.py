@@ -1,0 +1,585 @@
+"""``protect`` / ``unprotect``: swap GEMM layers of a torch model for checked ones.
+
+``protect(model)`` replaces every ``nn.Linear`` and ``nn.Conv2d`` (exact types;
+convolutions with ``groups == 1`` and zero padding) by a checked layer that shares
+the original parameters, precomputes the weight checksums once, and records a
+check result on every call.  The checks of one forward pass are resolved once,
+when the protected root module returns (one host synchronisation per forward,
+none per layer), so the checked layers can also be captured in CUDA graphs; call
+:func:`check` after a graph replay to resolve them.
+
+Resolution: a layer whose largest ratio exceeds ``alpha`` is *recomputed* with the
+plain torch operator and the float64 reference check, and its weights are
+compared with their checksums:
+
+* weights no longer match their checksums -> ``'weight'`` fault (persistent);
+* the recomputation passes                -> ``'transient'`` fault;
+* the recomputation fails the same way    -> ``'unconfirmed'`` (numerics, or
+  non-finite inputs from upstream): logged, never raised.
+
+Confirmed faults are then handled by ``on_fault``: ``'raise'`` raises
+:class:`ABFTFaultError`; ``'flag'`` warns (:class:`ABFTFaultWarning`), records the
+events (:func:`fault_log`) and returns the output; ``'recompute'`` runs the
+forward pass again (up to ``max_retries`` times) and raises if faults persist or
+the weights are corrupt.
+
+Layers that cannot be protected are left exactly as they were and listed by
+:func:`protection_report` (and in a warning from :func:`protect`).
+"""
+import math
+import warnings
+from dataclasses import dataclass, field
+
+from ._abft import (DEFAULT_ALPHA, ConvGeometry, _global_check_torch, accumulation_roundoff,
+                    unit_roundoff)
+from ._lazy import torch
+
+__all__ = ["protect", "unprotect", "is_protected", "protection_report", "check",
+           "calibrate", "refresh_checksums", "fault_log", "ABFTFaultError",
+           "ABFTFaultWarning", "FaultEvent"]
+
+SCHEMES = ("auto", "global", "tile", "off")
+ON_FAULT = ("raise", "recompute", "flag")
+_STATE_ATTR = "_dartboost_abft"
+
+
+class ABFTFaultError(RuntimeError):
+    """A fault was detected and confirmed by recomputation.
+
+    Attributes
+    ----------
+    events : list of FaultEvent
+    """
+
+    def __init__(self, message, events):
+        super().__init__(message)
+        self.events = events
+
+
+class ABFTFaultWarning(RuntimeWarning):
+    """Issued by ``on_fault='flag'`` when a confirmed fault was detected."""
+
+
+@dataclass
+class FaultEvent:
+    """One flagged layer call after recompute-to-confirm.
+
+    Attributes
+    ----------
+    layer : str
+        Qualified name of the layer in the protected model.
+    scheme : str
+        ``'global'`` or ``'tile'``.
+    kind : str
+        ``'transient'``, ``'weight'`` or ``'unconfirmed'``.
+    ratio : float
+        Largest residual / tolerance ratio seen (``inf`` for NaN/Inf).
+    recomputed_ratio : float
+        Ratio of the plain recomputation (float64 reference check).
+    where : list
+        Flagged rows (global) or ``(row_block, col_block)`` tiles (tile).
+    alpha : float
+    """
+
+    layer: str
+    scheme: str
+    kind: str
+    ratio: float
+    recomputed_ratio: float
+    where: list = field(default_factory=list)
+    alpha: float = DEFAULT_ALPHA
+
+    @property
+    def confirmed(self):
+        return self.kind in ("transient", "weight")
+
+
+class _State:
+    """Configuration and bookkeeping attached to a protected root module."""
+
+    def __init__(self, scheme, on_fault, alpha, backend, ridge, max_retries):
+        self.scheme, self.on_fault, self.alpha = scheme, on_fault, alpha
+        self.backend, self.ridge, self.max_retries = backend, ridge, max_retries
+        self.ledger = []
+        self.captured = []
+        self.events = []
+        self.counts = {"layer_calls": 0, "flagged": 0, "transient": 0, "weight": 0,
+                       "unconfirmed": 0, "forwards": 0, "recomputed_forwards": 0}
+        self.in_root = False
+        self.inner = False
+        self.hooks = []
+        self.report = []
+        self.pending_args = None
+        self.injection = None  # set by dartboost.gpu._faults
+
+    def log(self, events):
+        self.events.extend(events)
+        del self.events[:-1000]
+
+
+# --------------------------------------------------------------------------------------
+# Checked layers
+# --------------------------------------------------------------------------------------
+
+def _classes():
+    from ._layers import CheckedConv2d, CheckedLinear, _Checked
+    return _Checked, CheckedLinear, CheckedConv2d
+
+
+# --------------------------------------------------------------------------------------
+# Resolution
+# --------------------------------------------------------------------------------------
+
+def _confirm(entry):
+    """Recompute a flagged layer call and classify it (see module docstring)."""
+    t = torch()
+    layer = entry.layer
+    ck = layer.checksums()
+    weights_ok = ck.matches(layer.weight)
+    ratio_np = entry.ratio.detach().float().cpu()
+    worst = float(ratio_np.max()) if ratio_np.numel() else 0.0
+    bad = t.nonzero(~(ratio_np <= layer.alpha)).reshape(-1).tolist()
+    if entry.scheme == "tile":
+        n_pn = -(-ck.N // entry.block_n)
+        where = [(i // n_pn, i % n_pn) for i in bad[:16]]
+    else:
+        where = bad[:16]
+    y_ref = layer.reference(entry.x)
+    x = entry.x
+    if x.dim() == 4:
+        geo = ConvGeometry.conv(x, layer.weight, layer.stride, layer.padding, layer.dilation)
+        conv_params = (layer.stride, layer.padding, layer.dilation)
+    else:
+        geo = ConvGeometry.linear(x, ck.N)
+        conv_params = None
+    u_acc = accumulation_roundoff(x.dtype, x.device.type, geo.is_conv)
+    c_x, c_y = ck.coefficients(u_acc, unit_roundoff(x.dtype), 0.0)
+    r_ref = _global_check_torch(x, y_ref, ck, geo, c_x, c_y, conv_params)
+    rec = float(r_ref.max()) if r_ref.numel() else 0.0
+    if not weights_ok:
+        kind = "weight"
+    elif rec <= layer.alpha:
+        kind = "transient"
+    else:
+        kind = "unconfirmed"
+    return FaultEvent(layer.layer_name, entry.scheme, kind, worst, rec, where, layer.alpha)
+
+
+def _capturing():
+    t = torch()
+    return t.cuda.is_available() and t.cuda.is_current_stream_capturing()
+
+
+def _resolve(state, entries):
+    """Check ratios of ``entries`` (one host sync per device); return events."""
+    t = torch()
+    if not entries:
+        return []
+    by_dev = {}
+    for e in entries:
+        by_dev.setdefault(e.ratio.device, []).append(e)
+    flagged = []
+    for dev, es in by_dev.items():
+        maxes = t.stack([e.ratio.max() if e.ratio.numel() else e.ratio.new_zeros(())
+                         for e in es]).cpu()
+        for e, m in zip(es, maxes.tolist()):
+            if not (m <= e.layer.alpha):  # NaN-safe
+                flagged.append(e)
+    with t.no_grad():
+        events = [_confirm(e) for e in flagged]
+    state.counts["flagged"] += len(events)
+    for ev in events:
+        state.counts[ev.kind] += 1
+    state.log(events)
+    return events
+
+
+def _resolve_and_handle(state, module, args, kwargs):
+    if _capturing():
+        # Checks inside a CUDA graph: keep the (graph-owned) ratio tensors; their
+        # contents are refreshed by every replay and resolved by check().
+        state.captured = list(state.ledger)
+        state.ledger = []
+        return None
+    entries, state.ledger = state.ledger, []
+    events = _resolve(state, entries)
+    confirmed = [e for e in events if e.confirmed]
+    if not confirmed:
+        return None
+    return confirmed
+
+
+def _message(events):
+    lines = [f"  {e.layer} [{e.scheme}]: {e.kind} fault, ratio {e.ratio:.3g} > alpha "
+             f"{e.alpha:g} (recomputed {e.recomputed_ratio:.3g})" for e in events]
+    return "ABFT detected confirmed fault(s):\n" + "\n".join(lines)
+
+
+def _handle_layer_faults(state, confirmed, recompute):
+    """``on_fault`` for a checked layer called outside its protected root."""
+    if state.on_fault == "flag":
+        warnings.warn(_message(confirmed), ABFTFaultWarning, stacklevel=3)
+        return None  # keep the flagged output
+    if state.on_fault == "raise" or any(e.kind == "weight" for e in confirmed):
+        raise ABFTFaultError(_message(confirmed), confirmed)
+    state.counts["recomputed_forwards"] += 1
+    with torch().no_grad():
+        return recompute()
+
+
+def _pre_hook(module, args, kwargs):
+    state = getattr(module, _STATE_ATTR)
+    if state.inner:
+        return None
+    state.in_root = True
+    state.ledger = []
+    return None
+
+
+def _post_hook(module, args, kwargs, output):
+    state = getattr(module, _STATE_ATTR)
+    if state.inner:
+        return None
+    state.in_root = False
+    state.counts["forwards"] += 1
+    confirmed = _resolve_and_handle(state, module, args, kwargs)
+    if not confirmed:
+        return None
+    if state.on_fault == "flag":
+        warnings.warn(_message(confirmed), ABFTFaultWarning, stacklevel=2)
+        return None
+    if state.on_fault == "raise" or any(e.kind == "weight" for e in confirmed):
+        raise ABFTFaultError(_message(confirmed), confirmed)
+    for _ in range(state.max_retries):
+        state.counts["recomputed_forwards"] += 1
+        state.inner = True
+        state.in_root = True
+        state.ledger = []
+        try:
+            output = module(*args, **kwargs)
+        finally:
+            state.inner = False
+            state.in_root = False
+        confirmed = _resolve_and_handle(state, module, args, kwargs)
+        if not confirmed:
+            return output
+    raise ABFTFaultError(_message(confirmed) + "\n(persisted after recomputation)", confirmed)
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------
+
+def _conv_padding(m):
+    """Numeric (ph, pw) padding of a Conv2d, or None when the kernel cannot express it."""
+    if m.padding_mode != "zeros":
+        return None
+    p = m.padding
+    if isinstance(p, str):
+        if p == "valid":
+            return (0, 0)
+        pads = []
+        for k, d in zip(m.kernel_size, m.dilation):
+            total = d * (k - 1)
+            if total % 2:
+                return None  # asymmetric 'same' padding
+            pads.append(total // 2)
+        return tuple(pads)
+    return tuple(p)
+
+
+def _classify(m):
+    """(status, reason) of one module for protection."""
+    nn = torch().nn
+    if type(m) is nn.Linear:
+        return "protectable", ""
+    if type(m) is nn.Conv2d:
+        if m.groups != 1:
+            return "unsupported", f"grouped convolution (groups={m.groups})"
+        if _conv_padding(m) is None:
+            return "unsupported", (f"padding {m.padding!r} with padding_mode "
+                                   f"{m.padding_mode!r}")
+        return "protectable", ""
+    gemm_like = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+                 nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear, nn.MultiheadAttention,
+                 nn.RNNBase, nn.Embedding, nn.EmbeddingBag)
+    if isinstance(m, gemm_like):
+        return "unsupported", f"{type(m).__name__} has no checked implementation"
+    if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
+        return "unsupported", "lazy module with uninitialised parameters"
+    if any(True for _ in m.parameters(recurse=False)):
+        return "not_gemm", "has parameters but is not a GEMM; not covered by ABFT"
+    return None, ""
+
+
+def _validate_args(scheme, on_fault, alpha, backend):
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    if on_fault not in ON_FAULT:
+        raise ValueError(f"on_fault must be one of {ON_FAULT}, got {on_fault!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and alpha > 0
+                                  and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+    if backend not in ("auto", "triton", "torch"):
+        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+
+
+def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="auto",
+            ridge=None, max_retries=1, warn=True):
+    """Protect the GEMM layers of a torch model with algorithm-based fault tolerance.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Model to protect in place.  A bare ``nn.Linear``/``nn.Conv2d`` cannot be
+        swapped inside itself: the checked layer is returned instead.
+    scheme : {'auto', 'global', 'tile', 'off'}, default='auto'
+        ``'global'``: library GEMM plus one fused check pass per layer;
+        ``'tile'``: the fused Triton GEMM that checks every output tile;
+        ``'auto'``: per layer and batch size, tile when the layer's arithmetic
+        intensity is below the device's FLOP/byte ridge, else global (global on
+        CPU); ``'off'``: keep the checked layers but skip checking.
+    on_fault : {'raise', 'recompute', 'flag'}, default='raise'
+    alpha : float, optional
+        Safety factor on the rounding-error bound (default 8; see
+        :func:`calibrate`).
+    backend : {'auto', 'triton', 'torch'}, default='auto'
+        How checks run: Triton on CUDA tensors (or CPU tensors under
+        ``TRITON_INTERPRET=1``), torch ops otherwise.
+    ridge : float, optional
+        FLOP/byte ridge used by ``'auto'``; default from :func:`device_ridge`.
+    max_retries : int, default=1
+        Forward re-runs allowed by ``on_fault='recompute'``.
+    warn : bool, default=True
+        Warn when GEMM-like layers had to be left unprotected.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        The protected model (the same object unless ``module`` was a bare layer).
+
+    Notes
+    -----
+    Calling ``protect`` again updates the settings and protects layers added
+    since; :func:`unprotect` restores the original layers.  Checksums are taken
+    when a layer first runs after protection (or after a dtype/device change);
+    call :func:`refresh_checksums` after changing weights in place (training,
+    ``load_state_dict``), otherwise the change is reported as a weight fault.
+    """
+    t = torch()
+    nn = t.nn
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"protect expects a torch.nn.Module, got {type(module).__name__}")
+    _validate_args(scheme, on_fault, alpha, backend)
+    _, CheckedLinear, CheckedConv2d = _classes()
+    alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
+    state = getattr(module, _STATE_ATTR, None)
+    if state is None:
+        root = module
+        status, _ = _classify(module)
+        if status == "protectable":  # bare layer: wrap it and protect the wrapper
+            state = _State(scheme, on_fault, alpha, backend, ridge, max_retries)
+            root = _wrap(module, "", state, CheckedLinear, CheckedConv2d)
+        else:
+            state = _State(scheme, on_fault, alpha, backend, ridge, max_retries)
+        setattr(root, _STATE_ATTR, state)
+        state.hooks = [root.register_forward_pre_hook(_pre_hook, with_kwargs=True),
+                       root.register_forward_hook(_post_hook, with_kwargs=True)]
+        module = root
+    else:
+        state.scheme, state.on_fault, state.alpha = scheme, on_fault, alpha
+        state.backend, state.max_retries = backend, max_retries
+        if ridge is not None:
+            state.ridge = ridge
+    report = []
+    _Checked = _classes()[0]
+    for name, parent, child_name, child in _walk(module):
+        if isinstance(child, _Checked):
+            child.scheme, child.alpha = scheme, alpha
+            child._auto_cache.clear()
+            report.append({"name": name, "type": type(child._orig).__name__,
+                           "status": "protected", "scheme": scheme, "reason": ""})
+            continue
+        status, reason = _classify(child)
+        if status == "protectable":
+            setattr(parent, child_name, _wrap(child, name, state, CheckedLinear, CheckedConv2d))
+            report.append({"name": name, "type": type(child).__name__, "status": "protected",
+                           "scheme": scheme, "reason": ""})
+        elif status is not None:
+            report.append({"name": name, "type": type(child).__name__, "status": status,
+                           "scheme": None, "reason": reason})
+    if isinstance(module, _Checked):
+        module.scheme, module.alpha = scheme, alpha
+        report.insert(0, {"name": "", "type": type(module._orig).__name__,
+                          "status": "protected", "scheme": scheme, "reason": ""})
+    state.report = report
+    unsupported = [r for r in report if r["status"] == "unsupported"]
+    if warn and unsupported:
+        warnings.warn("ABFT left these layers unprotected: " + "; ".join(
+            f"{r['name']} ({r['reason']})" for r in unsupported), UserWarning, stacklevel=2)
+    return module
+
+
+def _wrap(child, name, state, CheckedLinear, CheckedConv2d):
+    nn = torch().nn
+    if type(child) is nn.Linear:
+        return CheckedLinear(child, name, state)
+    return CheckedConv2d(child, name, state, _conv_padding(child))
+
+
+def _walk(module, prefix=""):
+    """Yield (qualified name, parent, attribute name, child) without entering leaves
+    that we protect or that own their GEMMs (e.g. MultiheadAttention)."""
+    nn = torch().nn
+    _Checked = _classes()[0]
+    for child_name, child in list(module.named_children()):
+        name = f"{prefix}.{child_name}" if prefix else child_name
+        yield name, module, child_name, child
+        if isinstance(child, (_Checked, nn.MultiheadAttention, nn.RNNBase)):
+            continue
+        yield from _walk(child, name)
+
+
+def is_protected(module):
+    """True when ``module`` was returned by :func:`protect` (and not unprotected)."""
+    return hasattr(module, _STATE_ATTR)
+
+
+def _state_of(module):
+    state = getattr(module, _STATE_ATTR, None)
+    if state is None:
+        raise ValueError("module is not protected; call dartboost.gpu.protect first")
+    return state
+
+
+def unprotect(module):
+    """Restore the original layers; returns the unprotected model.
+
+    The original ``nn.Linear``/``nn.Conv2d`` objects come back, holding the
+    (possibly moved or updated) parameters of the checked layers.  Calling it on
+    a model that is not protected returns the model unchanged.
+    """
+    state = getattr(module, _STATE_ATTR, None)
+    if state is None:
+        return module
+    for h in state.hooks:
+        h.remove()
+    delattr(module, _STATE_ATTR)
+    _Checked = _classes()[0]
+
+    def restore(layer):
+        orig = layer._orig
+        orig.weight = layer.weight
+        orig.bias = layer.bias
+        orig.train(layer.training)
+        return orig
+
+    for _, parent, child_name, child in list(_walk(module)):
+        if isinstance(child, _Checked):
+            setattr(parent, child_name, restore(child))
+    if isinstance(module, _Checked):
+        return restore(module)
+    return module
+
+
+def protection_report(module):
+    """List of ``{'name', 'type', 'status', 'scheme', 'reason'}`` per relevant layer.
+
+    ``status`` is ``'protected'``, ``'unsupported'`` (a GEMM-like layer left as it
+    was) or ``'not_gemm'`` (has parameters, e.g. normalisation, not covered).
+    """
+    return list(_state_of(module).report)
+
+
+def fault_log(module):
+    """Events and counters of a protected model.
+
+    Returns
+    -------
+    dict with ``events`` (list of :class:`FaultEvent`, latest last, at most 1000)
+    and ``counts`` (layer calls, flagged, transient, weight, unconfirmed,
+    forwards, recomputed forwards).
+    """
+    st = _state_of(module)
+    return {"events": list(st.events), "counts": dict(st.counts)}
+
+
+def check(module):
+    """Resolve the checks recorded during CUDA-graph capture (after a replay).
+
+    Returns the list of :class:`FaultEvent` and applies ``on_fault`` like a
+    normal forward would (except that ``'recompute'`` cannot re-run a graph and
+    raises instead).
+    """
+    st = _state_of(module)
+    events = _resolve(st, list(st.captured))
+    confirmed = [e for e in events if e.confirmed]
+    if confirmed:
+        if st.on_fault == "flag":
+            warnings.warn(_message(confirmed), ABFTFaultWarning, stacklevel=2)
+        else:
+            raise ABFTFaultError(_message(confirmed), confirmed)
+    return events
+
+
+def refresh_checksums(module):
+    """Recompute the weight checksums (after legitimately changing the weights)."""
+    _state_of(module)
+    _Checked = _classes()[0]
+    for m in module.modules():
+        if isinstance(m, _Checked):
+            m.refresh()
+    return module
+
+
+def calibrate(module, batches, safety=4.0, min_alpha=DEFAULT_ALPHA):
+    """Set each layer's ``alpha`` from fault-free runs.
+
+    Runs the protected model on ``batches`` (an iterable of inputs, or of tuples
+    of positional inputs), records each layer's largest clean ratio ``r_max`` and
+    sets ``alpha = max(min_alpha, safety * r_max)``.
+
+    Returns
+    -------
+    dict mapping layer name to ``{'max_ratio', 'alpha', 'calls'}``.
+    """
+    t = torch()
+    st = _state_of(module)
+    _Checked = _classes()[0]
+    layers = [m for m in module.modules() if isinstance(m, _Checked)]
+    seen = {id(m): [0.0, 0] for m in layers}
+    saved = {id(m): m.alpha for m in layers}
+    for m in layers:
+        m.alpha = float("inf")  # nothing is flagged while we measure
+    try:
+        with t.no_grad():
+            for b in batches:
+                args = b if isinstance(b, tuple) else (b,)
+                st.inner = True  # keep the ledger; resolve ourselves
+                st.in_root = True
+                st.ledger = []
+                try:
+                    module(*args)
+                finally:
+                    st.inner = False
+                    st.in_root = False
+                for e in st.ledger:
+                    r = float(e.ratio.max()) if e.ratio.numel() else 0.0
+                    s = seen[id(e.layer)]
+                    s[0] = max(s[0], r)
+                    s[1] += 1
+                st.ledger = []
+    except BaseException:
+        for m in layers:
+            m.alpha = saved[id(m)]
+        raise
+    out = {}
+    for m in layers:
+        r, n = seen[id(m)]
+        if not math.isfinite(r):
+            m.alpha = saved[id(m)]
+            raise ValueError(f"{m.layer_name}: non-finite check ratio on calibration data "
+                             "(NaN/Inf inputs or outputs?)")
+        m.alpha = max(min_alpha, safety * r) if n else saved[id(m)]
+        out[m.layer_name] = {"max_ratio": r, "alpha": m.alpha, "calls": n}
+    return out
