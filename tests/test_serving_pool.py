@@ -220,10 +220,18 @@ def test_regression_multirow_partial_groups():
     # Slot 1 is slow; batches of unequal size and partial groups get padded.
     with CodedPool(cp, n_workers=3, batch_size=3, group_timeout=0.002,
                    faults={1: FaultSpec(service_time=0.2)}) as pool:
-        futs = [pool.submit(X[i:i + 1 + i % 4]) for i in range(0, 120, 4)]
+        futs = []
+        for i in range(0, 120, 4):
+            futs.append(pool.submit(X[i:i + 1 + i % 4]))
+            time.sleep(0.002)
         res = [f.result(timeout=30) for f in futs]
+        # A lone request after a pause: its group can only close by time-out.
+        time.sleep(0.05)
+        lone = pool.submit(X[200:202]).result(timeout=30)
+        time.sleep(0.05)
         st = pool.stats()
     for i, r in zip(range(0, 120, 4), res):
         np.testing.assert_allclose(r.values, base.predict(X[i:i + 1 + i % 4]), rtol=1e-6,
                                    atol=1e-6)
-    assert st["rows_reconstructed"] > 0 and st["groups_partial"] > 0
+    np.testing.assert_allclose(lone.values, base.predict(X[200:202]), rtol=1e-6, atol=1e-6)
+    assert st["rows_reconstructed"] > 0 and st["groups_partial"] > 0, st

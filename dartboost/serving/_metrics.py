@@ -35,6 +35,8 @@ class ServingMetrics:
         "groups_partial",
         "groups_unprotected",
         "decodes",
+        "busy_s_base",
+        "busy_s_extra",
     )
 
     def __init__(self, window=100_000):

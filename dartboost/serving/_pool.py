@@ -238,12 +238,24 @@ class CodedPool:
         A request unanswered for longer fails with :class:`QueryTimeout`.
     max_retries : int, default=2
         Retries of a batch whose worker died.
+    decode_wait : float or "median", default=0.0
+        Coded mode: how long after its creation a batch must be outstanding
+        before it may be answered by decoding. 0 is ParM's policy (decode as
+        soon as any k of k + r outputs are in); a positive wait (or the
+        running median of base latency) trades a little tail latency for
+        fewer approximate answers when queueing, not slowdowns, delays a batch.
     faults : FaultSpec, list or dict, optional
         Injected faults: one spec for every worker, or per slot (list index /
         dict key = slot; slots ``0..m-1`` are base workers, then extras).
     raw_output : callable, optional
         ``raw_output(estimator, X) -> (n, d)``; default
         :func:`dartboost.coded.raw_output`.
+    worker_threads : int or None, default=1
+        OpenMP/BLAS threads per local worker (one process per instance already
+        uses the cores); None leaves the libraries' defaults.
+    start_method : {"forkserver", "loky", "spawn"}, optional
+        How local workers start (default: forkserver on Linux, see
+        :class:`~dartboost.serving._backends.LokyBackend`).
     start_timeout : float, default=120.0
         Seconds to wait for the workers to start.
 
@@ -258,7 +270,8 @@ class CodedPool:
                  backend="loky", client=None, address=None, backup=None,
                  backup_timeout="median", batch_size=8, max_batch_delay=0.0,
                  group_timeout=0.01, hang_timeout=10.0, request_timeout=60.0,
-                 max_retries=2, faults=None, raw_output=None, start_timeout=120.0):
+                 max_retries=2, decode_wait=0.0, faults=None, raw_output=None,
+                 worker_threads=1, start_method=None, start_timeout=120.0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         is_coded = hasattr(model, "parity_predict") and hasattr(model, "decode")
@@ -272,6 +285,9 @@ class CodedPool:
                       ("hang_timeout", hang_timeout), ("request_timeout", request_timeout)):
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"{nm} must be a non-negative number, got {v!r}")
+        if not (decode_wait == "median" or
+                (isinstance(decode_wait, (int, float)) and decode_wait >= 0)):
+            raise ValueError(f"decode_wait must be 'median' or seconds, got {decode_wait!r}")
         if not (backup_timeout == "median" or
                 (isinstance(backup_timeout, (int, float)) and backup_timeout >= 0)):
             raise ValueError(f"backup_timeout must be 'median' or seconds, got {backup_timeout!r}")
@@ -304,6 +320,7 @@ class CodedPool:
         self.request_timeout = float(request_timeout)
         self.max_retries = int(max_retries)
         self.backup_timeout = backup_timeout
+        self.decode_wait = decode_wait
         self.backend_name = backend
         self.metrics = ServingMetrics()
 
@@ -314,7 +331,9 @@ class CodedPool:
         payload = {"raw_output": raw_fn, "base": self.base, "backup": backup,
                    "coded": self.coded if mode == "coded" else None}
         name = f"pool{next(_POOL_IDS)}"
-        self._backend = make_backend(backend, payload, specs, name, client=client, address=address)
+        self._backend = make_backend(backend, payload, specs, name, client=client,
+                                     address=address, threads=worker_threads,
+                                     start_method=start_method)
 
         # Scheduling state, owned by the dispatcher thread.
         self._events = queue.SimpleQueue()
@@ -496,8 +515,8 @@ class CodedPool:
             wait = 0.05
             if self._timers:
                 wait = min(wait, max(0.0, self._timers[0][0] - now))
-            if self._flush_at is not None:
-                wait = min(wait, max(0.0, self._flush_at - now))
+            if self._flush_at is not None and self._flush_at > now:
+                wait = min(wait, self._flush_at - now)
             try:
                 ev = self._events.get(timeout=wait) if wait > 0 else self._events.get_nowait()
             except queue.Empty:
@@ -521,7 +540,12 @@ class CodedPool:
                 fn(*args)
             if self._pending and (self.max_batch_delay == 0 or
                                   (self._flush_at is not None and now >= self._flush_at)):
-                self._flush(force=True)
+                # Adaptive batching: a partial batch leaves only when a base
+                # worker would take it at once; while all are busy, rows keep
+                # accumulating into fuller batches (they would wait anyway).
+                if self.max_batch_delay == 0 or \
+                        len(self._queues["base"]) < len(self._idle["base"]):
+                    self._flush(force=True)
             if now >= next_check:
                 self._check_hangs(now)
                 next_check = now + 0.05
@@ -544,8 +568,6 @@ class CodedPool:
         self._at(req.t0 + self.request_timeout, self._expire, req)
         self._pending.append([req, 0])
         self._pending_rows += req.n
-        if self._flush_at is None:
-            self._flush_at = time.perf_counter() + self.max_batch_delay
         self._flush(force=False)
 
     def _flush(self, force):
@@ -566,7 +588,9 @@ class CodedPool:
                     item[1] = start + n
             X = parts[0] if len(parts) == 1 else np.concatenate(parts)
             self._new_batch(_Batch(next(self._ids), segs, X, time.perf_counter()))
-        self._flush_at = (time.perf_counter() + self.max_batch_delay) if self._pending else None
+        # The delay runs from the oldest row still waiting, not the newest:
+        # a steady trickle of arrivals must not hold a partial batch back.
+        self._flush_at = (self._pending[0][0].t0 + self.max_batch_delay) if self._pending else None
 
     def _new_batch(self, b):
         base = _Task("base", b.X, batch=b)
@@ -594,8 +618,11 @@ class CodedPool:
             self._at(b.deadline, self._backup_deadline, b)
 
     def _backup_wait(self):
-        if self.backup_timeout != "median":
-            return float(self.backup_timeout)
+        return self._wait_for(self.backup_timeout)
+
+    def _wait_for(self, setting):
+        if setting != "median":
+            return float(setting)
         if self._median is None:
             # No base latency observed yet: wait for the base (a long
             # deadline) rather than guess a time-out.
@@ -665,6 +692,11 @@ class CodedPool:
             return
         if not g.protected or g.avail.sum() < self.k:
             return
+        if self.decode_wait != 0:
+            due = min(b.t0 for b in g.batches if not b.resolved) + self._wait_for(self.decode_wait)
+            if time.perf_counter() < due:
+                self._at(due, self._check_group, g)
+                return
         k, r, n, d = self.k, self.r, g.n_max, g.fill_raw.shape[1] if g.fill_raw is not None else None
         if d is None:
             d = next(o for o in g.base_out + g.par_out if o is not None).shape[1]
@@ -731,6 +763,7 @@ class CodedPool:
         if t.state != "running" or self._running.get(slot) is not t:
             return  # already failed over (dead/hung worker); a late echo
         t.state = "done" if ok else "failed"
+        self.metrics.add("busy_s_" + self._roles[slot], time.perf_counter() - t.t_start)
         if ok:
             self._release(slot)
             self._on_result(t, value[0])
@@ -768,7 +801,7 @@ class CodedPool:
         # base or replica: an exact answer
         self._base_lat.append(now - b.t0)
         self._n_lat += 1
-        if self.backup_timeout == "median" and self._n_lat >= 20 and \
+        if "median" in (self.backup_timeout, self.decode_wait) and self._n_lat >= 20 and \
                 (self._median is None or self._n_lat % 50 == 0):
             self._median = float(np.median(self._base_lat))
         if self._fixed_filler is None:

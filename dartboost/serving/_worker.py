@@ -18,7 +18,7 @@ from ._faults import WorkerFaults
 _STATE = {}
 
 
-def init_worker(payload, slot=None, spec=None, name="default"):
+def init_worker(payload, slot=None, spec=None, name="default", threads=None):
     """Install a pool's models (and, on loky, this worker's faults) in this process.
 
     Parameters
@@ -32,8 +32,22 @@ def init_worker(payload, slot=None, spec=None, name="default"):
         Faults of this process (loky).
     name : str
         Pool name; lets one Dask worker hold several pools.
+    threads : int or None
+        Cap OpenMP/BLAS threads in this process (one process per instance
+        already uses the cores; more threads would oversubscribe them).
     """
-    st = {"payload": payload, "faults": {}}
+    if threads is not None:
+        # Runtime cap (the libraries are already loaded, so environment
+        # variables would come too late in a forked worker).
+        try:
+            from threadpoolctl import threadpool_limits
+
+            st_limits = threadpool_limits(int(threads))
+        except ImportError:  # pragma: no cover - threadpoolctl ships with sklearn
+            st_limits = None
+    else:
+        st_limits = None
+    st = {"payload": payload, "faults": {}, "limits": st_limits}
     if slot is not None:
         st["faults"][slot] = WorkerFaults(spec, slot)
     _STATE[name] = st
