@@ -23,6 +23,7 @@ versions end up committed, each complete, in some order.
 """
 import hashlib
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -183,6 +184,7 @@ class ModelStore:
         self.locations = [Location(u, o) for u, o in zip(locations, opts)]
         self.backend = backend
         self._cache = {}
+        self._lock = threading.Lock()  # puts from several threads share the cache
         self.last_put_stats = None
         self._open(k, r, chunk_size, create)
         self.rs = ReedSolomon(self.k, self.r, backend=backend)
@@ -460,10 +462,10 @@ class ModelStore:
                 bad = {s: fetched.get((row, s), "not read") for s in range(self.n) if s not in healthy}
                 failures.append((row, bad))
                 continue
-            # decode from data shards first (cheapest), then parity
-            use = tuple(sorted(healthy[:self.k] if healthy[self.k - 1] < self.k else
-                               [s for s in healthy if s < self.k]
-                               + [s for s in healthy if s >= self.k][:self.k - sum(s < self.k for s in healthy)]))
+            # healthy data shards first (no arithmetic for them), parity to fill up
+            data_ok = [s for s in healthy if s < self.k]
+            parity_ok = [s for s in healthy if s >= self.k]
+            use = tuple(data_ok + parity_ok[:self.k - len(data_ok)])
             groups.setdefault(use, []).append(row)
         if failures:
             row, bad = failures[0]
@@ -573,6 +575,10 @@ class ModelStore:
             and chunks written.
         """
         check_name(name)
+        with self._lock:
+            return self._put(name, obj, metadata, incremental, expected_growth)
+
+    def _put(self, name, obj, metadata, incremental, expected_growth):
         t0 = time.perf_counter()
         cache = self._cache.get(name) if incremental else None
         if isinstance(obj, (bytes, bytearray, memoryview)):
