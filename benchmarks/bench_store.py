@@ -153,7 +153,8 @@ def bench_checkpoints(tmp, n_estimators, every, n_samples):
         st = ModelStore([os.path.join(tmp, f"ck{i}", f"s{j}") for j in range(6)], k=4, r=2,
                         chunk_size=chunk)
         stores.append(st)
-        cbs.append(_Timed(CheckpointCallback(st, "run", every=every, incremental=incr)))
+        cbs.append(_Timed(CheckpointCallback(st, "run", every=every, incremental=incr,
+                                             chunk_size=chunk)))
     plain = _PlainSave(os.path.join(tmp, "plain.dbm"), every)
     params = dict(n_estimators=n_estimators, random_state=0, n_jobs=1, boosting="dart")
     t = time.perf_counter()
@@ -180,7 +181,7 @@ def bench_checkpoints(tmp, n_estimators, every, n_samples):
             "bytes_total": sum(x["bytes_written"] for x in h),
             "seconds_per_checkpoint_median": statistics.median(cb.seconds[1:]),
             "seconds_total": sum(cb.seconds),
-            "relayouts": sum(1 for x in later if x["rows_changed"] == x["rows"]),
+            "relayouts": sum(1 for x in later if x["relayout"]),
             "disk_bytes_all_versions": dir_bytes(os.path.join(tmp, f"ck{configs.index((label, chunk, incr))}")),
         })
         # the last checkpoint is the fitted model, bit for bit

@@ -32,6 +32,10 @@ class CheckpointCallback:
     keep_last : int or None, default=None
         Keep only this many newest versions (older ones are deleted and their
         unshared chunks freed). None keeps all.
+    chunk_size : int, default=16384
+        Largest chunk size of the checkpoints (capped at the store's). Smaller
+        chunks write fewer bytes per checkpoint but make a longer manifest;
+        see ``docs/store.md`` for measurements.
 
     Attributes
     ----------
@@ -45,7 +49,8 @@ class CheckpointCallback:
     ...               callbacks=[cb]).fit(X, y)                   # doctest: +SKIP
     """
 
-    def __init__(self, store, name, every=10, incremental=True, keep_last=None):
+    def __init__(self, store, name, every=10, incremental=True, keep_last=None,
+                 chunk_size=16384):
         if int(every) < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if keep_last is not None and int(keep_last) < 1:
@@ -55,6 +60,7 @@ class CheckpointCallback:
         self.every = int(every)
         self.incremental = incremental
         self.keep_last = keep_last
+        self.chunk_size = chunk_size
         self.history_ = []
         self._last_saved = None
 
@@ -75,8 +81,10 @@ class CheckpointCallback:
         meta = {"checkpoint": True, "iteration": iteration, "final": final}
         target = getattr(estimator, "n_estimators", None)
         growth = (target / iteration) if target and iteration else None
+        chunk = min(int(self.chunk_size), self.store.chunk_size) if self.chunk_size else None
         version = self.store.put(self.name, estimator, metadata=meta,
-                                 incremental=self.incremental, expected_growth=growth)
+                                 incremental=self.incremental, expected_growth=growth,
+                                 chunk_size=chunk)
         stats = dict(self.store.last_put_stats or {})
         stats.update(iteration=iteration, version=version, final=final)
         self.history_.append(stats)

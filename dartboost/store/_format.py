@@ -96,9 +96,9 @@ def plan_layout(header_bytes, arrays, previous=None, growth=2.0, expected_growth
         Capacity reserved per region as a multiple of its size.
     expected_growth : float or None
         How much the parts that grew since ``previous`` are still expected to
-        grow (e.g. ``n_estimators / n_iter`` during a fit). Those regions reserve
-        up to its square (bounded), so a fit re-lays out its state about once
-        instead of at every doubling.
+        grow (e.g. ``n_estimators / n_iter`` during a fit). Those regions
+        reserve that much (plus 25%), so a fit re-lays out its state once or
+        twice instead of at every doubling.
 
     Returns
     -------
@@ -114,20 +114,27 @@ def plan_layout(header_bytes, arrays, previous=None, growth=2.0, expected_growth
             return previous
     old_sizes = previous.get("sizes", {}) if previous else {}
 
-    def capacity(name, size):
-        if not (expected_growth and name in old_sizes and size > old_sizes[name]):
-            return size * growth
-        # Some state grows faster than linearly in the iterations (the DART
-        # rescaling log: more trees, more dropped per step), so reserve the
-        # square of the expected growth, within a bound for large arrays.
-        eg = max(1.0, float(expected_growth))
-        return max(size * growth, min(size * eg * eg, size * eg * 2 + (1 << 18)))
+    def grew(name, size):
+        return name in old_sizes and size > old_sizes[name]
 
-    # Small arrays first, next to the header, so the ones that change at every
-    # checkpoint share few chunks; the largest array last, where it can grow
-    # past its capacity without moving anything.
-    order = sorted(names, key=lambda n: (arrays[n].nbytes, n))
-    hcap = _round_up(max(capacity("__header__", header_bytes), header_bytes + 1024), 1024)
+    def capacity(name, size):
+        if not (expected_growth and grew(name, size)):
+            return size * growth
+        # linear growth plus a margin; state that grows faster (the DART
+        # rescaling log) may need one more re-layout later in the fit
+        return max(size * growth, size * float(expected_growth) * 1.25)
+
+    # The arrays seen growing first, right after the header, then the others
+    # by size: what changes at every checkpoint stays in few chunks. The
+    # largest array goes last, where it can grow past its capacity without
+    # moving anything.
+    order = sorted(names, key=lambda n: (not grew(n, arrays[n].nbytes), arrays[n].nbytes, n))
+    largest = max(names, key=lambda n: (arrays[n].nbytes, n)) if names else None
+    if largest is not None:
+        order.remove(largest)
+        order.append(largest)
+    # the header grows by a few digits per checkpoint, not with the model
+    hcap = _round_up(max(header_bytes * growth, header_bytes + 1024), 1024)
     offset = HEADER_OFFSET + hcap
     regions = {}
     for n in order:

@@ -550,7 +550,8 @@ class ModelStore:
         return header, {n: a.copy() for n, a in arrays.items()}
 
     # ----------------------------------------------------------------- writes
-    def put(self, name, obj, *, metadata=None, incremental=False, expected_growth=None):
+    def put(self, name, obj, *, metadata=None, incremental=False, expected_growth=None,
+            chunk_size=None):
         """Store a new version of ``name``.
 
         Parameters
@@ -567,6 +568,9 @@ class ModelStore:
         expected_growth : float, optional
             Hint for the model format: how much growing arrays will still grow
             (the checkpoint callback passes ``n_estimators / n_iter``).
+        chunk_size : int, optional
+            Largest chunk size for this object (multiple of 64, at most the
+            store's). Smaller chunks make incremental updates cheaper.
 
         Returns
         -------
@@ -575,10 +579,15 @@ class ModelStore:
             and chunks written.
         """
         check_name(name)
+        max_chunk = self.chunk_size if chunk_size is None else chunk_size
+        if not isinstance(max_chunk, (int, np.integer)) or max_chunk < 64 or max_chunk % 64 \
+                or max_chunk > self.chunk_size:
+            raise ValueError(f"chunk_size must be a multiple of 64 between 64 and the store's "
+                             f"{self.chunk_size}, got {chunk_size!r}")
         with self._lock:
-            return self._put(name, obj, metadata, incremental, expected_growth)
+            return self._put(name, obj, metadata, incremental, expected_growth, int(max_chunk))
 
-    def _put(self, name, obj, metadata, incremental, expected_growth):
+    def _put(self, name, obj, metadata, incremental, expected_growth, max_chunk):
         t0 = time.perf_counter()
         cache = self._cache.get(name) if incremental else None
         if isinstance(obj, (bytes, bytearray, memoryview)):
@@ -599,7 +608,7 @@ class ModelStore:
             chunk_len = cache["data"].shape[2]
         else:
             # fill the rows evenly: at most 63 bytes of padding per chunk
-            rows = max(1, -(-len(blob) // (self.k * self.chunk_size)))
+            rows = max(1, -(-len(blob) // (self.k * max_chunk)))
             chunk_len = max(64, -(-len(blob) // (self.k * rows * 64)) * 64)
         data = stripe(blob, self.k, chunk_len)
         if cache is not None:
@@ -643,6 +652,7 @@ class ModelStore:
             "chunks_written": n_chunks, "chunk_bytes_written": written,
             "manifest_bytes_written": mbytes, "bytes_written": written + mbytes,
             "rows": rows, "rows_changed": int(changed.any(axis=1).sum()),
+            "relayout": cache is not None and layout is not cache["layout"],
             "seconds": time.perf_counter() - t0}
         return version
 
