@@ -243,8 +243,12 @@ def _global_check_torch(x, y, ck, geo, c_x, c_y, conv_params=None):
         xn = x64.norm(dim=1)
         yn = y64.norm(dim=1)
     d = (S - R).abs()
-    ratio = d / (c_x * xn + c_y * yn + 1e-300)
-    return t.where(t.isfinite(ratio), ratio, t.full_like(ratio, float("inf"))).to(t.float32)
+    scale = c_x * xn + c_y * yn + 1e-300
+    # A non-finite residual, or a norm that overflows (a flipped exponent), is
+    # reported as infinitely bad; recomputation then decides whether it is real.
+    ok = t.isfinite(d) & t.isfinite(scale)
+    ratio = t.where(ok, d / scale, t.full_like(d, float("inf")))
+    return ratio.to(t.float32)
 
 
 def _global_check_triton(x, y, ck, geo, c_x, c_y):

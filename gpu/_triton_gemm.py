@@ -180,8 +180,8 @@ def tile_ratios_reference(x, y, weight, bias, ck, geo, block_m=32, block_n=32,
         R = a @ wsum[j].to(t.float64) + bias64[cs].sum()
         yt = y64[:, cs]
         d = (yt.sum(1) - R).abs()
-        r = d / (float(c_x[j]) * xn + c_y * yt.norm(dim=1) + 1e-300)
-        r = t.where(t.isfinite(r), r, t.full_like(r, float("inf")))
+        scale = float(c_x[j]) * xn + c_y * yt.norm(dim=1) + 1e-300
+        r = t.where(t.isfinite(d) & t.isfinite(scale), d / scale, t.full_like(d, float("inf")))
         pad = n_pm * block_m - geo.M
         if pad:
             r = t.cat([r, r.new_zeros(pad)])
