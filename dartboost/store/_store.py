@@ -269,7 +269,9 @@ class ModelStore:
 
     def _map(self, fn, items):
         items = list(items)
-        if len(items) <= 1:
+        # threads pay off for network round trips, not for local files (where
+        # starting them costs more than the I/O of a checkpoint)
+        if len(items) <= 1 or all(loc.local for loc in self.locations):
             return [fn(x) for x in items]
         with ThreadPoolExecutor(max_workers=min(16, len(items))) as ex:
             return list(ex.map(fn, items))
