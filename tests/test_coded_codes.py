@@ -189,3 +189,21 @@ def test_function_encoder_and_check_encoder():
         check_encoder("xor")
     with pytest.raises(TypeError):
         check_encoder(3)
+
+
+def test_import_without_torch():
+    # torch is an optional extra: importing dartboost.coded must not need it.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import dartboost.coded as c\n"
+        "assert c.LearnedCode is not None and 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
