@@ -347,3 +347,23 @@ def test_manifest_with_oversized_chunk_rejected(store, locs):
         open(p, "w").write(json.dumps(doc))
     with pytest.raises(ManifestError, match="chunk size"):
         store.get("m")
+
+
+def test_neural_weights_and_momentum_update_writes_only_changed_chunks(locs):
+    """A dict of arrays (NN weights + optimizer momentum) updated in part."""
+    rng = np.random.default_rng(15)
+    state = {f"{kind}{i}": rng.normal(size=8192).astype(np.float32)
+             for i in range(8) for kind in ("w", "m")}  # 16 x 32 KiB
+    store = ModelStore(locs, k=3, r=2, chunk_size=4096)
+    store.put("net", state, incremental=True)
+    full = store.last_put_stats["chunk_bytes_written"]
+    state = dict(state)
+    state["w3"] = state["w3"] - 0.01 * state["m3"]  # one layer and its momentum step
+    state["m3"] = 0.9 * state["m3"]
+    store.put("net", state, incremental=True)
+    st = store.last_put_stats
+    assert st["chunk_bytes_written"] < full / 4
+    assert_arrays_equal(store.get("net"), state)
+    shutil.rmtree(locs[1])
+    shutil.rmtree(locs[2])
+    assert_arrays_equal(ModelStore(locs).get("net"), state)

@@ -325,6 +325,29 @@ def dumps(obj, *, metadata=None, layout=None, expected_growth=None):
                        class_name=_class_name(obj), metadata=metadata, layout=layout)
 
 
+def _estimator_from_state(header, arrays):
+    """Rebuild a dartboost estimator: the core's own loader for the boosting
+    estimators, else any ``dartboost.*`` class following the state contract
+    (importing only from the dartboost package, so a header cannot name
+    arbitrary code)."""
+    import importlib
+
+    from dartboost.model_io import estimator_from_state
+
+    cls_path = header.get("class") or ""
+    module, _, cls_name = cls_path.rpartition(".")
+    if module.startswith("dartboost.") and module != "dartboost.estimators" \
+            and module != "dartboost.ranking":
+        try:
+            cls = getattr(importlib.import_module(module), cls_name)
+        except (ImportError, AttributeError) as exc:
+            raise FormatError(f"cannot import the stored class {cls_path!r}: {exc}") from exc
+        if not callable(getattr(cls, "_set_state", None)):
+            raise FormatError(f"{cls_path} does not follow the model-state contract")
+        return cls()._set_state(header["state"], arrays)
+    return estimator_from_state(header["state"], arrays)
+
+
 def loads(blob, *, allow_pickle=False):
     """Rebuild an object from bytes written by :func:`dumps`.
 
@@ -343,9 +366,7 @@ def loads(blob, *, allow_pickle=False):
     header, arrays = loads_state(blob)
     kind = header["kind"]
     if kind == "dartboost":
-        from dartboost.model_io import estimator_from_state
-
-        return estimator_from_state(header["state"], {n: a.copy() for n, a in arrays.items()})
+        return _estimator_from_state(header, {n: a.copy() for n, a in arrays.items()})
     if kind == "arrays":
         return {n: a.copy() for n, a in arrays.items()}
     if not allow_pickle:
