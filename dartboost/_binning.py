@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._cext import _binning
-from ._common import X_BINNED_DTYPE, X_DTYPE, MAX_BINS
+from ._common import X_BINNED_DTYPE, X_DTYPE, MAX_BINS, threads_for
 
 
 def _find_thresholds(col, max_bins):
@@ -83,7 +83,8 @@ class BinMapper:
         X = np.asarray(X, dtype=X_DTYPE)
         binned = np.empty(X.shape, dtype=X_BINNED_DTYPE, order="F")
         _binning.map_to_bins(
-            X, self._flat, self._offsets, self.missing_values_bin_idx_, self.n_threads, binned
+            X, self._flat, self._offsets, self.missing_values_bin_idx_,
+            threads_for(X.size * 8, self.n_threads), binned
         )
         return binned
 

@@ -19,7 +19,7 @@ from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, val
 
 from ._binning import BinMapper
 from ._cext import _predictor
-from ._common import MAX_BINS, NODE_DTYPE, X_DTYPE, effective_n_threads
+from ._common import MAX_BINS, NODE_DTYPE, X_DTYPE, effective_n_threads, threads_for
 from ._dart import DartPolicy, WeightLog
 from ._grower import GrowerBuffers, TreeGrower
 from ._scores import CacheBudget, ScoreKeeper, leaf_layout
@@ -164,8 +164,8 @@ class BaseBoosting(BaseEstimator, ABC):
         val = self._validation_data(X, y_enc, sample_weight, eval_set)
         X_train, y_train, sw_train, X_val, y_val, sw_val = val
         if X_train.shape[0] < 2:
-            raise ValueError("At least 2 training samples are required after the validation "
-                             "split.")
+            raise ValueError(f"n_samples = {X_train.shape[0]} after the validation split; at "
+                             "least 2 training samples are required.")
 
         if not warm:
             self._bin_mapper = BinMapper(self.max_bins, random_state=self._seed,
@@ -203,7 +203,7 @@ class BaseBoosting(BaseEstimator, ABC):
 
         self._run_iterations(loss, X_binned, y_train, sw_train, train, valid, y_val, sw_val,
                              n_threads)
-        self._predictor_cache = None
+        self._predictor_cache = self._build_predictor_arrays()
         return self
 
     def _check_weights(self, sample_weight, X):
@@ -412,19 +412,23 @@ class BaseBoosting(BaseEstimator, ABC):
         self._weight_log.truncate(n_iterations)
         self._weights = list(self._weight_log.replay())
         self.n_iter_ = n_iterations
-        self._predictor_cache = None
 
     # ------------------------------------------------------------- predict
+    def _build_predictor_arrays(self):
+        """Trees flattened for the compiled predictor: ``(nodes, offsets,
+        per-tree weights)``. Built once at the end of ``fit`` (predict must not
+        change the estimator's state)."""
+        K = self.n_trees_per_iteration_
+        trees = self._trees
+        offsets = np.zeros(len(trees) + 1, dtype=np.int64)
+        np.cumsum([t.shape[0] for t in trees], out=offsets[1:])
+        nodes = np.concatenate(trees) if trees else np.zeros(0, dtype=NODE_DTYPE)
+        weights = np.repeat(np.asarray(self._weights, dtype=np.float64), K)
+        return nodes, offsets, weights
+
     def _predictor_arrays(self):
-        """Trees flattened for the compiled predictor (cached)."""
-        if self._predictor_cache is None:
-            K = self.n_trees_per_iteration_
-            trees = self._trees
-            offsets = np.zeros(len(trees) + 1, dtype=np.int64)
-            np.cumsum([t.shape[0] for t in trees], out=offsets[1:])
-            nodes = np.concatenate(trees) if trees else np.zeros(0, dtype=NODE_DTYPE)
-            weights = np.repeat(np.asarray(self._weights, dtype=np.float64), K)
-            self._predictor_cache = (nodes, offsets, weights)
+        if self._predictor_cache is None:  # mid-fit (e.g. from a callback)
+            return self._build_predictor_arrays()
         return self._predictor_cache
 
     def _validate_X_predict(self, X):
@@ -437,8 +441,10 @@ class BaseBoosting(BaseEstimator, ABC):
         X = self._validate_X_predict(X)
         nodes, offsets, weights = self._predictor_arrays()
         out = np.tile(self._baseline, (X.shape[0], 1))
+        n_threads = threads_for(X.shape[0] * len(self._trees) * 8,
+                                effective_n_threads(self.n_jobs))
         _predictor.predict_raw(nodes, offsets, weights, self.n_trees_per_iteration_, X,
-                               effective_n_threads(self.n_jobs), out)
+                               n_threads, out)
         return np.ascontiguousarray(out.T)
 
     def _staged_raw_predict(self, X):
@@ -450,8 +456,9 @@ class BaseBoosting(BaseEstimator, ABC):
         K = self.n_trees_per_iteration_
         n = X.shape[0]
         leaves = np.empty((n, len(self._trees)), dtype=np.uint32)
-        _predictor.predict_leaves_raw(nodes, offsets, X, effective_n_threads(self.n_jobs),
-                                      leaves)
+        _predictor.predict_leaves_raw(
+            nodes, offsets, X,
+            threads_for(n * len(self._trees) * 8, effective_n_threads(self.n_jobs)), leaves)
         contrib = [self._trees[j]["value"][leaves[:, j]] for j in range(len(self._trees))]
         raw = np.tile(self._baseline[:, None], n)
         weights = []

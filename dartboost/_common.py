@@ -53,3 +53,15 @@ def effective_n_threads(n_jobs):
     if n_jobs < 0:
         return max(1, n_cpus + 1 + n_jobs)
     return max(1, min(int(n_jobs), n_cpus))
+
+
+#: Below this much work (roughly, inner-loop steps) per thread a parallel
+#: region costs more than it saves; under oversubscription (many processes
+#: each with OpenMP threads, as in joblib or serving workers) an idle barrier
+#: can cost milliseconds, so small kernels run on one thread.
+MIN_WORK_PER_THREAD = 50_000
+
+
+def threads_for(work, n_threads):
+    """Threads worth using for a kernel doing about ``work`` steps."""
+    return int(max(1, min(n_threads, work // MIN_WORK_PER_THREAD)))

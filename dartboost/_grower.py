@@ -10,7 +10,7 @@ import heapq
 import numpy as np
 
 from ._cext import _histogram, _splitting
-from ._common import HISTOGRAM_DTYPE, NODE_DTYPE
+from ._common import HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
 
 
 class _Node:
@@ -114,7 +114,8 @@ class TreeGrower:
         _histogram.build_histogram(
             self.X_binned, rows, self.gradients, self.hessians,
             self.buffers.ordered_gradients, self.buffers.ordered_hessians,
-            self.feature_mask, self.all_rows and node.idx == 0, self.n_threads, hist,
+            self.feature_mask, self.all_rows and node.idx == 0,
+            threads_for(rows.size * self.n_features, self.n_threads), hist,
         )
         return hist
 
@@ -129,7 +130,8 @@ class TreeGrower:
         node.split = _splitting.find_best_split(
             node.hist, node.sum_g, node.sum_h, node.n_samples, self.n_bins_non_missing,
             self._node_mask(), self.missing_values_bin_idx, self.l2_regularization,
-            self.min_samples_leaf, self.min_child_weight, self.min_split_gain, self.n_threads,
+            self.min_samples_leaf, self.min_child_weight, self.min_split_gain,
+            threads_for(self.n_features * self.n_bins * 4, self.n_threads),
         )
 
     # -- growth ---------------------------------------------------------------
@@ -199,7 +201,8 @@ class TreeGrower:
         rows = self.partition[node.start:node.stop]
         n_left = _splitting.split_indices(
             self.X_binned, rows, feature, bin_idx, missing_left,
-            self.missing_values_bin_idx, self.buffers.left, self.buffers.right, self.n_threads,
+            self.missing_values_bin_idx, self.buffers.left, self.buffers.right,
+            threads_for(rows.size, self.n_threads),
         )
         assert n_left == nl, (n_left, nl)
         gr, hr = node.sum_g - gl, node.sum_h - hl
@@ -235,7 +238,8 @@ class TreeGrower:
         if self._can_split(large):
             large.hist = np.empty_like(parent.hist)
             _histogram.subtract_histograms(
-                parent.hist, small.hist, self.feature_mask, self.n_threads, large.hist
+                parent.hist, small.hist, self.feature_mask,
+                threads_for(self.n_features * self.n_bins, self.n_threads), large.hist
             )
         for child in (left, right):
             if child.hist is not None and self._can_split(child):

@@ -9,6 +9,7 @@ import numpy as np
 from scipy.special import expit, logsumexp, softmax
 
 from ._cext import _loss
+from ._common import threads_for
 
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)
 
@@ -50,6 +51,7 @@ class BaseLoss:
     def gradients(self, y, raw, sample_weight, n_threads, gradients, hessians):
         """Fill float32 ``gradients``/``hessians`` of shape ``(K, n)``."""
         sw = _weights_or_empty(sample_weight)
+        n_threads = threads_for(4 * raw.shape[1], n_threads)
         for k in range(self.n_trees_per_iteration):
             self._kernel(y[k], raw[k], sw, n_threads, gradients[k], hessians[k])
 
@@ -195,8 +197,8 @@ class SoftmaxLogLoss(BaseLoss):
         return log_prior - log_prior.mean()
 
     def gradients(self, y, raw, sample_weight, n_threads, gradients, hessians):
-        _loss.softmax_log_loss(y, raw, _weights_or_empty(sample_weight), n_threads,
-                               gradients, hessians)
+        _loss.softmax_log_loss(y, raw, _weights_or_empty(sample_weight),
+                               threads_for(8 * raw.size, n_threads), gradients, hessians)
 
     def loss(self, y, raw, sample_weight=None):
         lse = logsumexp(raw, axis=0)

@@ -11,6 +11,7 @@ traversal of the binned data, which gives the same values.
 import numpy as np
 
 from ._cext import _predictor
+from ._common import threads_for
 
 #: Default byte budget for cached leaf indices of one fit (all data sets).
 LEAF_CACHE_BYTES = 1 << 30
@@ -56,7 +57,7 @@ class ScoreKeeper:
         self.raw = raw
         self.missing_values_bin_idx = missing_values_bin_idx
         self.budget = budget
-        self.n_threads = n_threads
+        self.n_threads = threads_for(raw.shape[1], n_threads)
         self.leaf_ids = []     # per tree: uint8 array or None
         self.leaf_values = []  # per tree: float64 array of leaf values
         self.nodes = []

@@ -143,6 +143,7 @@ default="squared_error"
         self.alpha = alpha
 
     def _encode_y(self, y, sample_weight):
+        y_1d = np.ndim(y) == 1
         y = self._encode_y_transform(y)
         if self.loss == "poisson":
             if np.any(y < 0):
@@ -151,6 +152,7 @@ default="squared_error"
                 raise ValueError("loss='poisson' requires targets with a positive sum.")
         if not (self.warm_start and self._is_fitted()):
             self._n_outputs = y.shape[0]
+            self._y_1d = y_1d
         elif y.shape[0] != self._n_outputs:
             raise ValueError(f"y has {y.shape[0]} outputs; the fitted model has "
                              f"{self._n_outputs}.")
@@ -164,20 +166,11 @@ default="squared_error"
         return make_regression_loss(self.loss, self._n_outputs, self.quantile, self.alpha)
 
     def _extra_state(self, arrays):
-        return {"n_outputs": int(self._n_outputs), "y_was_1d": bool(self._y_was_1d())}
-
-    def _y_was_1d(self):
-        return getattr(self, "_y_1d", True)
+        return {"n_outputs": int(self._n_outputs), "y_was_1d": bool(self._y_1d)}
 
     def _load_extra_state(self, header, arrays):
         self._n_outputs = header["n_outputs"]
         self._y_1d = header["y_was_1d"]
-
-    def fit(self, X, y, sample_weight=None, eval_set=None):
-        self._y_1d = np.ndim(y) == 1
-        return super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
-
-    fit.__doc__ = BaseBoosting.fit.__doc__
 
     def _format(self, raw):
         pred = self._make_loss().predict(raw)
@@ -287,11 +280,12 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
 
     def predict_proba(self, X):
         """Class probabilities, shape ``(n, n_classes)``."""
-        return self._make_loss().predict(self._raw_predict(X)).T
+        raw = self._raw_predict(X)
+        return self._make_loss().predict(raw).T
 
     def staged_predict_proba(self, X):
-        loss = self._make_loss()
         for raw in self._staged_raw_predict(X):
+            loss = self._make_loss()
             yield loss.predict(raw).T
 
     def predict(self, X):

@@ -144,8 +144,8 @@ def set_state(est, header, arrays):
     est.train_score_ = list(header["train_score"])
     est.validation_score_ = list(header["validation_score"])
     est.best_iteration_ = header["best_iteration"]
-    est._predictor_cache = None
     est._load_extra_state(header, arrays)
+    est._predictor_cache = est._build_predictor_arrays()
     return est
 
 

@@ -1,0 +1,30 @@
+"""scikit-learn's estimator checks over every dartboost tree estimator."""
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from dartboost import DartClassifier, DartRegressor
+
+# Checks that fail for a documented reason (the same ones scikit-learn marks
+# for its own HistGradientBoosting estimators).
+_EXPECTED_FAILURES = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "bin thresholds come from unweighted quantiles and min_samples_leaf counts rows, so "
+        "an integer weight is not the same as repeating a row"
+    ),
+}
+
+
+def _expected(estimator):
+    return _EXPECTED_FAILURES
+
+
+@parametrize_with_checks(
+    [
+        DartRegressor(n_estimators=10, min_samples_leaf=1, random_state=0),
+        DartRegressor(boosting="mart", n_estimators=10, min_samples_leaf=1, random_state=0),
+        DartClassifier(n_estimators=10, min_samples_leaf=1, random_state=0),
+        DartClassifier(boosting="mart", n_estimators=10, min_samples_leaf=1, random_state=0),
+    ],
+    expected_failed_checks=_expected,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
