@@ -104,14 +104,14 @@ def test_mlp_parity_beats_default_prediction():
     Xtr, ytr, Xte = X[:600], y[:600], X[1000:1200]
     base = MLPClassifier((16,), max_iter=40, random_state=0).fit(Xtr, ytr)
     cp = CodedPredictor(base, k=2, encoder="concat",
-                        parity_estimator=MLPRegressor(hidden_layer_sizes=(32,), max_iter=40,
+                        parity_estimator=MLPRegressor(hidden_layer_sizes=(64,), max_iter=100,
                                                       random_state=0),
                         random_state=0).fit(Xtr)
     Xg = Xte.reshape(2, 100, -1)
     pred, _ = cp.predict_group(Xg, [False, True, True])
     acc = np.mean(pred[0] == base.predict(Xg[0]))
     # the default prediction agrees about 1 time in 10; a working parity far more
-    assert acc > 0.5
+    assert acc > 0.6, acc
 
 
 def test_unrecoverable_policy_default_and_raise(linreg):
@@ -242,3 +242,14 @@ def test_nonfinite_parity_output_is_rejected(linreg):
     cp = CodedPredictor(base, k=2, parity_estimator=NaNRegressor()).fit(X)
     with pytest.raises(ValueError, match="non-finite"):
         cp.predict_group(X[:20].reshape(2, 10, -1), [False, True, True])
+
+
+def test_mlp_parity_is_one_multioutput_network(logreg3):
+    # ParM's parity model has the base's architecture: one network with d
+    # outputs, not d networks (MLPRegressor's tags do not declare this).
+    X, y, base = logreg3
+    cp = CodedPredictor(base, k=2, parity_estimator=MLPRegressor(hidden_layer_sizes=(8,),
+                                                                 max_iter=5, random_state=0),
+                        random_state=0).fit(X)
+    par = cp.parity_estimators_[0]
+    assert isinstance(par, MLPRegressor) and par.coefs_[-1].shape == (8, 3)

@@ -73,7 +73,14 @@ def default_parity_estimator(base_estimator):
     return reg.set_params(**shared)
 
 
+# Regressors that fit a 2-D y natively although their tags do not say so.
+_NATIVE_MULTIOUTPUT = {"MLPRegressor"}
+
+
 def _supports_multioutput(est):
+    """Whether ``est`` fits a 2-D target as one model (one network, one forest)."""
+    if type(est).__name__ in _NATIVE_MULTIOUTPUT:
+        return True
     try:
         from sklearn.utils import get_tags
 
