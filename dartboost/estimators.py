@@ -290,7 +290,8 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
 
     def predict(self, X):
         """Predicted class labels."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def staged_predict(self, X):
         for proba in self.staged_predict_proba(X):

@@ -79,7 +79,7 @@ def _sms(device):
     return _SM_COUNT[idx]
 
 
-def tile_gemm(x, weight, bias, ck, geo, out=None, inject=None, config=None):
+def tile_gemm(x, weight, bias, ck, geo, out=None, inject=None, config=None, check=True):
     """Run the checked Triton GEMM / implicit-GEMM convolution.
 
     Parameters
@@ -97,6 +97,9 @@ def tile_gemm(x, weight, bias, ck, geo, out=None, inject=None, config=None):
         ``(mode, row, col, bit, k_step)`` fault to inject (testing only).
     config : tuple, optional
         Overrides :func:`pick_config`.
+    check : bool, default=True
+        ``False`` runs the same GEMM without the checksum work (benchmark
+        baseline; ``ratio`` is then left unwritten).
 
     Returns
     -------
@@ -128,7 +131,7 @@ def tile_gemm(x, weight, bias, ck, geo, out=None, inject=None, config=None):
         *_x_strides(x, geo), w2.stride(0), w2.stride(1), *_y_strides(out, geo),
         float(c_y), int(irow), int(icol), int(ibit), int(ik),
         IS_CONV=geo.is_conv, HAS_BIAS=bias is not None, INJECT=int(mode),
-        UPCAST=interp, IEEE_F32=(x.dtype == t.float32),
+        UPCAST=interp, IEEE_F32=(x.dtype == t.float32), CHECK=bool(check),
         BM=bm, BN=bn, BK=bk, GROUP_M=8, **kwargs)
     return out, ratio, bn
 

@@ -20,6 +20,12 @@ from ._faults import kill_process
 __all__ = ["DaskBackend"]
 
 
+def _worker_lost(msg):
+    from ._pool import WorkerLost
+
+    return WorkerLost(msg)
+
+
 class _ServingPlugin(WorkerPlugin):
     """Installs a pool's models in the worker process (see module docstring)."""
 
@@ -108,10 +114,17 @@ class DaskBackend:
         )
 
         def done(f):
+            # Runs in a client thread once the future is done; result() then
+            # only fetches the finished value (no timeout: a zero time-out
+            # makes distributed give up before the value arrives).
             try:
-                callback(True, f.result(timeout=0))
+                if f.status == "cancelled":
+                    raise _worker_lost(f"task on Dask slot {slot} was cancelled")
+                value = f.result()
             except BaseException as exc:  # noqa: BLE001 - reported to the pool
                 callback(False, exc)
+                return
+            callback(True, value)
 
         fut.add_done_callback(done)
         return fut
@@ -138,8 +151,11 @@ class DaskBackend:
             self.specs[slot] = spec.healthy()
         deadline = time.monotonic() + timeout
         while True:
-            used = set(self._addr.values())
-            spare = sorted(set(self._client.nthreads()) - used)
+            live = set(self._client.nthreads())
+            if self._addr.get(slot) in live:
+                break  # still (or again) there: a failed ping, not a lost worker
+            used = {a for s, a in self._addr.items() if s != slot}
+            spare = sorted(live - used)
             if spare:
                 self._addr[slot] = spare[0]
                 break

@@ -65,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
             st = pool.stats()
             return self._send(200, {"status": "ok", "mode": pool.mode, "k": pool.k,
                                     "r": pool.r, "workers": pool.n_base + pool.n_extra,
+                                    "worker_pids": sorted(pool.worker_pids().values()),
                                     "worker_restarts": st["worker_restarts"]})
         if path == "/metrics":
             st = pool.stats()
