@@ -65,6 +65,7 @@ class Location:
         self.local = "file" in protocols or "local" in protocols
         if self.local:
             self.root = os.path.abspath(self.root)
+        self._checked_dirs = set()
 
     def __repr__(self):
         return f"Location({self.url!r})"
@@ -76,11 +77,20 @@ class Location:
             if not isinstance(p, str) or not p or "/" in p or "\\" in p or p in (".", ".."):
                 raise InvalidNameError(f"path component {p!r} would leave the store root")
         full = "/".join((self.root.rstrip("/"),) + parts)
-        if self.local:
-            real_root = os.path.realpath(self.root)
-            real = os.path.realpath(full)
-            if real != real_root and not real.startswith(real_root + os.sep):
-                raise InvalidNameError(f"{full} resolves outside the store root {self.root}")
+        if self.local and parts:
+            # Components are plain names, so only a symlink can lead outside.
+            # Directories are resolved once and remembered; the file itself
+            # must not be a symlink (one lstat, not a full resolution per chunk).
+            parent = os.path.dirname(full)
+            if parent not in self._checked_dirs:
+                real_root = os.path.realpath(self.root)
+                real = os.path.realpath(parent)
+                if real != real_root and not real.startswith(real_root + os.sep):
+                    raise InvalidNameError(f"{full} resolves outside the store root {self.root}")
+                if os.path.isdir(parent):  # not yet created dirs are checked next time
+                    self._checked_dirs.add(parent)
+            if os.path.islink(full):
+                raise InvalidNameError(f"{full} is a symlink; it could lead outside the store root")
         return full
 
     # --- operations ------------------------------------------------------

@@ -113,14 +113,31 @@ class ReedSolomon:
         # Prefer data shards: with all data present decoding is a copy.
         use = [i for i in have if i < self.k] + [i for i in have if i >= self.k]
         use = tuple(sorted(use[:self.k]))
-        L = len(shards[use[0]])
-        out = np.empty((self.n, L), dtype=np.uint8)
-        for i in use:
-            out[i] = shards[i]
+        src = np.stack([np.asarray(shards[i], dtype=np.uint8) for i in use])
+        return self.reconstruct(use, src)
+
+    def reconstruct(self, use, src):
+        """All k + r shards from the k shards ``use`` stacked in ``src``.
+
+        Parameters
+        ----------
+        use : tuple of int
+            k distinct shard indices, ascending.
+        src : ndarray of uint8, shape (k, L)
+            Those shards, in the order of ``use``.
+
+        Returns
+        -------
+        ndarray of uint8, shape (k + r, L)
+        """
+        use = tuple(use)
+        if len(use) != self.k or len(set(use)) != self.k or list(use) != sorted(use):
+            raise ValueError(f"need {self.k} distinct ascending shard indices, got {use}")
+        out = np.empty((self.n, src.shape[1]), dtype=np.uint8)
+        out[list(use)] = src
         lost_data = [i for i in range(self.k) if i not in use]
         if lost_data:
             inv = self._inverse(use)
-            src = np.stack([np.asarray(shards[i], dtype=np.uint8) for i in use])
             out[lost_data] = gf_matmul(inv[lost_data], src, backend=self.backend)
         lost_parity = [j for j in range(self.k, self.n) if j not in use]
         if lost_parity:

@@ -479,8 +479,12 @@ class ModelStore:
         full = {}
         for use, grp in groups.items():
             c = body["chunk_size"]
-            shards = {s: np.concatenate([fetched[(row, s)] for row in grp]) for s in use}
-            dec = self.rs.decode(shards)  # (n, len(grp) * c)
+            src = np.empty((self.k, len(grp) * c), dtype=np.uint8)
+            for i, s in enumerate(use):
+                for t, row in enumerate(grp):
+                    src[i, t * c:(t + 1) * c] = fetched[(row, s)]
+            # `use` is ascending: healthy data shards, then parity shards
+            dec = self.rs.reconstruct(use, src)  # (n, len(grp) * c)
             for t, row in enumerate(grp):
                 full[row] = dec[:, t * c:(t + 1) * c]
         return full
@@ -514,7 +518,7 @@ class ModelStore:
                 for s in range(self.k):
                     # a decode from healthy shards is exact; checking the hash
                     # anyway guards against a wrong erasure pattern or codec bug
-                    if _chunk_id(chunk_rows[s].tobytes()) != body["chunks"][row][s]:
+                    if _chunk_id(chunk_rows[s]) != body["chunks"][row][s]:
                         raise UnrecoverableError(
                             f"reconstructed chunk ({row}, {s}) of {name!r} v{version} does not "
                             "match its checksum")
