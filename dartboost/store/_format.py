@@ -26,6 +26,7 @@ from deltas (see :mod:`dartboost.store._incremental`). The largest array goes
 last, so it can grow without moving anything.
 """
 import json
+import math
 import pickle
 import struct
 import zlib
@@ -103,7 +104,8 @@ def plan_layout(header_bytes, arrays, previous=None, growth=2.0, expected_growth
     Returns
     -------
     layout : dict
-        ``{"header_capacity", "regions": {name: [offset, capacity]}, "order", "sizes"}``.
+        ``{"header_capacity", "regions": {name: [offset, capacity]}, "order", "sizes",
+        "grown"}``.
     """
     names = list(arrays)
     if previous is not None and set(previous["regions"]) == set(names) \
@@ -113,16 +115,26 @@ def plan_layout(header_bytes, arrays, previous=None, growth=2.0, expected_growth
         if all(arrays[n].nbytes <= previous["regions"][n][1] or n == last for n in names):
             return previous
     old_sizes = previous.get("sizes", {}) if previous else {}
+    reserved_before = set(previous.get("grown", [])) if previous else set()
 
     def grew(name, size):
         return name in old_sizes and size > old_sizes[name]
 
+    eg_prev = previous.get("expected_growth") if previous else None
+
     def capacity(name, size):
         if not (expected_growth and grew(name, size)):
             return size * growth
-        # linear growth plus a margin; state that grows faster (the DART
-        # rescaling log) may need one more re-layout later in the fit
-        return max(size * growth, size * float(expected_growth) * 1.25)
+        eg = max(1.0, float(expected_growth))
+        # Growth exponent: most state grows linearly in the iterations, but the
+        # DART rescaling log grows faster (more trees, more dropped per step).
+        # Estimate it from the growth since the previous layout, whose
+        # expected growth tells how many iterations have passed since.
+        power = 2.0 if name in reserved_before else 1.0
+        if eg_prev and eg_prev > eg * 1.01 and old_sizes.get(name):
+            observed = math.log(size / old_sizes[name]) / math.log(eg_prev / eg)
+            power = max(power, min(2.0, observed))
+        return max(size * growth, min(size * eg ** power * 1.25, size * eg * 1.25 + (1 << 20)))
 
     # The arrays seen growing first, right after the header, then the others
     # by size: what changes at every checkpoint stays in few chunks. The
@@ -144,7 +156,9 @@ def plan_layout(header_bytes, arrays, previous=None, growth=2.0, expected_growth
         offset += cap
     sizes = {n: arrays[n].nbytes for n in names}
     sizes["__header__"] = header_bytes
-    return {"header_capacity": hcap, "regions": regions, "order": order, "sizes": sizes}
+    grown = sorted(n for n in names if expected_growth and grew(n, arrays[n].nbytes))
+    return {"header_capacity": hcap, "regions": regions, "order": order, "sizes": sizes,
+            "grown": grown, "expected_growth": expected_growth}
 
 
 def dumps_state(kind, state, arrays, *, class_name=None, metadata=None, layout=None,
