@@ -9,9 +9,10 @@ which adopts a worker that is not serving any slot yet (the nanny's
 replacement, or a spare).
 """
 
+import threading
 import time
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import _worker
@@ -74,6 +75,12 @@ class DaskBackend:
         self._own_client = False
         self._addr = {}
         self._pids = {}
+        self._callbacks = {}
+        self._ac = None
+        self._ac_lock = threading.Lock()
+        self._ac_event = threading.Event()
+        self._ac_stop = threading.Event()
+        self._collector = None
 
     def start(self, slots, timeout=120.0):
         slots = list(slots)
@@ -98,6 +105,10 @@ class DaskBackend:
             self._addr[s] = a
         for s in slots:
             self._pids[s] = self._ping(s, timeout)
+        self._ac = as_completed(with_results=True, raise_errors=False)
+        self._collector = threading.Thread(target=self._collect, name="dartboost-dask-collect",
+                                           daemon=True)
+        self._collector.start()
         return dict(self._pids)
 
     def _ping(self, slot, timeout):
@@ -108,26 +119,52 @@ class DaskBackend:
         return f.result(timeout=timeout)[1]
 
     def submit(self, slot, kind, index, X, callback):
+        # Pinned to the slot's worker, but allowed elsewhere: if that worker
+        # dies, the scheduler reruns the task on another one instead of
+        # leaving it waiting for a worker that will never come back.
         fut = self._client.submit(
             _worker.run_task, kind, index, X, slot, self.pool_name, self.specs.get(slot),
-            workers=[self._addr[slot]], allow_other_workers=False, pure=False,
+            workers=[self._addr[slot]], allow_other_workers=True, pure=False,
         )
-
-        def done(f):
-            # Runs in a client thread once the future is done; result() then
-            # only fetches the finished value (no timeout: a zero time-out
-            # makes distributed give up before the value arrives).
-            try:
-                if f.status == "cancelled":
-                    raise _worker_lost(f"task on Dask slot {slot} was cancelled")
-                value = f.result()
-            except BaseException as exc:  # noqa: BLE001 - reported to the pool
-                callback(False, exc)
-                return
-            callback(True, value)
-
-        fut.add_done_callback(done)
+        with self._ac_lock:
+            self._callbacks[fut.key] = callback
+            self._ac.add(fut)
+            self._ac_event.set()
         return fut
+
+    def _collect(self):
+        # One thread gathers finished results in batches through
+        # ``as_completed``. Calling ``future.result()`` in per-future done
+        # callbacks instead would serialise them on one client thread, and a
+        # result lost with its worker would block every callback behind it.
+        while not self._ac_stop.is_set():
+            with self._ac_lock:
+                empty = self._ac.is_empty()
+                if empty:
+                    self._ac_event.clear()
+            if empty:
+                self._ac_event.wait(0.1)
+                continue
+            try:
+                batch = self._ac.next_batch(block=True)
+            except StopIteration:
+                continue
+            except Exception:  # noqa: BLE001 - client closing
+                if self._ac_stop.is_set():
+                    return
+                continue
+            for fut, value in batch:
+                with self._ac_lock:
+                    cb = self._callbacks.pop(fut.key, None)
+                if cb is None:
+                    continue
+                if fut.status == "finished":
+                    cb(True, value)
+                elif fut.status == "cancelled":
+                    cb(False, _worker_lost(f"task {fut.key} was cancelled"))
+                else:
+                    cb(False, value if isinstance(value, BaseException)
+                       else _worker_lost(f"task {fut.key} ended as {fut.status}"))
 
     def pid(self, slot):
         return self._pids.get(slot)
@@ -172,6 +209,8 @@ class DaskBackend:
         c = self._client
         if c is None:
             return
+        self._ac_stop.set()
+        self._ac_event.set()
         try:
             if not self._own_client or self._cluster is None:
                 c.unregister_worker_plugin(f"dartboost-serving-{self.pool_name}")
@@ -181,4 +220,6 @@ class DaskBackend:
             c.close(timeout=timeout)
         if self._cluster is not None:
             self._cluster.close(timeout=timeout)
+        if self._collector is not None:
+            self._collector.join(timeout)
         self._client = None
