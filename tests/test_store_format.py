@@ -115,3 +115,21 @@ def test_layout_is_stable_when_arrays_grow():
 def test_non_json_metadata_rejected():
     with pytest.raises(TypeError, match="JSON"):
         dumps({"a": np.zeros(2)}, metadata={"x": object()})
+
+
+def test_expected_growth_reserves_room_for_the_rest_of_a_fit():
+    """Arrays seen growing get room for the expected growth (faster-growing ones more)."""
+    def state(t):
+        return {"weights": np.ones(t), "log": np.ones(t * t // 10),
+                "bins": np.zeros(300), "nodes": np.zeros((t * 40, 4))}
+
+    _, layout = dumps(state(10), expected_growth=50.0)
+    layouts = [layout]
+    for t in range(20, 501, 10):
+        _, layout = dumps(state(t), layout=layout, expected_growth=500 / t)
+        layouts.append(layout)
+    changes = sum(a is not b for a, b in zip(layouts, layouts[1:]))
+    assert changes == 1  # re-laid out once, at the second dump, then stable to t=500
+    assert layouts[-1]["order"][0] in ("weights", "log")  # growing arrays first
+    assert layouts[-1]["order"][-1] == "nodes"  # the largest last
+    assert_arrays_equal(loads(dumps(state(500), layout=layout)[0]), state(500))
