@@ -10,34 +10,42 @@ def map_to_bins(const X_DTYPE_C[:, :] X,
                 X_BINNED_DTYPE_C missing_bin_idx,
                 int n_threads,
                 X_BINNED_DTYPE_C[::1, :] binned):
-    """Bin ``X`` column by column into the Fortran-ordered ``binned``.
+    """Bin ``X`` into the Fortran-ordered ``binned``.
 
     The thresholds of feature ``f`` are ``thresholds[offsets[f]:offsets[f+1]]``
     (sorted). A value goes to the number of thresholds strictly below it, so
     ``x <= thresholds[b]`` exactly when ``bin(x) <= b``; NaN goes to
-    ``missing_bin_idx``.
+    ``missing_bin_idx``. Rows are processed in blocks so that a block of the
+    (usually C-ordered) input stays in cache while each feature is binned.
     """
     cdef:
         Py_ssize_t n_samples = X.shape[0]
         Py_ssize_t n_features = X.shape[1]
-        Py_ssize_t f, i
+        Py_ssize_t block = 512
+        Py_ssize_t n_blocks = (n_samples + block - 1) // block
+        Py_ssize_t blk, f, i, row_start, row_stop
         long long lo, hi, mid, start
         X_DTYPE_C x
 
-    for f in prange(n_features, schedule='static', nogil=True, num_threads=n_threads):
-        start = offsets[f]
-        for i in range(n_samples):
-            x = X[i, f]
-            if x != x:  # NaN
-                binned[i, f] = missing_bin_idx
-            else:
-                # first threshold >= x, i.e. count of thresholds < x
-                lo = start
-                hi = offsets[f + 1]
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if thresholds[mid] < x:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                binned[i, f] = <X_BINNED_DTYPE_C>(lo - start)
+    for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
+        row_start = blk * block
+        row_stop = row_start + block
+        if row_stop > n_samples:
+            row_stop = n_samples
+        for f in range(n_features):
+            start = offsets[f]
+            for i in range(row_start, row_stop):
+                x = X[i, f]
+                if x != x:  # NaN
+                    binned[i, f] = missing_bin_idx
+                else:
+                    # count of thresholds < x
+                    lo = start
+                    hi = offsets[f + 1]
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if thresholds[mid] < x:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    binned[i, f] = <X_BINNED_DTYPE_C>(lo - start)
