@@ -253,3 +253,18 @@ def test_mlp_parity_is_one_multioutput_network(logreg3):
                         random_state=0).fit(X)
     par = cp.parity_estimators_[0]
     assert isinstance(par, MLPRegressor) and par.coefs_[-1].shape == (8, 3)
+
+
+def test_transformed_target_parity_keeps_one_network(logreg3):
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    from dartboost.coded._report import model_size
+
+    X, y, base = logreg3
+    par = TransformedTargetRegressor(MLPRegressor(hidden_layer_sizes=(8,), max_iter=5,
+                                                  random_state=0), transformer=StandardScaler())
+    cp = CodedPredictor(base, k=2, parity_estimator=par, random_state=0).fit(X)
+    fitted = cp.parity_estimators_[0]
+    assert isinstance(fitted, TransformedTargetRegressor)
+    assert model_size(fitted) == {"params": 6 * 8 + 8 + 8 * 3 + 3}

@@ -81,6 +81,10 @@ def _supports_multioutput(est):
     """Whether ``est`` fits a 2-D target as one model (one network, one forest)."""
     if type(est).__name__ in _NATIVE_MULTIOUTPUT:
         return True
+    if type(est).__name__ == "TransformedTargetRegressor" and est.regressor is not None:
+        return _supports_multioutput(est.regressor)
+    if type(est).__name__ == "Pipeline":
+        return _supports_multioutput(est.steps[-1][1])
     try:
         from sklearn.utils import get_tags
 

@@ -34,6 +34,10 @@ def model_size(est):
             key = next(iter(sizes[0]))
             if all(key in s for s in sizes):
                 return {key: int(sum(s[key] for s in sizes))}
+    if hasattr(est, "regressor_"):  # TransformedTargetRegressor
+        return model_size(est.regressor_)
+    if hasattr(est, "steps"):  # Pipeline: the final estimator
+        return model_size(est.steps[-1][1])
     if hasattr(est, "parameters") and callable(est.parameters):  # torch.nn.Module
         return {"params": int(sum(p.numel() for p in est.parameters()))}
     if hasattr(est, "coefs_"):
