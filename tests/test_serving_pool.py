@@ -105,7 +105,8 @@ def test_multirow_requests_split_and_reassembled(clf_data, slow_pool):
     assert [len(r.values) for r in res] == [23, 1, 37]
 
 
-def test_kill_crash_and_hang_mid_stream_lose_no_query(clf_data, coded2):
+@pytest.mark.parametrize("backend", ["process", "loky"])
+def test_kill_crash_and_hang_mid_stream_lose_no_query(clf_data, coded2, backend):
     X, base = clf_data
     # Base 0 crashes (SIGKILL to itself) in its 10th task, base 1 hangs in its
     # 12th (killed after hang_timeout); the parity worker is killed from outside.
@@ -113,7 +114,7 @@ def test_kill_crash_and_hang_mid_stream_lose_no_query(clf_data, coded2):
               1: FaultSpec(service_time=0.005, hang_after=12),
               2: FaultSpec(service_time=0.005)}
     pool = CodedPool(coded2, n_workers=2, batch_size=1, group_timeout=0.005,
-                     faults=faults, hang_timeout=3.0)
+                     faults=faults, hang_timeout=3.0, backend=backend)
     try:
         pids_before = pool.worker_pids()
         futs = []

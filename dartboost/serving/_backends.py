@@ -205,11 +205,15 @@ def _preload_modules(payload):
 
 def make_backend(backend, payload, specs, name, client=None, address=None, threads=1,
                  start_method=None):
-    """Build the backend named ``backend`` ("loky" or "dask")."""
+    """Build the backend named ``backend`` ("process", "loky" or "dask")."""
+    if backend == "process":
+        from ._process import ProcessBackend
+
+        return ProcessBackend(payload, specs, name, threads=threads, start_method=start_method)
     if backend == "loky":
         return LokyBackend(payload, specs, name, threads=threads, start_method=start_method)
     if backend == "dask":
         from ._dask import DaskBackend
 
         return DaskBackend(payload, specs, name, client=client, address=address)
-    raise ValueError(f"backend must be 'loky' or 'dask', got {backend!r}")
+    raise ValueError(f"backend must be 'process', 'loky' or 'dask', got {backend!r}")

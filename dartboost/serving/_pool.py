@@ -218,8 +218,9 @@ class CodedPool:
     k : int, default=None
         Group size for ``"equal"``/``"backup"`` sizing when ``model`` is not a
         CodedPredictor (default 2).
-    backend : {"loky", "dask"}, default="loky"
-        Local processes or a Dask cluster.
+    backend : {"process", "loky", "dask"}, default="process"
+        Local worker processes with a pipe each (the leanest dispatch), local
+        processes each behind a single-worker loky executor, or a Dask cluster.
     client, address : optional
         Dask client or scheduler address (see :class:`~dartboost.serving._dask.DaskBackend`).
     backup : estimator, optional
@@ -267,7 +268,7 @@ class CodedPool:
     """
 
     def __init__(self, model, *, mode="coded", n_workers=None, n_extra=None, k=None,
-                 backend="loky", client=None, address=None, backup=None,
+                 backend="process", client=None, address=None, backup=None,
                  backup_timeout="median", batch_size=8, max_batch_delay=0.0,
                  group_timeout=0.01, hang_timeout=10.0, request_timeout=60.0,
                  max_retries=2, decode_wait=0.0, faults=None, raw_output=None,

@@ -110,3 +110,56 @@ def run_task(kind, index, X, slot, name="default", spec=None):
         raw = raw[:, None]
     faults.after(t0, X.shape[0])
     return raw, os.getpid()
+
+
+def _watch_parent(parent_pid, period=1.0):
+    """Exit when the pool's process is gone, even if a task is hanging.
+
+    A worker blocked in a (possibly hung) task never reads the EOF its pipe
+    would show after the pool died; this thread makes sure no worker outlives
+    its pool, however the pool ended (SIGKILL included).
+    """
+    import threading
+
+    def run():
+        while True:
+            time.sleep(period)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover - pid reused by another user
+                os._exit(1)
+
+    threading.Thread(target=run, name="dartboost-parent-watch", daemon=True).start()
+
+
+def serve_loop(conn, payload, slot, spec, name, threads, parent_pid):
+    """Main loop of a worker of the ``"process"`` backend.
+
+    Receives ``(kind, index, X)`` on ``conn`` and answers ``("ok", raw)`` or
+    ``("err", exception)``; ``None`` or a closed pipe ends the loop.
+    """
+    init_worker(payload, slot, spec, name, threads)
+    _watch_parent(parent_pid)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        if msg is None:
+            break
+        kind, index, X = msg
+        try:
+            raw = run_task(kind, index, X, slot, name)[0]
+        except Exception as exc:  # noqa: BLE001 - sent back to the pool
+            try:
+                conn.send(("err", exc))
+            except Exception:  # noqa: BLE001 - unpicklable exception
+                conn.send(("err", RuntimeError(repr(exc))))
+            continue
+        try:
+            conn.send(("ok", raw))
+        except (BrokenPipeError, OSError):
+            break

@@ -35,7 +35,8 @@ def add_serve_parser(subparsers):
 
 
 def _add_arguments(p):
-    p.add_argument("model", help="joblib file with a fitted CodedPredictor or estimator")
+    p.add_argument("model", help="fitted CodedPredictor or estimator: a file written by "
+                                 "`dartboost fit` / dartboost.store.save, or a joblib file")
     p.add_argument("--mode", default=None,
                    choices=["coded", "none", "equal", "backup", "replication"],
                    help="redundancy (default: coded for a CodedPredictor, else none)")
@@ -45,10 +46,10 @@ def _add_arguments(p):
     p.add_argument("-k", type=int, default=2, help="group size when fitting parity (default 2)")
     p.add_argument("-r", type=int, default=1, help="parities per group when fitting (default 1)")
     p.add_argument("--backup", default=None, metavar="FILE",
-                   help="joblib file with a fitted cheap backup model (--mode backup)")
+                   help="file with a fitted cheap backup model (--mode backup)")
     p.add_argument("--workers", type=int, default=None, help="base model instances")
     p.add_argument("--extra", type=int, default=None, help="extra workers (default per mode)")
-    p.add_argument("--backend", default="loky", choices=["loky", "dask"])
+    p.add_argument("--backend", default="process", choices=["process", "loky", "dask"])
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address (default: a local cluster)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -63,11 +64,28 @@ def _add_arguments(p):
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
 
 
-def _load_model(args):
+def _load_file(path):
+    """A model file: dartboost's own format (``dartboost fit`` / ``store.save``) or joblib.
+
+    Both can hold pickled objects; the operator chose the file to serve, so it
+    is trusted like any code they run.
+    """
     import joblib
+
+    try:
+        from dartboost.store import FormatError, load
+    except ImportError:  # pragma: no cover - store not installed
+        return joblib.load(path)
+    try:
+        return load(path, allow_pickle=True)
+    except FormatError:
+        return joblib.load(path)
+
+
+def _load_model(args):
     import numpy as np
 
-    model = joblib.load(args.model)
+    model = _load_file(args.model)
     is_coded = hasattr(model, "parity_predict")
     mode = args.mode or ("coded" if is_coded else "none")
     if mode == "coded" and not is_coded:
@@ -77,7 +95,7 @@ def _load_model(args):
 
         X = np.load(args.parity_data, allow_pickle=False)
         model = CodedPredictor(model, k=args.k, r=args.r).fit(X)
-    backup = joblib.load(args.backup) if args.backup else None
+    backup = _load_file(args.backup) if args.backup else None
     return model, mode, backup
 
 
