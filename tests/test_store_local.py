@@ -76,11 +76,21 @@ def test_any_r_lost_locations_recover_exactly(store, locs, tmp_path):
 def test_bit_flips_in_r_shards_recover_and_repair(store, locs):
     a = sample_arrays(3)
     store.put("m", a)
-    # flip one bit in a chunk of shard 0 and of shard 3 (parity), and truncate one of shard 1:
-    # 3 bad shards in total, but in different rows at most 2 per row
-    f0 = _chunk_files(locs[0], "m")[0]
-    f3 = _chunk_files(locs[3], "m")[0]
-    f1 = _chunk_files(locs[1], "m")[-1]
+    # flip one bit in the chunks of shard 0 and shard 3 (parity) of one row, and truncate
+    # shard 1's chunk of another row: 3 bad shards in total, at most 2 per row. Only
+    # chunks used once are picked (identical chunks, e.g. zero padding, share a file).
+    chunks = store.info("m")["chunks"]
+
+    def unique(row, shard):
+        return sum(r[shard] == chunks[row][shard] for r in chunks) == 1
+
+    row_a = next(i for i in range(len(chunks)) if unique(i, 0) and unique(i, 3))
+    row_b = next(i for i in range(len(chunks)) if i != row_a and unique(i, 1))
+
+    def chunk_path(row, shard):
+        return os.path.join(locs[shard], "objects", "m", "chunks", chunks[row][shard])
+
+    f0, f3, f1 = chunk_path(row_a, 0), chunk_path(row_a, 3), chunk_path(row_b, 1)
     for f in (f0, f3):
         b = bytearray(open(f, "rb").read())
         b[17] ^= 0x04

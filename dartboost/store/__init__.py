@@ -9,7 +9,7 @@ a dartboost fit into a store, updating parity incrementally, and
 
 See ``docs/store.md`` for a guide.
 """
-from ._format import FormatError, dumps, load, loads, save
+from ._format import FormatError, dumps, load, loads, loads_state, save
 from ._locations import InvalidNameError, StoreError
 from ._rs import ReedSolomon
 from ._store import (ConcurrentWriteError, ConfigMismatchError, ManifestError, ModelStore,
@@ -19,7 +19,7 @@ __all__ = [
     "ModelStore", "ReedSolomon", "VerifyReport",
     "StoreError", "ConfigMismatchError", "ManifestError", "UnrecoverableError",
     "ObjectNotFoundError", "ConcurrentWriteError", "InvalidNameError", "FormatError",
-    "dumps", "loads", "save", "load",
+    "dumps", "loads", "loads_state", "save", "load",
 ]
 
 from ._checkpoint import CheckpointCallback, load_checkpoint, resume_fit  # noqa: E402

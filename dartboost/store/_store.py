@@ -118,7 +118,8 @@ class VerifyReport:
         lines = [f"checked {len(self.checked_versions)} version(s): "
                  + ("all shards healthy" if not self.problems else f"{len(self.problems)} problem(s)")]
         lines += [f"  {p}" for p in self.problems]
-        lines += [f"  UNRECOVERABLE {n} v{v} row {row}: shards {bad} bad, more than r"
+        lines += [f"  UNRECOVERABLE {n} v{v}: no valid manifest copy at any location" if row < 0
+                  else f"  UNRECOVERABLE {n} v{v} row {row}: shards {bad} bad, more than r"
                   for n, v, row, bad in self.unrecoverable]
         if self.repaired:
             lines.append(f"repaired {len(self.repaired)} item(s)")
