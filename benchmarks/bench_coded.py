@@ -3,8 +3,8 @@
 Runs, for k in {2, 3, 4} (r = 1):
 
 (a) ParM with an MLP base and an MLP parity model of the same architecture
-    (scikit-learn MLPs), encoders "image"/"concat" (digits) or "concat"/"sum"
-    (tabular);
+    (scikit-learn MLPs; the parity trained longer on standardised targets),
+    encoders "image"/"concat" (digits) or "concat"/"sum" (tabular);
 (b) a DART base (dartboost) with a DART parity model at the same tree budget
     (concat encoder), plus a parity-budget sweep at k = 2;
 (c) learned codes (torch encoder/decoder, the MLP base run on the parity);
@@ -30,10 +30,12 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.datasets import load_digits, make_classification, make_friedman1
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from dartboost import DartClassifier, DartRegressor
@@ -76,6 +78,19 @@ def mlp_base(task, quick):
     return MLPRegressor(hidden_layer_sizes=(64,), **kw)
 
 
+def parity_mlp(quick):
+    """The MLP parity model: the base's architecture, trained longer, on standardised targets.
+
+    Sums of k logits are a harder regression target than the base's own
+    classification problem: with the base's 100 epochs and unscaled targets
+    the parity underfits badly (digits, image code, k=2: 57% reconstruction
+    instead of 93%), so, like ParM, we give the parity more training.
+    """
+    return TransformedTargetRegressor(
+        MLPRegressor(hidden_layer_sizes=(64,), max_iter=100 if quick else 500, random_state=0),
+        transformer=StandardScaler())
+
+
 def dart_params(quick):
     return dict(n_estimators=30 if quick else 60, learning_rate=0.1, max_leaf_nodes=15,
                 min_samples_leaf=10, n_jobs=1, random_state=0)
@@ -111,7 +126,7 @@ def run_parm_mlp(name, task, Xtr, Xte, ytr, yte, ks, quick, log):
             e = ImageConcatEncoder((8, 8)) if enc == "image" else enc
             t0 = time.perf_counter()
             # ParM trains on many random groupings of the training rows.
-            cp = CodedPredictor(base, k=k, encoder=e, n_groups=len(Xtr),
+            cp = CodedPredictor(base, k=k, encoder=e, parity_estimator=parity_mlp(quick),
                                 random_state=0).fit(Xtr)
             fit_s = time.perf_counter() - t0
             s = summary(degraded_mode_report(cp, Xte, yte))
