@@ -79,3 +79,21 @@ def test_s3_incremental_and_exclusive_commit(s3_bucket):
     assert_arrays_equal(store.get("ckpt", 2), b)
     other = ModelStore(locs, storage_options=opts)
     assert other.put("ckpt", {"x": np.ones(2)}) == 3
+
+
+def test_cli_against_s3(s3_bucket, tmp_path, capsys):
+    import json
+
+    from dartboost.store.cli import main
+
+    bucket, opts = s3_bucket
+    f = tmp_path / "blob.bin"
+    f.write_bytes(bytes(range(256)) * 40)
+    L = ",".join(f"s3://{bucket}/cli{i}" for i in range(3))
+    common = ["--loc", L, "--storage-options", json.dumps(opts)]
+    assert main(common + ["-k", "2", "-r", "1", "put", "blob", str(f)]) == 0
+    assert main(common + ["get", "blob", "-o", str(tmp_path / "back.bin")]) == 0
+    assert (tmp_path / "back.bin").read_bytes() == f.read_bytes()
+    assert main(common + ["verify"]) == 0
+    assert main(["--loc", L, "--storage-options", "{not json", "ls"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err

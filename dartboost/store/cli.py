@@ -15,6 +15,7 @@ It also runs standalone: ``python -m dartboost.store.cli --loc ... ls``.
 """
 import argparse
 import datetime
+import json
 import os
 import sys
 
@@ -35,8 +36,21 @@ def _locations(args):
     return locs
 
 
+def _storage_options(args):
+    if not args.storage_options:
+        return None
+    try:
+        opts = json.loads(args.storage_options)
+    except ValueError as exc:
+        raise ValueError(f"--storage-options is not valid JSON: {exc}") from None
+    if not isinstance(opts, (dict, list)):
+        raise ValueError("--storage-options must be a JSON object (or a list, one per location)")
+    return opts
+
+
 def _open(args, create=False):
-    return ModelStore(_locations(args), k=args.k, r=args.r, create=create or args.k is not None)
+    return ModelStore(_locations(args), k=args.k, r=args.r, create=create or args.k is not None,
+                      storage_options=_storage_options(args))
 
 
 def _fmt_size(n):
@@ -134,6 +148,10 @@ def _configure(p):
                         "(default: $DARTBOOST_STORE)")
     p.add_argument("-k", type=int, default=None, help="data shards (to create a store)")
     p.add_argument("-r", type=int, default=None, help="parity shards (to create a store)")
+    p.add_argument("--storage-options", metavar="JSON",
+                   help="fsspec storage options as JSON, e.g. "
+                        "'{\"client_kwargs\": {\"endpoint_url\": \"http://host:9000\"}}' "
+                        "(default: $DARTBOOST_STORE_OPTIONS)")
     sub = p.add_subparsers(dest="store_cmd", metavar="{put,get,ls,verify,repair,rm}")
     sub.required = True
     s = sub.add_parser("put", help="store a file (e.g. a model saved with dartboost.store.save)")
@@ -164,6 +182,8 @@ def _configure(p):
 def run_store(args, out=None):
     """Run a parsed ``store`` command; returns the exit status."""
     out = out or sys.stdout
+    if not getattr(args, "storage_options", None):
+        args.storage_options = os.environ.get("DARTBOOST_STORE_OPTIONS")
     try:
         return args.store_func(args, out)
     except (StoreError, FormatError, ValueError, OSError) as exc:
