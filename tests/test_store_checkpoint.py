@@ -1,5 +1,4 @@
 """Coded checkpoints during a dartboost fit, and resuming after a crash."""
-import os
 import shutil
 import signal
 import subprocess
