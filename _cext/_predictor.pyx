@@ -51,18 +51,27 @@ def predict_raw(const node_struct[::1] nodes,
     """``out[i, t % K] += tree_weights[t] * tree_t(X[i])`` for all trees ``t``.
 
     ``nodes`` holds every tree's nodes back to back; tree ``t`` starts at
-    ``tree_offsets[t]``. Rows are processed in parallel; each row walks all
-    trees in order, so the sum's order (and rounding) is fixed.
+    ``tree_offsets[t]``. Rows are processed in blocks (in parallel): within a
+    block each tree walks all the block's rows, so the tree's nodes stay in
+    L1 cache. Each row still adds the trees in order, so the sum (and its
+    rounding) does not depend on the blocking or the number of threads.
     """
     cdef:
         Py_ssize_t n_samples = X.shape[0]
         Py_ssize_t n_trees = tree_offsets.shape[0] - 1
-        Py_ssize_t i, t, leaf
+        Py_ssize_t block = 64
+        Py_ssize_t n_blocks = (n_samples + block - 1) // block
+        Py_ssize_t blk, i, t, leaf, row_start, row_stop
         int K = n_trees_per_iteration
-    for i in prange(n_samples, schedule='static', nogil=True, num_threads=n_threads):
+    for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
+        row_start = blk * block
+        row_stop = row_start + block
+        if row_stop > n_samples:
+            row_stop = n_samples
         for t in range(n_trees):
-            leaf = _leaf_raw(nodes, tree_offsets[t], X, i)
-            out[i, t % K] += tree_weights[t] * nodes[leaf].value
+            for i in range(row_start, row_stop):
+                leaf = _leaf_raw(nodes, tree_offsets[t], X, i)
+                out[i, t % K] += tree_weights[t] * nodes[leaf].value
 
 
 def predict_leaves_raw(const node_struct[::1] nodes,
