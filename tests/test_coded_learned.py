@@ -117,3 +117,32 @@ def test_learned_code_bad_input(digits_mlp):
         lc.predict_group(X[:30].reshape(3, 10, -1), [True] * 3)
     with pytest.raises(ValueError, match="features"):
         lc.encode(X[:20, :32].reshape(2, 10, 32))
+
+
+def test_torch_cnn_base_parity_and_learned_code():
+    # dartboost.gpu's torch estimators: a CNN base gets a CNN parity model by
+    # default, and a learned code trains through the CNN itself.
+    gpu = pytest.importorskip("dartboost.gpu")
+    from dartboost.coded import CodedPredictor, ImageConcatEncoder
+    from dartboost.coded._learned import _torch_neural
+    from dartboost.coded._report import model_size
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:400] / 16.0
+    y = y[:400]
+    cnn = gpu.NeuralClassifier((16,), architecture="cnn", image_shape=(8, 8), conv_channels=(4,),
+                               max_iter=3, device="cpu", random_state=0).fit(X, y)
+    net = _torch_neural(cnn, torch)
+    Xt = torch.as_tensor(X[:20], dtype=torch.float32)
+    np.testing.assert_allclose(net(Xt).numpy(), raw_output(cnn, X[:20]), atol=1e-4)
+    cp = CodedPredictor(cnn, k=2, encoder=ImageConcatEncoder((8, 8)), random_state=0).fit(X)
+    par = cp.parity_estimators_[0]
+    assert isinstance(par, gpu.NeuralRegressor) and par.architecture == "cnn"
+    assert model_size(par) == model_size(cnn)  # same architecture, same size
+    lc = LearnedCode(cnn, k=2, epochs=2, random_state=0).fit(X)
+    pred, rec = lc.predict_group(X[:20].reshape(2, 10, -1), [True, False, True])
+    assert rec.tolist() == [False, True] and pred.shape == (2, 10)
+    # binary MLP: the margin logit_1 - logit_0, as decision_function gives it
+    mlp = gpu.NeuralClassifier((8,), max_iter=2, device="cpu", random_state=0).fit(X, y % 2)
+    np.testing.assert_allclose(_torch_neural(mlp, torch)(Xt).numpy(), raw_output(mlp, X[:20]),
+                               atol=1e-4)

@@ -7,7 +7,8 @@ network maps k queries to r parity queries, the base runs on them, and a
 decoder network rebuilds missing outputs from the k + r outputs with the
 missing ones zeroed. Both networks are trained end to end through the frozen
 base, so the base must be differentiable: scikit-learn MLPs are translated to
-an equivalent torch module.
+an equivalent torch module, and dartboost.gpu's torch MLP/CNN estimators are
+used directly.
 
 torch is imported lazily, only by the methods that need it.
 """
@@ -57,6 +58,54 @@ def _torch_mlp(mlp, torch):
     return net.eval()
 
 
+def _is_torch_neural(est):
+    """A fitted dartboost.gpu NeuralClassifier/NeuralRegressor (a torch network inside)."""
+    return hasattr(est, "module_") and hasattr(est, "_x_mean") and hasattr(est, "_x_scale")
+
+
+def _torch_neural(est, torch):
+    """A frozen torch module giving the raw outputs of a dartboost.gpu neural estimator.
+
+    Reproduces its input standardisation (and, for regressors, the target
+    unscaling) around a float32 copy of its network, so gradients can flow
+    through it; binary classifiers give the margin ``logit_1 - logit_0`` as
+    their ``decision_function`` does.
+    """
+    import copy
+
+    nn = torch.nn
+    img = getattr(est, "_img", None)
+    binary = hasattr(est, "classes_") and len(est.classes_) == 2
+    regression = hasattr(est, "_y_scale")
+
+    class _Frozen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = copy.deepcopy(est.module_).float().eval()
+            self.register_buffer("x_mean", torch.as_tensor(est._x_mean, dtype=torch.float32))
+            self.register_buffer("x_scale", torch.as_tensor(est._x_scale, dtype=torch.float32))
+            if regression:
+                self.register_buffer("y_mean", torch.as_tensor(est._y_mean, dtype=torch.float32))
+                self.register_buffer("y_scale",
+                                     torch.as_tensor(est._y_scale, dtype=torch.float32))
+
+        def forward(self, x):
+            z = (x - self.x_mean) / self.x_scale
+            if img is not None:
+                z = z.reshape((-1,) + tuple(img))
+            out = self.net(z)
+            if regression:
+                return out * self.y_scale + self.y_mean
+            if binary:
+                return out[:, 1:2] - out[:, 0:1]
+            return out
+
+    net = _Frozen()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
 def _patterns(k, r):
     """Erasure patterns over the k + r slots: 1..r losses including >= 1 base slot."""
     out = []
@@ -74,9 +123,11 @@ class LearnedCode(_CodedBase):
 
     Parameters
     ----------
-    base_estimator : fitted MLPClassifier or MLPRegressor
-        The deployed model; it must be differentiable, so scikit-learn MLPs
-        are supported (translated to torch once, weights frozen).
+    base_estimator : fitted MLPClassifier, MLPRegressor, NeuralClassifier or NeuralRegressor
+        The deployed model; it must be differentiable: scikit-learn MLPs
+        (translated to torch once) or dartboost.gpu's torch MLP/CNN
+        estimators (their network, weights frozen). Queries are flat feature
+        vectors (a CNN base with ``image_shape`` set reshapes them).
     k : int, default=2
         Queries per group, 2 to 5.
     r : int, default=1
@@ -147,10 +198,13 @@ class LearnedCode(_CodedBase):
         if not (isinstance(self.learning_rate, numbers.Real) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
         name = type(self.base_estimator).__name__
-        if not (hasattr(self.base_estimator, "coefs_") or name in ("MLPClassifier", "MLPRegressor")):
+        if not (hasattr(self.base_estimator, "coefs_") or _is_torch_neural(self.base_estimator)
+                or name in ("MLPClassifier", "MLPRegressor", "NeuralClassifier",
+                            "NeuralRegressor")):
             raise TypeError(
                 f"LearnedCode runs the base model on learned parity queries and trains through "
-                f"it, so the base must be differentiable (MLPClassifier/MLPRegressor); got {name}. "
+                f"it, so the base must be differentiable (scikit-learn MLPClassifier/MLPRegressor "
+                f"or dartboost.gpu NeuralClassifier/NeuralRegressor); got {name}. "
                 "For tree models use CodedPredictor (parity models)."
             )
         if self.loss in ("kl", "ce") and not is_classifier(self.base_estimator):
@@ -198,7 +252,10 @@ class LearnedCode(_CodedBase):
             self.decoder_net_ = nn.Sequential(
                 nn.Linear((k + r) * d + (k + r), h_dec), nn.ReLU(),
                 nn.Linear(h_dec, h_dec), nn.ReLU(), nn.Linear(h_dec, k * d))
-        base = _torch_mlp(self.base_estimator, torch)
+        if _is_torch_neural(self.base_estimator):
+            base = _torch_neural(self.base_estimator, torch)
+        else:
+            base = _torch_mlp(self.base_estimator, torch)
         self._base_net = base
         Xt = torch.as_tensor(X, dtype=torch.float32)
         raw_t = torch.as_tensor(raw, dtype=torch.float32)

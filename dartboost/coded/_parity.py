@@ -21,6 +21,7 @@ __all__ = ["CodedPredictor", "ParityModel", "default_parity_estimator"]
 # classifier that means the regressor counterpart fitted on margins.
 _FAMILY = {
     "MLPClassifier": ("sklearn.neural_network", "MLPRegressor"),
+    "NeuralClassifier": ("dartboost.gpu", "NeuralRegressor"),
     "DartClassifier": ("dartboost", "DartRegressor"),
     "HistGradientBoostingClassifier": ("sklearn.ensemble", "HistGradientBoostingRegressor"),
     "GradientBoostingClassifier": ("sklearn.ensemble", "GradientBoostingRegressor"),
@@ -44,7 +45,8 @@ def default_parity_estimator(base_estimator):
 
     Regressors are cloned. Known classifiers map to their regressor
     counterpart (``MLPClassifier`` -> ``MLPRegressor``, ``DartClassifier`` ->
-    ``DartRegressor``, tree ensembles -> their regressors, linear models ->
+    ``DartRegressor``, dartboost.gpu ``NeuralClassifier`` -> ``NeuralRegressor``
+    (torch MLP/CNN), tree ensembles -> their regressors, linear models ->
     ``Ridge``) with shared hyper-parameters (architecture, tree budget,
     learning rate) copied.
 
@@ -74,7 +76,7 @@ def default_parity_estimator(base_estimator):
 
 
 # Regressors that fit a 2-D y natively although their tags do not say so.
-_NATIVE_MULTIOUTPUT = {"MLPRegressor"}
+_NATIVE_MULTIOUTPUT = {"MLPRegressor", "NeuralRegressor"}
 
 
 def _supports_multioutput(est):

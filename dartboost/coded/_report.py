@@ -38,6 +38,8 @@ def model_size(est):
         return model_size(est.regressor_)
     if hasattr(est, "steps"):  # Pipeline: the final estimator
         return model_size(est.steps[-1][1])
+    if hasattr(est, "module_") and hasattr(est.module_, "parameters"):  # dartboost.gpu Neural*
+        return model_size(est.module_)
     if hasattr(est, "parameters") and callable(est.parameters):  # torch.nn.Module
         return {"params": int(sum(p.numel() for p in est.parameters()))}
     if hasattr(est, "coefs_"):
