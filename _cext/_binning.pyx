@@ -4,7 +4,7 @@ from cython.parallel import prange
 from _common cimport X_DTYPE_C, X_BINNED_DTYPE_C
 
 
-def map_to_bins(const X_DTYPE_C[:, :] X,
+def map_to_bins(const X_DTYPE_C[:, ::1] X,
                 const X_DTYPE_C[::1] thresholds,
                 const long long[::1] offsets,
                 X_BINNED_DTYPE_C missing_bin_idx,
@@ -24,7 +24,7 @@ def map_to_bins(const X_DTYPE_C[:, :] X,
         Py_ssize_t block = 512
         Py_ssize_t n_blocks = (n_samples + block - 1) // block
         Py_ssize_t blk, f, i, row_start, row_stop
-        long long lo, hi, mid, start
+        long long base, n, half, start
         X_DTYPE_C x
 
     for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
@@ -39,13 +39,18 @@ def map_to_bins(const X_DTYPE_C[:, :] X,
                 if x != x:  # NaN
                     binned[i, f] = missing_bin_idx
                 else:
-                    # count of thresholds < x
-                    lo = start
-                    hi = offsets[f + 1]
-                    while lo < hi:
-                        mid = (lo + hi) // 2
-                        if thresholds[mid] < x:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    binned[i, f] = <X_BINNED_DTYPE_C>(lo - start)
+                    # count of thresholds < x: branch-free lower bound (the
+                    # comparison compiles to a conditional move, so random
+                    # values do not cost a mispredicted branch per step)
+                    base = start
+                    n = offsets[f + 1] - start
+                    if n == 0:
+                        binned[i, f] = 0
+                        continue
+                    while n > 1:
+                        half = n // 2
+                        base = base + half if thresholds[base + half - 1] < x else base
+                        n = n - half
+                    if thresholds[base] < x:
+                        base = base + 1
+                    binned[i, f] = <X_BINNED_DTYPE_C>(base - start)

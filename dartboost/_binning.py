@@ -84,7 +84,7 @@ class BinMapper:
 
     def transform(self, X):
         """Bin ``X`` into a column-contiguous uint8 array."""
-        X = np.asarray(X, dtype=X_DTYPE)
+        X = np.ascontiguousarray(X, dtype=X_DTYPE)
         binned = np.empty(X.shape, dtype=X_BINNED_DTYPE, order="F")
         _binning.map_to_bins(
             X, self._flat, self._offsets, self.missing_values_bin_idx_,
