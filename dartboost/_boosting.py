@@ -27,6 +27,9 @@ from . import _scores
 from .callbacks import ProgressBar
 
 
+_MAX_ABS_TARGET = 1e30
+
+
 class BaseBoosting(BaseEstimator, ABC):
     """Histogram gradient boosting with DART or MART; see the estimators."""
 
@@ -123,6 +126,10 @@ class BaseBoosting(BaseEstimator, ABC):
         y_float = np.asarray(y, dtype=np.float64) if not self._is_classifier else None
         if y_float is not None and not np.all(np.isfinite(y_float)):
             raise ValueError("Input y contains NaN or infinity; targets must be finite.")
+        if y_float is not None and y_float.size and np.max(np.abs(y_float)) > _MAX_ABS_TARGET:
+            # gradients are float32: larger residuals would overflow to inf
+            raise ValueError(f"Input y has values of magnitude above {_MAX_ABS_TARGET:g}, too "
+                             "large for the float32 gradients; rescale the target.")
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, eval_set=None):

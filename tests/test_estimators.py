@@ -264,6 +264,12 @@ def test_bad_input_errors():
         est.fit(X, y_inf)
     with pytest.raises(ValueError, match="non-negative"):
         est.fit(X, y, sample_weight=-np.ones(100))
+    with pytest.raises(ValueError, match="float32"):
+        est.fit(X, y * 1e200)
+    X_inf = X.copy()
+    X_inf[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        est.fit(X_inf, y)
     with pytest.raises(ValueError, match="n_estimators"):
         DartRegressor(n_estimators=0).fit(X, y)
     with pytest.raises(ValueError, match="drop_rate"):
