@@ -12,6 +12,7 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
                     G_H_DTYPE_C[::1] ordered_hessians,
                     const unsigned char[::1] feature_mask,
                     bint all_rows,
+                    bint hessians_are_constant,
                     int n_threads,
                     hist_struct[:, ::1] hist):
     """Fill ``hist[f]`` for every feature with ``feature_mask[f]``.
@@ -30,6 +31,7 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
         X_BINNED_DTYPE_C bin_idx
         const G_H_DTYPE_C[::1] g
         const G_H_DTYPE_C[::1] h
+        Y_DTYPE_C h0 = hessians[0] if hessians.shape[0] > 0 else 0.
 
     if all_rows:
         g = gradients
@@ -37,7 +39,8 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
     else:
         for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
             ordered_gradients[i] = gradients[sample_indices[i]]
-            ordered_hessians[i] = hessians[sample_indices[i]]
+            if not hessians_are_constant:
+                ordered_hessians[i] = hessians[sample_indices[i]]
         g = ordered_gradients
         h = ordered_hessians
 
@@ -48,7 +51,20 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
             hist[f, b].sum_gradients = 0.
             hist[f, b].sum_hessians = 0.
             hist[f, b].count = 0
-        if all_rows:
+        if hessians_are_constant:
+            if all_rows:
+                for i in range(n):
+                    bin_idx = X_binned[i, f]
+                    hist[f, bin_idx].sum_gradients += g[i]
+                    hist[f, bin_idx].count += 1
+            else:
+                for i in range(n):
+                    bin_idx = X_binned[sample_indices[i], f]
+                    hist[f, bin_idx].sum_gradients += g[i]
+                    hist[f, bin_idx].count += 1
+            for b in range(n_bins):
+                hist[f, b].sum_hessians = hist[f, b].count * h0
+        elif all_rows:
             for i in range(n):
                 bin_idx = X_binned[i, f]
                 hist[f, bin_idx].sum_gradients += g[i]

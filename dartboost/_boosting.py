@@ -341,6 +341,7 @@ class BaseBoosting(BaseEstimator, ABC):
                     l2_regularization=self.l2_regularization,
                     colsample_bynode=self.colsample_bynode, rng=rng, n_threads=n_threads,
                     buffers=buffers, bin_thresholds=bin_thresholds,
+                    hessians_are_constant=loss.unit_hessians and sw is None,
                 )
                 nodes, leaves = grower.grow()
                 if loss.refits_leaves:

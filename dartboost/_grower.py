@@ -55,6 +55,8 @@ class TreeGrower:
         Scratch arrays shared by the trees of one fit.
     bin_thresholds : list of ndarray or None
         The binner's thresholds, to give each split a raw-value threshold.
+    hessians_are_constant : bool
+        All hessians equal ``hessians[0]``: histograms skip summing them.
     """
 
     def __init__(self, X_binned, gradients, hessians, n_bins_non_missing,
@@ -62,8 +64,9 @@ class TreeGrower:
                  max_leaf_nodes=31, max_depth=None, min_samples_leaf=20,
                  min_child_weight=1e-3, min_split_gain=0.0, l2_regularization=0.0,
                  colsample_bynode=1.0, rng=None, n_threads=1, buffers=None,
-                 bin_thresholds=None):
+                 bin_thresholds=None, hessians_are_constant=False):
         self.X_binned = X_binned
+        self.hessians_are_constant = hessians_are_constant
         self.bin_thresholds = bin_thresholds
         self.gradients = gradients
         self.hessians = hessians
@@ -114,7 +117,7 @@ class TreeGrower:
         _histogram.build_histogram(
             self.X_binned, rows, self.gradients, self.hessians,
             self.buffers.ordered_gradients, self.buffers.ordered_hessians,
-            self.feature_mask, self.all_rows and node.idx == 0,
+            self.feature_mask, self.all_rows and node.idx == 0, self.hessians_are_constant,
             threads_for(rows.size * self.n_features, self.n_threads), hist,
         )
         return hist

@@ -39,6 +39,8 @@ class BaseLoss:
 
     #: refit leaf values after growth (for losses whose Newton step is poor)
     refits_leaves = False
+    #: without sample weights every hessian is 1 (histograms skip summing them)
+    unit_hessians = False
     is_multiclass = False
 
     def __init__(self, n_outputs=1):
@@ -69,6 +71,7 @@ class BaseLoss:
 
 class SquaredError(BaseLoss):
     name = "squared_error"
+    unit_hessians = True
 
     def baseline(self, y, sample_weight):
         return np.array([_mean(y[k], sample_weight) for k in range(y.shape[0])])
@@ -82,6 +85,7 @@ class SquaredError(BaseLoss):
 
 class AbsoluteError(BaseLoss):
     name = "absolute_error"
+    unit_hessians = True
     refits_leaves = True
     quantile = 0.5
 
@@ -121,6 +125,7 @@ class Huber(BaseLoss):
     adapts to the scale of the target."""
 
     name = "huber"
+    unit_hessians = True
 
     def __init__(self, alpha=0.9):
         super().__init__(1)
