@@ -15,7 +15,7 @@ refresh_checksums, fault_log, ABFTFaultError, ABFTFaultWarning, FaultEvent
     ``'auto'`` (intensity-guided) or ``'off'``.
 inject_fault, flip_bit, detection_report
     Bit-flip fault injection and detection statistics.
-arithmetic_intensity, choose_scheme, device_ridge
+arithmetic_intensity, choose_scheme, device_ridge, auto_threshold, calibrate_auto
     The rule behind ``scheme='auto'``.
 """
 import importlib
@@ -40,6 +40,8 @@ _EXPORTS = {
     "arithmetic_intensity": "._auto",
     "choose_scheme": "._auto",
     "device_ridge": "._auto",
+    "auto_threshold": "._auto",
+    "calibrate_auto": "._auto",
 }
 
 __all__ = sorted(_EXPORTS)

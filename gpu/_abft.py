@@ -257,9 +257,14 @@ def _global_check_triton(x, y, ck, geo, c_x, c_y):
     ratio = t.empty(geo.M, dtype=t.float32, device=x.device)
     if interpreter_active():
         bm, bk, bn = 32, 64, 64
+    elif geo.M <= 64:
+        # Few rows: one program streams whole rows in wide blocks, so the pass is a
+        # handful of dependent loads rather than K/128 + N/128 of them.
+        bm, bk, bn = 2, 1024, 1024
     else:
-        bm = 16 if geo.M >= 4096 else 4
-        bk, bn = (64, 64) if geo.is_conv else (128, 128)
+        bm, bk, bn = (16, 256, 256) if geo.M >= 4096 else (8, 256, 256)
+    bk = min(bk, max(16, triton().next_power_of_2(geo.K)))
+    bn = min(bn, max(16, triton().next_power_of_2(geo.N)))
     grid = (triton().cdiv(geo.M, bm),)
     abft_global_check_kernel[grid](
         x, y, ck.w_sum, ck.b_sum, ratio, geo.M, geo.N, geo.K, *geo.conv_args(),

@@ -13,6 +13,15 @@ is compute-bound: the tile check's extra (vector-unit) arithmetic lengthens the
 critical path, while a global check's extra traffic is small next to the GEMM's
 math, so *global* wins.
 
+Which threshold.  The paper compares AI with the roofline ridge because its
+tile kernel is as fast as the library GEMM.  Ours (Triton) is not everywhere: at
+mid-size M it trails cuBLAS, so tile-level checking loses well before the ridge.
+On an H200 the measured crossover between our tile and global schemes sat at
+AI ~ 16-40 FLOP/B (benchmarks/results/abft_h200.json), about 0.2 x the roofline
+ridge of 206.  ``scheme='auto'`` therefore compares AI with
+``auto_threshold(device)``: ``TILE_EFFICIENCY * ridge`` by default, or the
+crossover measured on the device by :func:`calibrate_auto` (cached).
+
 ``ridge`` comes from a table of data-centre GPUs (fp16/bf16 dense tensor-core
 peak and memory bandwidth from the vendors' data sheets) or, for cards not in the
 table or on request, from a short measurement (a large fp16 GEMM and a large
@@ -25,7 +34,12 @@ import time
 
 from ._lazy import torch
 
-__all__ = ["arithmetic_intensity", "choose_scheme", "device_ridge", "measure_ridge"]
+__all__ = ["arithmetic_intensity", "choose_scheme", "device_ridge", "measure_ridge",
+           "auto_threshold", "calibrate_auto", "TILE_EFFICIENCY"]
+
+#: Default AI threshold of ``scheme='auto'`` as a fraction of the roofline ridge
+#: (fitted to the H200 measurements, see the module docstring).
+TILE_EFFICIENCY = 0.2
 
 # name fragment -> (fp16 dense tensor FLOP/s, memory bytes/s); first match wins,
 # so more specific names come first.
@@ -69,6 +83,28 @@ def choose_scheme(M, N, K, ridge, bytes_per_element=2):
     {'tile', 'global'}
     """
     return "tile" if arithmetic_intensity(M, N, K, bytes_per_element) < ridge else "global"
+
+
+def _load_cache():
+    try:
+        with open(_cache_path()) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def _store_cache(key, value):
+    path = _cache_path()
+    cache = _load_cache()
+    cache[key] = value
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + f".{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(cache, fh, indent=1)
+        os.replace(tmp, path)
+    except OSError:  # read-only home: the value is still used for this process
+        pass
 
 
 def _cache_path():
@@ -136,22 +172,93 @@ def device_ridge(device=None, calibrate=False):
             if frag in name:
                 return flops / bw, "table"
     key = f"{name}|torch {t.__version__}"
-    path = _cache_path()
-    try:
-        with open(path) as fh:
-            cache = json.load(fh)
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
+    cache = _load_cache()
+    if key in cache and "ridge" in cache[key]:
         return cache[key]["ridge"], "cache"
     res = measure_ridge(dev)
-    cache[key] = res
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + f".{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(cache, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError:  # read-only home: the measurement is still used for this process
-        pass
+    _store_cache(key, {**cache.get(key, {}), **res})
     return res["ridge"], "measured"
+
+
+def auto_threshold(device=None):
+    """AI threshold (FLOP/byte) below which ``scheme='auto'`` picks the tile scheme.
+
+    Returns
+    -------
+    threshold : float
+    source : str
+        ``'calibrated'`` (measured crossover, see :func:`calibrate_auto`) or
+        ``'ridge x TILE_EFFICIENCY'``.
+    """
+    t = torch()
+    dev = t.device(device or "cuda")
+    key = f"{t.cuda.get_device_name(dev)}|torch {t.__version__}"
+    hit = _load_cache().get(key, {}).get("crossover")
+    if hit is not None:
+        return hit, "calibrated"
+    return TILE_EFFICIENCY * device_ridge(dev)[0], "ridge x TILE_EFFICIENCY"
+
+
+def calibrate_auto(device=None, sizes=(512, 1024, 2048), batches=(1, 16, 64, 256, 1024),
+                   reps=10):
+    """Measure where the tile scheme stops being cheaper than global; cache it.
+
+    Times both schemes (fp16, CUDA graphs) on square-ish GEMMs ``M x K @ K x N``
+    with ``K = N`` in ``sizes`` and ``M`` in ``batches`` (compiles the kernels
+    first: ~10-30 s), and picks the AI threshold that makes :func:`choose_scheme`
+    agree with the measurements most often.
+
+    Returns
+    -------
+    dict with ``crossover`` (the threshold) and ``points`` (AI, tile s, global s).
+    """
+    import statistics
+
+    from ._abft import ConvGeometry
+    from ._protect import protect
+    t = torch()
+    dev = t.device(device or "cuda")
+    points = []
+    for kn in sizes:
+        lin = t.nn.Linear(kn, kn).to(dev, t.float16).requires_grad_(False)
+        for m in batches:
+            x = t.randn(m, kn, device=dev, dtype=t.float16)
+            times = {}
+            for scheme in ("tile", "global"):
+                layer = protect(_copy_module(lin), scheme=scheme, on_fault="flag")
+                with t.no_grad():
+                    layer(x)
+                    s = t.cuda.Stream()
+                    s.wait_stream(t.cuda.current_stream())
+                    with t.cuda.stream(s):
+                        layer(x)
+                    t.cuda.current_stream().wait_stream(s)
+                    g = t.cuda.CUDAGraph()
+                    with t.cuda.graph(g):
+                        for _ in range(20):
+                            layer(x)
+                    g.replay()
+                    samples = []
+                    for _ in range(reps):
+                        a, b = t.cuda.Event(enable_timing=True), t.cuda.Event(enable_timing=True)
+                        a.record()
+                        g.replay()
+                        b.record()
+                        b.synchronize()
+                        samples.append(a.elapsed_time(b) / 20e3)
+                times[scheme] = statistics.median(samples)
+            geo = ConvGeometry.linear(x, kn)
+            points.append((arithmetic_intensity(geo.M, geo.N, geo.K), times["tile"],
+                           times["global"]))
+    candidates = sorted({p[0] for p in points})
+    cuts = [candidates[0] / 2] + [(a + b) / 2 for a, b in zip(candidates, candidates[1:])] \
+        + [candidates[-1] * 2]
+    best = max(cuts, key=lambda c: (sum((ai < c) == (tt < tg) for ai, tt, tg in points), -c))
+    key = f"{t.cuda.get_device_name(dev)}|torch {t.__version__}"
+    _store_cache(key, {**_load_cache().get(key, {}), "crossover": best})
+    return {"crossover": best, "points": points}
+
+
+def _copy_module(m):
+    import copy
+    return copy.deepcopy(m)

@@ -37,8 +37,9 @@ def abft_global_check_kernel(
     else:
         x_row = rm * sx0
         y_row = rm * sy0
-    chk = tl.zeros((BM,), dtype=tl.float32)
-    xn2 = tl.zeros((BM,), dtype=tl.float32)
+    # Element-wise accumulation, one reduction at the end (no per-step shuffles).
+    chk2 = tl.zeros((BM, BK), dtype=tl.float32)
+    xn22 = tl.zeros((BM, BK), dtype=tl.float32)
     for k0 in range(0, K, BK):
         rk = k0 + tl.arange(0, BK)
         k_ok = rk < K
@@ -57,17 +58,21 @@ def abft_global_check_kernel(
             offs = x_row[:, None] + rk[None, :] * sx1
         a = tl.load(x_ptr + offs, mask=msk, other=0.0).to(tl.float32)
         ws = tl.load(ws_ptr + rk, mask=k_ok, other=0.0)
-        chk += tl.sum(a * ws[None, :], axis=1)
-        xn2 += tl.sum(a * a, axis=1)
-    s_sum = tl.zeros((BM,), dtype=tl.float32)
-    yn2 = tl.zeros((BM,), dtype=tl.float32)
+        chk2 += a * ws[None, :]
+        xn22 += a * a
+    chk = tl.sum(chk2, axis=1)
+    xn2 = tl.sum(xn22, axis=1)
+    s2 = tl.zeros((BM, BN), dtype=tl.float32)
+    yn22 = tl.zeros((BM, BN), dtype=tl.float32)
     for n0 in range(0, N, BN):
         rn = n0 + tl.arange(0, BN)
         msk = m_ok[:, None] & (rn < N)[None, :]
         yv = tl.load(y_ptr + y_row[:, None] + rn[None, :] * sy1, mask=msk,
                       other=0.0).to(tl.float32)
-        s_sum += tl.sum(yv, axis=1)
-        yn2 += tl.sum(yv * yv, axis=1)
+        s2 += yv
+        yn22 += yv * yv
+    s_sum = tl.sum(s2, axis=1)
+    yn2 = tl.sum(yn22, axis=1)
     ref = chk + tl.load(bsum_ptr)
     d = tl.abs(s_sum - ref)
     scale = c_x * tl.sqrt(xn2) + c_y * tl.sqrt(yn2) + 1e-30
@@ -76,6 +81,28 @@ def abft_global_check_kernel(
     # recomputation then tells a fault from a genuinely huge activation).
     ratio = tl.where((d < float("inf")) & (scale < float("inf")), d / scale, float("inf"))
     tl.store(ratio_ptr + rm, ratio, mask=m_ok)
+
+
+@triton.jit
+def _a_tile(ki, rm, m_ok, x_row, oh, ow, K, H, W, KH, KW, sh, sw, ph, pw, dh, dw, sx1, sx2,
+            sx3, IS_CONV: tl.constexpr, BK: tl.constexpr):
+    """Offsets and mask of the A fragment for K block ``ki`` (implicit im2col)."""
+    rk = ki * BK + tl.arange(0, BK)
+    k_ok = rk < K
+    if IS_CONV:
+        c = rk // (KH * KW)
+        rs = rk % (KH * KW)
+        r = rs // KW
+        s = rs % KW
+        ih = oh[:, None] * sh - ph + r[None, :] * dh
+        iw = ow[:, None] * sw - pw + s[None, :] * dw
+        a_msk = (m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H)
+                 & (iw >= 0) & (iw < W))
+        a_off = x_row[:, None] + c[None, :] * sx1 + ih * sx2 + iw * sx3
+    else:
+        a_msk = m_ok[:, None] & k_ok[None, :]
+        a_off = x_row[:, None] + rk[None, :] * sx1
+    return a_off, a_msk, rk, k_ok
 
 
 @triton.jit(do_not_specialize=_GEOM + ["c_y", "inj_row", "inj_col", "inj_bit", "inj_k"])
@@ -87,7 +114,7 @@ def abft_tile_gemm_kernel(
     c_y,
     inj_row, inj_col, inj_bit, inj_k,
     IS_CONV: tl.constexpr, HAS_BIAS: tl.constexpr, INJECT: tl.constexpr,
-    UPCAST: tl.constexpr, IEEE_F32: tl.constexpr, CHECK: tl.constexpr,
+    UPCAST: tl.constexpr, IEEE_F32: tl.constexpr, CHECK: tl.constexpr, ACC2D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -117,33 +144,50 @@ def abft_tile_gemm_kernel(
         y_row = rm * sy0
 
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    chk = tl.zeros((BM,), dtype=tl.float32)
-    xn2 = tl.zeros((BM,), dtype=tl.float32)
+    # ACC2D (small A tiles): accumulate the checksum products element-wise and
+    # reduce once after the K loop, instead of a cross-thread reduction per step.
+    if ACC2D:
+        chk2 = tl.zeros((BM, BK), dtype=tl.float32)
+        xn22 = tl.zeros((BM, BK), dtype=tl.float32)
+    else:
+        chk = tl.zeros((BM,), dtype=tl.float32)
+        xn2 = tl.zeros((BM,), dtype=tl.float32)
     ws_base = wsum_ptr + pid_n * K
     n_k = tl.cdiv(K, BK)
+    if not IS_CONV:
+        oh = rm  # unused placeholders for the helper's linear path
+        ow = rm
+    if CHECK and ACC2D:
+        # The checksum reads its own copy of the fragment (an L1/L2 hit, no extra
+        # DRAM traffic); thin tiles (ACC2D) load it one K block ahead so its latency
+        # overlaps the MMA (big tiles have no registers to spare for that).
+        # Sharing the tensor-core operand with vector code made Triton 3.6 emit
+        # wrong tiles on an H200 for some tile shapes (caught by this very check).
+        # The cache modifier keeps the two loads of the same addresses distinct.
+        off0, msk0, rk0, kok0 = _a_tile(0, rm, m_ok, x_row, oh, ow, K, H, W, KH, KW, sh, sw,
+                                        ph, pw, dh, dw, sx1, sx2, sx3, IS_CONV, BK)
+        a_next = tl.load(x_ptr + off0, mask=msk0, other=0.0, cache_modifier=".cg")
+        ws_next = tl.load(ws_base + rk0, mask=kok0, other=0.0)
     for ki in range(0, n_k):
-        rk = ki * BK + tl.arange(0, BK)
-        k_ok = rk < K
-        if IS_CONV:
-            c = rk // (KH * KW)
-            rs = rk % (KH * KW)
-            r = rs // KW
-            s = rs % KW
-            ih = oh[:, None] * sh - ph + r[None, :] * dh
-            iw = ow[:, None] * sw - pw + s[None, :] * dw
-            a_msk = (m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H)
-                     & (iw >= 0) & (iw < W))
-            a_off = x_row[:, None] + c[None, :] * sx1 + ih * sx2 + iw * sx3
-        else:
-            a_msk = m_ok[:, None] & k_ok[None, :]
-            a_off = x_row[:, None] + rk[None, :] * sx1
+        a_off, a_msk, rk, k_ok = _a_tile(ki, rm, m_ok, x_row, oh, ow, K, H, W, KH, KW, sh,
+                                         sw, ph, pw, dh, dw, sx1, sx2, sx3, IS_CONV, BK)
         a = tl.load(x_ptr + a_off, mask=a_msk, other=0.0)
         b = tl.load(w_ptr + rn[None, :] * swn + rk[:, None] * swk,
                      mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        a32 = a.to(tl.float32)  # the checksum pass reads the fragment first
+        if CHECK and ACC2D:
+            a32 = a_next.to(tl.float32)
+            ws = ws_next
+            offn, mskn, rkn, kokn = _a_tile(ki + 1, rm, m_ok, x_row, oh, ow, K, H, W, KH, KW,
+                                            sh, sw, ph, pw, dh, dw, sx1, sx2, sx3, IS_CONV, BK)
+            a_next = tl.load(x_ptr + offn, mask=mskn, other=0.0, cache_modifier=".cg")
+            ws_next = tl.load(ws_base + rkn, mask=kokn, other=0.0)
+        elif CHECK:
+            a32 = tl.load(x_ptr + a_off, mask=a_msk, other=0.0,
+                          cache_modifier=".cg").to(tl.float32)
+            ws = tl.load(ws_base + rk, mask=k_ok, other=0.0)
         if INJECT == 3:
             # Corrupt one element of the A fragment as the tensor cores see it
-            # (e.g. a flip in shared memory) after the checksum pass read it.
+            # (e.g. a flip in shared memory); the checksum read a clean copy.
             if ki == inj_k:
                 sel = (rm[:, None] == inj_row) & (rk[None, :] == inj_col)
                 if x_ptr.dtype.element_ty == tl.float32:
@@ -156,9 +200,12 @@ def abft_tile_gemm_kernel(
                     a = tl.where(sel, flipped, bits).to(x_ptr.dtype.element_ty,
                                                          bitcast=True)
         if CHECK:  # CHECK=False gives the same GEMM without ABFT (benchmark baseline)
-            ws = tl.load(ws_base + rk, mask=k_ok, other=0.0)
-            chk += tl.sum(a32 * ws[None, :], axis=1)
-            xn2 += tl.sum(a32 * a32, axis=1)
+            if ACC2D:
+                chk2 += a32 * ws[None, :]
+                xn22 += a32 * a32
+            else:
+                chk += tl.sum(a32 * ws[None, :], axis=1)
+                xn2 += tl.sum(a32 * a32, axis=1)
         if UPCAST:
             acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
         elif IEEE_F32:
@@ -197,6 +244,9 @@ def abft_tile_gemm_kernel(
                                                                bitcast=True)
     out_msk = m_ok[:, None] & n_ok[None, :]
     if CHECK:
+        if ACC2D:
+            chk = tl.sum(chk2, axis=1)
+            xn2 = tl.sum(xn22, axis=1)
         yf = tl.where(out_msk, yv.to(tl.float32), 0.0)
         s_sum = tl.sum(yf, axis=1)
         yn2 = tl.sum(yf * yf, axis=1)

@@ -97,9 +97,9 @@ class FaultEvent:
 class _State:
     """Configuration and bookkeeping attached to a protected root module."""
 
-    def __init__(self, scheme, on_fault, alpha, backend, ridge, max_retries):
+    def __init__(self, scheme, on_fault, alpha, backend, ai_threshold, max_retries):
         self.scheme, self.on_fault, self.alpha = scheme, on_fault, alpha
-        self.backend, self.ridge, self.max_retries = backend, ridge, max_retries
+        self.backend, self.ai_threshold, self.max_retries = backend, ai_threshold, max_retries
         self.ledger = []
         self.captured = []
         self.events = []
@@ -325,7 +325,7 @@ def _validate_args(scheme, on_fault, alpha, backend):
 
 
 def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="auto",
-            ridge=None, max_retries=1, warn=True):
+            ai_threshold=None, max_retries=1, warn=True):
     """Protect the GEMM layers of a torch model with algorithm-based fault tolerance.
 
     Parameters
@@ -337,8 +337,8 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
         ``'global'``: library GEMM plus one fused check pass per layer;
         ``'tile'``: the fused Triton GEMM that checks every output tile;
         ``'auto'``: per layer and batch size, tile when the layer's arithmetic
-        intensity is below the device's FLOP/byte ridge, else global (global on
-        CPU); ``'off'``: keep the checked layers but skip checking.
+        intensity is below ``ai_threshold``, else global (global for convolutions
+        and on CPU); ``'off'``: keep the checked layers but skip checking.
     on_fault : {'raise', 'recompute', 'flag'}, default='raise'
     alpha : float, optional
         Safety factor on the rounding-error bound (default 8; see
@@ -346,8 +346,10 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
     backend : {'auto', 'triton', 'torch'}, default='auto'
         How checks run: Triton on CUDA tensors (or CPU tensors under
         ``TRITON_INTERPRET=1``), torch ops otherwise.
-    ridge : float, optional
-        FLOP/byte ridge used by ``'auto'``; default from :func:`device_ridge`.
+    ai_threshold : float, optional
+        FLOP/byte threshold of ``'auto'``; default :func:`auto_threshold` (the
+        crossover measured by :func:`calibrate_auto` if cached, else 0.2 x the
+        device's roofline ridge).
     max_retries : int, default=1
         Forward re-runs allowed by ``on_fault='recompute'``.
     warn : bool, default=True
@@ -378,10 +380,10 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
         root = module
         status, _ = _classify(module)
         if status == "protectable":  # bare layer: wrap it and protect the wrapper
-            state = _State(scheme, on_fault, alpha, backend, ridge, max_retries)
+            state = _State(scheme, on_fault, alpha, backend, ai_threshold, max_retries)
             root = _wrap(module, "", state, CheckedLinear, CheckedConv2d)
         else:
-            state = _State(scheme, on_fault, alpha, backend, ridge, max_retries)
+            state = _State(scheme, on_fault, alpha, backend, ai_threshold, max_retries)
         setattr(root, _STATE_ATTR, state)
         state.hooks = [root.register_forward_pre_hook(_pre_hook, with_kwargs=True),
                        root.register_forward_hook(_post_hook, with_kwargs=True)]
@@ -389,8 +391,8 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
     else:
         state.scheme, state.on_fault, state.alpha = scheme, on_fault, alpha
         state.backend, state.max_retries = backend, max_retries
-        if ridge is not None:
-            state.ridge = ridge
+        if ai_threshold is not None:
+            state.ai_threshold = ai_threshold
     report = []
     _Checked = _classes()[0]
     for name, parent, child_name, child in _walk(module):

@@ -50,16 +50,20 @@ def pick_config(M, N, K, is_conv, device_sms=132):
     if interpreter_active():
         return (min(32, _pow2_at_least(M, 16)), min(32, _pow2_at_least(N, 16)),
                 min(32, _pow2_at_least(K, 16)), 4, 1)
+    # One warpgroup (4 warps) per program: with 8 warps Triton 3.6 miscompiled this
+    # kernel on an H200 (wrong tiles, caught by the kernel's own check).
+    warps = 4
     if M <= 16:
-        bm, bk, warps, stages = 16, 128, 4, 4
+        bm, bk, stages = 16, 128, 4
         bn = 64 if triton().cdiv(N, 64) >= device_sms else 32
     elif M <= 64:
-        bm, bk, warps, stages = _pow2_at_least(M, 32), 128, 4, 4
+        bm = _pow2_at_least(M, 32)
+        bk, stages = (128 if bm == 32 else 64), 4
         bn = 64 if triton().cdiv(N, 64) * triton().cdiv(M, bm) >= device_sms else 32
     elif M <= 512:
-        bm, bn, bk, warps, stages = 64, 128, 64, 4, 4
+        bm, bn, bk, stages = 64, 128, 64, 4
     else:
-        bm, bn, bk, warps, stages = 128, 128, 64, 8, 3
+        bm, bn, bk, stages = 128, 128, 64, 3
     if is_conv:
         bk = min(bk, 64)
     bk = min(bk, _pow2_at_least(K, 16))
@@ -132,6 +136,7 @@ def tile_gemm(x, weight, bias, ck, geo, out=None, inject=None, config=None, chec
         float(c_y), int(irow), int(icol), int(ibit), int(ik),
         IS_CONV=geo.is_conv, HAS_BIAS=bias is not None, INJECT=int(mode),
         UPCAST=interp, IEEE_F32=(x.dtype == t.float32), CHECK=bool(check),
+        ACC2D=bm * bk <= 4096,
         BM=bm, BN=bn, BK=bk, GROUP_M=8, **kwargs)
     return out, ratio, bn
 

@@ -153,6 +153,24 @@ def test_tile_kernel_matches_library_and_reference(kind, dtype):
 
 
 @needs_triton
+@pytest.mark.parametrize("config", [(16, 32, 64, 4, 1), (128, 32, 64, 4, 1)])
+def test_tile_kernel_both_checksum_accumulation_paths(config):
+    # 16x64 A tiles accumulate checksum products element-wise (ACC2D); 128x64
+    # tiles reduce per K step.  Both must give the same GEMM and clean ratios.
+    from dartboost.gpu._triton_gemm import tile_gemm
+    lin = _linear(150, 40, torch.float16)
+    x = torch.randn(130, 150, device=DEV).half()
+    ck = LayerChecksums(lin.weight, lin.bias)
+    geo = ConvGeometry.linear(x, 40)
+    y, ratio, _ = tile_gemm(x, lin.weight, lin.bias, ck, geo, config=config)
+    torch.testing.assert_close(y, lin(x), rtol=2e-3, atol=2e-3)
+    assert float(ratio.max()) < _abft.DEFAULT_ALPHA
+    y2, r2, _ = tile_gemm(x, lin.weight, lin.bias, ck, geo, config=config,
+                          inject=(2, 100, 7, 14, 0))
+    assert float(r2.max()) > _abft.DEFAULT_ALPHA
+
+
+@needs_triton
 def test_tile_kernel_strided_input_and_preallocated_output():
     from dartboost.gpu._triton_gemm import tile_gemm
     lin = _linear(40, 24, torch.float16)
@@ -262,5 +280,12 @@ def test_device_ridge_table_and_cache(monkeypatch, tmp_path):
     assert _auto.device_ridge("cuda:0") == (100.0, "measured")
     assert _auto.device_ridge("cuda:0") == (100.0, "cache")
     assert len(calls) == 1
+    # auto's threshold: a fraction of the ridge until a measured crossover is cached.
+    assert _auto.auto_threshold("cuda:0") == (100.0 * _auto.TILE_EFFICIENCY,
+                                              "ridge x TILE_EFFICIENCY")
+    key = f"Mystery GPU|torch {torch.__version__}"
+    _auto._store_cache(key, {**_auto._load_cache()[key], "crossover": 33.0})
+    assert _auto.auto_threshold("cuda:0") == (33.0, "calibrated")
+    assert _auto.device_ridge("cuda:0") == (100.0, "cache")  # ridge entry kept
     with pytest.raises(ValueError, match="CUDA"):
         _auto.device_ridge("cpu")

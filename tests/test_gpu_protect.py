@@ -45,12 +45,12 @@ def _protect(net, **kw):
         return dg.protect(net, **kw)
 
 
-def test_import_does_not_need_torch():
+def test_import_does_not_need_torch(tmp_path):
     import subprocess
     import sys
     code = ("import sys, dartboost.gpu as g; assert 'torch' not in sys.modules; "
             "assert 'triton' not in sys.modules; assert 'protect' in dir(g)")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 def test_protect_swaps_layers_reports_the_rest_and_warns():
@@ -175,7 +175,7 @@ def test_weight_fault_is_not_recomputed_away():
     p = _protect(_net(), scheme="global", on_fault="recompute")
     with torch.no_grad():
         p(_x())  # checksums taken
-        with dg.inject_fault(p, "0", "weight", 29, row=3, col=4):
+        with dg.inject_fault(p, "0", "weight", 30, row=3, col=4):
             with pytest.raises(dg.ABFTFaultError, match="weight fault"):
                 p(_x())
         p(_x())  # restored weight: clean again
