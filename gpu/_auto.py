@@ -17,8 +17,8 @@ Which threshold.  The paper compares AI with the roofline ridge because its
 tile kernel is as fast as the library GEMM.  Ours (Triton) is not everywhere: at
 mid-size M it trails cuBLAS, so tile-level checking loses well before the ridge.
 On an H200 the measured crossover between our tile and global schemes sat at
-AI ~ 16-40 FLOP/B (benchmarks/results/abft_h200.json), about 0.2 x the roofline
-ridge of 206.  ``scheme='auto'`` therefore compares AI with
+AI ~ 16-55 FLOP/B (benchmarks/results/abft_h200.json; calibrate_auto measured
+54), about 0.2 x the roofline ridge of 206.  ``scheme='auto'`` therefore compares AI with
 ``auto_threshold(device)``: ``TILE_EFFICIENCY * ridge`` by default, or the
 crossover measured on the device by :func:`calibrate_auto` (cached).
 

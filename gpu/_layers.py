@@ -101,9 +101,9 @@ class _Checked(nn.Module):
                 hit = choose_scheme(geo.M, geo.N, geo.K, st.ai_threshold, x.element_size())
                 if hit == "tile" and (x.dtype == t.float64 or geo.is_conv):
                     # Convolutions: our implicit-GEMM tile kernel gathers its A
-                    # fragments and ran 1.7-19x slower than cuDNN on every
-                    # ResNet layer measured (benchmarks/results), so the cheaper
-                    # choice for a convolution is cuDNN plus the global check.
+                    # fragments and ran 1.4-27x slower than cuDNN on the ResNet
+                    # layers measured (benchmarks/results/abft_h200.json), so the
+                    # cheaper choice for a convolution is cuDNN plus the global check.
                     hit = "global"
             else:
                 # On CPU the fused kernel is emulated or interpreted and never

@@ -50,8 +50,10 @@ def pick_config(M, N, K, is_conv, device_sms=132):
     if interpreter_active():
         return (min(32, _pow2_at_least(M, 16)), min(32, _pow2_at_least(N, 16)),
                 min(32, _pow2_at_least(K, 16)), 4, 1)
-    # One warpgroup (4 warps) per program: with 8 warps Triton 3.6 miscompiled this
-    # kernel on an H200 (wrong tiles, caught by the kernel's own check).
+    # One warpgroup (4 warps) per program.  (Before the checksum got its own load
+    # of the A fragment, Triton 3.6 produced wrong tiles for 128x128/8-warp and
+    # 64x128/4-warp configurations on an H200 -- caught by the kernel's own
+    # check; see benchmarks/results/abft_h200_v0_quick.log.)
     warps = 4
     if M <= 16:
         bm, bk, stages = 16, 128, 4
