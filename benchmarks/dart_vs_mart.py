@@ -219,39 +219,89 @@ def overspecialisation_figure(args):
     X, y = make_friedman1(n_syn, n_features=10, noise=1.0, random_state=0)
     Xr, yr, qr = make_ranking_data(120 if args.quick else 300, random_state=0)
     N = args.n_estimators
-    common = dict(n_estimators=N, learning_rate=0.1, random_state=0, early_stopping=False,
-                  n_jobs=args.n_jobs)
+    common = dict(n_estimators=N, random_state=0, early_stopping=False, n_jobs=args.n_jobs)
     dart_kw = dict(drop_rate=0.1, skip_drop=0.5, max_drop=50)
-    panels = {
+    paper = dict(learning_rate=1.0, drop_rate=0.1, skip_drop=0.0, max_drop=50)
+    fits = {
         "friedman1 regression": (
-            DartRegressor(boosting="mart", **common).fit(X, y),
-            DartRegressor(boosting="dart", **common, **dart_kw).fit(X, y), X),
+            lambda **kw: DartRegressor(**common, **kw).fit(X, y), X),
         "latent-relevance ranking": (
-            DartRanker(boosting="mart", **common).fit(Xr, yr, qid=qr),
-            DartRanker(boosting="dart", **common, **dart_kw).fit(Xr, yr, qid=qr), Xr),
+            lambda **kw: DartRanker(**common, **kw).fit(Xr, yr, qid=qr), Xr),
     }
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     numbers = {}
-    for row, (title, (mart, dart, Xd)) in enumerate(panels.items()):
-        cm, cd = tree_contributions(mart, Xd), tree_contributions(dart, Xd)
-        plot_tree_contributions({"MART": cm, "DART": cd}, axes=axes[row])
-        axes[row][0].set_title(f"{title}: mean |w_t f_t(x)|", fontsize=10)
+    for row, (title, (fit, Xd)) in enumerate(fits.items()):
+        curves = {
+            "MART eta=0.1": tree_contributions(fit(boosting="mart", learning_rate=0.1), Xd),
+            "DART eta=0.1": tree_contributions(
+                fit(boosting="dart", learning_rate=0.1, **dart_kw), Xd),
+            # the paper's setting: no shrinkage, new tree 1/(k+1), no skipping
+            "DART eta=1 (paper)": tree_contributions(fit(boosting="dart", **paper), Xd),
+        }
+        plot_tree_contributions(curves, axes=axes[row], smooth=5)
+        axes[row][0].set_title(f"{title}: mean |w_t f_t(x)| (5-tree moving avg)", fontsize=10)
         axes[row][1].set_title(f"{title}: examples moved > 1% of score std", fontsize=10)
         numbers[title] = {
             name: {"first_tree_mean_abs": float(c.mean_abs[0]),
                    "last_10_mean_abs": float(c.mean_abs[-10:].mean()),
                    "share_of_last_half": c.late_share(0.5),
-                   "frac_changed_last_10": float(c.frac_changed[-10:].mean()),
+                   "frac_changed_first_10": float(c.frac_changed[:10].mean()),
+                   "frac_changed_last_half": float(c.frac_changed[N // 2:].mean()),
                    "threshold": c.threshold}
-            for name, c in (("MART", cm), ("DART", cd))}
-    fig.suptitle(f"Over-specialisation: per-tree contribution, {N} trees, eta 0.1 "
-                 "(DART: drop 0.1, skip 0.5)")
+            for name, c in curves.items()}
+    fig.suptitle(f"Over-specialisation: per-tree contribution, {N} trees "
+                 "(DART eta=0.1: drop 0.1, skip 0.5; paper: eta=1, drop 0.1, skip 0)")
     fig.tight_layout()
     name = "dart_vs_mart_overspecialisation_quick.png" if args.quick else \
         "dart_vs_mart_overspecialisation.png"
     fig.savefig(RESULTS / name, dpi=110)
     plt.close(fig)
     return numbers, name
+
+
+MODELS = ("MART eta=0.1", "DART eta=0.1", "MART tuned", "DART tuned")
+PRIMARY = {"regression": "rmse", "classification": "log_loss", "ranking": "ndcg@10"}
+# DART minus MART, paired by seed (same split), on the primary score (larger = better)
+PAIRS = (("DART eta=0.1", "MART eta=0.1"), ("DART tuned", "MART tuned"),
+         ("DART eta=0.1", "MART tuned"))
+
+
+def summarise(per_seed):
+    """Mean/std over seeds of every metric, and paired DART - MART differences."""
+    models = list(per_seed[0])
+    keys = [k for k in per_seed[0][models[0]] if isinstance(per_seed[0][models[0]][k], float)]
+    summary = {m: {f"{k}_{stat}": float(fn([r[m][k] for r in per_seed]))
+                   for k in keys for stat, fn in (("mean", np.mean), ("std", np.std))}
+               for m in models}
+    for m in models:
+        for extra in ("eta", "drop_rate", "n_iter"):
+            if extra in per_seed[0][m]:
+                summary[m][f"{extra}_chosen"] = [r[m][extra] for r in per_seed]
+    paired = {}
+    for a, b in PAIRS:
+        d = np.array([r[a]["score"] - r[b]["score"] for r in per_seed])
+        paired[f"{a} - {b}"] = {"mean": float(d.mean()), "std": float(d.std()),
+                                "dart_wins": int(np.sum(d > 0)), "n_seeds": int(d.size)}
+    return summary, paired
+
+
+def print_tables(results):
+    print("| task | metric | " + " | ".join(MODELS) + " |")
+    print("|---|---|" + "---|" * len(MODELS))
+    for name, r in results.items():
+        metrics = [PRIMARY[r["kind"]]] + (["accuracy"] if r["kind"] == "classification" else [])
+        for metric in metrics:
+            cells = [f"{r['summary'][m][metric + '_mean']:.4f} ± "
+                     f"{r['summary'][m][metric + '_std']:.4f}" for m in MODELS]
+            print(f"| {name} | {metric} | " + " | ".join(cells) + " |")
+    print("\nPaired by seed, DART minus MART on the primary score (positive = DART better; "
+          "RMSE and log-loss negated):\n")
+    print("| task | " + " | ".join(f"{a} − {b}" for a, b in PAIRS) + " |")
+    print("|---|" + "---|" * len(PAIRS))
+    for name, r in results.items():
+        cells = [f"{p['mean']:+.4f} ± {p['std']:.4f} ({p['dart_wins']}/{p['n_seeds']})"
+                 for p in r["paired"].values()]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main(argv=None):
@@ -261,6 +311,9 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--tasks", nargs="*", default=None,
                         help="substrings of task names to run (default: all)")
+    parser.add_argument("--from-json", default=None,
+                        help="re-summarise the per-seed results of an earlier run and redraw "
+                             "the figure instead of refitting the task models")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -268,48 +321,42 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0]
-    tasks = _tasks(args.quick)
-    if args.tasks:
-        tasks = {k: v for k, v in tasks.items() if any(s in k for s in args.tasks)}
-    results = {}
-    for name, (kind, loader) in tasks.items():
-        per_seed = []
-        for seed in args.seeds:
-            res, sizes = run_task(name, kind, loader, seed, args)
-            per_seed.append(res)
-            print(f"{name} seed {seed}: " + ", ".join(
-                f"{k} {v['score']:.4f}" for k, v in res.items()), flush=True)
-        models = list(per_seed[0])
-        keys = [k for k in per_seed[0][models[0]] if isinstance(per_seed[0][models[0]][k], float)]
-        summary = {m: {f"{k}_{stat}": float(fn([r[m][k] for r in per_seed]))
-                       for k in keys for stat, fn in (("mean", np.mean), ("std", np.std))}
-                   for m in models}
-        for m in models:
-            for extra in ("eta", "drop_rate", "n_iter"):
-                if extra in per_seed[0][m]:
-                    summary[m][f"{extra}_chosen"] = [r[m][extra] for r in per_seed]
-        results[name] = {"kind": kind, "sizes": sizes, "per_seed": per_seed,
-                         "summary": summary}
+    previous = None
+    if args.from_json:
+        previous = json.loads(Path(args.from_json).read_text())
+        args.n_estimators = previous["settings"]["n_estimators"]
+        args.seeds = previous["settings"]["seeds"]
+        results = {name: {k: r[k] for k in ("kind", "sizes", "per_seed")}
+                   for name, r in previous["results"].items()}
+    else:
+        tasks = _tasks(args.quick)
+        if args.tasks:
+            tasks = {k: v for k, v in tasks.items() if any(s in k for s in args.tasks)}
+        results = {}
+        for name, (kind, loader) in tasks.items():
+            per_seed = []
+            for seed in args.seeds:
+                res, sizes = run_task(name, kind, loader, seed, args)
+                per_seed.append(res)
+                print(f"{name} seed {seed}: " + ", ".join(
+                    f"{k} {v['score']:.4f}" for k, v in res.items()), flush=True)
+            results[name] = {"kind": kind, "sizes": sizes, "per_seed": per_seed}
+    for r in results.values():
+        r["summary"], r["paired"] = summarise(r["per_seed"])
     print()
-    print("| task | metric | MART eta=0.1 | DART eta=0.1 | MART tuned | DART tuned |")
-    print("|---|---|---|---|---|---|")
-    for name, r in results.items():
-        metric = {"regression": "rmse", "classification": "log_loss",
-                  "ranking": "ndcg@10"}[r["kind"]]
-        cells = [f"{r['summary'][m][metric + '_mean']:.4f} ± {r['summary'][m][metric + '_std']:.4f}"
-                 for m in ("MART eta=0.1", "DART eta=0.1", "MART tuned", "DART tuned")]
-        print(f"| {name} | {metric} | " + " | ".join(cells) + " |")
-        if r["kind"] == "classification":
-            cells = [f"{r['summary'][m]['accuracy_mean']:.4f} ± "
-                     f"{r['summary'][m]['accuracy_std']:.4f}"
-                     for m in ("MART eta=0.1", "DART eta=0.1", "MART tuned", "DART tuned")]
-            print(f"| {name} | accuracy | " + " | ".join(cells) + " |")
+    print_tables(results)
     over, fig_name = overspecialisation_figure(args)
-    print("\nover-specialisation (share of total contribution made by the last half of the "
-          "trees):")
+    print("\nover-specialisation (share of the total contribution made by the last half of "
+          "the trees; fraction of examples moved by trees of the last half):")
     for title, nums in over.items():
-        print(f"  {title}: MART {nums['MART']['share_of_last_half']:.3f}, "
-              f"DART {nums['DART']['share_of_last_half']:.3f}")
+        print(f"  {title}: " + ", ".join(
+            f"{m} {v['share_of_last_half']:.3f} / {v['frac_changed_last_half']:.3f}"
+            for m, v in nums.items()))
+    env = {"python": platform.python_version(), "cpus": os.cpu_count(),
+           "loadavg_1min_start": load_start, "loadavg_1min_end": os.getloadavg()[0],
+           "wall_s": time.perf_counter() - t_start}
+    if previous is not None:
+        env = dict(previous["environment"], resummarised_wall_s=env["wall_s"])
     out = {
         "benchmark": "dart_vs_mart",
         "settings": {"n_estimators": args.n_estimators, "seeds": args.seeds,
@@ -317,13 +364,11 @@ def main(argv=None):
                               "normalize_type": "tree"},
                      "mart_tuned_etas": MART_ETAS, "dart_tuned_drop_rates": DART_DROP_RATES,
                      "split": "60/20/20 train/val/test, new split per seed",
-                     "leaves": "31 leaves / min 20 rows (8 / 5 on sets < 2000 train rows)"},
+                     "leaves": "31 leaves / min 20 rows (8 / 5 on sets < 2000 train rows)",
+                     "primary_metric": PRIMARY},
         "results": results,
         "overspecialisation": {"figure": fig_name, "numbers": over},
-        "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                        "loadavg_1min_start": load_start,
-                        "loadavg_1min_end": os.getloadavg()[0],
-                        "wall_s": time.perf_counter() - t_start},
+        "environment": env,
     }
     path = RESULTS / ("dart_vs_mart_quick.json" if args.quick else "dart_vs_mart.json")
     path.write_text(json.dumps(out, indent=2))

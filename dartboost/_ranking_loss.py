@@ -9,6 +9,7 @@ import numpy as np
 
 from ._cext import _lambdarank
 from ._common import threads_for
+from ._losses import BaseLoss
 
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)
 
@@ -183,7 +184,7 @@ class RankingTarget:
         return float(np.average(per_query, weights=self.query_weight))
 
 
-class LambdaRankLoss:
+class LambdaRankLoss(BaseLoss):
     """LambdaMART for NDCG in the engine's loss interface.
 
     ``loss`` returns ``-NDCG@eval_at``, so the boosting loop's scores
@@ -202,12 +203,14 @@ class LambdaRankLoss:
     n_threads : int
     """
 
+    # BaseLoss supplies the engine's defaults for any other loss attribute
     name = "lambdarank"
     refits_leaves = False
     is_multiclass = False
-    n_trees_per_iteration = 1
+    unit_hessians = False
 
     def __init__(self, eval_at=10, truncation_level=None, sigma=1.0, norm=True, n_threads=1):
+        super().__init__(1)
         self.eval_at = eval_at
         self.truncation_level = truncation_level
         self.sigma = sigma

@@ -126,7 +126,18 @@ def tree_contributions(estimator, X, *, threshold=None, relative_threshold=0.01,
                              threshold=float(threshold), raw_scale=raw_scale)
 
 
-def plot_tree_contributions(contributions, *, axes=None, title=None, log=True):
+def _moving_average(values, window):
+    """Centred moving average (shorter windows at the ends), so DART's
+    alternating small/large weights do not hide the trend."""
+    if window <= 1:
+        return values
+    kernel = np.ones(window)
+    num = np.convolve(values, kernel, mode="same")
+    den = np.convolve(np.ones_like(values), kernel, mode="same")
+    return num / den
+
+
+def plot_tree_contributions(contributions, *, axes=None, title=None, log=True, smooth=1):
     """Plot contribution against iteration index for one or several models.
 
     Parameters
@@ -140,6 +151,9 @@ def plot_tree_contributions(contributions, *, axes=None, title=None, log=True):
     log : bool, default=True
         Logarithmic y axis for the mean |contribution| panel (MART's decay
         spans orders of magnitude).
+    smooth : int, default=1
+        Width of a centred moving average drawn instead of the raw curves
+        (``1``: no smoothing).
 
     Returns
     -------
@@ -155,8 +169,9 @@ def plot_tree_contributions(contributions, *, axes=None, title=None, log=True):
         fig = axes[0].figure
     for name, c in contributions.items():
         it = np.arange(1, c.n_iter + 1)
-        axes[0].plot(it, c.mean_abs, label=name, lw=1.2)
-        axes[1].plot(it, c.frac_changed, label=f"{name} (|Δ| > {c.threshold:.3g})", lw=1.2)
+        axes[0].plot(it, _moving_average(c.mean_abs, smooth), label=name, lw=1.2)
+        axes[1].plot(it, _moving_average(c.frac_changed, smooth),
+                     label=f"{name} (|Δ| > {c.threshold:.3g})", lw=1.2)
     axes[0].set_xlabel("tree (iteration) index")
     axes[0].set_ylabel("mean |weighted tree output|")
     if log:

@@ -84,7 +84,10 @@ def test_plot(tmp_path):
     fig, axes = plot_tree_contributions({"MART": c, "again": c}, title="t")
     assert len(axes) == 2 and len(axes[0].lines) == 2 and len(axes[1].lines) == 2
     fig.savefig(tmp_path / "f.png")
-    fig2, _ = plot_tree_contributions(c, log=False)
+    fig2, ax2 = plot_tree_contributions(c, log=False, smooth=3)
+    smoothed = ax2[0].lines[0].get_ydata()
+    assert smoothed[3] == pytest.approx(c.mean_abs[2:5].mean())
+    assert smoothed[0] == pytest.approx(c.mean_abs[:2].mean())
     assert (tmp_path / "f.png").stat().st_size > 1000
     import matplotlib.pyplot as plt
     plt.close(fig)
