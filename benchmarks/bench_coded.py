@@ -5,6 +5,7 @@ Runs, for k in {2, 3, 4} (r = 1):
 (a) ParM with an MLP base and an MLP parity model of the same architecture
     (scikit-learn MLPs; the parity trained longer on standardised targets),
     encoders "image"/"concat" (digits) or "concat"/"sum" (tabular);
+(a'') the same with r = 2 at k = 4, one and two slots lost;
 (b) a DART base (dartboost) with a DART parity model at the same tree budget
     (concat encoder), plus a parity-budget sweep at k = 2;
 (c) learned codes (torch encoder/decoder, the MLP base run on the parity);
@@ -135,6 +136,17 @@ def run_parm_mlp(name, task, Xtr, Xte, ytr, yte, ks, quick, log):
             s.update(method="parm_mlp", encoder=enc, k=k, parity_fit_s=fit_s)
             rows.append(s)
             log(f"  ParM MLP  {enc:6s} k={k}: {fmt(s)}  (parity fit {fit_s:.1f}s)")
+    # r = 2: two parities (weighted codes, least-squares decoder), two slots lost
+    t0 = time.perf_counter()
+    cp = CodedPredictor(base, k=4, r=2, encoder="concat", parity_estimator=parity_mlp(quick),
+                        random_state=0).fit(Xtr)
+    fit_s = time.perf_counter() - t0
+    for n_lost in (1, 2):
+        s = summary(degraded_mode_report(cp, Xte, yte, n_lost=n_lost))
+        s.update(method="parm_mlp_r2", encoder="concat", k=4, r=2, n_lost=n_lost,
+                 parity_fit_s=fit_s)
+        rows.append(s)
+        log(f"  ParM MLP  concat k=4 r=2, {n_lost} lost: {fmt(s)}  (parity fit {fit_s:.1f}s)")
     return base, rows
 
 
@@ -307,7 +319,7 @@ def main():
     t_start = time.perf_counter()
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                            "torch": torch.__version__},
-               "settings": {"r": 1, "ks": ks, "quick": args.quick,
+               "settings": {"r": "1 unless a row says r=2", "ks": ks, "quick": args.quick,
                             "dart": dart_params(args.quick)},
                "datasets": {}}
     with threadpool_limits(1):

@@ -189,3 +189,16 @@ def test_sum_parity_of_combined_output_is_the_parity_itself(reg_data):
     rep = degraded_mode_report(pe, X, y, backup=backup, timing=False)
     assert rep["rmse_degraded"]["decoded"] == pytest.approx(rep["rmse_degraded"]["backup"])
     assert set(rep["rmse_degraded_worst"]) == {"decoded", "drop_member", "backup"}
+
+
+def test_report_two_losses_with_r2(reg_data):
+    X, y = reg_data
+    base = LinearRegression().fit(X, y)
+    cp = CodedPredictor(base, k=4, r=2, parity_estimator=LinearRegression()).fit(X)
+    rep = degraded_mode_report(cp, X, y, n_lost=2, timing=False)
+    assert rep["n_lost"] == 2 and rep["reconstruction_rmse"] < 1e-6
+    # three losses exceed r = 2: the default fallback is what gets measured
+    rep3 = degraded_mode_report(cp, X, y, n_lost=3, timing=False)
+    assert rep3["rmse_degraded"] == pytest.approx(rep3["default_rmse"], rel=0.2)
+    with pytest.raises(ValueError, match="n_lost"):
+        degraded_mode_report(cp, X, y, n_lost=5)

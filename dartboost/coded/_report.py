@@ -8,6 +8,7 @@ accuracy at unavailability fraction f, ``(1 - f) A_a + f A_d``, and the
 default-prediction baseline. Regression gets the RMSE counterparts.
 """
 
+import itertools
 import time
 
 import numpy as np
@@ -89,7 +90,7 @@ def _groups(X, y, k, rng):
 
 
 def degraded_mode_report(coded, X, y=None, *, fractions=(0.01, 0.05, 0.1, 0.2),
-                         backup=None, random_state=0, timing=True):
+                         n_lost=1, backup=None, random_state=0, timing=True):
     """Evaluate how well a code rebuilds unavailable predictions.
 
     Parameters
@@ -102,6 +103,11 @@ def degraded_mode_report(coded, X, y=None, *, fractions=(0.01, 0.05, 0.1, 0.2),
         Labels or targets; without them only reconstruction metrics are given.
     fractions : sequence of float, default=(0.01, 0.05, 0.1, 0.2)
         Unavailability fractions f for the overall accuracy.
+    n_lost : int, default=1
+        Coded predictors only: slots erased at once; every set of ``n_lost``
+        of the k slots is erased in turn and A_d / reconstruction are scored
+        on all erased slots. Above ``r`` this measures the
+        ``on_unrecoverable`` fallback (which must then be ``"default"``).
     backup : fitted estimator, default=None
         Parity ensembles only: a distilled backup of the whole ensemble
         (predicting its combined raw output) to compare against.
@@ -132,48 +138,62 @@ def degraded_mode_report(coded, X, y=None, *, fractions=(0.01, 0.05, 0.1, 0.2),
         raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)}.")
     rng = check_random_state(random_state)
     if isinstance(coded, ParityEnsemble):
+        if n_lost != 1:
+            raise ValueError("a ParityEnsemble report erases one member at a time (n_lost=1).")
         return _ensemble_report(coded, X, y, fractions, backup, timing)
     if backup is not None:
         raise ValueError("backup= is only used with a ParityEnsemble.")
-    return _coded_report(coded, X, y, fractions, rng, timing)
+    if not isinstance(n_lost, (int, np.integer)) or not 1 <= n_lost <= coded.k:
+        raise ValueError(f"n_lost must be an integer in [1, k={coded.k}], got {n_lost!r}.")
+    return _coded_report(coded, X, y, fractions, rng, timing, int(n_lost))
 
 
-def _coded_report(coded, X, y, fractions, rng, timing):
+def _coded_report(coded, X, y, fractions, rng, timing, n_lost=1):
     k, r, d = coded.k, coded.r, coded.n_outputs_
     X_group, y_group = _groups(X, y, k, rng)
     m = X_group.shape[1]
     base = raw_output(coded.base_estimator, X_group.reshape(k * m, -1)).reshape(k, m, d)
     P = coded.encode(X_group)
     parity = np.stack([coded.parity_predict(P, j) for j in range(r)])
-    decoded = np.empty_like(base)
-    for j in range(k):  # erase slot j, keep every other slot and all parities
+    # Erase every set of n_lost slots in turn (all other slots and all
+    # parities answer) and score the decoded outputs of the erased slots.
+    dec, ref, lab = [], [], []
+    for lost in itertools.combinations(range(k), n_lost):
         available = np.ones(k + r, dtype=bool)
-        available[j] = False
+        available[list(lost)] = False
         out, _ = coded.decode(base, parity, available)
-        decoded[j] = out[j]
+        for j in lost:
+            dec.append(out[j])
+            ref.append(base[j])
+            if y_group is not None:
+                lab.append(y_group[j])
+    decoded, ref = np.stack(dec), np.stack(ref)
     default = np.broadcast_to(coded.default_output_, base.shape)
     classification = is_classifier(coded.base_estimator)
-    rep = {"k": k, "r": r, "n_groups": int(m), "n_queries": int(k * m),
+    rep = {"k": k, "r": r, "n_lost": n_lost, "n_groups": int(m), "n_queries": int(k * m),
            "task": "classification" if classification else "regression"}
     pred_base = coded.outputs_to_prediction(base)
+    pred_ref = coded.outputs_to_prediction(ref)
     pred_dec = coded.outputs_to_prediction(decoded)
     pred_def = coded.outputs_to_prediction(default)
     if classification:
-        rep["reconstruction_accuracy"] = float(np.mean(pred_dec == pred_base))
+        rep["reconstruction_accuracy"] = float(np.mean(pred_dec == pred_ref))
         if y_group is not None:
+            y_lost = np.stack(lab)
             rep["A_a"] = float(np.mean(pred_base == y_group))
-            rep["A_d"] = float(np.mean(pred_dec == y_group))
+            rep["A_d"] = float(np.mean(pred_dec == y_lost))
             rep["default_accuracy"] = float(np.mean(pred_def == y_group))
             rep["overall"] = _overall(rep["A_a"], rep["A_d"], fractions, False)
     else:
-        err = ((decoded - base) ** 2).mean()
+        err = ((decoded - ref) ** 2).mean()
         var = base.reshape(-1, d).var(axis=0).mean()
-        rep["reconstruction_rmse"] = _rmse(decoded, base)
+        rep["reconstruction_rmse"] = _rmse(decoded, ref)
         rep["reconstruction_r2"] = float(1.0 - err / var) if var > 0 else float("nan")
         if y_group is not None:
             yg = np.asarray(y_group, dtype=float).reshape(pred_base.shape)
+            y_lost = np.asarray(np.stack(lab), dtype=float).reshape(pred_dec.shape)
             rep["rmse_available"] = _rmse(pred_base, yg)
-            rep["rmse_degraded"] = _rmse(pred_dec, yg)
+            rep["rmse_degraded"] = _rmse(pred_dec, y_lost)
             rep["default_rmse"] = _rmse(pred_def, yg)
             rep["overall_rmse"] = _overall(rep["rmse_available"], rep["rmse_degraded"],
                                            fractions, True)
