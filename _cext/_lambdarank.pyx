@@ -10,6 +10,11 @@ from libc.math cimport exp, fabs, log2
 
 from _common cimport Y_DTYPE_C, G_H_DTYPE_C
 
+# Rows in no informative pair (a query with one grade) have a zero hessian; a
+# leaf made only of such rows would divide 0 by 0. This floor makes its value
+# 0 instead and is far below any min_child_weight that matters.
+cdef Y_DTYPE_C HESSIAN_FLOOR = 1e-12
+
 
 cdef void _merge_sort_desc(const Y_DTYPE_C* score, Py_ssize_t* idx, Py_ssize_t* tmp,
                            Py_ssize_t m) noexcept nogil:
@@ -171,7 +176,7 @@ def lambdarank_gradients(const Y_DTYPE_C[::1] label, const Y_DTYPE_C[::1] gain,
                        &tmp_buf[start], &g_buf[start], &h_buf[start])
         for i in range(start, start + m):
             gradients[i] = <G_H_DTYPE_C>g_buf[i]
-            hessians[i] = <G_H_DTYPE_C>h_buf[i]
+            hessians[i] = <G_H_DTYPE_C>(h_buf[i] if h_buf[i] > HESSIAN_FLOOR else HESSIAN_FLOOR)
 
 
 def dcg_at_k(const Y_DTYPE_C[::1] gain, const Y_DTYPE_C[::1] raw, const Py_ssize_t[::1] offsets,

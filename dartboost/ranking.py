@@ -272,7 +272,14 @@ class DartRanker(BaseBoosting):
                              self.label_gain)
 
     def _encode_y(self, y, sample_weight):
-        return self._make_target(y, self._fit_query, sample_weight)
+        target = self._make_target(y, self._fit_query, sample_weight)
+        # a query whose documents all share one grade has no pair to order
+        lo = np.minimum.reduceat(target.labels, target.offsets[:-1])
+        hi = np.maximum.reduceat(target.labels, target.offsets[:-1])
+        if not np.any(hi > lo):
+            raise ValueError("No query has documents with different relevance grades: there "
+                             "is no pair to rank, so nothing to learn.")
+        return target
 
     def _make_loss(self):
         return LambdaRankLoss(self.eval_at, self.lambdarank_truncation_level, self.sigma,

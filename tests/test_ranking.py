@@ -275,3 +275,18 @@ def test_make_ranking_data_properties():
     np.testing.assert_allclose(frac, [0.5, 0.25, 0.15, 0.07, 0.03], atol=0.01)
     X2, y2, _ = make_ranking_data(300, random_state=0)
     np.testing.assert_array_equal(X, X2)
+
+
+def test_queries_without_pairs():
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 3))
+    qid = np.repeat(np.arange(10), 20)
+    with pytest.raises(ValueError, match="different relevance grades"):
+        DartRanker(n_estimators=2).fit(X, np.full(200, 2.0), qid=qid)
+    # one informative query among constant ones; no leaf limits at all, so a
+    # leaf may hold only rows without any pair (zero hessian)
+    y = np.zeros(200)
+    y[:20] = rng.integers(0, 3, 20)
+    ranker = DartRanker(n_estimators=5, min_samples_leaf=1, min_child_weight=0.0,
+                        random_state=0).fit(X, y, qid=qid)
+    assert np.all(np.isfinite(ranker.predict(X)))
