@@ -33,15 +33,15 @@ def test_dask_pool_exact_decoded_and_worker_kill():
     # The pool starts (and owns) a LocalCluster on 127.0.0.1 with one worker
     # process per slot; slot 0 is slow so some of its batches are decoded.
     pool = CodedPool(cp, backend="dask", n_workers=2, batch_size=1, group_timeout=0.005,
-                     faults={0: FaultSpec(service_time=0.1), 1: FaultSpec(service_time=0.005),
+                     faults={0: FaultSpec(service_time=0.05), 1: FaultSpec(service_time=0.005),
                              2: FaultSpec(service_time=0.005)}, hang_timeout=20.0)
     try:
         pids_before = pool.worker_pids()
         futs = []
-        for i in range(120):
+        for i in range(60):
             futs.append(pool.submit(X[i][None, :]))
             time.sleep(0.005)
-            if i == 60:
+            if i == 30:
                 assert pool.kill_worker(1)  # the nanny restarts it under a new address
         errors = [f.exception(timeout=120) for f in futs]
         res = [f.result() for f in futs]
@@ -54,7 +54,7 @@ def test_dask_pool_exact_decoded_and_worker_kill():
     assert all(e is None for e in errors)
     vals = np.concatenate([r.values for r in res])
     approx = np.concatenate([r.approximate for r in res])
-    np.testing.assert_array_equal(vals, base.predict(X[:120]))
+    np.testing.assert_array_equal(vals, base.predict(X[:60]))
     assert st["rows_reconstructed"] == approx.sum() > 0
     assert st["worker_restarts"] >= 1 and pids_after[1] != pids_before[1]
     # Closing the pool closes the cluster it started: no worker is left.
