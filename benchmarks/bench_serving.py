@@ -191,7 +191,7 @@ def bench(args):
             "batch_size": args.batch_size, "max_batch_delay_ms": args.batch_delay_ms,
             "group_timeout_ms": args.group_timeout_ms,
             "service_ms": args.service_ms, "per_row_ms": args.per_row_ms,
-            "backup_service_ms": f"service_ms / (2k)",
+            "backup_service_ms": "service_ms / (2k)",
             "slowdown": slow, "seed": args.seed,
             "model": {"type": "DartClassifier", "n_estimators": base.n_estimators,
                       "n_features": Xtr.shape[1], "n_train": len(Xtr),

@@ -9,7 +9,6 @@ import sys
 import time
 
 import joblib
-import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LinearRegression, LogisticRegression

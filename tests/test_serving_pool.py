@@ -241,3 +241,43 @@ def test_regression_multirow_partial_groups():
                                    atol=1e-6)
     np.testing.assert_allclose(lone.values, base.predict(X[200:202]), rtol=1e-6, atol=1e-6)
     assert st["rows_reconstructed"] > 0 and st["groups_partial"] > 0, st
+
+
+_ORPHAN_SCRIPT = """
+import sys, time, joblib
+from dartboost.serving import CodedPool, FaultSpec
+if __name__ == "__main__":
+    model = joblib.load(sys.argv[1])
+    # A worker stuck in a task must not survive its pool either.
+    pool = CodedPool(model, mode="none", n_workers=2, backend=sys.argv[2],
+                     faults={0: FaultSpec(hang_after=1)})
+    pool.submit([[0.0] * 8])
+    print(" ".join(str(p) for p in pool.worker_pids().values()), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_workers_exit_when_pool_process_is_killed(clf_data, tmp_path, backend="process"):
+    # loky workers run the same parent watch (installed by their initializer).
+    import subprocess
+    import sys
+
+    import joblib
+
+    import dartboost
+
+    _, base = clf_data
+    joblib.dump(base, tmp_path / "m.joblib")
+    (tmp_path / "s.py").write_text(_ORPHAN_SCRIPT)
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(dartboost.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "s.py"), str(tmp_path / "m.joblib"),
+                             backend], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up code runs in the pool's process
+        proc.wait()
+    assert _wait_dead(pids, timeout=15) == []

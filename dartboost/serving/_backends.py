@@ -100,7 +100,7 @@ class LokyBackend:
         return ProcessPoolExecutor(
             max_workers=1,
             initializer=_worker.init_worker,
-            initargs=(self.payload, slot, spec, self.pool_name, self.threads),
+            initargs=(self.payload, slot, spec, self.pool_name, self.threads, os.getpid()),
             context=self._context,
         )
 

@@ -18,7 +18,7 @@ from ._faults import WorkerFaults
 _STATE = {}
 
 
-def init_worker(payload, slot=None, spec=None, name="default", threads=None):
+def init_worker(payload, slot=None, spec=None, name="default", threads=None, parent_pid=None):
     """Install a pool's models (and, on loky, this worker's faults) in this process.
 
     Parameters
@@ -35,7 +35,11 @@ def init_worker(payload, slot=None, spec=None, name="default", threads=None):
     threads : int or None
         Cap OpenMP/BLAS threads in this process (one process per instance
         already uses the cores; more threads would oversubscribe them).
+    parent_pid : int or None
+        Exit when this process (the pool's) is gone, even mid-task.
     """
+    if parent_pid is not None:
+        _watch_parent(parent_pid)
     if threads is not None:
         # Runtime cap (the libraries are already loaded, so environment
         # variables would come too late in a forked worker).
