@@ -364,6 +364,7 @@ class CodedPool:
         self._median = None
         self._n_lat = 0
         self._closed = False
+        self._submit_lock = threading.Lock()
         self._stop = threading.Event()
 
         try:
@@ -412,12 +413,15 @@ class CodedPool:
         :class:`PoolClosedError` after :meth:`close`. The future ends with a
         result or with a :class:`QueryError`, never silently.
         """
-        if self._closed:
-            raise PoolClosedError("the pool is closed")
         X = self._check_X(X)
         req = _Request(X, time.perf_counter())
+        # Checked and queued under the lock close() takes to set _closed, so
+        # no request can slip in after close() has drained the event queue.
+        with self._submit_lock:
+            if self._closed:
+                raise PoolClosedError("the pool is closed")
+            self._events.put(("submit", req))
         self.metrics.add("requests")
-        self._events.put(("submit", req))
         return req.future
 
     def predict(self, X, return_result=False):
@@ -463,9 +467,10 @@ class CodedPool:
 
     def close(self, timeout=10.0):
         """Fail unanswered requests with :class:`PoolClosedError`, stop all workers."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._submit_lock:
+            if self._closed:
+                return
+            self._closed = True
         self._events.put(("stop",))
         self._thread.join(timeout)
         # A submit that raced with close() is answered too, never dropped.
