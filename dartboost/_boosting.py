@@ -207,6 +207,8 @@ class BaseBoosting(BaseEstimator, ABC):
                 if keeper is not None:
                     keeper.register_tree(nodes)
                     keeper.add_contribution(tree_idx, w, keeper.raw[tree_idx % K])
+                    if self.boosting != "dart":
+                        keeper.forget_leaf_ids(tree_idx)
 
         self._run_iterations(loss, X_binned, y_train, sw_train, train, valid, y_val, sw_val,
                              n_threads)
@@ -369,6 +371,8 @@ class BaseBoosting(BaseEstimator, ABC):
                 for k, (nodes, leaf_ids) in enumerate(new_trees):
                     keeper.register_tree(nodes, leaf_ids if keeper is train else None)
                     keeper.add_contribution(t * K + k, new_weight, keeper.raw[k])
+                    if policy is None:  # MART never drops: no need to keep leaf ids
+                        keeper.forget_leaf_ids(t * K + k)
             self.n_iter_ = t + 1
             self._predictor_cache = None
             logs = {}

@@ -91,6 +91,12 @@ class ScoreKeeper:
             _predictor.add_tree_binned(self.nodes[tree_idx], self.X_binned,
                                        self.missing_values_bin_idx, factor, self.n_threads, out)
 
+    def forget_leaf_ids(self, tree_idx):
+        """Drop a tree's cached leaf ids (MART never needs them again)."""
+        if self.leaf_ids[tree_idx] is not None:
+            self.budget.remaining += self.leaf_ids[tree_idx].nbytes
+            self.leaf_ids[tree_idx] = None
+
     def truncate(self, n_trees):
         del self.leaf_ids[n_trees:]
         del self.leaf_values[n_trees:]
