@@ -7,7 +7,6 @@ Trees and weights are kept apart (weights per iteration, with a log of every
 rescaling) so the model at any past iteration can be rebuilt exactly.
 """
 import numbers
-import time
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -22,7 +21,7 @@ from ._cext import _predictor
 from ._common import MAX_BINS, NODE_DTYPE, X_DTYPE, effective_n_threads, threads_for
 from ._dart import DartPolicy, WeightLog
 from ._grower import GrowerBuffers, TreeGrower
-from ._scores import CacheBudget, ScoreKeeper, leaf_layout
+from ._scores import CacheBudget, ScoreKeeper
 from . import _scores
 from .callbacks import ProgressBar
 

@@ -1,6 +1,5 @@
 """CodedPool on a Dask cluster (a LocalCluster of single-threaded worker processes)."""
 
-import os
 import time
 
 import numpy as np
@@ -12,18 +11,7 @@ pytest.importorskip("distributed")
 
 from dartboost.coded import CodedPredictor  # noqa: E402
 from dartboost.serving import CodedPool, FaultSpec  # noqa: E402
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+from process_utils import alive
 
 
 def test_dask_pool_exact_decoded_and_worker_kill():
@@ -60,6 +48,6 @@ def test_dask_pool_exact_decoded_and_worker_kill():
     # Closing the pool closes the cluster it started: no worker is left.
     pids = set(pids_before.values()) | set(pids_after.values())
     deadline = time.monotonic() + 30
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)

@@ -16,18 +16,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 import dartboost
 from dartboost.coded import CodedPredictor
 from dartboost.serving import CodedPool, FaultSpec, make_server
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+from process_utils import alive
 
 
 def _request(port, method, path, body=None, headers=None):
@@ -107,9 +96,9 @@ def test_http_predict_errors_health_metrics(model):
         server.stop()
     assert pool._closed
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
 
 
 def test_cli_serve_subprocess(model, tmp_path):
@@ -139,7 +128,7 @@ def test_cli_serve_subprocess(model, tmp_path):
         status, health = _request(port, "GET", "/health")
         assert status == 200 and health["mode"] == "coded"
         pids = health["worker_pids"]
-        assert len(pids) == 3 and all(_alive(p) for p in pids)
+        assert len(pids) == 3 and all(alive(p) for p in pids)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert "stopped" in proc.stdout.read()
@@ -149,6 +138,6 @@ def test_cli_serve_subprocess(model, tmp_path):
             proc.wait()
     # The server shut its pool down: no worker outlives it.
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)

@@ -22,25 +22,14 @@ from dartboost.serving import (
     make_backup_model,
     pool_for_mode,
 )
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+from process_utils import alive
 
 
 def _wait_dead(pids, timeout=10.0):
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +142,7 @@ def test_timeout_close_and_no_orphans(clf_data):
     pool = CodedPool(base, mode="none", n_workers=1, faults=FaultSpec(hang_after=1),
                      hang_timeout=60.0, request_timeout=1.0)
     pids = list(pool.worker_pids().values())
-    assert all(_alive(p) for p in pids)
+    assert all(alive(p) for p in pids)
     fut = pool.submit(X[:3])
     with pytest.raises(QueryTimeout):
         fut.result(timeout=30)
@@ -276,7 +265,7 @@ def test_workers_exit_when_pool_process_is_killed(clf_data, tmp_path, backend="p
                              backend], stdout=subprocess.PIPE, text=True, env=env)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        assert len(pids) == 2 and all(alive(p) for p in pids)
     finally:
         proc.kill()  # SIGKILL: no clean-up code runs in the pool's process
         proc.wait()
