@@ -225,7 +225,7 @@ def _coded_cost(coded, X_group, P, timing):
 
 
 def _ensemble_report(pe, X, y, fractions, backup, timing):
-    k, r, d = pe.k, pe.r, pe.n_outputs_
+    k, r = pe.k, pe.r
     outs = pe.member_outputs(X)  # (k, n, d)
     parity = np.stack([pe.parity_predict(X, j) for j in range(r)])
     full = pe.combine_outputs(outs)
