@@ -1,4 +1,4 @@
-"""Shared test configuration: GPU tests skip without CUDA."""
+"""Shared test configuration: GPU tests skip without CUDA; shared fixtures."""
 import pytest
 
 
@@ -17,3 +17,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """One BLAS thread: small matrices only add contention on a 2-core runner."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        yield

@@ -4,7 +4,6 @@ import itertools
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import NotFittedError
@@ -22,14 +21,8 @@ from dartboost.coded import (
 )
 from dartboost.coded._codes import check_encoder
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    # Small matrices: BLAS threads only add contention on a shared 2-core runner.
-    with threadpool_limits(1):
-        yield
+pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+              pytest.mark.usefixtures("one_blas_thread")]
 
 
 def test_raw_output_regressor_is_2d():
