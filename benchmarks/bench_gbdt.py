@@ -230,15 +230,22 @@ def main():
     print_table(results)
 
 
+def ratios_to_lightgbm(libs, lib):
+    """``(fit, predict)`` time ratios of ``lib`` to LightGBM dart (for DART
+    models) or gbdt (for the others) in the same workload, as strings."""
+    r = libs[lib]
+    ref = libs.get("lightgbm_dart" if lib.endswith("dart") else "lightgbm_gbdt")
+    if not ref:
+        return "-", "-"
+    return (f"{r['fit_s'] / ref['fit_s']:.2f}", f"{r['predict_20k_s'] / ref['predict_20k_s']:.2f}")
+
+
 def print_table(results):
     print(f"\n{'workload':<22} {'library':<16} {'fit s':>8} {'x LGBM':>7} {'pred s':>7} "
           f"{'x LGBM':>7} {'metric':>9} {'peak MB':>8} {'+fit MB':>8}")
     for w, libs in results["runs"].items():
         for lib, r in libs.items():
-            ref_lib = "lightgbm_dart" if lib.endswith("dart") else "lightgbm_gbdt"
-            ref = libs.get(ref_lib)
-            fr = f"{r['fit_s'] / ref['fit_s']:.2f}" if ref else "-"
-            pr = f"{r['predict_20k_s'] / ref['predict_20k_s']:.2f}" if ref else "-"
+            fr, pr = ratios_to_lightgbm(libs, lib)
             print(f"{w:<22} {lib:<16} {r['fit_s']:8.2f} {fr:>7} {r['predict_20k_s']:7.3f} "
                   f"{pr:>7} {r['value']:9.4f} {r['peak_mb']:8.0f} "
                   f"{r.get('fit_extra_mb', float('nan')):8.0f}")

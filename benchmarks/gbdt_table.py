@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+from bench_gbdt import ratios_to_lightgbm
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = {"dartboost_mart": "dartboost MART", "dartboost_dart": "dartboost DART",
          "lightgbm_gbdt": "LightGBM gbdt", "lightgbm_dart": "LightGBM dart",
@@ -18,9 +20,7 @@ def main(path=os.path.join(HERE, "results", "gbdt.json")):
     print("|---|---|---|---|---|---|---|---|")
     for w, libs in res["runs"].items():
         for lib, r in libs.items():
-            ref = libs.get("lightgbm_dart" if lib.endswith("dart") else "lightgbm_gbdt")
-            fr = f"{r['fit_s'] / ref['fit_s']:.2f}" if ref else "–"
-            pr = f"{r['predict_20k_s'] / ref['predict_20k_s']:.2f}" if ref else "–"
+            fr, pr = ratios_to_lightgbm(libs, lib)
             print(f"| {w} | {NAMES.get(lib, lib)} | {r['fit_s']:.2f} | {fr} | "
                   f"{r['predict_20k_s']:.3f} | {pr} | {r['metric']} {r['value']:.4f} | "
                   f"{r.get('fit_extra_mb', float('nan')):.0f} |")

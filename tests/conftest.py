@@ -25,3 +25,13 @@ def one_blas_thread():
     from threadpoolctl import threadpool_limits
     with threadpool_limits(1):
         yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for tiny GEMMs (oversubscription on shared runners)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,13 +23,7 @@ needs_triton = pytest.mark.skipif(not triton_available(), reason="triton not ins
 HALF = [torch.float16, torch.bfloat16]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny GEMMs: one thread avoids oversubscription on shared CI runners.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _linear(k, n, dtype, bias=True, seed=0):

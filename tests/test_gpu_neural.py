@@ -20,12 +20,7 @@ FAST = dict(hidden_layer_sizes=(16,), max_iter=30, learning_rate_init=0.01,
             n_iter_no_change=5, device="cpu", random_state=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # No expected failures: every applicable check passes (pandas/array-API checks are

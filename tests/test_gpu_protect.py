@@ -18,12 +18,7 @@ SCHEMES = ["global", "tile"]
 BACKENDS = ["torch"] + (["triton"] if triton_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _net(seed=0):
