@@ -13,9 +13,13 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-from .estimators import DartClassifier, DartRegressor  # noqa: E402
-from .ranking import DartRanker
+from ._build_check import check_built as _check_built  # noqa: E402
 
-__version__ = "0.1.0"
+_check_built()
+
+from .estimators import DartClassifier, DartRegressor  # noqa: E402
+from .ranking import DartRanker  # noqa: E402
+
+__version__ = _check_built.version()
 
 __all__ = ["DartClassifier", "DartRanker", "DartRegressor", "__version__"]
