@@ -19,8 +19,11 @@ def _in_source_tree():
 
 def check_built():
     """Raise an ``ImportError`` that says what to do if the kernels are missing."""
-    if util.find_spec("dartboost._cext._predictor") is not None:
-        return
+    try:
+        if util.find_spec("dartboost._cext._predictor") is not None:
+            return
+    except ModuleNotFoundError:  # no dartboost._cext package at all
+        pass
     if _in_source_tree():
         raise ImportError(
             f"dartboost is being imported from its source tree ({_PACKAGE_DIR.parent}), "
