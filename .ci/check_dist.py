@@ -1,7 +1,7 @@
 """Check the release artifacts: the sdist holds exactly the git-tracked sources
 (no generated C), the wheel holds the compiled kernels and no sources to build.
 
-Usage: python .ci/check_dist.py DIST_DIR
+Usage: python .ci/check_dist.py DIST_DIR [WHEELHOUSE]  (the repaired wheel, if given)
 """
 import subprocess
 import sys
@@ -10,10 +10,10 @@ import zipfile
 from pathlib import Path
 
 
-def main(dist):
+def main(dist, wheelhouse=None):
     dist = Path(dist)
     (sdist,) = dist.glob("*.tar.gz")
-    (wheel,) = dist.glob("*.whl")
+    (wheel,) = Path(wheelhouse or dist).glob("*.whl")
     with tarfile.open(sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     tracked = set(subprocess.run(["git", "ls-files"], capture_output=True, text=True,
@@ -39,6 +39,8 @@ def main(dist):
     if top - {"dartboost", "dartboost.libs", wheel.name.split("-")[0] + "-" +
               wheel.name.split("-")[1] + ".dist-info"}:
         problems.append(f"wheel installs unexpected top-level names: {sorted(top)}")
+    if wheelhouse and not any(n.startswith("dartboost.libs/") and "gomp" in n for n in wnames):
+        problems.append("repaired wheel does not vendor libgomp")
     if problems:
         sys.exit("release check failed:\n  " + "\n  ".join(problems))
     print(f"release check ok: {sdist.name} ({len(files)} files), {wheel.name} "
@@ -46,4 +48,4 @@ def main(dist):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])
