@@ -15,7 +15,8 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
 
 from .estimators import DartClassifier, DartRegressor  # noqa: E402
 from .ranking import DartRanker
+from ._model_format import FormatError
 
 __version__ = "0.1.0"
 
-__all__ = ["DartClassifier", "DartRanker", "DartRegressor", "__version__"]
+__all__ = ["DartClassifier", "DartRanker", "DartRegressor", "FormatError", "__version__"]

@@ -9,6 +9,7 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from ._boosting import BaseBoosting
 from ._losses import REGRESSION_LOSSES, make_classification_loss, make_regression_loss
+from ._model_format import FormatError, check_bool, check_classes, register_model_class
 
 _SHARED_DOC = """
     boosting : {"dart", "mart"}, default="dart"
@@ -91,6 +92,7 @@ def _shared_init_params(locals_):
         "callbacks", "random_state", "n_jobs", "verbose")}
 
 
+@register_model_class
 class DartRegressor(RegressorMixin, BaseBoosting):
     __doc__ = """Histogram gradient-boosted regression trees with DART (or MART).
 
@@ -169,8 +171,14 @@ default="squared_error"
         return {"n_outputs": int(self._n_outputs), "y_was_1d": bool(self._y_1d)}
 
     def _load_extra_state(self, header, arrays):
-        self._n_outputs = header["n_outputs"]
-        self._y_1d = header["y_was_1d"]
+        K = header["n_trees_per_iteration"]
+        if header.get("n_outputs") != K:
+            raise FormatError(f"n_outputs: {header.get('n_outputs')!r} must equal "
+                              f"n_trees_per_iteration ({K}), one tree per output")
+        self._n_outputs = K
+        self._y_1d = check_bool(header, "y_was_1d")
+        if self._y_1d and K != 1:
+            raise FormatError(f"y_was_1d: a model with {K} outputs was not fitted on a 1-D y")
 
     def _format(self, raw):
         pred = self._make_loss().predict(raw)
@@ -192,6 +200,7 @@ default="squared_error"
         return tags
 
 
+@register_model_class
 class DartClassifier(ClassifierMixin, BaseBoosting):
     __doc__ = """Histogram gradient-boosted classification trees with DART (or MART).
 
@@ -267,7 +276,11 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
         return {"classes": classes.tolist(), "classes_dtype": classes.dtype.str}
 
     def _load_extra_state(self, header, arrays):
-        self.classes_ = np.asarray(header["classes"], dtype=np.dtype(header["classes_dtype"]))
+        K = header["n_trees_per_iteration"]
+        if K == 2:
+            raise FormatError("n_trees_per_iteration: a classifier has 1 tree per iteration "
+                              "(binary) or one per class (3 or more), never 2")
+        self.classes_ = check_classes(header, 2 if K == 1 else K)
 
     def decision_function(self, X):
         """Raw margins: ``(n,)`` for binary, ``(n, n_classes)`` for multiclass."""

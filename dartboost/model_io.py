@@ -9,9 +9,8 @@ import numpy as np
 from ._binning import BinMapper
 from ._common import NODE_DTYPE, effective_n_threads
 from ._dart import WeightLog
-
-FORMAT_NAME = "dartboost-model"
-FORMAT_VERSION = 1
+from ._model_format import (FORMAT_NAME, FORMAT_VERSION, FormatError, check_params,
+                            model_class, validate_state)
 
 # params that are not plain data and are not stored
 _UNSTORED_PARAMS = ("callbacks",)
@@ -22,17 +21,6 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _estimator_classes():
-    from .estimators import DartClassifier, DartRegressor
-    classes = {"DartRegressor": DartRegressor, "DartClassifier": DartClassifier}
-    try:
-        from .ranking import DartRanker
-        classes["DartRanker"] = DartRanker
-    except ImportError:  # pragma: no cover - ranking not built yet
-        pass
-    return classes
 
 
 def get_state(est):
@@ -78,51 +66,17 @@ def get_state(est):
     return header, arrays
 
 
-def _check_header(header, arrays):
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise ValueError("Not a dartboost model state (missing or wrong 'format' field).")
-    version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"Unsupported dartboost model format_version {version!r}; this "
-                         f"version of dartboost reads format_version {FORMAT_VERSION}.")
-    required = ("nodes", "tree_offsets", "tree_weights", "baseline", "bin_thresholds",
-                "bin_offsets", "log_new_weight", "log_scale", "log_dropped", "log_offsets")
-    missing = [name for name in required if name not in arrays]
-    if missing:
-        raise ValueError(f"Model state is missing arrays: {missing}.")
-    nodes = arrays["nodes"]
-    if nodes.dtype != NODE_DTYPE:
-        raise ValueError("Model state 'nodes' array has an unexpected dtype.")
-    offsets = np.asarray(arrays["tree_offsets"])
-    K = header["n_trees_per_iteration"]
-    n_iter = header["n_iter"]
-    if (offsets.ndim != 1 or offsets.size != n_iter * K + 1 or offsets[0] != 0
-            or offsets[-1] != nodes.shape[0] or np.any(np.diff(offsets) <= 0)):
-        raise ValueError("Model state 'tree_offsets' is inconsistent with the nodes.")
-    if arrays["tree_weights"].shape != (n_iter,) or arrays["log_new_weight"].shape != (n_iter,):
-        raise ValueError("Model state weights are inconsistent with n_iter.")
-    n_features = header["n_features_in"]
-    for start, stop in zip(offsets[:-1], offsets[1:]):
-        tree = nodes[start:stop]
-        inner = tree["is_leaf"] == 0
-        n = stop - start
-        if (np.any(tree["left"][inner] >= n) or np.any(tree["right"][inner] >= n)
-                or np.any(tree["feature_idx"][inner] >= n_features)
-                or np.any(tree["feature_idx"][inner] < 0)):
-            raise ValueError("Model state contains a corrupt tree (child or feature index "
-                             "out of range).")
-        # children must come after their parent, so traversal always terminates
-        idx = np.flatnonzero(inner)
-        if np.any(tree["left"][inner] <= idx) or np.any(tree["right"][inner] <= idx):
-            raise ValueError("Model state contains a corrupt tree (cycle in node links).")
-
-
 def set_state(est, header, arrays):
     """Load ``(header, arrays)`` into ``est`` (same class as in the header)."""
-    _check_header(header, arrays)
-    if header["class"] != type(est).__name__:
-        raise ValueError(f"State is of a {header['class']}, not a {type(est).__name__}.")
-    est.set_params(**header["params"])
+    validate_state(header, arrays)
+    if model_class(header.get("class")) is not type(est):
+        raise FormatError(f"class: state is of a {header['class']}, not a "
+                          f"{type(est).__name__}.")
+    est.set_params(**check_params(type(est), header.get("params")))
+    try:
+        est._validate_params()
+    except ValueError as exc:
+        raise FormatError(f"params: {exc}") from None
     nodes = np.asarray(arrays["nodes"])
     offsets = np.asarray(arrays["tree_offsets"], dtype=np.int64)
     est._trees = [nodes[a:b].copy() for a, b in zip(offsets[:-1], offsets[1:])]
@@ -145,14 +99,26 @@ def set_state(est, header, arrays):
     est.validation_score_ = list(header["validation_score"])
     est.best_iteration_ = header["best_iteration"]
     est._load_extra_state(header, arrays)
+    try:
+        loss = est._make_loss()
+    except ValueError as exc:
+        raise FormatError(f"params: {exc}") from None
+    if loss.n_trees_per_iteration != est.n_trees_per_iteration_:
+        raise FormatError(f"n_trees_per_iteration: {est.n_trees_per_iteration_} does not "
+                          f"match the model's loss ({loss.n_trees_per_iteration})")
     est._predictor_cache = est._build_predictor_arrays()
     return est
 
 
-def estimator_from_state(header, arrays):
-    """A new estimator rebuilt from ``(header, arrays)``."""
-    classes = _estimator_classes()
-    name = header.get("class") if isinstance(header, dict) else None
-    if name not in classes:
-        raise ValueError(f"Unknown dartboost estimator class {name!r} in model state.")
-    return set_state(classes[name](), header, arrays)
+def estimator_from_state(header, arrays, class_name=None):
+    """A new estimator rebuilt from ``(header, arrays)``.
+
+    ``class_name``, if given (the store records the qualified class beside the
+    state), must name the same registered class as the state.
+    """
+    validate_state(header, arrays)
+    cls = model_class(header.get("class"))
+    if class_name is not None and model_class(class_name) is not cls:
+        raise FormatError(f"class: {class_name!r} disagrees with the state's "
+                          f"{header.get('class')!r}")
+    return set_state(cls(), header, arrays)

@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._boosting import BaseBoosting
 from ._common import effective_n_threads
 from ._ranking_loss import LambdaRankLoss, RankingTarget, query_offsets
+from ._model_format import FormatError, register_model_class
 from .estimators import _SHARED_DOC, _shared_init_params
 
 __all__ = ["DartRanker", "ndcg_score", "make_ranking_data"]
@@ -138,6 +139,7 @@ def make_ranking_data(n_queries=2000, *, min_docs=10, max_docs=100, n_features=3
     return np.hstack([x, z]), y, qid
 
 
+@register_model_class
 class DartRanker(BaseBoosting):
     __doc__ = """LambdaMART ranking trees with DART (or MART, ``boosting="mart"``).
 
@@ -329,7 +331,10 @@ class DartRanker(BaseBoosting):
 
     def _load_extra_state(self, header, arrays):
         if header.get("objective", "lambdarank") != "lambdarank":
-            raise ValueError(f"Unsupported ranking objective {header['objective']!r}.")
+            raise FormatError(f"objective: unsupported ranking objective "
+                              f"{header['objective']!r}")
+        if header["n_trees_per_iteration"] != 1:
+            raise FormatError("n_trees_per_iteration: a ranker has one tree per iteration")
 
     # -------------------------------------------------------------- predict
     def predict(self, X):

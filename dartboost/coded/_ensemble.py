@@ -117,6 +117,11 @@ class TreeRangeShard(BaseEstimator):
         keep = np.zeros(len(w), dtype=bool)
         keep[self.start:self.stop_] = True
         arrays["tree_weights"] = np.where(keep, w, 0.0)
+        # a log that replays to exactly these weights (no drops)
+        arrays["log_new_weight"] = arrays["tree_weights"]
+        arrays["log_scale"] = np.ones(len(w))
+        arrays["log_dropped"] = np.zeros(0, dtype=np.int64)
+        arrays["log_offsets"] = np.zeros(len(w) + 1, dtype=np.int64)
         if not self.include_baseline:
             arrays["baseline"] = np.zeros_like(np.asarray(arrays["baseline"], dtype=np.float64))
         return estimator_from_state(self._header, arrays)
