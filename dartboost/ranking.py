@@ -14,7 +14,7 @@ Relevance labels are graded (``0`` = irrelevant, higher = better) with gain
 import numbers
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from ._compat import Interval, StrOptions
 
 from ._boosting import BaseBoosting
 from ._common import effective_n_threads
@@ -325,11 +325,11 @@ class DartRanker(BaseBoosting):
         # the eval target is built in _validation_data, where the weights are known
         return y
 
-    def _extra_state(self, arrays):
+    def _extra_state(self):
         # Everything a ranker needs beyond the shared state is in its params.
         return {"objective": "lambdarank"}
 
-    def _load_extra_state(self, header, arrays):
+    def _load_extra_state(self, header):
         if header.get("objective", "lambdarank") != "lambdarank":
             raise FormatError(f"objective: unsupported ranking objective "
                               f"{header['objective']!r}")
@@ -337,10 +337,11 @@ class DartRanker(BaseBoosting):
             raise FormatError("n_trees_per_iteration: a ranker has one tree per iteration")
 
     # -------------------------------------------------------------- predict
-    def predict(self, X):
+    def predict(self, X, iteration_range=None):
         """Relevance scores, shape ``(n_samples,)``; rank a query's documents
-        by decreasing score."""
-        return self._raw_predict(X)[0]
+        by decreasing score (``iteration_range`` as in
+        :meth:`DartRegressor.predict`)."""
+        return self._raw_predict(X, iteration_range)[0]
 
     def staged_predict(self, X):
         """Yield scores after each iteration, with the weights the model had
