@@ -19,7 +19,8 @@ _check_built()
 
 from .estimators import DartClassifier, DartRegressor  # noqa: E402
 from .ranking import DartRanker  # noqa: E402
+from ._model_format import FormatError  # noqa: E402
 
 __version__ = _check_built.version()
 
-__all__ = ["DartClassifier", "DartRanker", "DartRegressor", "__version__"]
+__all__ = ["DartClassifier", "DartRanker", "DartRegressor", "FormatError", "__version__"]

@@ -1,29 +1,38 @@
 """The boosting loop shared by every dartboost estimator.
 
-``BaseBoosting.fit`` orchestrates: validate, bin, then per iteration ask the
-DART policy what to drop, compute gradients at the scores without the dropped
-trees, grow one tree per output, renormalise and update the cached scores.
-Trees and weights are kept apart (weights per iteration, with a log of every
-rescaling) so the model at any past iteration can be rebuilt exactly.
+``BaseBoosting.fit`` orchestrates: validate, bin, then per iteration let the
+boosting scheme (:class:`~dartboost._mart.MartScheme` or
+:class:`~dartboost._dart.DartScheme`) take trees out of the scores, compute
+gradients, grow one tree per output, and let the scheme put the trees back
+with their new weights. The fitted model is a
+:class:`~dartboost._booster.Booster` (``booster_``); the estimator adds the
+scikit-learn conventions (validation, labels, output formatting).
 """
 import numbers
 from abc import ABC, abstractmethod
 
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context
+from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, validate_data)
+from sklearn.utils.validation import check_is_fitted
 
 from ._binning import BinMapper
+from ._booster import Booster
 from ._cext import _predictor
-from ._common import MAX_BINS, NODE_DTYPE, X_DTYPE, effective_n_threads, threads_for
-from ._dart import DartPolicy, WeightLog
+from ._common import MAX_BINS, X_DTYPE, effective_n_threads
+from ._compat import Interval, StrOptions, _check_sample_weight, _fit_context, validate_data
+from ._dart import DartPolicy, DartScheme
 from ._grower import GrowerBuffers, TreeGrower
+from ._mart import MartScheme
+from ._model_format import (FORMAT_NAME, FORMAT_VERSION, FormatError, check_params,
+                            model_class, validate_state)
 from ._scores import CacheBudget, ScoreKeeper
 from . import _scores
 from .callbacks import ProgressBar
+
+# params that are not plain data and are not stored
+_UNSTORED_PARAMS = ("callbacks",)
 
 
 _MAX_ABS_TARGET = 1e30
@@ -112,7 +121,7 @@ class BaseBoosting(BaseEstimator, ABC):
 
     # ------------------------------------------------------------------- fit
     def _is_fitted(self):
-        return hasattr(self, "_trees")
+        return hasattr(self, "booster_")
 
     def _resolve_seed(self):
         """An integer seed for this fit: iteration ``t`` draws from the stream
@@ -174,44 +183,41 @@ class BaseBoosting(BaseEstimator, ABC):
                              "least 2 training samples are required.")
 
         if not warm:
-            self._bin_mapper = BinMapper(self.max_bins, random_state=self._seed,
-                                         n_threads=n_threads).fit(X_train)
-            self._baseline = loss.baseline(y_train, sw_train)
-            self._trees = []
-            self._weight_log = WeightLog()
-            self._weights = []
+            mapper = BinMapper(self.max_bins, random_state=self._seed,
+                               n_threads=n_threads).fit(X_train)
+            self.booster_ = Booster(mapper, loss.baseline(y_train, sw_train))
             self.n_trees_per_iteration_ = loss.n_trees_per_iteration
             self.train_score_ = []
             self.validation_score_ = []
-        self._bin_mapper.n_threads = n_threads
-        self._predictor_cache = None
+        booster = self.booster_
+        booster.bin_mapper.n_threads = n_threads
         self._use_early_stopping = X_val is not None
+        scheme = self._scheme()
 
-        X_binned = self._bin_mapper.transform(X_train)
+        X_binned = booster.bin_mapper.transform(X_train)
         budget = CacheBudget(_scores.LEAF_CACHE_BYTES)
-        K = self.n_trees_per_iteration_
-        missing_bin = self._bin_mapper.missing_values_bin_idx_
-        train = ScoreKeeper(X_binned, np.tile(self._baseline[:, None], X_binned.shape[0]),
-                            missing_bin, budget, n_threads)
-        valid = None
+        missing_bin = booster.bin_mapper.missing_values_bin_idx_
+        keepers = [ScoreKeeper(X_binned, np.tile(booster.baseline[:, None], X_binned.shape[0]),
+                               missing_bin, budget, n_threads)]
         if X_val is not None:
-            X_val_binned = self._bin_mapper.transform(X_val)
-            valid = ScoreKeeper(X_val_binned,
-                                np.tile(self._baseline[:, None], X_val_binned.shape[0]),
-                                missing_bin, budget, n_threads)
+            X_val_binned = booster.bin_mapper.transform(X_val)
+            keepers.append(ScoreKeeper(
+                X_val_binned, np.tile(booster.baseline[:, None], X_val_binned.shape[0]),
+                missing_bin, budget, n_threads))
         # Warm start: re-register the existing trees (scores and leaf caches).
-        for tree_idx, nodes in enumerate(self._trees):
-            w = self._weights[tree_idx // K]
-            for keeper in (train, valid):
-                if keeper is not None:
-                    keeper.register_tree(nodes)
-                    keeper.add_contribution(tree_idx, w, keeper.raw[tree_idx % K])
-                    if self.boosting != "dart":
-                        keeper.forget_leaf_ids(tree_idx)
-
-        self._run_iterations(loss, X_binned, y_train, sw_train, train, valid, y_val, sw_val,
-                             n_threads)
-        self._predictor_cache = self._build_predictor_arrays()
+        K = self.n_trees_per_iteration_
+        weights = booster.weights
+        for tree_idx in range(booster.n_trees):
+            for keeper in keepers:
+                keeper.register_tree(booster.tree(tree_idx), cache=scheme.keeps_leaf_ids)
+                keeper.add_contribution(tree_idx, weights[tree_idx // K],
+                                        keeper.raw[tree_idx % K])
+        try:
+            self._run_iterations(loss, scheme, X_binned, y_train, sw_train, keepers, y_val,
+                                 sw_val, n_threads)
+        finally:
+            self._fit_train_raw = None
+        booster.compact()
         return self
 
     def _check_weights(self, sample_weight, X):
@@ -277,23 +283,30 @@ class BaseBoosting(BaseEstimator, ABC):
 
     # ------------------------------------------------------------- the loop
     def _dart_policy(self):
-        if self.boosting != "dart":
-            return None
         return DartPolicy(self.learning_rate, self.drop_rate, self.skip_drop, self.max_drop,
                           self.one_drop, self.sample_type, self.normalize_type)
 
-    def _run_iterations(self, loss, X_binned, y, sw, train, valid, y_val, sw_val, n_threads):
+    def _scheme(self):
+        """The boosting scheme of ``boosting``: the loop knows no other."""
+        if self.boosting == "dart":
+            return DartScheme(self._dart_policy(), self.n_trees_per_iteration_)
+        return MartScheme(self.learning_rate)
+
+    def _run_iterations(self, loss, scheme, X_binned, y, sw, keepers, y_val, sw_val,
+                        n_threads):
+        booster = self.booster_
         K = self.n_trees_per_iteration_
         n_samples, n_features = X_binned.shape
-        policy = self._dart_policy()
+        train, valid = keepers[0], (keepers[1] if len(keepers) > 1 else None)
         buffers = GrowerBuffers(n_samples)
         gradients = np.empty((K, n_samples), dtype=np.float32)
         hessians = np.empty((K, n_samples), dtype=np.float32)
-        drop_train = np.zeros((K, n_samples)) if policy is not None else None
-        drop_valid = np.zeros((K, valid.n_samples)) if policy is not None and valid else None
         callbacks = list(self.callbacks or [])
         if self.verbose:
             callbacks.append(ProgressBar(self.verbose))
+        # training scores, visible to callbacks during the fit only (tests of
+        # the incremental update read them); the fitted model never keeps them
+        self._fit_train_raw = train.raw
         for cb in callbacks:
             if hasattr(cb, "on_fit_begin"):
                 cb.on_fit_begin(self)
@@ -302,23 +315,10 @@ class BaseBoosting(BaseEstimator, ABC):
             self.train_score_.append(-loss.loss(y, train.raw, sw))
             self.validation_score_.append(-loss.loss(y_val, valid.raw, sw_val))
         best_iter, best_score = self._best_so_far() if es else (None, None)
-        bin_thresholds = self._bin_mapper.bin_thresholds_
-        start = len(self._weights)
-        for t in range(start, self.n_estimators):
+        mapper = booster.bin_mapper
+        for t in range(booster.num_iterations(), self.n_estimators):
             rng = np.random.default_rng([self._seed, t])
-            weights_arr = np.asarray(self._weights, dtype=np.float64)
-            dropped = (policy.select_dropped(weights_arr, rng) if policy is not None
-                       else np.empty(0, dtype=np.int64))
-            # scores without the dropped trees: F_minus = F - sum_D w_i f_i
-            if dropped.size:
-                for keeper, buf in ((train, drop_train), (valid, drop_valid)):
-                    if keeper is None:
-                        continue
-                    buf.fill(0.0)
-                    for i in dropped:
-                        for k in range(K):
-                            keeper.add_contribution(i * K + k, self._weights[i], buf[k])
-                    keeper.raw -= buf
+            dropped = scheme.begin_iteration(booster.weights, rng, keepers)
             loss.prepare(y, train.raw, sw)
             loss.gradients(y, train.raw, sw, n_threads, gradients, hessians)
             sample_indices = None
@@ -334,46 +334,37 @@ class BaseBoosting(BaseEstimator, ABC):
             new_trees = []
             for k in range(K):
                 grower = TreeGrower(
-                    X_binned, gradients[k], hessians[k], self._bin_mapper.n_bins_non_missing_,
-                    self._bin_mapper.missing_values_bin_idx_, sample_indices=sample_indices,
+                    X_binned, gradients[k], hessians[k], mapper.n_bins_non_missing_,
+                    mapper.missing_values_bin_idx_, sample_indices=sample_indices,
                     feature_mask=feature_mask, max_leaf_nodes=self.max_leaf_nodes,
                     max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
                     min_child_weight=self.min_child_weight, min_split_gain=self.min_split_gain,
                     l2_regularization=self.l2_regularization,
                     colsample_bynode=self.colsample_bynode, rng=rng, n_threads=n_threads,
-                    buffers=buffers, bin_thresholds=bin_thresholds,
+                    buffers=buffers, bin_thresholds=mapper.bin_thresholds_,
                     hessians_are_constant=loss.unit_hessians and sw is None,
                 )
                 nodes, leaves = grower.grow()
                 if loss.refits_leaves:
                     self._refit_leaves(loss, nodes, leaves, grower.partition, y, train.raw, sw)
                 leaf_ids = None
-                if sample_indices is None and len(leaves) <= 256:
+                if scheme.keeps_leaf_ids and sample_indices is None and len(leaves) <= 256:
                     leaf_ids = np.empty(n_samples, dtype=np.uint8)
                     starts = np.array([s for _, s, _ in leaves], dtype=np.int64)
                     stops = np.array([e for _, _, e in leaves], dtype=np.int64)
                     # leaves are sorted by node index, as leaf_layout numbers them
                     _predictor.set_leaf_ids(grower.partition, starts, stops, leaf_ids)
                 new_trees.append((nodes, leaf_ids))
-            new_weight, scale = (policy.normalize(dropped.size) if policy is not None
-                                 else (self.learning_rate, 1.0))
-            WeightLog.apply(self._weights, dropped, scale, new_weight)
-            self._weight_log.append(dropped, scale, new_weight)
-            for k, (nodes, leaf_ids) in enumerate(new_trees):
-                self._trees.append(nodes)
-            # F = F_minus + scale * sum_D w_i f_i + w_new f_new
-            for keeper, buf in ((train, drop_train), (valid, drop_valid)):
-                if keeper is None:
-                    continue
-                if dropped.size:
-                    keeper.raw += scale * buf
+            new_weight, scale = scheme.end_iteration(keepers)
+            booster.append_iteration([nodes for nodes, _ in new_trees], dropped, scale,
+                                     new_weight)
+            # F = F_minus + scale * sum_D w_i f_i (done by the scheme) + w_new f_new
+            for keeper in keepers:
                 for k, (nodes, leaf_ids) in enumerate(new_trees):
-                    keeper.register_tree(nodes, leaf_ids if keeper is train else None)
+                    keeper.register_tree(nodes, leaf_ids if keeper is train else None,
+                                         cache=scheme.keeps_leaf_ids)
                     keeper.add_contribution(t * K + k, new_weight, keeper.raw[k])
-                    if policy is None:  # MART never drops: no need to keep leaf ids
-                        keeper.forget_leaf_ids(t * K + k)
             self.n_iter_ = t + 1
-            self._predictor_cache = None
             logs = {}
             if es:
                 self.train_score_.append(-loss.loss(y, train.raw, sw))
@@ -382,7 +373,6 @@ class BaseBoosting(BaseEstimator, ABC):
                         "validation_score": self.validation_score_[-1]}
                 if self.validation_score_[-1] > best_score + self.tol:
                     best_iter, best_score = t + 1, self.validation_score_[-1]
-            self._train_raw = train.raw  # exposed for tests of the incremental update
             stop = False
             for cb in callbacks:
                 if hasattr(cb, "on_iteration_end") and cb.on_iteration_end(self, t, logs):
@@ -392,8 +382,9 @@ class BaseBoosting(BaseEstimator, ABC):
             if stop:
                 break
         if es and best_iter < self.n_iter_:
-            self._truncate(best_iter)
-            self._train_raw = None
+            booster.truncate(best_iter)
+            self.n_iter_ = best_iter
+            self._fit_train_raw = None  # the scores are of the longer model
         self.best_iteration_ = best_iter if es else self.n_iter_
         self.train_score_ = list(self.train_score_)
         for cb in callbacks:
@@ -416,103 +407,131 @@ class BaseBoosting(BaseEstimator, ABC):
             resid = y[0][rows] - raw[0][rows]
             nodes["value"][node_idx] = loss.leaf_value(resid, None if sw is None else sw[rows])
 
-    def _truncate(self, n_iterations):
-        """Keep the first ``n_iterations`` with the exact weights they had then."""
-        K = self.n_trees_per_iteration_
-        del self._trees[n_iterations * K:]
-        self._weight_log.truncate(n_iterations)
-        self._weights = list(self._weight_log.replay())
-        self.n_iter_ = n_iterations
-
     # ------------------------------------------------------------- predict
-    def _build_predictor_arrays(self):
-        """Trees flattened for the compiled predictor: ``(nodes, offsets,
-        per-tree weights)``. Built once at the end of ``fit`` (predict must not
-        change the estimator's state)."""
-        K = self.n_trees_per_iteration_
-        trees = self._trees
-        offsets = np.zeros(len(trees) + 1, dtype=np.int64)
-        np.cumsum([t.shape[0] for t in trees], out=offsets[1:])
-        nodes = np.concatenate(trees) if trees else np.zeros(0, dtype=NODE_DTYPE)
-        weights = np.repeat(np.asarray(self._weights, dtype=np.float64), K)
-        return nodes, offsets, weights
-
-    def _predictor_arrays(self):
-        if self._predictor_cache is None:  # mid-fit (e.g. from a callback)
-            return self._build_predictor_arrays()
-        return self._predictor_cache
-
     def _validate_X_predict(self, X):
-        check_is_fitted(self, "_trees")
+        check_is_fitted(self, "booster_")
         return validate_data(self, X, dtype=X_DTYPE, ensure_all_finite="allow-nan", order="C",
                              reset=False)
 
-    def _raw_predict(self, X):
-        """Raw scores of shape ``(K, n)``."""
+    def _raw_predict(self, X, iteration_range=None):
+        """Raw scores of shape ``(K, n)`` (the losses' layout)."""
         X = self._validate_X_predict(X)
-        nodes, offsets, weights = self._predictor_arrays()
-        out = np.tile(self._baseline, (X.shape[0], 1))
-        n_threads = threads_for(X.shape[0] * len(self._trees) * 8,
-                                effective_n_threads(self.n_jobs))
-        _predictor.predict_raw(nodes, offsets, weights, self.n_trees_per_iteration_, X,
-                               n_threads, out)
-        return np.ascontiguousarray(out.T)
+        raw = self.booster_.predict_raw(X, iteration_range, effective_n_threads(self.n_jobs))
+        return np.ascontiguousarray(raw.T)
 
     def _staged_raw_predict(self, X):
-        """Yield raw scores ``(K, n)`` of the model as it was after each iteration,
-        replaying the weight log (so DART's later rescalings are not applied
-        to earlier stages)."""
+        """Yield raw scores ``(K, n)`` of the model as it was after each
+        iteration, replaying the weight log (so DART's later rescalings are
+        not applied to earlier stages); O(n K) memory."""
         X = self._validate_X_predict(X)
-        nodes, offsets, _ = self._predictor_arrays()
-        K = self.n_trees_per_iteration_
-        n = X.shape[0]
-        leaves = np.empty((n, len(self._trees)), dtype=np.uint32)
-        _predictor.predict_leaves_raw(
-            nodes, offsets, X,
-            threads_for(n * len(self._trees) * 8, effective_n_threads(self.n_jobs)), leaves)
-        contrib = [self._trees[j]["value"][leaves[:, j]] for j in range(len(self._trees))]
-        raw = np.tile(self._baseline[:, None], n)
-        weights = []
-        for t, dropped, scale, new_weight in self._weight_log.iter_steps():
-            for i in dropped:
-                for k in range(K):
-                    raw[k] += (weights[i] * scale - weights[i]) * contrib[i * K + k]
-            WeightLog.apply(weights, dropped, scale, new_weight)
-            for k in range(K):
-                raw[k] += new_weight * contrib[t * K + k]
-            yield raw.copy()
+        for raw in self.booster_.staged_predict_raw(X, effective_n_threads(self.n_jobs)):
+            yield raw.T
+
+    def predict_leaf(self, X):
+        """Index (within each tree) of the leaf every row reaches.
+
+        Returns
+        -------
+        ndarray of uint32, shape (n_samples, n_iter_ * n_trees_per_iteration_)
+            Column ``j`` is tree ``j``: iteration ``j // K``, output ``j % K``.
+        """
+        X = self._validate_X_predict(X)
+        return self.booster_.predict_leaf(X, effective_n_threads(self.n_jobs))
 
     # ------------------------------------------------------------ insights
     @property
     def feature_importances_(self):
         """Split-gain importances, each tree's gains multiplied by its current
         (DART) weight, normalised to sum to 1."""
-        check_is_fitted(self, "_trees")
-        K = self.n_trees_per_iteration_
-        imp = np.zeros(self.n_features_in_)
-        for j, nodes in enumerate(self._trees):
-            split = nodes["is_leaf"] == 0
-            np.add.at(imp, nodes["feature_idx"][split], self._weights[j // K] * nodes["gain"][split])
-        total = imp.sum()
-        return imp / total if total > 0 else imp
+        check_is_fitted(self, "booster_")
+        return self.booster_.feature_importances()
 
     @property
     def tree_weights_(self):
         """Current weight of each iteration's trees (DART rescales them)."""
-        check_is_fitted(self, "_trees")
-        return np.asarray(self._weights, dtype=np.float64)
+        check_is_fitted(self, "booster_")
+        return self.booster_.weights
 
     # --------------------------------------------------------------- state
+    def _extra_state(self):
+        """Header fields this estimator adds to the booster's (hook)."""
+        return {}
+
+    def _load_extra_state(self, header):
+        """Check and set the fields of :meth:`_extra_state` (hook); raise
+        :class:`~dartboost.FormatError` naming a malformed one."""
+
     def _get_state(self):
-        """``(header, arrays)``: the fitted model as JSON-able metadata and plain
-        arrays (see docs/contracts.md). Usable during fit (checkpoints)."""
-        from .model_io import get_state
-        return get_state(self)
+        """``(header, arrays)``: the fitted model in the one model format
+        (``docs/contracts.md``). Usable during fit (checkpoints)."""
+        if not hasattr(self, "booster_"):
+            from sklearn.exceptions import NotFittedError
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet.")
+        params = {}
+        for name, value in self.get_params(deep=False).items():
+            if name in _UNSTORED_PARAMS:
+                continue
+            if name == "random_state" and not (value is None or isinstance(value, numbers.Integral)):
+                value = None  # a RandomState object is not data; the resolved seed is kept
+            params[name] = value.item() if isinstance(value, np.generic) else value
+        booster_header, arrays = self.booster_.to_state()
+        header = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "params": params,
+            **booster_header,
+            "feature_names_in": (list(map(str, self.feature_names_in_))
+                                 if hasattr(self, "feature_names_in_") else None),
+            "seed": int(self._seed),
+            "train_score": [float(s) for s in self.train_score_],
+            "validation_score": [float(s) for s in self.validation_score_],
+            "best_iteration": int(getattr(self, "best_iteration_",
+                                          booster_header["n_iter"])),
+        }
+        header.update(self._extra_state())
+        return header, arrays
 
     def _set_state(self, header, arrays):
-        """Load a state produced by :meth:`_get_state` into this estimator."""
-        from .model_io import set_state
-        set_state(self, header, arrays)
+        """Load a state of :meth:`_get_state` into this estimator.
+
+        Everything is checked on a fresh instance first: on a
+        :class:`~dartboost.FormatError` this estimator is left unchanged.
+        """
+        validate_state(header, arrays)
+        cls = type(self)
+        if model_class(header.get("class")) is not cls:
+            raise FormatError(f"class: state is of a {header['class']}, not a {cls.__name__}.")
+        params = check_params(cls, header.get("params"))
+        fresh = cls(**params)
+        try:
+            fresh._validate_params()
+        except ValueError as exc:
+            raise FormatError(f"params: {exc}") from None
+        fresh.n_trees_per_iteration_ = header["n_trees_per_iteration"]
+        fresh._load_extra_state(header)
+        try:
+            loss = fresh._make_loss()
+        except ValueError as exc:
+            raise FormatError(f"params: {exc}") from None
+        if loss.n_trees_per_iteration != fresh.n_trees_per_iteration_:
+            raise FormatError(f"n_trees_per_iteration: {fresh.n_trees_per_iteration_} does "
+                              f"not match the model's loss ({loss.n_trees_per_iteration})")
+        fresh.booster_ = Booster.from_state(header, arrays, effective_n_threads(fresh.n_jobs))
+        fresh.n_features_in_ = header["n_features_in"]
+        if header.get("feature_names_in") is not None:
+            fresh.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)
+        fresh.n_iter_ = header["n_iter"]
+        fresh._seed = header["seed"]
+        fresh.train_score_ = [float(v) for v in header.get("train_score", [])]
+        fresh.validation_score_ = [float(v) for v in header.get("validation_score", [])]
+        fresh.best_iteration_ = header["best_iteration"]
+        # all checked: adopt the state, keep what is not stored (callbacks)
+        if hasattr(self, "feature_names_in_") and not hasattr(fresh, "feature_names_in_"):
+            del self.feature_names_in_
+        for name, value in vars(fresh).items():
+            if name not in _UNSTORED_PARAMS:
+                setattr(self, name, value)
         return self
 
     def __sklearn_tags__(self):

@@ -9,6 +9,11 @@ Weights are per *iteration* (for multiclass, the K trees of one iteration are
 dropped and rescaled together). Every change of weights is recorded in a
 :class:`WeightLog`, so the weights the model had after any iteration can be
 replayed exactly: this is what early stopping and ``staged_predict`` use.
+
+:class:`DartScheme` is DART as a boosting scheme (the contract is in
+:mod:`dartboost._mart`): it asks the policy what to drop, removes the dropped
+trees from the scores of every data set before the new trees are grown, and
+adds them back rescaled afterwards.
 """
 import numpy as np
 
@@ -88,6 +93,52 @@ class DartPolicy:
         if self.normalize_type == "forest":
             return eta / (1.0 + eta), 1.0 / (1.0 + eta)
         return eta / (k + eta), k / (k + eta)
+
+
+class DartScheme:
+    """DART's score surgery around one iteration (LightGBM's ``dart.hpp``).
+
+    ``F -= D`` with ``D = sum_{i in dropped} w_i f_i`` before the gradients,
+    then ``F += scale * D`` once the policy has normalised; the loop adds the
+    new trees with ``new_weight``. ``D`` is computed from the keepers' cached
+    leaf ids (a gather per tree), which is why this scheme keeps them.
+
+    Parameters
+    ----------
+    policy : DartPolicy
+    n_trees_per_iteration : int
+    """
+
+    keeps_leaf_ids = True
+
+    def __init__(self, policy, n_trees_per_iteration):
+        self.policy = policy
+        self.n_trees_per_iteration = n_trees_per_iteration
+        self._dropped = np.empty(0, dtype=np.int64)
+        self._removed = []
+
+    def begin_iteration(self, weights, rng, keepers):
+        """Select the dropped iterations; remove them from every keeper."""
+        K = self.n_trees_per_iteration
+        dropped = self.policy.select_dropped(np.asarray(weights, dtype=np.float64), rng)
+        self._dropped, self._removed = dropped, []
+        if dropped.size:
+            for keeper in keepers:
+                removed = np.zeros_like(keeper.raw)
+                for i in dropped:
+                    for k in range(K):
+                        keeper.add_contribution(i * K + k, weights[i], removed[k])
+                keeper.raw -= removed
+                self._removed.append(removed)
+        return dropped
+
+    def end_iteration(self, keepers):
+        """``(new_weight, scale)``; the dropped trees are back, rescaled."""
+        new_weight, scale = self.policy.normalize(self._dropped.size)
+        for keeper, removed in zip(keepers, self._removed):
+            keeper.raw += scale * removed
+        self._removed = []
+        return new_weight, scale
 
 
 class WeightLog:

@@ -66,13 +66,15 @@ class ScoreKeeper:
     def n_samples(self):
         return self.raw.shape[1]
 
-    def register_tree(self, nodes, leaf_ids=None):
-        """Remember a new tree; cache its rows' leaf ids if the budget allows.
+    def register_tree(self, nodes, leaf_ids=None, cache=True):
+        """Remember a new tree; cache its rows' leaf ids if ``cache`` and the
+        budget allow.
 
         ``leaf_ids`` may be given when already known (the grower's partition).
+        A scheme that never revisits old trees (MART) passes ``cache=False``.
         """
         node_to_leaf, leaf_nodes = leaf_layout(nodes)
-        cacheable = leaf_nodes.size <= 256 and self.budget.take(self.n_samples)
+        cacheable = cache and leaf_nodes.size <= 256 and self.budget.take(self.n_samples)
         if cacheable and leaf_ids is None:
             leaf_ids = np.empty(self.n_samples, dtype=np.uint8)
             _predictor.tree_leaf_ids_binned(nodes, self.X_binned, self.missing_values_bin_idx,
@@ -90,12 +92,6 @@ class ScoreKeeper:
         else:
             _predictor.add_tree_binned(self.nodes[tree_idx], self.X_binned,
                                        self.missing_values_bin_idx, factor, self.n_threads, out)
-
-    def forget_leaf_ids(self, tree_idx):
-        """Drop a tree's cached leaf ids (MART never needs them again)."""
-        if self.leaf_ids[tree_idx] is not None:
-            self.budget.remaining += self.leaf_ids[tree_idx].nbytes
-            self.leaf_ids[tree_idx] = None
 
     def truncate(self, n_trees):
         del self.leaf_ids[n_trees:]

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._cext import _predictor
-from ._common import effective_n_threads, threads_for
+from ._common import effective_n_threads
 
 __all__ = ["TreeContributions", "tree_contributions", "plot_tree_contributions"]
 
@@ -87,28 +86,26 @@ def tree_contributions(estimator, X, *, threshold=None, relative_threshold=0.01,
     -------
     TreeContributions
     """
-    check_is_fitted(estimator, "_trees")
+    check_is_fitted(estimator, "booster_")
     X = estimator._validate_X_predict(X)
-    nodes, offsets, weights = estimator._predictor_arrays()
-    K = estimator.n_trees_per_iteration_
-    n_trees = len(estimator._trees)
+    booster = estimator.booster_
+    weights = np.repeat(booster.weights, booster.n_trees_per_iteration)
+    K = booster.n_trees_per_iteration
+    n_trees = booster.n_trees
     n_iter = n_trees // K
     n = X.shape[0]
     if n == 0:
         raise ValueError("tree_contributions needs at least one example.")
-    values = [t["value"] for t in estimator._trees]
+    values = [t["value"] for t in booster.trees]
     n_threads = effective_n_threads(estimator.n_jobs)
     sum_abs = np.zeros(n_iter)
     # contributions of every tree are needed twice (the threshold may depend
     # on the raw-score scale), so keep per-iteration maxima in float32
     max_abs = np.empty((n, n_iter), dtype=np.float32)
-    raw = np.tile(np.asarray(estimator._baseline, dtype=np.float64), (n, 1))
+    raw = np.tile(booster.baseline, (n, 1))
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
-        leaves = np.empty((stop - start, n_trees), dtype=np.uint32)
-        _predictor.predict_leaves_raw(nodes, offsets, X[start:stop],
-                                      threads_for((stop - start) * n_trees * 8, n_threads),
-                                      leaves)
+        leaves = booster.predict_leaf(X[start:stop], n_threads)
         batch_max = np.zeros((stop - start, n_iter))
         for j in range(n_trees):
             contrib = weights[j] * values[j][leaves[:, j]]
@@ -120,7 +117,7 @@ def tree_contributions(estimator, X, *, threshold=None, relative_threshold=0.01,
     raw_scale = float(np.mean(np.std(raw, axis=0)))
     if threshold is None:
         threshold = relative_threshold * raw_scale
-    weight = np.asarray(estimator._weights, dtype=np.float64)
+    weight = booster.weights
     return TreeContributions(weight=weight, mean_abs=sum_abs / (n * K),
                              frac_changed=np.mean(max_abs > threshold, axis=0),
                              threshold=float(threshold), raw_scale=raw_scale)

@@ -4,11 +4,12 @@ import numbers
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils._param_validation import Interval, StrOptions
+from ._compat import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 
 from ._boosting import BaseBoosting
 from ._losses import REGRESSION_LOSSES, make_classification_loss, make_regression_loss
+from ._model_format import FormatError, check_bool, check_classes, register_model_class
 
 _SHARED_DOC = """
     boosting : {"dart", "mart"}, default="dart"
@@ -91,6 +92,7 @@ def _shared_init_params(locals_):
         "callbacks", "random_state", "n_jobs", "verbose")}
 
 
+@register_model_class
 class DartRegressor(RegressorMixin, BaseBoosting):
     __doc__ = """Histogram gradient-boosted regression trees with DART (or MART).
 
@@ -165,26 +167,42 @@ default="squared_error"
     def _make_loss(self):
         return make_regression_loss(self.loss, self._n_outputs, self.quantile, self.alpha)
 
-    def _extra_state(self, arrays):
+    def _extra_state(self):
         return {"n_outputs": int(self._n_outputs), "y_was_1d": bool(self._y_1d)}
 
-    def _load_extra_state(self, header, arrays):
-        self._n_outputs = header["n_outputs"]
-        self._y_1d = header["y_was_1d"]
+    def _load_extra_state(self, header):
+        K = header["n_trees_per_iteration"]
+        if header.get("n_outputs") != K:
+            raise FormatError(f"n_outputs: {header.get('n_outputs')!r} must equal "
+                              f"n_trees_per_iteration ({K}), one tree per output")
+        self._n_outputs = K
+        self._y_1d = check_bool(header, "y_was_1d")
+        if self._y_1d and K != 1:
+            raise FormatError(f"y_was_1d: a model with {K} outputs was not fitted on a 1-D y")
 
-    def _format(self, raw):
-        pred = self._make_loss().predict(raw)
+    def _format(self, raw, loss=None):
+        pred = (loss or self._make_loss()).predict(raw)
         return pred[0] if self._y_1d else pred.T
 
-    def predict(self, X):
-        """Predicted values, shape ``(n,)`` (or ``(n, n_outputs)``)."""
-        return self._format(self._raw_predict(X))
+    def predict(self, X, iteration_range=None):
+        """Predicted values, shape ``(n,)`` (or ``(n, n_outputs)``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        iteration_range : (start, stop) or None, default=None
+            Use only iterations ``[start, stop)`` with the weights they had
+            right after iteration ``stop`` (the weight log is replayed, so
+            DART's later rescalings are not applied).
+        """
+        return self._format(self._raw_predict(X, iteration_range))
 
     def staged_predict(self, X):
         """Yield predictions after each iteration, with the weights the model
         had at that iteration."""
+        loss = self._make_loss()
         for raw in self._staged_raw_predict(X):
-            yield self._format(raw)
+            yield self._format(raw, loss)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -192,6 +210,7 @@ default="squared_error"
         return tags
 
 
+@register_model_class
 class DartClassifier(ClassifierMixin, BaseBoosting):
     __doc__ = """Histogram gradient-boosted classification trees with DART (or MART).
 
@@ -259,38 +278,60 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
     def _make_loss(self):
         return make_classification_loss(self.classes_.shape[0])
 
-    def _extra_state(self, arrays):
+    def _extra_state(self):
         classes = self.classes_
         if classes.dtype.kind not in "biufU":
             raise TypeError("Only numeric, boolean or string class labels can be stored in "
                             f"the dartboost model format, got dtype {classes.dtype}.")
         return {"classes": classes.tolist(), "classes_dtype": classes.dtype.str}
 
-    def _load_extra_state(self, header, arrays):
-        self.classes_ = np.asarray(header["classes"], dtype=np.dtype(header["classes_dtype"]))
+    def _load_extra_state(self, header):
+        K = header["n_trees_per_iteration"]
+        if K == 2:
+            raise FormatError("n_trees_per_iteration: a classifier has 1 tree per iteration "
+                              "(binary) or one per class (3 or more), never 2")
+        self.classes_ = check_classes(header, 2 if K == 1 else K)
 
-    def decision_function(self, X):
-        """Raw margins: ``(n,)`` for binary, ``(n, n_classes)`` for multiclass."""
-        raw = self._raw_predict(X)
+    def decision_function(self, X, iteration_range=None):
+        """Raw margins: ``(n,)`` for binary, ``(n, n_classes)`` for multiclass.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        iteration_range : (start, stop) or None, default=None
+            Use only iterations ``[start, stop)`` with the weights they had
+            right after iteration ``stop`` (the weight log is replayed, so
+            DART's later rescalings are not applied).
+        """
+        raw = self._raw_predict(X, iteration_range)
         return raw[0] if raw.shape[0] == 1 else raw.T
 
     def staged_decision_function(self, X):
         for raw in self._staged_raw_predict(X):
             yield raw[0] if raw.shape[0] == 1 else raw.T
 
-    def predict_proba(self, X):
-        """Class probabilities, shape ``(n, n_classes)``."""
-        raw = self._raw_predict(X)
+    def predict_proba(self, X, iteration_range=None):
+        """Class probabilities, shape ``(n, n_classes)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        iteration_range : (start, stop) or None, default=None
+            Use only iterations ``[start, stop)`` with the weights they had
+            right after iteration ``stop`` (the weight log is replayed, so
+            DART's later rescalings are not applied).
+        """
+        raw = self._raw_predict(X, iteration_range)
         return self._make_loss().predict(raw).T
 
     def staged_predict_proba(self, X):
+        loss = self._make_loss()
         for raw in self._staged_raw_predict(X):
-            loss = self._make_loss()
             yield loss.predict(raw).T
 
-    def predict(self, X):
-        """Predicted class labels."""
-        proba = self.predict_proba(X)
+    def predict(self, X, iteration_range=None):
+        """Predicted class labels (see :meth:`predict_proba`)."""
+        proba = self.predict_proba(X, iteration_range)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def staged_predict(self, X):

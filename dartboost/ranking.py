@@ -14,11 +14,12 @@ Relevance labels are graded (``0`` = irrelevant, higher = better) with gain
 import numbers
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from ._compat import Interval, StrOptions
 
 from ._boosting import BaseBoosting
 from ._common import effective_n_threads
 from ._ranking_loss import LambdaRankLoss, RankingTarget, query_offsets
+from ._model_format import FormatError, register_model_class
 from .estimators import _SHARED_DOC, _shared_init_params
 
 __all__ = ["DartRanker", "ndcg_score", "make_ranking_data"]
@@ -138,6 +139,7 @@ def make_ranking_data(n_queries=2000, *, min_docs=10, max_docs=100, n_features=3
     return np.hstack([x, z]), y, qid
 
 
+@register_model_class
 class DartRanker(BaseBoosting):
     __doc__ = """LambdaMART ranking trees with DART (or MART, ``boosting="mart"``).
 
@@ -323,19 +325,23 @@ class DartRanker(BaseBoosting):
         # the eval target is built in _validation_data, where the weights are known
         return y
 
-    def _extra_state(self, arrays):
+    def _extra_state(self):
         # Everything a ranker needs beyond the shared state is in its params.
         return {"objective": "lambdarank"}
 
-    def _load_extra_state(self, header, arrays):
+    def _load_extra_state(self, header):
         if header.get("objective", "lambdarank") != "lambdarank":
-            raise ValueError(f"Unsupported ranking objective {header['objective']!r}.")
+            raise FormatError(f"objective: unsupported ranking objective "
+                              f"{header['objective']!r}")
+        if header["n_trees_per_iteration"] != 1:
+            raise FormatError("n_trees_per_iteration: a ranker has one tree per iteration")
 
     # -------------------------------------------------------------- predict
-    def predict(self, X):
+    def predict(self, X, iteration_range=None):
         """Relevance scores, shape ``(n_samples,)``; rank a query's documents
-        by decreasing score."""
-        return self._raw_predict(X)[0]
+        by decreasing score (``iteration_range`` as in
+        :meth:`DartRegressor.predict`)."""
+        return self._raw_predict(X, iteration_range)[0]
 
     def staged_predict(self, X):
         """Yield scores after each iteration, with the weights the model had

@@ -26,10 +26,10 @@ def _tree_output(nodes, X):
 
 def _naive(est, X, threshold):
     K = est.n_trees_per_iteration_
-    n_iter = len(est._weights)
+    n_iter = est.booster_.num_iterations()
     mean_abs, frac = np.zeros(n_iter), np.zeros(n_iter)
     for t in range(n_iter):
-        c = np.stack([est._weights[t] * _tree_output(est._trees[t * K + k], X)
+        c = np.stack([est.booster_.weights[t] * _tree_output(est.booster_.tree(t * K + k), X)
                       for k in range(K)])
         mean_abs[t] = np.abs(c).mean()
         frac[t] = np.mean(np.abs(c).max(axis=0) > threshold)

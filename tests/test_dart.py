@@ -96,7 +96,7 @@ def test_model_weights_follow_the_reference(normalize_type):
     policy = est._dart_policy()
     np.testing.assert_allclose(est.tree_weights_, _reference_weights(40, est._seed, policy),
                                rtol=1e-12)
-    np.testing.assert_array_equal(est.tree_weights_, est._weight_log.replay())
+    np.testing.assert_array_equal(est.tree_weights_, est.booster_.weight_log.replay())
 
 
 @pytest.mark.parametrize("cache", [True, False])
@@ -104,10 +104,17 @@ def test_training_scores_equal_model_predictions_after_100_iterations(cache, mon
     if not cache:  # force the traversal fallback
         monkeypatch.setattr(_scores, "LEAF_CACHE_BYTES", 0)
     X, y = make_classification(1500, 8, random_state=0)
+
+    class KeepTrainingScores:  # the scores are visible to callbacks during fit only
+        def on_fit_end(self, estimator):
+            self.raw = estimator._fit_train_raw.copy()
+
+    cb = KeepTrainingScores()
     est = DartClassifier(n_estimators=100, drop_rate=0.2, skip_drop=0.3, max_leaf_nodes=15,
-                         random_state=0, early_stopping=False).fit(X, y)
+                         random_state=0, early_stopping=False, callbacks=[cb]).fit(X, y)
     raw = est.decision_function(X)
-    np.testing.assert_allclose(est._train_raw[0], raw, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cb.raw[0], raw, rtol=1e-9, atol=1e-12)
+    assert est._fit_train_raw is None  # the fitted model holds no training scores
 
 
 def test_cache_and_fallback_give_the_same_model(monkeypatch):

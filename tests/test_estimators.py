@@ -80,7 +80,7 @@ def test_multiclass_classifier():
     assert est.decision_function(X).shape == (1200, 4)
     assert est.n_trees_per_iteration_ == 4
     assert est.score(X, y + 10) > 0.8
-    assert len(est._trees) == 4 * est.n_iter_
+    assert len(est.booster_.trees) == 4 * est.n_iter_
 
 
 def test_missing_values_are_used():
@@ -145,9 +145,9 @@ def test_subsampling_options_and_reproducibility():
 def test_depth_and_leaf_limits():
     X, y = make_regression(1000, 5, random_state=0)
     est = DartRegressor(max_depth=2, max_leaf_nodes=None, **FAST).fit(X, y)
-    assert max(t["depth"].max() for t in est._trees) <= 2
+    assert max(t["depth"].max() for t in est.booster_.trees) <= 2
     est = DartRegressor(max_leaf_nodes=5, min_samples_leaf=50, **FAST).fit(X, y)
-    for t in est._trees:
+    for t in est.booster_.trees:
         assert t["is_leaf"].sum() <= 5
         assert t["count"][t["is_leaf"] == 1].min() >= 50
 
@@ -159,7 +159,7 @@ def test_feature_importances_weighted_by_dart_weights():
     assert imp.shape == (6,) and imp.sum() == pytest.approx(1.0)
     assert imp[:2].sum() > 0.8
     manual = np.zeros(6)
-    for j, t in enumerate(est._trees):
+    for j, t in enumerate(est.booster_.trees):
         s = t["is_leaf"] == 0
         np.add.at(manual, t["feature_idx"][s], est.tree_weights_[j] * t["gain"][s])
     np.testing.assert_allclose(imp, manual / manual.sum())

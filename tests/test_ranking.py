@@ -232,7 +232,7 @@ def test_clone_pickle_and_model_state(data):
     ranker = DartRanker(n_estimators=12, eval_at=3, lambdarank_truncation_level=8,
                         random_state=0).fit(X, y, qid=qid)
     c = clone(ranker)
-    assert c.get_params() == ranker.get_params() and not hasattr(c, "_trees")
+    assert c.get_params() == ranker.get_params() and not hasattr(c, "booster_")
     p = pickle.loads(pickle.dumps(ranker))
     np.testing.assert_array_equal(p.predict(Xt), ranker.predict(Xt))
     header, arrays = ranker._get_state()

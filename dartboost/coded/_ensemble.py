@@ -19,6 +19,8 @@ from sklearn.multioutput import MultiOutputRegressor
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from dartboost._common import effective_n_threads
+
 from ._base import DECODED, DEFAULT, EXACT, UnrecoverableGroupError, _raw_to_index
 from ._codes import check_k_r, code_matrix, linear_decode, raw_output
 from ._parity import _supports_multioutput, default_parity_estimator
@@ -37,8 +39,8 @@ class TreeRangeShard(BaseEstimator):
     ----------
     estimator : fitted boosted model
         scikit-learn ``GradientBoostingRegressor``/``GradientBoostingClassifier``
-        or a dartboost estimator (via its ``_get_state`` model state, with
-        the DART weights the trees have in the full model).
+        or a dartboost estimator (its ``booster_``; the shard holds only the
+        range's trees, with the DART weights they have in the full model).
     start, stop : int
         Iteration range (0-based, ``stop`` exclusive; ``None`` means the end).
         An iteration holds one tree per output (per class).
@@ -77,14 +79,9 @@ class TreeRangeShard(BaseEstimator):
                 and np.asarray(est.estimators_).ndim == 2:
             self._kind = "sklearn_gb"
             n_iter = est.estimators_.shape[0]
-        elif hasattr(est, "_get_state"):
+        elif hasattr(est, "booster_"):
             self._kind = "dartboost"
-            header, arrays = est._get_state()
-            n_iter = None
-            if "tree_weights" not in arrays or "baseline" not in arrays:
-                raise TypeError(f"{type(est).__name__} state lacks tree_weights/baseline.")
-            self._header, self._arrays = header, arrays
-            n_iter = len(arrays["tree_weights"])
+            n_iter = est.booster_.num_iterations()
         else:
             raise TypeError(
                 f"TreeRangeShard supports scikit-learn GradientBoosting* and dartboost "
@@ -97,29 +94,14 @@ class TreeRangeShard(BaseEstimator):
             )
         self.stop_ = stop
         per_iter = (est.estimators_.shape[1] if self._kind == "sklearn_gb"
-                    else int(self._header.get("n_trees_per_iteration", 1)))
+                    else est.booster_.n_trees_per_iteration)
         self.n_trees_ = (stop - self.start) * per_iter
         if hasattr(est, "n_features_in_"):
             self.n_features_in_ = est.n_features_in_
         if self._kind == "dartboost":
-            self._masked = self._masked_model()
+            # only the range's trees (k shards cost one model, not k)
+            self._part = est.booster_.slice(self.start, stop, self.include_baseline)
         return self
-
-    def _masked_model(self):
-        # A copy of the model whose DART weights are zero outside the range
-        # (and whose baseline is zero unless requested): the contract's state
-        # keeps one weight per iteration beside the append-only trees, so a
-        # shard is the same trees with other weights.
-        from dartboost.model_io import estimator_from_state
-
-        arrays = dict(self._arrays)
-        w = np.asarray(arrays["tree_weights"], dtype=np.float64)
-        keep = np.zeros(len(w), dtype=bool)
-        keep[self.start:self.stop_] = True
-        arrays["tree_weights"] = np.where(keep, w, 0.0)
-        if not self.include_baseline:
-            arrays["baseline"] = np.zeros_like(np.asarray(arrays["baseline"], dtype=np.float64))
-        return estimator_from_state(self._header, arrays)
 
     def _contribution(self, X):
         est = self.estimator
@@ -137,7 +119,7 @@ class TreeRangeShard(BaseEstimator):
                         all_trees[:, c] += tree.predict(X)
                 out += raw_output(est, X) - est.learning_rate * all_trees
             return out
-        return raw_output(self._masked, X)
+        return self._part.predict_raw(X, n_threads=effective_n_threads(est.n_jobs))
 
     def predict(self, X):
         """Raw contribution of the shard, shape (n,) for one output else (n, d)."""

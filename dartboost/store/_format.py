@@ -41,8 +41,7 @@ _ALIGN = 64
 KINDS = ("dartboost", "arrays", "pickle")
 
 
-class FormatError(ValueError):
-    """Raised when serialised bytes are not a valid dartboost model."""
+from .._model_format import FormatError  # one error type for every malformed model
 
 
 def _round_up(n, m):
@@ -340,26 +339,11 @@ def dumps(obj, *, metadata=None, layout=None, expected_growth=None):
 
 
 def _estimator_from_state(header, arrays):
-    """Rebuild a dartboost estimator: the core's own loader for the boosting
-    estimators, else any ``dartboost.*`` class following the state contract
-    (importing only from the dartboost package, so a header cannot name
-    arbitrary code)."""
-    import importlib
-
+    """Rebuild a dartboost estimator through the core's class registry: a
+    header never makes the loader import a module."""
     from dartboost.model_io import estimator_from_state
 
-    cls_path = header.get("class") or ""
-    module, _, cls_name = cls_path.rpartition(".")
-    if module.startswith("dartboost.") and module != "dartboost.estimators" \
-            and module != "dartboost.ranking":
-        try:
-            cls = getattr(importlib.import_module(module), cls_name)
-        except (ImportError, AttributeError) as exc:
-            raise FormatError(f"cannot import the stored class {cls_path!r}: {exc}") from exc
-        if not callable(getattr(cls, "_set_state", None)):
-            raise FormatError(f"{cls_path} does not follow the model-state contract")
-        return cls()._set_state(header["state"], arrays)
-    return estimator_from_state(header["state"], arrays)
+    return estimator_from_state(header.get("state"), arrays, class_name=header.get("class"))
 
 
 def loads(blob, *, allow_pickle=False):

@@ -1,0 +1,302 @@
+"""The fitted model, free of scikit-learn: :class:`Booster`.
+
+A booster is what a fit produces and what a model file holds: the binning of
+the features, a baseline per output, the trees flattened back to back (the
+layout of the compiled predictor), one weight per iteration and the log of
+every rescaling DART made, so the model at any past iteration can be rebuilt
+exactly. The scikit-learn estimators are thin adapters over it (as LightGBM's
+``LGBMModel`` over its ``Booster``); the boosting loop appends to it.
+
+Raw scores have shape ``(n_samples, n_trees_per_iteration)``; tree ``j``
+belongs to iteration ``j // K`` and output ``j % K``.
+"""
+import numpy as np
+
+from ._binning import BinMapper
+from ._cext import _predictor
+from ._common import NODE_DTYPE, X_DTYPE, threads_for
+from ._dart import WeightLog
+from ._model_format import FormatError, validate_state
+
+#: The booster's part of a model-state header (the rest is the estimator's).
+BOOSTER_HEADER_FIELDS = ("n_features_in", "n_trees_per_iteration", "n_iter", "max_bins")
+
+
+class _GrowableArray:
+    """A 1-D array with amortised O(1) appends (capacity doubling)."""
+
+    def __init__(self, dtype, data=None):
+        data = np.zeros(0, dtype=dtype) if data is None else np.asarray(data, dtype=dtype)
+        self._buf = np.array(data, dtype=dtype)  # owned copy
+        self._size = data.shape[0]
+
+    @property
+    def view(self):
+        return self._buf[:self._size]
+
+    def extend(self, values):
+        values = np.asarray(values, dtype=self._buf.dtype)
+        need = self._size + values.shape[0]
+        if need > self._buf.shape[0]:
+            grown = np.empty(max(need, 2 * self._buf.shape[0], 16), dtype=self._buf.dtype)
+            grown[:self._size] = self._buf[:self._size]
+            self._buf = grown
+        self._buf[self._size:need] = values
+        self._size = need
+
+    def truncate(self, size):
+        self._size = size
+
+    def compact(self):
+        """Drop the spare capacity (a fitted model holds exactly its trees)."""
+        if self._buf.shape[0] != self._size:
+            self._buf = self._buf[:self._size].copy()
+
+    def __getstate__(self):
+        self.compact()
+        return self.__dict__
+
+
+class Booster:
+    """Trees, weights and binning of a fitted boosted model.
+
+    Parameters
+    ----------
+    bin_mapper : BinMapper
+        Fitted binning of the ``n_features`` features (used to continue
+        training; prediction works on raw values).
+    baseline : ndarray of shape (n_trees_per_iteration,)
+        Raw score before any tree.
+    """
+
+    def __init__(self, bin_mapper, baseline):
+        self.bin_mapper = bin_mapper
+        self.baseline = np.array(baseline, dtype=np.float64).reshape(-1)
+        self._nodes = _GrowableArray(NODE_DTYPE)
+        self._offsets = _GrowableArray(np.int64, [0])
+        self._weights = []
+        self.weight_log = WeightLog()
+
+    # ---------------------------------------------------------------- shape
+    @property
+    def n_trees_per_iteration(self):
+        """Trees per iteration: one per output (class)."""
+        return self.baseline.shape[0]
+
+    @property
+    def n_features(self):
+        return self.bin_mapper._offsets.shape[0] - 1
+
+    def num_iterations(self):
+        """Iterations in the model."""
+        return len(self._weights)
+
+    @property
+    def n_trees(self):
+        return self._offsets.view.shape[0] - 1
+
+    @property
+    def nodes(self):
+        """All trees' nodes back to back (read-only view)."""
+        v = self._nodes.view
+        v.flags.writeable = False
+        return v
+
+    @property
+    def tree_offsets(self):
+        """Tree ``j`` is ``nodes[tree_offsets[j]:tree_offsets[j + 1]]``."""
+        v = self._offsets.view
+        v.flags.writeable = False
+        return v
+
+    def tree(self, j):
+        """Nodes of tree ``j`` (a view, no copy)."""
+        o = self.tree_offsets
+        return self.nodes[o[j]:o[j + 1]]
+
+    @property
+    def trees(self):
+        """All trees as a list of views."""
+        return [self.tree(j) for j in range(self.n_trees)]
+
+    @property
+    def weights(self):
+        """Current weight of each iteration (DART rescales them)."""
+        return np.asarray(self._weights, dtype=np.float64)
+
+    def weights_at(self, n_iterations):
+        """Weights the first ``n_iterations`` had right after iteration
+        ``n_iterations`` (replaying the weight log)."""
+        return self.weight_log.replay(n_iterations)
+
+    # ------------------------------------------------------------- building
+    def append_iteration(self, trees, dropped, scale, new_weight):
+        """Add one iteration's ``K`` trees after rescaling the ``dropped``
+        iterations by ``scale``; the new trees get ``new_weight``."""
+        if len(trees) != self.n_trees_per_iteration:
+            raise ValueError(f"an iteration has {self.n_trees_per_iteration} trees, "
+                             f"got {len(trees)}")
+        WeightLog.apply(self._weights, dropped, scale, new_weight)
+        self.weight_log.append(dropped, scale, new_weight)
+        end = self._offsets.view[-1]
+        for nodes in trees:
+            self._nodes.extend(nodes)
+            end += nodes.shape[0]
+            self._offsets.extend([end])
+
+    def truncate(self, n_iterations):
+        """Keep the first ``n_iterations``, with the weights they had then."""
+        K = self.n_trees_per_iteration
+        self._offsets.truncate(n_iterations * K + 1)
+        self._nodes.truncate(int(self._offsets.view[-1]))
+        self.weight_log.truncate(n_iterations)
+        self._weights = list(self.weight_log.replay())
+
+    def compact(self):
+        self._nodes.compact()
+        self._offsets.compact()
+
+    def slice(self, start, stop, include_baseline=True):
+        """A booster of iterations ``[start, stop)`` with their current weights.
+
+        Only those trees are copied. Its weight log records no drops, so it
+        replays to exactly the sliced weights.
+        """
+        K = self.n_trees_per_iteration
+        if not 0 <= start < stop <= self.num_iterations():
+            raise ValueError(f"iteration range [{start}, {stop}) is not inside the model's "
+                             f"{self.num_iterations()} iterations")
+        baseline = self.baseline if include_baseline else np.zeros_like(self.baseline)
+        part = Booster(self.bin_mapper, baseline)
+        o = self.tree_offsets
+        first, last = o[start * K], o[stop * K]
+        part._nodes = _GrowableArray(NODE_DTYPE, self.nodes[first:last])
+        part._offsets = _GrowableArray(np.int64, o[start * K:stop * K + 1] - first)
+        for w in self._weights[start:stop]:
+            WeightLog.apply(part._weights, (), 1.0, w)
+            part.weight_log.append((), 1.0, w)
+        return part
+
+    # ----------------------------------------------------------- prediction
+    def _check_X(self, X):
+        X = np.ascontiguousarray(X, dtype=X_DTYPE)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X has shape {X.shape}; this model needs "
+                             f"(n_samples, {self.n_features}).")
+        return X
+
+    def _iteration_range(self, iteration_range):
+        n = self.num_iterations()
+        if iteration_range is None:
+            return 0, n
+        start, stop = (int(v) for v in iteration_range)
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"iteration_range={tuple(iteration_range)} must satisfy "
+                             f"0 <= start <= stop <= {n} (the model's iterations).")
+        return start, stop
+
+    def predict_raw(self, X, iteration_range=None, n_threads=1):
+        """Raw scores, shape ``(n_samples, n_trees_per_iteration)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        iteration_range : (start, stop) or None
+            Use only iterations ``[start, stop)``, with the weights they had
+            right after iteration ``stop`` (DART rescales earlier trees later;
+            the weight log is replayed). The baseline is always included.
+        n_threads : int
+        """
+        X = self._check_X(X)
+        start, stop = self._iteration_range(iteration_range)
+        K = self.n_trees_per_iteration
+        weights = self.weights if stop == self.num_iterations() else self.weights_at(stop)
+        per_tree = np.repeat(weights[start:stop], K)
+        offsets = np.ascontiguousarray(self.tree_offsets[start * K:stop * K + 1])
+        out = np.tile(self.baseline, (X.shape[0], 1))
+        n_trees = per_tree.shape[0]
+        _predictor.predict_raw(self.nodes, offsets, per_tree, K, X,
+                               threads_for(X.shape[0] * max(n_trees, 1) * 8, n_threads), out)
+        return out
+
+    def staged_predict_raw(self, X, n_threads=1):
+        """Yield the raw scores after each iteration, ``(n_samples, K)``.
+
+        One running score is updated per iteration (the dropped trees by
+        their weight change, then the new trees), so memory is
+        O(n_samples * K) whatever the number of trees.
+        """
+        X = self._check_X(X)
+        K = self.n_trees_per_iteration
+        o = self.tree_offsets
+        raw = np.tile(self.baseline, (X.shape[0], 1))
+        weights = []
+        for t, dropped, scale, new_weight in self.weight_log.iter_steps():
+            trees = [i * K + k for i in dropped for k in range(K)]
+            factors = [weights[i] * scale - weights[i] for i in dropped for _ in range(K)]
+            trees += [t * K + k for k in range(K)]
+            factors += [new_weight] * K
+            WeightLog.apply(weights, dropped, scale, new_weight)
+            # the kernel reads tree j's root at roots[j]; tree (j % K) is output j % K
+            roots = np.append(o[trees], 0).astype(np.int64)
+            _predictor.predict_raw(self.nodes, roots, np.asarray(factors, dtype=np.float64),
+                                   K, X, threads_for(X.shape[0] * len(trees) * 8, n_threads),
+                                   raw)
+            yield raw.copy()
+
+    def predict_leaf(self, X, n_threads=1):
+        """Leaf reached in every tree: ``(n_samples, n_trees)`` node indices
+        within each tree (LightGBM's ``pred_leaf``)."""
+        X = self._check_X(X)
+        out = np.empty((X.shape[0], self.n_trees), dtype=np.uint32)
+        _predictor.predict_leaves_raw(
+            self.nodes, np.ascontiguousarray(self.tree_offsets), X,
+            threads_for(X.shape[0] * max(self.n_trees, 1) * 8, n_threads), out)
+        return out
+
+    def feature_importances(self):
+        """Split gains weighted by each tree's current weight, summing to 1."""
+        K = self.n_trees_per_iteration
+        nodes = self.nodes
+        tree_of = np.repeat(np.arange(self.n_trees), np.diff(self.tree_offsets))
+        split = nodes["is_leaf"] == 0
+        w = self.weights[tree_of[split] // K] if self.n_trees else np.zeros(0)
+        imp = np.zeros(self.n_features)
+        np.add.at(imp, nodes["feature_idx"][split], w * nodes["gain"][split])
+        total = imp.sum()
+        return imp / total if total > 0 else imp
+
+    # ---------------------------------------------------------------- state
+    def to_state(self):
+        """``(header, arrays)``: the booster's part of a model state."""
+        header = {"n_features_in": int(self.n_features),
+                  "n_trees_per_iteration": int(self.n_trees_per_iteration),
+                  "n_iter": self.num_iterations(),
+                  "max_bins": int(self.bin_mapper.max_bins)}
+        arrays = {"nodes": self.nodes.copy(), "tree_offsets": self.tree_offsets.copy(),
+                  "tree_weights": self.weights, "baseline": self.baseline.copy(),
+                  **self.bin_mapper.to_arrays(), **self.weight_log.to_arrays()}
+        return header, arrays
+
+    @classmethod
+    def from_state(cls, header, arrays, n_threads=1):
+        """Rebuild a booster from a model state (validated first).
+
+        Raises
+        ------
+        FormatError
+            If any field is malformed (see ``docs/contracts.md``).
+        """
+        if not isinstance(header, dict):
+            raise FormatError("header: must be an object")
+        info = validate_state(header, arrays)
+        mapper = BinMapper.from_arrays(info["max_bins"], arrays["bin_thresholds"],
+                                       arrays["bin_offsets"], n_threads)
+        booster = cls(mapper, arrays["baseline"])
+        booster._nodes = _GrowableArray(NODE_DTYPE, arrays["nodes"])
+        booster._offsets = _GrowableArray(np.int64, arrays["tree_offsets"])
+        booster.weight_log = WeightLog.from_arrays(arrays["log_new_weight"],
+                                                   arrays["log_scale"], arrays["log_dropped"],
+                                                   arrays["log_offsets"])
+        booster._weights = [float(w) for w in arrays["tree_weights"]]
+        return booster
