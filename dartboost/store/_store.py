@@ -25,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -35,7 +36,8 @@ import numpy as np
 
 from . import _format
 from ._incremental import encode_rows, stripe, update_parity
-from ._locations import Location, StoreError, check_chunk_id, check_name
+from ._locations import (TMP_PREFIX, IrregularFileError, Location, StoreError, check_chunk_id,
+                         check_name, now)
 from ._rs import ReedSolomon, _check_kr
 
 STORE_FORMAT = "dartboost.store"
@@ -44,6 +46,11 @@ CODEC = "rs-cauchy-gf256-0x11d"
 CONFIG_NAME = ".dartboost-store.json"
 DEFAULT_CHUNK_SIZE = 1 << 16
 _UNREACHABLE = object()
+_VERSION_FILE = re.compile(r"v([0-9]{8})\.json")
+# bound on what reading one manifest copy may allocate (a 64 KiB-chunk manifest
+# of a 100 GB object is about 50 MB)
+MAX_MANIFEST_BYTES = 1 << 28
+DEFAULT_GRACE_SECONDS = 3600.0
 
 
 class ConfigMismatchError(StoreError, ValueError):
@@ -205,9 +212,13 @@ class ModelStore:
                     f"k={k}, r={r} needs {k + r} locations (one per shard), got {len(locations)}")
         if len(set(locations)) != len(locations):
             raise ValueError("locations must be distinct (each holds a different shard)")
-        self.locations = [Location(u, o) for u, o in zip(locations, opts)]
+        # a Location-like object (same methods) may stand in for a URL: custom
+        # backends, and the simulated locations of the commit-protocol tests
+        self.locations = [Location(u, o) if isinstance(u, str) else u
+                          for u, o in zip(locations, opts)]
         self.backend = backend
         self._cache = {}
+        self._committed = {}  # (name, version) -> (body, sha): quorum decisions are final
         self._lock = threading.Lock()  # puts from several threads share the cache
         self.last_put_stats = None
         self._open(k, r, chunk_size, create)
@@ -311,7 +322,7 @@ class ModelStore:
         try:
             doc = json.loads(raw)
             body = doc["body"]
-            if _sha256(_canonical(body)) != doc["sha256"]:
+            if not isinstance(body, dict) or _sha256(_canonical(body)) != doc["sha256"]:
                 raise ValueError("checksum mismatch")
         except (ValueError, KeyError, TypeError) as exc:
             raise ManifestError(f"truncated or corrupt ({exc.__class__.__name__}: {exc})") from exc
@@ -347,24 +358,112 @@ class ModelStore:
                     check_chunk_id(cid)
         except StoreError as exc:
             raise ManifestError(str(exc)) from None
-        return body
+        return body, doc["sha256"]
 
-    def versions(self, name):
-        """Committed version numbers of ``name`` (ascending)."""
+    @property
+    def quorum(self):
+        """Manifest copies that commit a version: a majority of the k + r locations."""
+        return self.n // 2 + 1
+
+    def _listed_versions(self, name):
+        """Every version number some reachable location lists, committed or not."""
         check_name(name)
         found = set()
         for loc in self.locations:
             try:
                 entries = loc.listdir(loc.path("objects", name, "manifests"))
             except OSError:
-                continue  # a down location; the others list the same versions
+                continue  # a down location; the commit rule copes with what it misses
             for fn in entries:
-                if len(fn) == 14 and fn.startswith("v") and fn.endswith(".json") and fn[1:9].isdigit():
-                    found.add(int(fn[1:9]))
-        return sorted(found)
+                m = _VERSION_FILE.fullmatch(fn)
+                if m:
+                    found.add(int(m.group(1)))
+        return found
+
+    def _votes(self, name, version):
+        """Each location's copy of a manifest: ``[(status, sha, body)]`` by location.
+
+        ``status`` is "ok", "missing", "corrupt" (unparseable, bad checksum, not
+        a regular file) or "unreachable"; ``sha`` identifies the body.
+        """
+        out = []
+        for loc in self.locations:
+            try:
+                raw = loc.read(self._mpath(loc, name, version), limit=MAX_MANIFEST_BYTES)
+            except FileNotFoundError:
+                out.append(("missing", None, None))
+                continue
+            except IrregularFileError:
+                out.append(("corrupt", None, "not a regular file"))
+                continue
+            except OSError as exc:
+                out.append(("unreachable", None, str(exc)))
+                continue
+            try:
+                body, sha = self._parse_manifest(raw, name, version)
+            except ManifestError as exc:
+                out.append(("corrupt", None, str(exc)))
+                continue
+            out.append(("ok", sha, body))
+        return out
+
+    def _decide(self, name, version, votes=None):
+        """Apply the commit rule to one version number (``docs/contracts.md``).
+
+        Returns
+        -------
+        status : {"quorum", "sole", "undecided", "aborted", "damaged"}
+            "quorum": one body has copies at a majority of locations, which is
+            what its writer needed to acknowledge it, and final. "sole": every
+            location answered and all valid copies are one body (a store that
+            lost copies, or a put that crashed after writing some). "undecided":
+            unreachable locations could still make a body a majority.
+            "aborted": competing bodies, none can win (no put acknowledged it).
+            "damaged": no valid copy at any location.
+        body : dict or None
+            The committed manifest for "quorum" and "sole".
+        votes : list
+            As returned by :meth:`_votes`.
+        """
+        key = (name, version)
+        if votes is None and key in self._committed:
+            return "quorum", self._committed[key][0], None
+        votes = self._votes(name, version) if votes is None else votes
+        counts = {}
+        for st, sha, body in votes:
+            if st == "ok":
+                counts.setdefault(sha, [0, body])[0] += 1
+        down = sum(st == "unreachable" for st, _, _ in votes)
+        for sha, (c, body) in counts.items():
+            if c >= self.quorum:
+                self._committed[key] = (body, sha)
+                return "quorum", body, votes
+        best = max((c for c, _ in counts.values()), default=0)
+        if down and best + down >= self.quorum:
+            return "undecided", None, votes
+        if len(counts) == 1 and not down:
+            return "sole", next(iter(counts.values()))[1], votes
+        if not counts:
+            return ("undecided" if down else "damaged"), None, votes
+        return "aborted", None, votes
+
+    def versions(self, name):
+        """Version numbers of ``name`` (ascending) that are committed, damaged or undecided.
+
+        Versions that no put can have acknowledged (competing partial commits
+        that none won) are left out.
+        """
+        vs = []
+        for v in sorted(self._listed_versions(name)):
+            if self._decide(name, v)[0] != "aborted":
+                vs.append(v)
+        return vs
 
     def list(self):
         """Names of all stored objects that have at least one version."""
+        return sorted(n for n in self._names() if self.versions(n))
+
+    def _names(self):
         names = set()
         for loc in self.locations:
             try:
@@ -377,7 +476,7 @@ class ModelStore:
                 except ValueError:
                     continue
                 names.add(n)
-        return sorted(n for n in names if self.versions(n))
+        return names
 
     def _resolve_version(self, name, version):
         vs = self.versions(name)
@@ -394,42 +493,42 @@ class ModelStore:
         return version
 
     def _read_manifest(self, name, version, *, report=None):
-        """The manifest from the lowest-index location holding a valid copy.
+        """The committed manifest of a version, by the commit rule.
 
-        The lowest index is also the arbiter of the commit race, so all readers
-        agree on which copy wins.
+        ``report``, if given, receives ``(location, status)`` for every copy
+        that is not a healthy copy of the committed body ("missing", "corrupt",
+        "unreachable" or "conflict", a losing writer's copy).
+
+        Raises
+        ------
+        ManifestError
+            No valid copy at any location, or none that the commit rule can
+            confirm (the message says which locations would decide).
         """
-        errors, body = [], None
-        for i, loc in enumerate(self.locations):
-            try:
-                raw = loc.read(self._mpath(loc, name, version))
-            except FileNotFoundError:
-                errors.append(f"location {i}: missing")
-                if report is not None:
-                    report.append((i, "missing"))
-                continue
-            except OSError as exc:
-                errors.append(f"location {i}: unreachable ({exc})")
-                if report is not None:
-                    report.append((i, "unreachable"))
-                continue
-            try:
-                parsed = self._parse_manifest(raw, name, version)
-            except ManifestError as exc:
-                errors.append(f"location {i}: {exc}")
-                if report is not None:
-                    report.append((i, "corrupt"))
-                continue
-            if body is None:
-                body = parsed
-                if report is None:
-                    break
-            elif report is not None and parsed != body:
-                report.append((i, "corrupt"))
-        if body is None:
+        # always read the copies: the cached decision says which body wins,
+        # but the copies may have been damaged or deleted since
+        status, body, votes = self._decide(name, version, self._votes(name, version))
+        if report is not None:
+            sha = self._committed.get((name, version), (None, None))[1]
+            if status == "sole":
+                sha = next(h for st, h, _ in votes if st == "ok")
+            for i, (st, h, _) in enumerate(votes):
+                if st != "ok":
+                    report.append((i, st))
+                elif body is not None and h != sha:
+                    report.append((i, "conflict"))
+        if body is not None:
+            return body
+        where = "; ".join(f"location {i}: {st}" + (f" ({why})" if isinstance(why, str) else "")
+                          for i, (st, _, why) in enumerate(votes))
+        if status == "undecided":
             raise ManifestError(
-                f"no valid manifest for {name!r} v{version}: " + "; ".join(errors))
-        return body
+                f"cannot tell whether {name!r} v{version} is committed: no manifest copy reaches "
+                f"the quorum of {self.quorum} and unreachable locations could decide it ({where})")
+        if status == "aborted":
+            raise ManifestError(f"{name!r} v{version} was never committed: competing partial "
+                                f"manifests, none at a quorum of {self.quorum} ({where})")
+        raise ManifestError(f"no valid manifest for {name!r} v{version}: {where}")
 
     def info(self, name, version=None):
         """The manifest of a version: size, kind, metadata, chunk table, ..."""
@@ -693,13 +792,8 @@ class ModelStore:
         return version
 
     def _manifest_exists(self, name, version):
-        for loc in self.locations:
-            try:
-                if loc.exists(self._mpath(loc, name, version)):
-                    return True
-            except OSError:
-                continue
-        return False
+        # read the copies afresh: another process may have deleted the version
+        return self._decide(name, version, self._votes(name, version))[0] in ("quorum", "sole")
 
     def _write_chunks(self, name, to_write):
         def work(item):
@@ -712,28 +806,60 @@ class ModelStore:
         return sum(self._map(work, list(to_write.items())))
 
     def _commit(self, name, body, attempts=50):
+        """Commit ``body`` as the next version of ``name``; returns (version, bytes written).
+
+        The manifest is created with an exclusive create (create-if-absent) at
+        every location. The version is acknowledged only when this writer's
+        creates succeeded at a quorum (majority) of locations: two majorities
+        always share a location, and a location accepts one manifest per
+        version, so no two puts can both be acknowledged with one number. A
+        writer that lost some creates to another writer tries the next number;
+        one that could not reach a quorum for lack of reachable locations
+        raises (fail-closed) instead of acknowledging.
+        """
+        tried = 0
         for _ in range(attempts):
-            vs = self.versions(name)
-            version = (vs[-1] + 1) if vs else 1
+            version = max(max(self._listed_versions(name), default=0), tried) + 1
+            tried = version
             body["version"] = version
             raw = _manifest_bytes(body)
-            won, lost, total = False, False, 0
-            for loc in self.locations:
+            won, lost, down = [], [], []
+            for i, loc in enumerate(self.locations):
                 try:
-                    ok = loc.create(self._mpath(loc, name, version), raw)
+                    (won if loc.create(self._mpath(loc, name, version), raw) else lost).append(i)
                 except OSError:
-                    continue  # unreachable location: verify/repair will restore its copy
-                if not won and not ok:
-                    lost = True  # another writer took this version number first
-                    break
-                won = True
-                total += len(raw) if ok else 0
-            if won:
-                return version, total
-            if not lost:
-                raise StoreError(f"could not write the manifest of {name!r} to any location")
+                    down.append(i)  # unreachable: its copy is restored by repair
+            if len(won) >= self.quorum:
+                self._committed[(name, version)] = (self._parse_manifest(raw, name, version))
+                return version, len(raw) * len(won)
+            if lost:
+                # Another writer holds copies of this number, so ours can never
+                # win it: withdraw them (best effort; verify reports leftovers
+                # as "conflict" and repair replaces them) and try the next one.
+                self._withdraw(name, version, raw, won)
+                continue
+            raise StoreError(
+                f"could not commit {name!r} v{version}: its manifest reached {len(won)} of the "
+                f"{self.quorum} locations a commit needs; locations {down} are unreachable. "
+                "Nothing was acknowledged; retry when they are back (if those locations did "
+                "store the copy, the version appears then)")
         raise ConcurrentWriteError(
             f"gave up committing {name!r} after {attempts} lost races with other writers")
+
+    def _withdraw(self, name, version, raw, where):
+        """Take back a losing writer's copies; where the winner is known, put its copy there."""
+        status, body, _ = self._decide(name, version, self._votes(name, version))
+        winner = _manifest_bytes(body) if status == "quorum" else None
+        for i in where:
+            loc = self.locations[i]
+            path = self._mpath(loc, name, version)
+            try:
+                if loc.read(path, limit=len(raw)) == raw:  # still our copy
+                    loc.remove(path)
+                    if winner is not None:
+                        loc.create(path, winner)
+            except OSError:
+                pass
 
     # ------------------------------------------------------ scrub and repair
     def _targets(self, name, version):
@@ -822,14 +948,24 @@ class ModelStore:
             if body is None:
                 continue
             new = report.problems[before:]
-            man_bad = [p.location for p in new if p.what == "manifest"]
+            man_bad = [(p.location, p.status) for p in new if p.what == "manifest"]
             if man_bad:
-                raw_body = self._read_manifest(n, v)
-                raw = _manifest_bytes(raw_body)
-                for i in man_bad:
+                raw = _manifest_bytes(body)
+                for i, st in man_bad:
                     loc = self.locations[i]
+                    path = self._mpath(loc, n, v)
                     try:
-                        loc.write(self._mpath(loc, n, v), raw)
+                        if st == "missing":
+                            # exclusive: never replaces a copy that appeared meanwhile
+                            if not loc.create(path, raw):
+                                continue
+                        elif st in ("corrupt", "conflict"):
+                            # a damaged copy, or a losing writer's copy of a number
+                            # the committed body holds by the commit rule
+                            loc.remove(path)
+                            loc.write(path, raw)
+                        else:
+                            continue  # unreachable
                         report.repaired.append(f"{n} v{v} manifest at shard {i}")
                     except OSError:
                         pass
