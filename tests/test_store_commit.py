@@ -106,9 +106,10 @@ def test_two_writers_every_reachability_pattern_and_order():
     assert cases == 125
 
 
-@pytest.mark.parametrize("max_down", [1, pytest.param(N, marks=pytest.mark.slow)])
-def test_three_writers_every_reachability_pattern_and_order(max_down):
-    small = [s for s in SUBSETS if len(s) <= max_down]
+def test_three_writers_every_reachability_pattern_and_order():
+    # each writer misses at most one of the three locations: one that misses
+    # two can never reach the quorum of two (covered by the two-writer test)
+    small = [s for s in SUBSETS if len(s) <= 1]
     for down_sets in itertools.product(small, repeat=3):
         for first in _firsts(down_sets):
             _check(*_race(list(down_sets), first), list(down_sets))

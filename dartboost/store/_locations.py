@@ -198,7 +198,12 @@ class Location:
             if d not in dirs:
                 self._makedirs(d)
                 dirs.add(d)
-            os.replace(self._durable_tmp(d, data), p)
+            tmp = self._durable_tmp(d, data)
+            try:
+                os.replace(tmp, p)
+            except IsADirectoryError:  # a directory where the file belongs
+                self.remove(p)
+                os.replace(tmp, p)
         for d in dirs:
             fsync_dir(d)
 

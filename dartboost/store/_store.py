@@ -139,6 +139,10 @@ class VerifyReport:
     problems: list = field(default_factory=list)
     unrecoverable: list = field(default_factory=list)  # (name, version, row, bad shards)
     repaired: list = field(default_factory=list)
+    # garbage older than the grace period, (name, location, "chunks"|"manifests", file):
+    # harmless to reads, removed by gc(); it does not make ``ok`` False
+    orphans: list = field(default_factory=list)
+    stale_temporaries: list = field(default_factory=list)
 
     @property
     def ok(self):
@@ -151,6 +155,10 @@ class VerifyReport:
         lines += [f"  UNRECOVERABLE {n} v{v}: no valid manifest copy at any location" if row < 0
                   else f"  UNRECOVERABLE {n} v{v} row {row}: shards {bad} bad, more than r"
                   for n, v, row, bad in self.unrecoverable]
+        if self.orphans or self.stale_temporaries:
+            lines.append(f"garbage: {len(self.orphans)} orphan chunk(s), "
+                         f"{len(self.stale_temporaries)} stale temporary file(s) "
+                         "(run 'dartboost store gc' to remove them)")
         if self.repaired:
             lines.append(f"repaired {len(self.repaired)} item(s)")
         return "\n".join(lines)
@@ -550,7 +558,7 @@ class ModelStore:
             ids = {chunks[row][shard] for row in rows}
             paths = {cid: self._cpath(loc, name, cid) for cid in ids}
             try:
-                got = loc.read_many(list(paths.values()))
+                got = loc.read_many(list(paths.values()), limit=body["chunk_size"])
             except OSError as exc:  # the whole location is down
                 got = {p: exc for p in paths.values()}
             status = {}
@@ -558,6 +566,8 @@ class ModelStore:
                 data = got.get(p)
                 if isinstance(data, FileNotFoundError) or data is None:
                     status[cid] = "missing"
+                elif isinstance(data, IrregularFileError):
+                    status[cid] = "corrupt"  # a symlink or directory: one bad shard
                 elif isinstance(data, BaseException):
                     status[cid] = "unreachable"
                 elif len(data) != body["chunk_size"] or _chunk_id(data) != cid:
@@ -770,6 +780,8 @@ class ModelStore:
                 if row < len(prev_ids) and prev_ids[row][s] == cid:
                     continue
                 to_write[s][cid] = chunk
+        if cache is None:
+            self._drop_stored(name, to_write)
         written = self._write_chunks(name, to_write)
         body = {"format": "dartboost.store.manifest", "format_version": 1,
                 "store_id": self.store_id, "name": name, "k": self.k, "r": self.r,
@@ -794,6 +806,28 @@ class ModelStore:
     def _manifest_exists(self, name, version):
         # read the copies afresh: another process may have deleted the version
         return self._decide(name, version, self._votes(name, version))[0] in ("quorum", "sole")
+
+    def _drop_stored(self, name, to_write):
+        """Content dedup: skip chunks the latest committed version already holds.
+
+        Only chunks referenced by a committed version are reused (and only
+        where the file is present), never orphans, which gc may be removing.
+        """
+        try:
+            latest = self._read_manifest(name, self._resolve_version(name, None))
+        except StoreError:
+            return
+        for s, chunks in to_write.items():
+            have = {row[s] for row in latest["chunks"]} & set(chunks)
+            if not have:
+                continue
+            loc = self.locations[s]
+            try:
+                present = set(loc.listdir(loc.path("objects", name, "chunks")))
+            except OSError:
+                continue
+            for cid in have & present:
+                del chunks[cid]
 
     def _write_chunks(self, name, to_write):
         def work(item):
@@ -872,7 +906,7 @@ class ModelStore:
             out += [(n, v) for v in vs]
         return out
 
-    def verify(self, name=None, version=None):
+    def verify(self, name=None, version=None, *, grace=DEFAULT_GRACE_SECONDS):
         """Scrub: read every chunk and manifest copy and check its checksum.
 
         Parameters
@@ -882,16 +916,25 @@ class ModelStore:
         version : int or None
             One version, or all versions when None.
 
+        grace : float, default=3600
+            Orphan chunks and temporary files younger than this are not
+            reported (they may belong to a put in flight).
+
         Returns
         -------
         VerifyReport
             ``problems`` lists every missing/corrupt chunk and manifest copy;
-            ``unrecoverable`` the rows that lost more than r shards.
+            ``unrecoverable`` the rows that lost more than r shards;
+            ``orphans`` and ``stale_temporaries`` the garbage :meth:`gc` removes.
         """
         report = VerifyReport()
         seen = {}
         for n, v in self._targets(name, version):
             self._scan(n, v, report, seen)
+        garbage = GcReport()
+        for n in ([check_name(name)] if name is not None else sorted(self._names())):
+            self._collect(n, grace, garbage, remove=False)
+        report.orphans, report.stale_temporaries = garbage.orphans, garbage.stale_temporaries
         return report
 
     def _scan(self, name, version, report, seen):
@@ -1021,37 +1064,132 @@ class ModelStore:
                     loc.remove(self._mpath(loc, name, v))
                 except OSError:
                     pass
-        self.gc(name)
+        for v in targets:
+            self._committed.pop((name, v), None)
+        self._collect(name, 0.0, GcReport(), remove=True, prune_dirs=True)
         if self._cache.get(name, {}).get("version") in targets:
             del self._cache[name]
         return targets
 
-    def gc(self, name):
-        """Remove chunks of ``name`` that no committed version references.
+    def gc(self, name=None, *, grace=DEFAULT_GRACE_SECONDS, dry_run=False):
+        """Remove orphan chunks and stale temporary files.
 
-        Chunks of a ``put`` still in progress are not referenced yet, so do not
-        run this concurrently with writers of the same name.
+        An orphan is a chunk file no manifest copy of any version references
+        (left by a put that crashed or lost its race, or by a partial delete);
+        a stale temporary is a ``.tmp-*`` file of an interrupted write. Only
+        items last modified more than ``grace`` seconds ago are removed, so the
+        chunks of puts still in flight (written, not yet committed) stay:
+        ``grace`` must exceed the longest put. Chunks referenced by any
+        manifest copy, committed or not, are never touched; an object with an
+        unreachable location or an unreadable version is skipped.
+
+        Parameters
+        ----------
+        name : str or None
+            One object, or all objects.
+        grace : float, default=3600
+            Age in seconds below which nothing is removed.
+        dry_run : bool, default=False
+            Only report what would be removed.
+
+        Returns
+        -------
+        GcReport
         """
-        check_name(name)
+        report = GcReport()
+        names = [check_name(name)] if name is not None else sorted(self._names())
+        for n in names:
+            self._collect(n, grace, report, remove=not dry_run)
+        return report
+
+    def _collect(self, name, grace, report, remove, prune_dirs=False):
         keep = [set() for _ in range(self.n)]
-        for v in self.versions(name):
-            try:
-                body = self._read_manifest(name, v)
-            except ManifestError:
-                # cannot tell what an unreadable version needs: keep everything
+        for v in sorted(self._listed_versions(name)):
+            votes = self._votes(name, v)
+            if any(st in ("unreachable", "corrupt") for st, _, _ in votes):
+                # cannot tell what an unreadable copy refers to: keep everything
+                report.skipped.append((name, f"v{v} has unreadable manifest copies"))
                 return
-            for row in body["chunks"]:
-                for s, cid in enumerate(row):
-                    keep[s].add(cid)
+            for st, _, body in votes:
+                if st == "ok":
+                    for row in body["chunks"]:
+                        for s, cid in enumerate(row):
+                            keep[s].add(cid)
+        cutoff = now() - grace
         for s, loc in enumerate(self.locations):
-            d = loc.path("objects", name, "chunks")
-            for cid in loc.listdir(d):
-                if cid not in keep[s]:
-                    loc.remove(d + "/" + cid)
-            if not keep[s]:
-                loc.remove_dir_if_empty(d)
+            for sub in ("chunks", "manifests"):
+                d = loc.path("objects", name, sub)
+                try:
+                    entries = loc.scan(d)
+                except OSError:
+                    report.skipped.append((name, f"location {s} unreachable"))
+                    continue
+                for fn, mtime, regular in entries:
+                    if fn.startswith(TMP_PREFIX):
+                        kind = "temporary"
+                    elif sub == "chunks" and fn not in keep[s]:
+                        kind = "orphan"
+                    else:
+                        continue
+                    if mtime is not None and mtime > cutoff:
+                        continue  # young: possibly a put in flight
+                    item = (name, s, sub, fn)
+                    (report.stale_temporaries if kind == "temporary" else report.orphans).append(item)
+                    if remove and _remove_if_older(loc, d + "/" + fn, cutoff):
+                        report.removed.append(item)
+            if prune_dirs and not keep[s]:
+                # only for delete: a put in flight may be creating these
+                loc.remove_dir_if_empty(loc.path("objects", name, "chunks"))
                 loc.remove_dir_if_empty(loc.path("objects", name, "manifests"))
                 loc.remove_dir_if_empty(loc.path("objects", name))
+
+
+@dataclass
+class GcReport:
+    """What :meth:`ModelStore.gc` found (``(name, location, "chunks"|"manifests", file)``) and removed."""
+
+    orphans: list = field(default_factory=list)
+    stale_temporaries: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (name, reason)
+
+    def __str__(self):
+        lines = [f"{len(self.orphans)} orphan chunk(s), {len(self.stale_temporaries)} stale "
+                 f"temporary file(s); removed {len(self.removed)}"]
+        lines += [f"  skipped {n}: {why}" for n, why in self.skipped]
+        return "\n".join(lines)
+
+
+def _remove_if_older(loc, path, cutoff):
+    """Remove ``path`` unless it was modified after ``cutoff``; True if removed.
+
+    Locally the file is first renamed aside and its age checked on the renamed
+    file, so a put that rewrites the same chunk just before cannot lose it: a
+    fresh file is linked back. Object stores have no rename: there a rewrite
+    between the age check and the delete is lost (a window of one request;
+    keep ``grace`` well above the longest put).
+    """
+    if not loc.local:
+        loc.remove(path)
+        return True
+    import os
+
+    aside = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}gc-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    st = os.lstat(aside)
+    if st.st_mtime > cutoff:
+        try:
+            os.link(aside, path)  # a put rewrote it: put it back (unless replaced again)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(aside)
+        return False
+    loc.remove(aside)
+    return True
 
 
 def _rebuild(locations, k, r, chunk_size, storage_options, backend, create):
