@@ -56,7 +56,7 @@ def bench_codec(total_mb, repeat):
         zfec = None
     rng = np.random.default_rng(0)
     rows = []
-    for k, r in ((4, 2), (10, 4)):
+    for k, r in ((4, 2), (8, 3), (10, 4)):
         L = (total_mb << 20) // k // 64 * 64
         data = rng.integers(0, 256, (k, L), dtype=np.uint8)
         nbytes = k * L
@@ -264,8 +264,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "store.json"))
+    ap.add_argument("--codec-only", action="store_true",
+                    help="only the codec table (written to results/store_codec.json by default)")
     args = ap.parse_args(argv)
     quick = args.quick
+    if args.codec_only:
+        return codec_only(args, 8 if quick else 64, 3 if quick else 7)
     repeat = 3 if quick else 5
     tmp = tempfile.mkdtemp(prefix="bench_store_")
     t0 = time.time()
@@ -311,6 +315,28 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"\nwrote {args.out} ({result['wall_seconds']:.0f} s)")
+
+
+def codec_only(args, total_mb, repeat):
+    import dartboost.store._gf256 as gf
+    t0 = time.time()
+    load_before = os.getloadavg()
+    codec = bench_codec(total_mb, repeat)
+    out = args.out if not args.out.endswith("store.json") else args.out.replace(
+        "store.json", "store_codec.json")
+    result = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpus": os.cpu_count(), "load_avg_before": load_before,
+                          "load_avg_at_end": os.getloadavg(), "numba": gf.HAVE_NUMBA,
+                          "note": "machine shared with other sessions; medians"},
+              "object_MiB": total_mb, "repeat": repeat, "wall_seconds": time.time() - t0,
+              "codec": codec}
+    print(f"== Reed-Solomon throughput (GB/s of data, {total_mb} MiB objects; median of {repeat}) ==")
+    print(f"{'k+r':<6}{'implementation':<30}{'encode':>9}{'decode':>9}")
+    for r in codec:
+        print(f"{r['k']}+{r['r']:<4}{r['impl']:<30}{r['encode_GBps']:>9.2f}{r['decode_GBps']:>9.2f}")
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}; load average {load_before} -> {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared fixtures and helpers of the store tests (imported by tests/test_store_*.py)."""
 import os
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -81,3 +82,96 @@ def concurrent_writer(args):
                "j": np.array([j])}
         versions.append(store.put(name, obj, incremental=j > 0))
     return writer, versions
+
+
+class SimDisk:
+    """The contents of one simulated location, shared by every writer's view."""
+
+    def __init__(self):
+        self.files = {}
+        self.first = {}
+        self.lock = threading.Lock()
+
+
+class SimLocation:
+    """One writer's view of a :class:`SimDisk`, with the Location interface.
+
+    ``down`` makes the view unreachable for manifests (reads, listings and
+    creates under ``manifests/``), as for a location that fails after a put
+    wrote its chunks. A race is scheduled through ``disk.first``: {path:
+    writer} names the writer that arrives first at a path; a create by any
+    other writer finds the path taken (the outcome of an exclusive create
+    depends only on who comes first, so writers can run one after another).
+    """
+
+    local = False
+    exclusive_create = True
+
+    def __init__(self, disk, index, down=False, writer=None):
+        self.disk, self.index, self.down, self.writer = disk, index, down, writer
+        self.url = f"sim://{index}"
+        self.root = self.url
+
+    def path(self, *parts):
+        return "/".join((self.root,) + parts)
+
+    def _check(self, path):
+        if self.down and "/manifests" in path:
+            raise ConnectionError(f"{self.url} is unreachable")
+
+    def read(self, path, limit=None):
+        self._check(path)
+        with self.disk.lock:
+            if path not in self.disk.files:
+                raise FileNotFoundError(path)
+            return self.disk.files[path]
+
+    def read_many(self, paths, limit=None):
+        out = {}
+        for p in paths:
+            try:
+                out[p] = self.read(p)
+            except OSError as exc:
+                out[p] = exc
+        return out
+
+    def write(self, path, data):
+        self._check(path)
+        with self.disk.lock:
+            self.disk.files[path] = bytes(data)
+
+    def write_many(self, items):
+        for p, d in items.items():
+            self.write(p, d)
+
+    def create(self, path, data):
+        self._check(path)
+        with self.disk.lock:
+            if path in self.disk.files or self.disk.first.get(path, self.writer) != self.writer:
+                return False
+            self.disk.files[path] = bytes(data)
+            return True
+
+    def exists(self, path):
+        self._check(path)
+        with self.disk.lock:
+            return path in self.disk.files
+
+    def scan(self, path):
+        self._check(path + "/")
+        prefix = path.rstrip("/") + "/"
+        with self.disk.lock:
+            names = {p[len(prefix):].split("/", 1)[0] for p in self.disk.files if p.startswith(prefix)}
+        return sorted((n, 0.0, True) for n in names)
+
+    def listdir(self, path):
+        return [n for n, _, _ in self.scan(path)]
+
+    def remove(self, path):
+        self._check(path)
+        with self.disk.lock:
+            self.disk.files.pop(path, None)
+
+    def remove_dir_if_empty(self, path):
+        pass
+

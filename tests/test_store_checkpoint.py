@@ -160,3 +160,22 @@ def test_estimator_roundtrip_in_stable_format(tmp_path):
     assert type(back) is DartClassifier
     np.testing.assert_array_equal(back.decision_function(X), clf.decision_function(X))
     np.testing.assert_array_equal(back.classes_, clf.classes_)
+
+
+def test_resume_falls_back_to_newest_intact_checkpoint(tmp_path):
+    import os
+
+    X, y = make_regression(300, 6, noise=1.0, random_state=3)
+    locs = local_locations(tmp_path, 3)
+    store = ModelStore(locs, k=2, r=1, chunk_size=1024)
+    DartRegressor(callbacks=[CheckpointCallback(store, "run", every=10)],
+                  **{**PARAMS, "n_estimators": 30}).fit(X, y)
+    assert store.versions("run") == [1, 2, 3]
+    for loc in locs:  # the newest checkpoint damaged beyond r: no valid manifest
+        with open(os.path.join(loc, "objects", "run", "manifests", "v00000003.json"), "wb") as f:
+            f.write(b"{garbage")
+    est = DartRegressor(**{**PARAMS, "n_estimators": 40})
+    with pytest.warns(RuntimeWarning, match=r"'run' v3 is damaged"):
+        resume_fit(est, store, "run", X, y)
+    full = DartRegressor(**{**PARAMS, "n_estimators": 40}).fit(X, y)
+    _assert_same_model(est.predict(X), full.predict(X), X)

@@ -224,7 +224,7 @@ def test_crash_before_commit_leaves_previous_version(store, locs, monkeypatch):
     assert reader.versions("m") == [1]
     assert_arrays_equal(reader.get("m"), a)
     n_before = len(_chunk_files(locs[0], "m"))
-    reader.gc("m")  # the orphaned chunks of the failed put are freed
+    reader.gc("m", grace=0)  # the orphaned chunks of the failed put are freed
     assert len(_chunk_files(locs[0], "m")) < n_before
     assert reader.verify().ok
 
@@ -293,6 +293,10 @@ def test_concurrent_writers_from_several_processes(locs):
     # every put committed its own version: none lost, none shared
     assert all_versions == list(range(1, n_writers * n_puts + 1))
     store = ModelStore(locs)
+    # the commit rule needs a quorum of copies, not all: a race can leave a
+    # winner without its copy where a loser's was; repair restores it
+    assert {(p.what, p.status) for p in store.verify().problems} <= {("manifest", "missing")}
+    store.repair()
     assert store.verify().ok
     for writer, vs in results:
         for j, v in enumerate(vs):
@@ -305,17 +309,17 @@ def test_commit_race_loser_takes_next_version(store, locs, monkeypatch):
     """Simulate another writer taking the version number between listing and commit."""
     store.put("m", {"a": np.zeros(3)})
     other = ModelStore(locs)
-    real_versions = ModelStore.versions
+    real_versions = ModelStore._listed_versions
     calls = {"n": 0}
 
     def stale_versions(self, name):
         calls["n"] += 1
         if calls["n"] == 1:
             other.put("m", {"a": np.ones(3)})  # wins v2 meanwhile
-            return [1]  # our listing is stale
+            return {1}  # our listing is stale
         return real_versions(self, name)
 
-    monkeypatch.setattr(ModelStore, "versions", stale_versions)
+    monkeypatch.setattr(ModelStore, "_listed_versions", stale_versions)
     v = store.put("m", {"a": np.full(3, 2.0)})
     monkeypatch.undo()
     assert v == 3

@@ -12,7 +12,10 @@ with ``warm_start=True``. Because iteration ``t`` draws its randomness from
 ``(random_state, t)``, the resumed fit reaches the same model as an
 uninterrupted one (integer ``random_state`` required).
 """
-from ._store import ObjectNotFoundError
+import warnings
+
+from ._format import FormatError
+from ._store import ManifestError, ObjectNotFoundError, UnrecoverableError
 
 
 class CheckpointCallback:
@@ -110,7 +113,11 @@ def load_checkpoint(store, name, version=None):
 
 
 def resume_fit(estimator, store, name, X, y, **fit_params):
-    """Fit ``estimator``, continuing from the latest checkpoint in ``store``.
+    """Fit ``estimator``, continuing from the newest intact checkpoint in ``store``.
+
+    A checkpoint damaged beyond repair (more than r bad shards in a row, no
+    valid manifest, a corrupt model) is skipped with a ``RuntimeWarning``
+    naming it, and the next older one is used.
 
     If ``name`` has a checkpoint, its state is loaded into ``estimator``
     (whose parameters, e.g. ``n_estimators`` and ``callbacks``, are kept) and
@@ -137,7 +144,7 @@ def resume_fit(estimator, store, name, X, y, **fit_params):
         The fitted estimator.
     """
     try:
-        header, arrays = store.get_state(name)
+        header, arrays = _newest_intact(store, name)
     except ObjectNotFoundError:
         return estimator.fit(X, y, **fit_params)
     cls = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
@@ -155,3 +162,19 @@ def resume_fit(estimator, store, name, X, y, **fit_params):
     finally:
         estimator.set_params(warm_start=user_warm_start)
     return estimator
+
+
+def _newest_intact(store, name):
+    """State of the newest checkpoint that reads back; warns about each damaged one."""
+    versions = store.versions(name)
+    if not versions:
+        raise ObjectNotFoundError(f"no checkpoint named {name!r}")
+    errors = []
+    for v in reversed(versions):
+        try:
+            return store.get_state(name, v)
+        except (UnrecoverableError, ManifestError, FormatError) as exc:
+            errors.append(f"v{v}: {exc}")
+            warnings.warn(f"checkpoint {name!r} v{v} is damaged and was skipped: {exc}",
+                          RuntimeWarning, stacklevel=3)
+    raise UnrecoverableError(f"no intact checkpoint of {name!r}: " + "; ".join(errors))

@@ -14,43 +14,55 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-_BLOCK = 1024  # words per inner block: the 8 doublings of n rows stay in L2
+_BLOCK = 256  # words per block: the 8 doublings of one input row (16 KiB) stay in L1
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
 def _kernel(bits, words, out, start, stop):  # pragma: no cover - compiled
     m, n = bits.shape[0], bits.shape[1]
     lo7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-    lsb = np.uint64(0x0101010101010101)
-    red = np.uint64(0x1D)
+    hib = np.uint64(0x8080808080808080)
+    redm = np.uint64(0x1D1D1D1D1D1D1D1D)
     one = np.uint64(1)
     seven = np.uint64(7)
-    dbl = np.empty((n, 8, _BLOCK), dtype=np.uint64)
+    dbl = np.empty((8, _BLOCK), dtype=np.uint64)
     for bstart in range(start, stop, _BLOCK):
         nwb = min(_BLOCK, stop - bstart)
-        # dbl[i, b] = 2^b * row i, eight bytes at a time (xtime in SWAR form)
         for i in range(n):
+            # dbl[b] = 2^b * row i, eight bytes at a time (xtime in SWAR form);
+            # one input row at a time, so the doublings stay in L1
+            src = words[i, bstart:bstart + nwb]
+            d0 = dbl[0]
             for w in range(nwb):
-                p = words[i, bstart + w]
-                dbl[i, 0, w] = p
-                for b in range(1, 8):
-                    p = ((p & lo7) << one) ^ (((p >> seven) & lsb) * red)
-                    dbl[i, b, w] = p
-        for j in range(m):
-            acc = out[j, bstart:bstart + nwb]
-            acc[:] = 0
-            for i in range(n):
+                d0[w] = src[w]
+            for b in range(1, 8):
+                prev = dbl[b - 1]
+                cur = dbl[b]
+                for w in range(nwb):
+                    p = prev[w]
+                    hi = p & hib
+                    # (hi << 1) - (hi >> 7) is 0xff in every byte whose top bit
+                    # was set: the reduction mask, without a (slow) 64-bit multiply
+                    cur[w] = ((p & lo7) << one) ^ (((hi << one) - (hi >> seven)) & redm)
+            for j in range(m):
+                acc = out[j, bstart:bstart + nwb]
+                if i == 0:
+                    for w in range(nwb):
+                        acc[w] = 0
                 for b in range(8):
                     # the branch is per (j, i, b), outside the vectorised loop
                     if bits[j, i, b]:
-                        src = dbl[i, b]
+                        s = dbl[b]
                         for w in range(nwb):
-                            acc[w] ^= src[w]
+                            acc[w] ^= s[w]
 
 
 def matmul_words(bits, words, out, n_threads=None):
     """Run the kernel over ``words`` (n, W) into ``out`` (m, W), multi-threaded."""
     nw = words.shape[1]
+    if bits.shape[1] == 0:  # an empty sum: the kernel never touches out
+        out[...] = 0
+        return out
     if n_threads is None:
         n_threads = min(os.cpu_count() or 1, 8)
     n_tasks = max(1, min(n_threads, nw // (16 * _BLOCK)))

@@ -25,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -35,7 +36,8 @@ import numpy as np
 
 from . import _format
 from ._incremental import encode_rows, stripe, update_parity
-from ._locations import Location, StoreError, check_chunk_id, check_name
+from ._locations import (TMP_PREFIX, IrregularFileError, Location, StoreError, check_chunk_id,
+                         check_name, now)
 from ._rs import ReedSolomon, _check_kr
 
 STORE_FORMAT = "dartboost.store"
@@ -44,6 +46,11 @@ CODEC = "rs-cauchy-gf256-0x11d"
 CONFIG_NAME = ".dartboost-store.json"
 DEFAULT_CHUNK_SIZE = 1 << 16
 _UNREACHABLE = object()
+_VERSION_FILE = re.compile(r"v([0-9]{8})\.json")
+# bound on what reading one manifest copy may allocate (a 64 KiB-chunk manifest
+# of a 100 GB object is about 50 MB)
+MAX_MANIFEST_BYTES = 1 << 28
+DEFAULT_GRACE_SECONDS = 3600.0
 
 
 class ConfigMismatchError(StoreError, ValueError):
@@ -132,6 +139,10 @@ class VerifyReport:
     problems: list = field(default_factory=list)
     unrecoverable: list = field(default_factory=list)  # (name, version, row, bad shards)
     repaired: list = field(default_factory=list)
+    # garbage older than the grace period, (name, location, "chunks"|"manifests", file):
+    # harmless to reads, removed by gc(); it does not make ``ok`` False
+    orphans: list = field(default_factory=list)
+    stale_temporaries: list = field(default_factory=list)
 
     @property
     def ok(self):
@@ -144,6 +155,10 @@ class VerifyReport:
         lines += [f"  UNRECOVERABLE {n} v{v}: no valid manifest copy at any location" if row < 0
                   else f"  UNRECOVERABLE {n} v{v} row {row}: shards {bad} bad, more than r"
                   for n, v, row, bad in self.unrecoverable]
+        if self.orphans or self.stale_temporaries:
+            lines.append(f"garbage: {len(self.orphans)} orphan chunk(s), "
+                         f"{len(self.stale_temporaries)} stale temporary file(s) "
+                         "(run 'dartboost store gc' to remove them)")
         if self.repaired:
             lines.append(f"repaired {len(self.repaired)} item(s)")
         return "\n".join(lines)
@@ -205,9 +220,13 @@ class ModelStore:
                     f"k={k}, r={r} needs {k + r} locations (one per shard), got {len(locations)}")
         if len(set(locations)) != len(locations):
             raise ValueError("locations must be distinct (each holds a different shard)")
-        self.locations = [Location(u, o) for u, o in zip(locations, opts)]
+        # a Location-like object (same methods) may stand in for a URL: custom
+        # backends, and the simulated locations of the commit-protocol tests
+        self.locations = [Location(u, o) if isinstance(u, str) else u
+                          for u, o in zip(locations, opts)]
         self.backend = backend
         self._cache = {}
+        self._committed = {}  # (name, version) -> (body, sha): quorum decisions are final
         self._lock = threading.Lock()  # puts from several threads share the cache
         self.last_put_stats = None
         self._open(k, r, chunk_size, create)
@@ -311,7 +330,7 @@ class ModelStore:
         try:
             doc = json.loads(raw)
             body = doc["body"]
-            if _sha256(_canonical(body)) != doc["sha256"]:
+            if not isinstance(body, dict) or _sha256(_canonical(body)) != doc["sha256"]:
                 raise ValueError("checksum mismatch")
         except (ValueError, KeyError, TypeError) as exc:
             raise ManifestError(f"truncated or corrupt ({exc.__class__.__name__}: {exc})") from exc
@@ -347,24 +366,112 @@ class ModelStore:
                     check_chunk_id(cid)
         except StoreError as exc:
             raise ManifestError(str(exc)) from None
-        return body
+        return body, doc["sha256"]
 
-    def versions(self, name):
-        """Committed version numbers of ``name`` (ascending)."""
+    @property
+    def quorum(self):
+        """Manifest copies that commit a version: a majority of the k + r locations."""
+        return self.n // 2 + 1
+
+    def _listed_versions(self, name):
+        """Every version number some reachable location lists, committed or not."""
         check_name(name)
         found = set()
         for loc in self.locations:
             try:
                 entries = loc.listdir(loc.path("objects", name, "manifests"))
             except OSError:
-                continue  # a down location; the others list the same versions
+                continue  # a down location; the commit rule copes with what it misses
             for fn in entries:
-                if len(fn) == 14 and fn.startswith("v") and fn.endswith(".json") and fn[1:9].isdigit():
-                    found.add(int(fn[1:9]))
-        return sorted(found)
+                m = _VERSION_FILE.fullmatch(fn)
+                if m:
+                    found.add(int(m.group(1)))
+        return found
+
+    def _votes(self, name, version):
+        """Each location's copy of a manifest: ``[(status, sha, body)]`` by location.
+
+        ``status`` is "ok", "missing", "corrupt" (unparseable, bad checksum, not
+        a regular file) or "unreachable"; ``sha`` identifies the body.
+        """
+        out = []
+        for loc in self.locations:
+            try:
+                raw = loc.read(self._mpath(loc, name, version), limit=MAX_MANIFEST_BYTES)
+            except FileNotFoundError:
+                out.append(("missing", None, None))
+                continue
+            except IrregularFileError:
+                out.append(("corrupt", None, "not a regular file"))
+                continue
+            except OSError as exc:
+                out.append(("unreachable", None, str(exc)))
+                continue
+            try:
+                body, sha = self._parse_manifest(raw, name, version)
+            except ManifestError as exc:
+                out.append(("corrupt", None, str(exc)))
+                continue
+            out.append(("ok", sha, body))
+        return out
+
+    def _decide(self, name, version, votes=None):
+        """Apply the commit rule to one version number (``docs/contracts.md``).
+
+        Returns
+        -------
+        status : {"quorum", "sole", "undecided", "aborted", "damaged"}
+            "quorum": one body has copies at a majority of locations, which is
+            what its writer needed to acknowledge it, and final. "sole": every
+            location answered and all valid copies are one body (a store that
+            lost copies, or a put that crashed after writing some). "undecided":
+            unreachable locations could still make a body a majority.
+            "aborted": competing bodies, none can win (no put acknowledged it).
+            "damaged": no valid copy at any location.
+        body : dict or None
+            The committed manifest for "quorum" and "sole".
+        votes : list
+            As returned by :meth:`_votes`.
+        """
+        key = (name, version)
+        if votes is None and key in self._committed:
+            return "quorum", self._committed[key][0], None
+        votes = self._votes(name, version) if votes is None else votes
+        counts = {}
+        for st, sha, body in votes:
+            if st == "ok":
+                counts.setdefault(sha, [0, body])[0] += 1
+        down = sum(st == "unreachable" for st, _, _ in votes)
+        for sha, (c, body) in counts.items():
+            if c >= self.quorum:
+                self._committed[key] = (body, sha)
+                return "quorum", body, votes
+        best = max((c for c, _ in counts.values()), default=0)
+        if down and best + down >= self.quorum:
+            return "undecided", None, votes
+        if len(counts) == 1 and not down:
+            return "sole", next(iter(counts.values()))[1], votes
+        if not counts:
+            return ("undecided" if down else "damaged"), None, votes
+        return "aborted", None, votes
+
+    def versions(self, name):
+        """Version numbers of ``name`` (ascending) that are committed, damaged or undecided.
+
+        Versions that no put can have acknowledged (competing partial commits
+        that none won) are left out.
+        """
+        vs = []
+        for v in sorted(self._listed_versions(name)):
+            if self._decide(name, v)[0] != "aborted":
+                vs.append(v)
+        return vs
 
     def list(self):
         """Names of all stored objects that have at least one version."""
+        return sorted(n for n in self._names() if self.versions(n))
+
+    def _names(self):
         names = set()
         for loc in self.locations:
             try:
@@ -377,7 +484,7 @@ class ModelStore:
                 except ValueError:
                     continue
                 names.add(n)
-        return sorted(n for n in names if self.versions(n))
+        return names
 
     def _resolve_version(self, name, version):
         vs = self.versions(name)
@@ -394,42 +501,42 @@ class ModelStore:
         return version
 
     def _read_manifest(self, name, version, *, report=None):
-        """The manifest from the lowest-index location holding a valid copy.
+        """The committed manifest of a version, by the commit rule.
 
-        The lowest index is also the arbiter of the commit race, so all readers
-        agree on which copy wins.
+        ``report``, if given, receives ``(location, status)`` for every copy
+        that is not a healthy copy of the committed body ("missing", "corrupt",
+        "unreachable" or "conflict", a losing writer's copy).
+
+        Raises
+        ------
+        ManifestError
+            No valid copy at any location, or none that the commit rule can
+            confirm (the message says which locations would decide).
         """
-        errors, body = [], None
-        for i, loc in enumerate(self.locations):
-            try:
-                raw = loc.read(self._mpath(loc, name, version))
-            except FileNotFoundError:
-                errors.append(f"location {i}: missing")
-                if report is not None:
-                    report.append((i, "missing"))
-                continue
-            except OSError as exc:
-                errors.append(f"location {i}: unreachable ({exc})")
-                if report is not None:
-                    report.append((i, "unreachable"))
-                continue
-            try:
-                parsed = self._parse_manifest(raw, name, version)
-            except ManifestError as exc:
-                errors.append(f"location {i}: {exc}")
-                if report is not None:
-                    report.append((i, "corrupt"))
-                continue
-            if body is None:
-                body = parsed
-                if report is None:
-                    break
-            elif report is not None and parsed != body:
-                report.append((i, "corrupt"))
-        if body is None:
+        # always read the copies: the cached decision says which body wins,
+        # but the copies may have been damaged or deleted since
+        status, body, votes = self._decide(name, version, self._votes(name, version))
+        if report is not None:
+            sha = self._committed.get((name, version), (None, None))[1]
+            if status == "sole":
+                sha = next(h for st, h, _ in votes if st == "ok")
+            for i, (st, h, _) in enumerate(votes):
+                if st != "ok":
+                    report.append((i, st))
+                elif body is not None and h != sha:
+                    report.append((i, "conflict"))
+        if body is not None:
+            return body
+        where = "; ".join(f"location {i}: {st}" + (f" ({why})" if isinstance(why, str) else "")
+                          for i, (st, _, why) in enumerate(votes))
+        if status == "undecided":
             raise ManifestError(
-                f"no valid manifest for {name!r} v{version}: " + "; ".join(errors))
-        return body
+                f"cannot tell whether {name!r} v{version} is committed: no manifest copy reaches "
+                f"the quorum of {self.quorum} and unreachable locations could decide it ({where})")
+        if status == "aborted":
+            raise ManifestError(f"{name!r} v{version} was never committed: competing partial "
+                                f"manifests, none at a quorum of {self.quorum} ({where})")
+        raise ManifestError(f"no valid manifest for {name!r} v{version}: {where}")
 
     def info(self, name, version=None):
         """The manifest of a version: size, kind, metadata, chunk table, ..."""
@@ -451,7 +558,7 @@ class ModelStore:
             ids = {chunks[row][shard] for row in rows}
             paths = {cid: self._cpath(loc, name, cid) for cid in ids}
             try:
-                got = loc.read_many(list(paths.values()))
+                got = loc.read_many(list(paths.values()), limit=body["chunk_size"])
             except OSError as exc:  # the whole location is down
                 got = {p: exc for p in paths.values()}
             status = {}
@@ -459,6 +566,8 @@ class ModelStore:
                 data = got.get(p)
                 if isinstance(data, FileNotFoundError) or data is None:
                     status[cid] = "missing"
+                elif isinstance(data, IrregularFileError):
+                    status[cid] = "corrupt"  # a symlink or directory: one bad shard
                 elif isinstance(data, BaseException):
                     status[cid] = "unreachable"
                 elif len(data) != body["chunk_size"] or _chunk_id(data) != cid:
@@ -671,6 +780,8 @@ class ModelStore:
                 if row < len(prev_ids) and prev_ids[row][s] == cid:
                     continue
                 to_write[s][cid] = chunk
+        if cache is None:
+            self._drop_stored(name, to_write)
         written = self._write_chunks(name, to_write)
         body = {"format": "dartboost.store.manifest", "format_version": 1,
                 "store_id": self.store_id, "name": name, "k": self.k, "r": self.r,
@@ -693,13 +804,30 @@ class ModelStore:
         return version
 
     def _manifest_exists(self, name, version):
-        for loc in self.locations:
+        # read the copies afresh: another process may have deleted the version
+        return self._decide(name, version, self._votes(name, version))[0] in ("quorum", "sole")
+
+    def _drop_stored(self, name, to_write):
+        """Content dedup: skip chunks the latest committed version already holds.
+
+        Only chunks referenced by a committed version are reused (and only
+        where the file is present), never orphans, which gc may be removing.
+        """
+        try:
+            latest = self._read_manifest(name, self._resolve_version(name, None))
+        except StoreError:
+            return
+        for s, chunks in to_write.items():
+            have = {row[s] for row in latest["chunks"]} & set(chunks)
+            if not have:
+                continue
+            loc = self.locations[s]
             try:
-                if loc.exists(self._mpath(loc, name, version)):
-                    return True
+                present = set(loc.listdir(loc.path("objects", name, "chunks")))
             except OSError:
                 continue
-        return False
+            for cid in have & present:
+                del chunks[cid]
 
     def _write_chunks(self, name, to_write):
         def work(item):
@@ -712,28 +840,60 @@ class ModelStore:
         return sum(self._map(work, list(to_write.items())))
 
     def _commit(self, name, body, attempts=50):
+        """Commit ``body`` as the next version of ``name``; returns (version, bytes written).
+
+        The manifest is created with an exclusive create (create-if-absent) at
+        every location. The version is acknowledged only when this writer's
+        creates succeeded at a quorum (majority) of locations: two majorities
+        always share a location, and a location accepts one manifest per
+        version, so no two puts can both be acknowledged with one number. A
+        writer that lost some creates to another writer tries the next number;
+        one that could not reach a quorum for lack of reachable locations
+        raises (fail-closed) instead of acknowledging.
+        """
+        tried = 0
         for _ in range(attempts):
-            vs = self.versions(name)
-            version = (vs[-1] + 1) if vs else 1
+            version = max(max(self._listed_versions(name), default=0), tried) + 1
+            tried = version
             body["version"] = version
             raw = _manifest_bytes(body)
-            won, lost, total = False, False, 0
-            for loc in self.locations:
+            won, lost, down = [], [], []
+            for i, loc in enumerate(self.locations):
                 try:
-                    ok = loc.create(self._mpath(loc, name, version), raw)
+                    (won if loc.create(self._mpath(loc, name, version), raw) else lost).append(i)
                 except OSError:
-                    continue  # unreachable location: verify/repair will restore its copy
-                if not won and not ok:
-                    lost = True  # another writer took this version number first
-                    break
-                won = True
-                total += len(raw) if ok else 0
-            if won:
-                return version, total
-            if not lost:
-                raise StoreError(f"could not write the manifest of {name!r} to any location")
+                    down.append(i)  # unreachable: its copy is restored by repair
+            if len(won) >= self.quorum:
+                self._committed[(name, version)] = (self._parse_manifest(raw, name, version))
+                return version, len(raw) * len(won)
+            if lost:
+                # Another writer holds copies of this number, so ours can never
+                # win it: withdraw them (best effort; verify reports leftovers
+                # as "conflict" and repair replaces them) and try the next one.
+                self._withdraw(name, version, raw, won)
+                continue
+            raise StoreError(
+                f"could not commit {name!r} v{version}: its manifest reached {len(won)} of the "
+                f"{self.quorum} locations a commit needs; locations {down} are unreachable. "
+                "Nothing was acknowledged; retry when they are back (if those locations did "
+                "store the copy, the version appears then)")
         raise ConcurrentWriteError(
             f"gave up committing {name!r} after {attempts} lost races with other writers")
+
+    def _withdraw(self, name, version, raw, where):
+        """Take back a losing writer's copies; where the winner is known, put its copy there."""
+        status, body, _ = self._decide(name, version, self._votes(name, version))
+        winner = _manifest_bytes(body) if status == "quorum" else None
+        for i in where:
+            loc = self.locations[i]
+            path = self._mpath(loc, name, version)
+            try:
+                if loc.read(path, limit=len(raw)) == raw:  # still our copy
+                    loc.remove(path)
+                    if winner is not None:
+                        loc.create(path, winner)
+            except OSError:
+                pass
 
     # ------------------------------------------------------ scrub and repair
     def _targets(self, name, version):
@@ -746,7 +906,7 @@ class ModelStore:
             out += [(n, v) for v in vs]
         return out
 
-    def verify(self, name=None, version=None):
+    def verify(self, name=None, version=None, *, grace=DEFAULT_GRACE_SECONDS):
         """Scrub: read every chunk and manifest copy and check its checksum.
 
         Parameters
@@ -756,16 +916,25 @@ class ModelStore:
         version : int or None
             One version, or all versions when None.
 
+        grace : float, default=3600
+            Orphan chunks and temporary files younger than this are not
+            reported (they may belong to a put in flight).
+
         Returns
         -------
         VerifyReport
             ``problems`` lists every missing/corrupt chunk and manifest copy;
-            ``unrecoverable`` the rows that lost more than r shards.
+            ``unrecoverable`` the rows that lost more than r shards;
+            ``orphans`` and ``stale_temporaries`` the garbage :meth:`gc` removes.
         """
         report = VerifyReport()
         seen = {}
         for n, v in self._targets(name, version):
             self._scan(n, v, report, seen)
+        garbage = GcReport()
+        for n in ([check_name(name)] if name is not None else sorted(self._names())):
+            self._collect(n, grace, garbage, remove=False)
+        report.orphans, report.stale_temporaries = garbage.orphans, garbage.stale_temporaries
         return report
 
     def _scan(self, name, version, report, seen):
@@ -822,14 +991,24 @@ class ModelStore:
             if body is None:
                 continue
             new = report.problems[before:]
-            man_bad = [p.location for p in new if p.what == "manifest"]
+            man_bad = [(p.location, p.status) for p in new if p.what == "manifest"]
             if man_bad:
-                raw_body = self._read_manifest(n, v)
-                raw = _manifest_bytes(raw_body)
-                for i in man_bad:
+                raw = _manifest_bytes(body)
+                for i, st in man_bad:
                     loc = self.locations[i]
+                    path = self._mpath(loc, n, v)
                     try:
-                        loc.write(self._mpath(loc, n, v), raw)
+                        if st == "missing":
+                            # exclusive: never replaces a copy that appeared meanwhile
+                            if not loc.create(path, raw):
+                                continue
+                        elif st in ("corrupt", "conflict"):
+                            # a damaged copy, or a losing writer's copy of a number
+                            # the committed body holds by the commit rule
+                            loc.remove(path)
+                            loc.write(path, raw)
+                        else:
+                            continue  # unreachable
                         report.repaired.append(f"{n} v{v} manifest at shard {i}")
                     except OSError:
                         pass
@@ -885,37 +1064,132 @@ class ModelStore:
                     loc.remove(self._mpath(loc, name, v))
                 except OSError:
                     pass
-        self.gc(name)
+        for v in targets:
+            self._committed.pop((name, v), None)
+        self._collect(name, 0.0, GcReport(), remove=True, prune_dirs=True)
         if self._cache.get(name, {}).get("version") in targets:
             del self._cache[name]
         return targets
 
-    def gc(self, name):
-        """Remove chunks of ``name`` that no committed version references.
+    def gc(self, name=None, *, grace=DEFAULT_GRACE_SECONDS, dry_run=False):
+        """Remove orphan chunks and stale temporary files.
 
-        Chunks of a ``put`` still in progress are not referenced yet, so do not
-        run this concurrently with writers of the same name.
+        An orphan is a chunk file no manifest copy of any version references
+        (left by a put that crashed or lost its race, or by a partial delete);
+        a stale temporary is a ``.tmp-*`` file of an interrupted write. Only
+        items last modified more than ``grace`` seconds ago are removed, so the
+        chunks of puts still in flight (written, not yet committed) stay:
+        ``grace`` must exceed the longest put. Chunks referenced by any
+        manifest copy, committed or not, are never touched; an object with an
+        unreachable location or an unreadable version is skipped.
+
+        Parameters
+        ----------
+        name : str or None
+            One object, or all objects.
+        grace : float, default=3600
+            Age in seconds below which nothing is removed.
+        dry_run : bool, default=False
+            Only report what would be removed.
+
+        Returns
+        -------
+        GcReport
         """
-        check_name(name)
+        report = GcReport()
+        names = [check_name(name)] if name is not None else sorted(self._names())
+        for n in names:
+            self._collect(n, grace, report, remove=not dry_run)
+        return report
+
+    def _collect(self, name, grace, report, remove, prune_dirs=False):
         keep = [set() for _ in range(self.n)]
-        for v in self.versions(name):
-            try:
-                body = self._read_manifest(name, v)
-            except ManifestError:
-                # cannot tell what an unreadable version needs: keep everything
+        for v in sorted(self._listed_versions(name)):
+            votes = self._votes(name, v)
+            if any(st in ("unreachable", "corrupt") for st, _, _ in votes):
+                # cannot tell what an unreadable copy refers to: keep everything
+                report.skipped.append((name, f"v{v} has unreadable manifest copies"))
                 return
-            for row in body["chunks"]:
-                for s, cid in enumerate(row):
-                    keep[s].add(cid)
+            for st, _, body in votes:
+                if st == "ok":
+                    for row in body["chunks"]:
+                        for s, cid in enumerate(row):
+                            keep[s].add(cid)
+        cutoff = now() - grace
         for s, loc in enumerate(self.locations):
-            d = loc.path("objects", name, "chunks")
-            for cid in loc.listdir(d):
-                if cid not in keep[s]:
-                    loc.remove(d + "/" + cid)
-            if not keep[s]:
-                loc.remove_dir_if_empty(d)
+            for sub in ("chunks", "manifests"):
+                d = loc.path("objects", name, sub)
+                try:
+                    entries = loc.scan(d)
+                except OSError:
+                    report.skipped.append((name, f"location {s} unreachable"))
+                    continue
+                for fn, mtime, regular in entries:
+                    if fn.startswith(TMP_PREFIX):
+                        kind = "temporary"
+                    elif sub == "chunks" and fn not in keep[s]:
+                        kind = "orphan"
+                    else:
+                        continue
+                    if mtime is not None and mtime > cutoff:
+                        continue  # young: possibly a put in flight
+                    item = (name, s, sub, fn)
+                    (report.stale_temporaries if kind == "temporary" else report.orphans).append(item)
+                    if remove and _remove_if_older(loc, d + "/" + fn, cutoff):
+                        report.removed.append(item)
+            if prune_dirs and not keep[s]:
+                # only for delete: a put in flight may be creating these
+                loc.remove_dir_if_empty(loc.path("objects", name, "chunks"))
                 loc.remove_dir_if_empty(loc.path("objects", name, "manifests"))
                 loc.remove_dir_if_empty(loc.path("objects", name))
+
+
+@dataclass
+class GcReport:
+    """What :meth:`ModelStore.gc` found (``(name, location, "chunks"|"manifests", file)``) and removed."""
+
+    orphans: list = field(default_factory=list)
+    stale_temporaries: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (name, reason)
+
+    def __str__(self):
+        lines = [f"{len(self.orphans)} orphan chunk(s), {len(self.stale_temporaries)} stale "
+                 f"temporary file(s); removed {len(self.removed)}"]
+        lines += [f"  skipped {n}: {why}" for n, why in self.skipped]
+        return "\n".join(lines)
+
+
+def _remove_if_older(loc, path, cutoff):
+    """Remove ``path`` unless it was modified after ``cutoff``; True if removed.
+
+    Locally the file is first renamed aside and its age checked on the renamed
+    file, so a put that rewrites the same chunk just before cannot lose it: a
+    fresh file is linked back. Object stores have no rename: there a rewrite
+    between the age check and the delete is lost (a window of one request;
+    keep ``grace`` well above the longest put).
+    """
+    if not loc.local:
+        loc.remove(path)
+        return True
+    import os
+
+    aside = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}gc-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    st = os.lstat(aside)
+    if st.st_mtime > cutoff:
+        try:
+            os.link(aside, path)  # a put rewrote it: put it back (unless replaced again)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(aside)
+        return False
+    loc.remove(aside)
+    return True
 
 
 def _rebuild(locations, k, r, chunk_size, storage_options, backend, create):

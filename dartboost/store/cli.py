@@ -1,4 +1,4 @@
-"""``dartboost store put|get|ls|verify|repair|rm``: the store from the shell.
+"""``dartboost store put|get|ls|verify|repair|gc|rm``: the store from the shell.
 
 Locations are given with ``--loc`` (repeat it, or pass a comma-separated list)
 or the ``DARTBOOST_STORE`` environment variable; ``-k``/``-r`` are needed only
@@ -124,6 +124,15 @@ def _cmd_repair(args, out):
     return 2 if rep.unrecoverable else 0
 
 
+def _cmd_gc(args, out):
+    store = _open(args)
+    rep = store.gc(args.name, grace=args.grace, dry_run=args.dry_run)
+    print(rep, file=out)
+    for n, s, sub, fn in (rep.orphans + rep.stale_temporaries if args.dry_run else rep.removed):
+        print(f"  {'would remove' if args.dry_run else 'removed'} {n} shard {s} {sub}/{fn}", file=out)
+    return 0
+
+
 def _cmd_rm(args, out):
     store = _open(args)
     gone = store.delete(args.name, args.version)
@@ -152,7 +161,7 @@ def _configure(p):
                    help="fsspec storage options as JSON, e.g. "
                         "'{\"client_kwargs\": {\"endpoint_url\": \"http://host:9000\"}}' "
                         "(default: $DARTBOOST_STORE_OPTIONS)")
-    sub = p.add_subparsers(dest="store_cmd", metavar="{put,get,ls,verify,repair,rm}")
+    sub = p.add_subparsers(dest="store_cmd", metavar="{put,get,ls,verify,repair,gc,rm}")
     sub.required = True
     s = sub.add_parser("put", help="store a file (e.g. a model saved with dartboost.store.save)")
     s.add_argument("name")
@@ -172,6 +181,12 @@ def _configure(p):
         s.add_argument("name", nargs="?")
         s.add_argument("--version", type=int, default=None)
         s.set_defaults(store_func=fn)
+    s = sub.add_parser("gc", help="remove orphan chunks and stale temporary files")
+    s.add_argument("name", nargs="?")
+    s.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="leave items younger than this (puts in flight); default 3600")
+    s.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    s.set_defaults(store_func=_cmd_gc)
     s = sub.add_parser("rm", help="delete an object or one version")
     s.add_argument("name")
     s.add_argument("--version", type=int, default=None)
