@@ -10,7 +10,7 @@ import pytest
 
 from dartboost.store import (ConfigMismatchError, InvalidNameError, ManifestError, ModelStore,
                              ObjectNotFoundError, StoreError, UnrecoverableError)
-from dartboost.store import _store
+from dartboost.store import _objects
 from dartboost.store._incremental import encode_rows, stripe
 from store_fixtures import assert_arrays_equal, concurrent_writer, local_locations, sample_arrays
 
@@ -158,7 +158,7 @@ def test_tampered_manifest_with_valid_checksum_rejected(store, locs):
         p = os.path.join(loc, "objects", "m", "manifests", "v00000001.json")
         doc = json.loads(open(p).read())
         doc["body"]["chunks"] = [["../../../../etc/passwd"] * 5]  # a table of paths
-        doc["sha256"] = _store._sha256(_store._canonical(doc["body"]))
+        doc["sha256"] = _objects._sha256(_objects._canonical(doc["body"]))
         open(p, "w").write(json.dumps(doc))
     with pytest.raises(ManifestError, match="chunk table is malformed"):
         store.get("m")
@@ -166,7 +166,7 @@ def test_tampered_manifest_with_valid_checksum_rejected(store, locs):
         p = os.path.join(loc, "objects", "m", "manifests", "v00000001.json")
         doc = json.loads(open(p).read())
         doc["body"]["k"], doc["body"]["r"] = 4, 1
-        doc["sha256"] = _store._sha256(_store._canonical(doc["body"]))
+        doc["sha256"] = _objects._sha256(_objects._canonical(doc["body"]))
         open(p, "w").write(json.dumps(doc))
     with pytest.raises(ConfigMismatchError, match="k=4, r=1"):
         store.get("m")
@@ -216,7 +216,7 @@ def test_crash_before_commit_leaves_previous_version(store, locs, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed while committing")
 
-    monkeypatch.setattr(_store.Location, "create", crash)
+    monkeypatch.setattr(_objects.Location, "create", crash)
     with pytest.raises(KeyboardInterrupt):
         store.put("m", sample_arrays(10))
     monkeypatch.undo()
@@ -246,7 +246,7 @@ def test_incremental_put_writes_only_changes_and_matches_full_encode(locs, tmp_p
     info = store.info("m")
     data = stripe(store.get_bytes("m"), 3, info["chunk_size"])
     parity = encode_rows(store.rs, data)
-    expected = [[_store._chunk_id(c) for c in list(d) + list(p)] for d, p in zip(data, parity)]
+    expected = [[_objects._chunk_id(c) for c in list(d) + list(p)] for d, p in zip(data, parity)]
     assert info["chunks"] == expected
     # parity must also let us recover from losing r shards of the new version
     shutil.rmtree(locs[0])
@@ -309,7 +309,7 @@ def test_commit_race_loser_takes_next_version(store, locs, monkeypatch):
     """Simulate another writer taking the version number between listing and commit."""
     store.put("m", {"a": np.zeros(3)})
     other = ModelStore(locs)
-    real_versions = ModelStore._listed_versions
+    real_versions = _objects.ObjectStore._listed_versions
     calls = {"n": 0}
 
     def stale_versions(self, name):
@@ -319,7 +319,7 @@ def test_commit_race_loser_takes_next_version(store, locs, monkeypatch):
             return {1}  # our listing is stale
         return real_versions(self, name)
 
-    monkeypatch.setattr(ModelStore, "_listed_versions", stale_versions)
+    monkeypatch.setattr(_objects.ObjectStore, "_listed_versions", stale_versions)
     v = store.put("m", {"a": np.full(3, 2.0)})
     monkeypatch.undo()
     assert v == 3
@@ -357,7 +357,7 @@ def test_manifest_with_oversized_chunk_rejected(store, locs):
         p = os.path.join(loc, "objects", "m", "manifests", "v00000001.json")
         doc = json.loads(open(p).read())
         doc["body"]["chunk_size"] = 10 * CHUNK
-        doc["sha256"] = _store._sha256(_store._canonical(doc["body"]))
+        doc["sha256"] = _objects._sha256(_objects._canonical(doc["body"]))
         open(p, "w").write(json.dumps(doc))
     with pytest.raises(ManifestError, match="chunk size"):
         store.get("m")

@@ -75,7 +75,7 @@ def test_s3_incremental_and_exclusive_commit(s3_bucket):
     assert_arrays_equal(store.get("ckpt"), b)
     # the commit is an exclusive create: a second create of v2 is refused
     loc = store.locations[0]
-    assert loc.create(store._mpath(loc, "ckpt", 2), b"{}") is False
+    assert loc.create(store.objects._mpath(loc, "ckpt", 2), b"{}") is False
     assert_arrays_equal(store.get("ckpt", 2), b)
     other = ModelStore(locs, storage_options=opts)
     assert other.put("ckpt", {"x": np.ones(2)}) == 3

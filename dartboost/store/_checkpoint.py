@@ -15,7 +15,7 @@ uninterrupted one (integer ``random_state`` required).
 import warnings
 
 from ._format import FormatError
-from ._store import ManifestError, ObjectNotFoundError, UnrecoverableError
+from ._objects import ManifestError, ObjectNotFoundError, UnrecoverableError
 
 
 class CheckpointCallback:

@@ -140,10 +140,15 @@ def _matmul_numpy(bits, words, out):
 
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
-# Below this many input bytes the NumPy path is used even with numba installed:
-# loading the compiled kernel and starting its thread pool costs about a second
-# once per process, which small objects (tests, CLI calls) should not pay.
+# Below this many input bytes the NumPy path is used instead of numba (when
+# ISA-L is missing): loading the compiled kernel and starting its thread pool
+# costs about a second once per process, which small objects (tests, CLI calls)
+# should not pay.
 NUMBA_MIN_BYTES = 1 << 20
+BACKENDS = ("isal", "numba", "numpy")
+# Threads the compiled kernels split long rows over; None: each kernel's
+# default (ISA-L one, numba the CPU count up to 8). Benchmarks set it.
+MAX_THREADS = None
 _NUMBA_KERNEL = None
 
 
@@ -157,9 +162,52 @@ def _numba_kernel():
     return _NUMBA_KERNEL
 
 
+def have_isal():
+    """Whether the ISA-L kernel is usable here (loads and self-checks it once)."""
+    from . import _gf256_isal
+
+    return _gf256_isal.load() is not None
+
+
 def available_backends():
-    """Names of the bulk-kernel backends usable in this interpreter."""
-    return ["numba", "numpy"] if HAVE_NUMBA else ["numpy"]
+    """Names of the bulk-kernel backends usable in this interpreter, fastest first."""
+    return [b for b in BACKENDS
+            if b == "numpy" or (b == "numba" and HAVE_NUMBA) or (b == "isal" and have_isal())]
+
+
+def default_backend(nbytes):
+    """The kernel :func:`gf_matmul` uses for ``nbytes`` of input when none is named."""
+    if have_isal():
+        return "isal"  # fastest at every size, no start-up cost
+    return "numba" if HAVE_NUMBA and nbytes >= NUMBA_MIN_BYTES else "numpy"
+
+
+def _as_rows(a, name, length=None):
+    """A 2-D array, or a list of equal-length C-contiguous 1-D uint8 arrays, as a list."""
+    if isinstance(a, np.ndarray):
+        if a.ndim != 2:
+            raise ValueError(f"{name} must be 2-D or a sequence of 1-D arrays, got shape {a.shape}")
+        if a.dtype != np.uint8:
+            raise ValueError(f"{name} must hold uint8, got {a.dtype}")
+        return list(a)
+    rows = [np.asarray(x) for x in a]
+    for x in rows:
+        if x.ndim != 1 or x.dtype != np.uint8:
+            raise ValueError(f"each of {name} must be a 1-D uint8 array")
+        if length is not None and x.shape[0] != length:
+            raise ValueError(f"{name} have different lengths ({x.shape[0]} vs {length})")
+        length = x.shape[0]
+    return rows
+
+
+def _stacked(arr, rows, L):
+    """The rows as one (n, L) C-contiguous array: ``arr`` itself if it is one."""
+    if isinstance(arr, np.ndarray) and arr.flags.c_contiguous:
+        return arr
+    out = np.empty((len(rows), L), dtype=np.uint8)
+    for i, r in enumerate(rows):
+        out[i] = r
+    return out
 
 
 def gf_matmul(M, rows, backend=None, out=None):
@@ -169,45 +217,69 @@ def gf_matmul(M, rows, backend=None, out=None):
     ----------
     M : array-like of uint8, shape (m, n)
         Coefficients.
-    rows : ndarray of uint8, shape (n, L)
-        Input bytes; ``L`` must be a multiple of 8 and the array C-contiguous.
-    backend : {"numba", "numpy"} or None
-        Kernel to use; None picks numba when available and the input is at
-        least ``NUMBA_MIN_BYTES``, NumPy otherwise.
-    out : ndarray of uint8, shape (m, L), optional
-        Output buffer.
+    rows : ndarray of uint8, shape (n, L), or a sequence of n 1-D uint8 arrays
+        Input bytes; ``L`` must be a multiple of 8. A sequence is used where
+        its arrays lie (no stacking copy) by the ISA-L kernel.
+    backend : {"isal", "numba", "numpy"} or None
+        Kernel to use; None picks :func:`default_backend`.
+    out : ndarray of uint8, shape (m, L), or a sequence of m 1-D arrays, optional
+        Output buffer(s), written in place.
 
     Returns
     -------
-    out : ndarray of uint8, shape (m, L)
+    out : ndarray of uint8, shape (m, L), or the ``out`` given
         ``out[j] = XOR_i M[j, i] * rows[i]`` bytewise in GF(2^8).
     """
     M = np.asarray(M, dtype=np.uint8)
-    rows = np.ascontiguousarray(rows, dtype=np.uint8)
+    if M.ndim != 2:
+        raise ValueError(f"coefficient matrix must be 2-D, got shape {M.shape}")
+    if isinstance(rows, np.ndarray) and rows.ndim == 2:
+        rows = np.ascontiguousarray(rows, dtype=np.uint8)
+    in_rows = _as_rows(rows, "rows")
     m, n = M.shape
-    if rows.shape[0] != n:
-        raise ValueError(f"matrix has {n} columns but {rows.shape[0]} rows were given")
-    L = rows.shape[1]
+    if len(in_rows) != n:
+        raise ValueError(f"matrix has {n} columns but {len(in_rows)} rows were given")
+    L = in_rows[0].shape[0] if in_rows else (rows.shape[1] if isinstance(rows, np.ndarray) else 0)
     if L % 8:
         raise ValueError("row length must be a multiple of 8 bytes")
-    if out is None:
-        out = np.empty((m, L), dtype=np.uint8)
+    in_rows = [np.ascontiguousarray(r) for r in in_rows]
+    result = np.empty((m, L), dtype=np.uint8) if out is None else out
+    out_rows = _as_rows(result, "out", L)
+    if len(out_rows) != m:
+        raise ValueError(f"out must have {m} rows, got {len(out_rows)}")
+    if any(not r.flags.c_contiguous or not r.flags.writeable for r in out_rows):
+        raise ValueError("out rows must be writable and C-contiguous")
     if m == 0 or L == 0:
-        return out
-    words = rows.view(np.uint64)
-    out_words = out.view(np.uint64)
-    bits = _bits(M)
+        return result
+    if n == 0:  # an empty sum
+        for r in out_rows:
+            r[...] = 0
+        return result
     if backend is None:
-        backend = "numba" if HAVE_NUMBA and rows.nbytes >= NUMBA_MIN_BYTES else "numpy"
+        backend = default_backend(n * L)
+    if backend == "isal":
+        from . import _gf256_isal
+
+        if not have_isal():
+            raise ValueError(f"backend 'isal' requested but ISA-L is not usable: "
+                             f"{_gf256_isal.load_error()}")
+        _gf256_isal.matmul(M, in_rows, out_rows, n_threads=MAX_THREADS)
+        return result
+    if backend not in ("numba", "numpy"):
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "numba" and not HAVE_NUMBA:
+        raise ValueError("backend 'numba' requested but numba is not installed")
+    words = _stacked(rows, in_rows, L).view(np.uint64)
+    dst = _stacked(result, out_rows, L)
+    bits = _bits(M)
     if backend == "numba":
-        if not HAVE_NUMBA:
-            raise ValueError("backend 'numba' requested but numba is not installed")
-        _numba_kernel()(bits, words, out_words)
-    elif backend == "numpy":
-        _matmul_numpy(bits, words, out_words)
+        _numba_kernel()(bits, words, dst.view(np.uint64), n_threads=MAX_THREADS)
     else:
-        raise ValueError(f"unknown backend {backend!r}; expected 'numba' or 'numpy'")
-    return out
+        _matmul_numpy(bits, words, dst.view(np.uint64))
+    if dst is not result:  # out was a list of separate arrays
+        for i, r in enumerate(out_rows):
+            r[...] = dst[i]
+    return result
 
 
 def gf_matmul_reference(M, rows):

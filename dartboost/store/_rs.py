@@ -13,7 +13,7 @@ but exact, unlike a floating-point sum parity).
 """
 import numpy as np
 
-from ._gf256 import cauchy_matrix, gf_mat_inv, gf_matmul
+from ._gf256 import cauchy_matrix, gf_mat_inv, gf_mat_mul_small, gf_matmul
 
 MAX_SHARDS = 256
 
@@ -27,8 +27,9 @@ class ReedSolomon:
         Number of data shards, at least 1.
     r : int
         Number of parity shards, at least 0; ``k + r <= 256``.
-    backend : {"numba", "numpy"} or None
-        Bulk kernel (see :func:`dartboost.store._gf256.gf_matmul`).
+    backend : {"isal", "numba", "numpy"} or None
+        Bulk kernel (see :func:`dartboost.store._gf256.gf_matmul`); None picks
+        the fastest available.
 
     Attributes
     ----------
@@ -48,22 +49,26 @@ class ReedSolomon:
         """Total number of shards, ``k + r``."""
         return self.k + self.r
 
-    def encode(self, data):
+    def encode(self, data, out=None):
         """Parity shards of a stripe.
 
         Parameters
         ----------
-        data : ndarray of uint8, shape (k, L)
+        data : ndarray of uint8, shape (k, L), or a sequence of k 1-D arrays
             Data shards; ``L`` must be a multiple of 8.
+        out : ndarray of uint8, shape (r, L), or a sequence of r 1-D arrays, optional
+            Where to write the parity.
 
         Returns
         -------
-        parity : ndarray of uint8, shape (r, L)
+        parity : ndarray of uint8, shape (r, L), or ``out``
         """
-        data = np.asarray(data)
-        if data.ndim != 2 or data.shape[0] != self.k:
-            raise ValueError(f"expected {self.k} data shards, got array of shape {data.shape}")
-        return gf_matmul(self.parity_matrix, data, backend=self.backend)
+        if isinstance(data, np.ndarray):
+            if data.ndim != 2 or data.shape[0] != self.k:
+                raise ValueError(f"expected {self.k} data shards, got array of shape {data.shape}")
+        elif len(data) != self.k:
+            raise ValueError(f"expected {self.k} data shards, got {len(data)}")
+        return gf_matmul(self.parity_matrix, data, backend=self.backend, out=out)
 
     def parity_delta(self, shard_indices, deltas):
         """Change of every parity shard caused by XOR-deltas on some data shards.
@@ -85,6 +90,17 @@ class ReedSolomon:
             raise ValueError("data shard index out of range")
         return gf_matmul(self.parity_matrix[:, idx], deltas, backend=self.backend)
 
+    def _pick(self, shards):
+        """The k shard indices to decode from: data shards first (no arithmetic)."""
+        have = sorted(i for i in shards if isinstance(i, (int, np.integer)) and 0 <= i < self.n)
+        if len(have) < self.k:
+            missing = sorted(set(range(self.n)) - set(have))
+            raise ValueError(
+                f"cannot decode: {len(have)} of the needed {self.k} shards are available; "
+                f"missing shards {missing} (at most {self.r} may be lost)")
+        use = [i for i in have if i < self.k] + [i for i in have if i >= self.k]
+        return tuple(sorted(use[:self.k]))
+
     def decode(self, shards):
         """Rebuild all k + r shards from any k of them.
 
@@ -104,17 +120,60 @@ class ReedSolomon:
         ValueError
             If fewer than k shards are given; the message names the missing ones.
         """
-        have = sorted(i for i in shards if 0 <= i < self.n)
-        if len(have) < self.k:
-            missing = sorted(set(range(self.n)) - set(have))
-            raise ValueError(
-                f"cannot decode: {len(have)} of the needed {self.k} shards are available; "
-                f"missing shards {missing} (at most {self.r} may be lost)")
-        # Prefer data shards: with all data present decoding is a copy.
-        use = [i for i in have if i < self.k] + [i for i in have if i >= self.k]
-        use = tuple(sorted(use[:self.k]))
-        src = np.stack([np.asarray(shards[i], dtype=np.uint8) for i in use])
-        return self.reconstruct(use, src)
+        use = self._pick(shards)
+        return self.reconstruct(use, [np.asarray(shards[i], dtype=np.uint8) for i in use])
+
+    def decode_data(self, shards):
+        """The k data shards from any k healthy shards, computing only the lost ones.
+
+        Data shards that are present are returned as given (no copy); the lost
+        ones are computed in one pass over the inputs, which are read where they
+        lie. This is what a read needs.
+
+        Parameters
+        ----------
+        shards : dict of int to ndarray of uint8
+            As for :meth:`decode`.
+
+        Returns
+        -------
+        list of k ndarray of uint8
+            Data shard ``i`` at position ``i``.
+        """
+        use = self._pick(shards)
+        src = [np.asarray(shards[i], dtype=np.uint8) for i in use]
+        lost = [i for i in range(self.k) if i not in use]
+        rebuilt = dict(zip(lost, self.recover(use, src, lost))) if lost else {}
+        return [rebuilt[i] if i in rebuilt else src[use.index(i)] for i in range(self.k)]
+
+    def recover(self, use, src, want, out=None):
+        """Shards ``want`` from the k shards ``use``, in one pass.
+
+        The rows of the generator for ``want`` times the inverse of its rows for
+        ``use`` form one coefficient matrix, so lost data and lost parity shards
+        come out of a single matrix product over the inputs (parity is not
+        recomputed from rebuilt data).
+
+        Parameters
+        ----------
+        use : tuple of int
+            k distinct shard indices, ascending.
+        src : ndarray of uint8, shape (k, L), or a sequence of k 1-D arrays
+            Those shards, in the order of ``use``.
+        want : sequence of int
+            Shards to compute (any of ``0..k+r-1``).
+        out : ndarray of uint8, shape (len(want), L), or a sequence of arrays, optional
+            Where to write them.
+
+        Returns
+        -------
+        ndarray of uint8, shape (len(want), L), or ``out``
+        """
+        use = self._check_use(use)
+        want = tuple(int(i) for i in want)
+        if any(not 0 <= i < self.n for i in want):
+            raise ValueError(f"shard indices must be in [0, {self.n}), got {want}")
+        return gf_matmul(self._recovery_matrix(use, want), src, backend=self.backend, out=out)
 
     def reconstruct(self, use, src):
         """All k + r shards from the k shards ``use`` stacked in ``src``.
@@ -123,37 +182,49 @@ class ReedSolomon:
         ----------
         use : tuple of int
             k distinct shard indices, ascending.
-        src : ndarray of uint8, shape (k, L)
+        src : ndarray of uint8, shape (k, L), or a sequence of k 1-D arrays
             Those shards, in the order of ``use``.
 
         Returns
         -------
         ndarray of uint8, shape (k + r, L)
         """
-        use = tuple(use)
-        if len(use) != self.k or len(set(use)) != self.k or list(use) != sorted(use):
-            raise ValueError(f"need {self.k} distinct ascending shard indices, got {use}")
-        out = np.empty((self.n, src.shape[1]), dtype=np.uint8)
-        out[list(use)] = src
-        lost_data = [i for i in range(self.k) if i not in use]
-        if lost_data:
-            inv = self._inverse(use)
-            out[lost_data] = gf_matmul(inv[lost_data], src, backend=self.backend)
-        lost_parity = [j for j in range(self.k, self.n) if j not in use]
-        if lost_parity:
-            out[lost_parity] = gf_matmul(
-                self.parity_matrix[[j - self.k for j in lost_parity]], out[:self.k],
-                backend=self.backend)
+        use = self._check_use(use)
+        src_rows = list(src)
+        L = src_rows[0].shape[0]
+        out = np.empty((self.n, L), dtype=np.uint8)
+        for i, s in zip(use, src_rows):
+            out[i] = s
+        lost = [i for i in range(self.n) if i not in use]
+        if lost:
+            self.recover(use, src_rows, lost, out=[out[i] for i in lost])
         return out
 
-    def _inverse(self, use):
+    def _check_use(self, use):
+        use = tuple(int(i) for i in use)
+        if len(use) != self.k or len(set(use)) != self.k or list(use) != sorted(use) \
+                or any(not 0 <= i < self.n for i in use):
+            raise ValueError(f"need {self.k} distinct ascending shard indices, got {use}")
+        return use
+
+    def _recovery_matrix(self, use, want):
         # Rows `use` of the generator map data -> the available shards; its
-        # inverse maps those shards back to the data. Cached per erasure pattern.
-        inv = self._inverse_cache.get(use)
-        if inv is None:
-            inv = gf_mat_inv(self._generator[list(use)])
+        # inverse maps those shards back to the data, and rows `want` of the
+        # generator times it map them straight to the wanted shards. Cached per
+        # erasure pattern (a store sees few patterns).
+        key = (use, want)
+        R = self._inverse_cache.get(key)
+        if R is None:
+            inv = self._inverse_cache.get(use)
+            if inv is None:
+                inv = gf_mat_inv(self._generator[list(use)])
+            R = gf_mat_mul_small(self._generator[list(want)], inv) if want else \
+                np.zeros((0, self.k), dtype=np.uint8)
+            if len(self._inverse_cache) > 4096:  # bounded; a store sees few patterns
+                self._inverse_cache.clear()
             self._inverse_cache[use] = inv
-        return inv
+            self._inverse_cache[key] = R
+        return R
 
 
 def _check_kr(k, r):
