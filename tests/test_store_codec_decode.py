@@ -111,3 +111,11 @@ def test_isal_self_check_refuses_a_wrong_library():
 def test_isal_is_the_default_when_present():
     assert gf.default_backend(64) == "isal"
     assert gf.default_backend(1 << 30) == "isal"
+
+
+def test_unknown_or_missing_backend_is_refused_up_front():
+    with pytest.raises(ValueError, match="'gpu' is not available"):
+        ReedSolomon(4, 2, backend="gpu")
+    if "isal" not in BACKENDS:
+        with pytest.raises(ValueError, match="'isal' is not available"):
+            ReedSolomon(4, 2, backend="isal")

@@ -144,9 +144,9 @@ def matmul(M, inputs, outputs, n_threads=None):
     outputs : sequence of m writable C-contiguous 1-D uint8 arrays of that length
     n_threads : int or None
         Threads to split long rows over; None: one. One core already runs
-        ISA-L at memory bandwidth (``benchmarks/results/store_codec.json``:
-        a second thread made it slower), so threads only pay on machines with
-        more memory channels than a core can drive.
+        ISA-L at about memory speed (``docs/store.md``: a second thread was
+        sometimes faster, sometimes slower), so the default leaves the other
+        cores to the caller.
     """
     lib = load()
     if lib is None:

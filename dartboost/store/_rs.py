@@ -13,7 +13,7 @@ but exact, unlike a floating-point sum parity).
 """
 import numpy as np
 
-from ._gf256 import cauchy_matrix, gf_mat_inv, gf_mat_mul_small, gf_matmul
+from ._gf256 import available_backends, cauchy_matrix, gf_mat_inv, gf_mat_mul_small, gf_matmul
 
 MAX_SHARDS = 256
 
@@ -39,6 +39,9 @@ class ReedSolomon:
 
     def __init__(self, k, r, backend=None):
         k, r = _check_kr(k, r)
+        if backend is not None and backend not in available_backends():
+            raise ValueError(f"GF(2^8) backend {backend!r} is not available here; "
+                             f"available: {available_backends()}")
         self.k, self.r, self.backend = k, r, backend
         self.parity_matrix = cauchy_matrix(r, k)
         self._generator = np.vstack([np.eye(k, dtype=np.uint8), self.parity_matrix])
