@@ -39,7 +39,10 @@ _LOAD_ERROR = None
 
 def _candidates():
     yield "libisal.so.2"  # the system library, found by the dynamic loader
-    spec = importlib.util.find_spec("pyeclib")
+    try:
+        spec = importlib.util.find_spec("pyeclib")
+    except (ImportError, ValueError):  # a broken or blocked installation
+        spec = None
     if spec is not None and spec.submodule_search_locations:
         pkg = list(spec.submodule_search_locations)[0]
         # auditwheel puts the vendored libraries next to the package
