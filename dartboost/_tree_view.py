@@ -13,7 +13,7 @@ weight of the tree's iteration, ``learning_rate`` for MART); the raw score of
 output ``k`` is ``baseline[k] + sum`` of the contributions of the trees with
 ``output == k``.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -203,13 +203,34 @@ def _view_from_state(header, arrays):
     )
 
 
-def ensemble_view(model):
+def _restrict(view, iteration_range):
+    """The model as it was after iteration ``stop`` (DART weights replayed
+    from the log, so exactly the weights it had then), keeping only the trees
+    of iterations ``start <= t < stop``; the baseline always stays."""
+    try:
+        start, stop = (int(v) for v in iteration_range)
+    except (TypeError, ValueError):
+        raise TypeError("iteration_range must be a pair (start, stop) of integers.") from None
+    T = view.n_iterations
+    if not 0 <= start < stop <= T:
+        raise ValueError(f"iteration_range {iteration_range!r} must satisfy "
+                         f"0 <= start < stop <= n_iterations ({T}).")
+    weights = view.weight_history()[stop - 1] if T else np.empty(0)
+    trees = [replace(t, weight=float(weights[t.iteration])) for t in view.trees
+             if start <= t.iteration < stop]
+    return replace(view, trees=trees, weight_steps=view.weight_steps[:stop])
+
+
+def ensemble_view(model, iteration_range=None):
     """The :class:`EnsembleView` of a fitted dartboost model.
 
     Parameters
     ----------
     model : fitted DartRegressor, DartClassifier or DartRanker, an object with
-        a ``booster_`` attribute holding one, or an EnsembleView (returned as is).
+        a ``booster_`` attribute holding one, or an EnsembleView.
+    iteration_range : (start, stop) or None
+        Only the trees of iterations ``start <= t < stop``, with the weights
+        they had after iteration ``stop`` (``None``: the whole model).
 
     Raises
     ------
@@ -219,14 +240,16 @@ def ensemble_view(model):
         If ``model`` is not a dartboost model.
     """
     if isinstance(model, EnsembleView):
-        return model
-    target = model
-    if not hasattr(target, "_get_state") and hasattr(target, "booster_"):
-        target = target.booster_
-    if not hasattr(target, "_get_state"):
-        raise TypeError(f"Expected a fitted dartboost estimator, got {type(model).__name__}.")
-    header, arrays = target._get_state()
-    return _view_from_state(header, arrays)
+        view = model
+    else:
+        target = model
+        if not hasattr(target, "_get_state") and hasattr(target, "booster_"):
+            target = target.booster_
+        if not hasattr(target, "_get_state"):
+            raise TypeError(f"Expected a fitted dartboost estimator, got "
+                            f"{type(model).__name__}.")
+        view = _view_from_state(*target._get_state())
+    return view if iteration_range is None else _restrict(view, iteration_range)
 
 
 def flat_arrays(view, tree_indices=None):

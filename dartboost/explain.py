@@ -39,11 +39,11 @@ def _check_covers(flat):
                          "node; this model has nodes with zero cover.")
 
 
-def expected_value(model):
+def expected_value(model, iteration_range=None):
     """Raw score with no feature known, per output, shape ``(n_outputs,)``:
     the baseline plus each tree's cover-weighted mean leaf value times its
     weight (what TreeSHAP attributes nothing to)."""
-    view = ensemble_view(model)
+    view = ensemble_view(model, iteration_range)
     out = view.baseline.copy()
     for tree in view.trees:
         leaves = tree.is_leaf
@@ -77,7 +77,7 @@ def _shap_3d(view, X, n_jobs):
     return out
 
 
-def shap_values(model, X, *, n_jobs=None):
+def shap_values(model, X, *, iteration_range=None, n_jobs=None):
     """Exact path-dependent TreeSHAP values (LightGBM's ``pred_contrib`` layout).
 
     Parameters
@@ -85,6 +85,10 @@ def shap_values(model, X, *, n_jobs=None):
     model : fitted dartboost estimator (or its ``booster_``)
     X : array-like of shape (n_samples, n_features)
         NaN marks a missing value (it follows the split's missing direction).
+    iteration_range : (start, stop) or None
+        Explain only the trees of iterations ``start <= t < stop``, with the
+        DART weights they had after iteration ``stop`` (``(0, t)``: the model
+        exactly as it was after ``t`` iterations, as ``staged_predict`` sees it).
     n_jobs : int or None, default=None
         Threads (``None``: all cores).
 
@@ -95,19 +99,21 @@ def shap_values(model, X, *, n_jobs=None):
         the block's last column: the expected value. Each block sums to the
         raw score of its output (class ``k``'s margin for multiclass).
     """
-    view = ensemble_view(model)
+    view = ensemble_view(model, iteration_range)
     X = _check_X(view, X)
     out = _shap_3d(view, X, n_jobs)
     return out.reshape(X.shape[0], -1)
 
 
-def shap_interaction_values(model, X, *, n_jobs=None):
+def shap_interaction_values(model, X, *, iteration_range=None, n_jobs=None):
     """Exact SHAP interaction values (XGBoost's ``pred_interactions`` layout).
 
     Parameters
     ----------
     model : fitted dartboost estimator (or its ``booster_``)
     X : array-like of shape (n_samples, n_features)
+    iteration_range : (start, stop) or None
+        As in :func:`shap_values`.
     n_jobs : int or None, default=None
 
     Returns
@@ -120,7 +126,7 @@ def shap_interaction_values(model, X, *, n_jobs=None):
         Summing over the last axis gives :func:`shap_values`.
     """
     from ._cext import _treeshap
-    view = ensemble_view(model)
+    view = ensemble_view(model, iteration_range)
     X = _check_X(view, X)
     flat = flat_arrays(view)
     _check_covers(flat)

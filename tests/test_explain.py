@@ -176,3 +176,22 @@ def test_shap_tree_explainer_accepts_converted_model():
     sv = sv.reshape(20, 5, 3) if sv.shape == (20, 5, 3) else np.moveaxis(sv, 0, -1)
     np.testing.assert_allclose(sv, np.moveaxis(ours[:, :, :5], 1, 2), atol=1e-7)
     np.testing.assert_allclose(explainer.expected_value, expected_value(est), atol=1e-9)
+
+
+def test_iteration_range_explains_the_model_as_it_was(small_dart_regressor):
+    """(0, t): exactly the staged model after t iterations, DART weights of then."""
+    est, X = small_dart_regressor
+    stages = list(est.staged_predict(X))
+    for t in (1, 5, 9):
+        phi = shap_values(est, X, iteration_range=(0, t))
+        np.testing.assert_allclose(phi.sum(axis=1), stages[t - 1], atol=1e-9)
+    # later trees only: baseline + the trees of iterations 4..11, with the final weights
+    late_view = ensemble_view(est, iteration_range=(4, 12))
+    np.testing.assert_allclose([t.weight for t in late_view.trees], est.tree_weights_[4:])
+    late = shap_values(est, X[:3], iteration_range=(4, 12))
+    for i in range(3):
+        np.testing.assert_allclose(late[i], _brute_shap(late_view, X[i])[0], atol=1e-9)
+    with pytest.raises(ValueError, match="iteration_range"):
+        shap_values(est, X, iteration_range=(3, 3))
+    with pytest.raises(TypeError, match="pair"):
+        shap_values(est, X, iteration_range=5)
