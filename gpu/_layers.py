@@ -301,3 +301,14 @@ class CheckedConv2d(_Checked):
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, scheme={self.scheme!r}")
+
+
+class _Folded(nn.Identity):
+    """Stands in for an activation that :func:`protect` folded into the checked layer."""
+
+    def __init__(self, original):
+        super().__init__()
+        self.__dict__["original"] = original  # not a submodule: state_dict unchanged
+
+    def extra_repr(self):
+        return f"folded {type(self.original).__name__} (applied by the checked layer)"

@@ -49,6 +49,11 @@ def _classes():
     return _Checked, CheckedLinear, CheckedConv2d
 
 
+def _Folded(act):
+    from ._layers import _Folded as cls
+    return cls(act)
+
+
 # --------------------------------------------------------------------------------------
 # Forward hooks of the protected root: one resolution per forward pass
 # --------------------------------------------------------------------------------------
@@ -142,7 +147,7 @@ def _validate_args(scheme, on_fault, alpha, backend):
 
 
 def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="auto",
-            ai_threshold=None, max_retries=1, warn=True):
+            ai_threshold=None, max_retries=1, warn=True, fuse_activations=True):
     """Protect the GEMM layers of a torch model with algorithm-based fault tolerance.
 
     Parameters
@@ -150,12 +155,17 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
     module : torch.nn.Module
         Model to protect in place.  A bare ``nn.Linear``/``nn.Conv2d`` cannot be
         swapped inside itself: the checked layer is returned instead.
-    scheme : {'auto', 'global', 'tile', 'off'}, default='auto'
+    scheme : {'auto', 'fused', 'global', 'tile', 'off'}, default='auto'
+        ``'fused'`` (linear layers): the cuBLAS GEMM on weights augmented with
+        16 ±1-checksum rows, the comparison fused into the bias/activation pass
+        (or on a side stream when there is no activation), see
+        :mod:`dartboost.gpu._augmented`;
         ``'global'``: library GEMM plus one fused check pass per layer;
         ``'tile'``: the fused Triton GEMM that checks every output tile;
-        ``'auto'``: per layer and batch size, tile when the layer's arithmetic
-        intensity is below ``ai_threshold``, else global (global for convolutions
-        and on CPU); ``'off'``: keep the checked layers but skip checking.
+        ``'auto'``: per layer and batch size, the scheme a calibrated cost model
+        predicts cheapest (:func:`dartboost.gpu.plan_layer`; recorded per layer,
+        see :func:`protection_report`), global for convolutions and on CPU;
+        ``'off'``: keep the checked layers but skip checking.
     on_fault : {'raise', 'recompute', 'flag'}, default='raise'
     alpha : float, optional
         Safety factor on the rounding-error bound (default 8; see
@@ -171,6 +181,11 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
         Forward re-runs allowed by ``on_fault='recompute'``.
     warn : bool, default=True
         Warn when GEMM-like layers had to be left unprotected.
+    fuse_activations : bool, default=True
+        Inside ``nn.Sequential`` containers, an ``nn.ReLU``/``nn.GELU``/``nn.SiLU``
+        right after a protected ``nn.Linear`` is folded into the checked layer (the
+        activation module is replaced by ``nn.Identity``; :func:`unprotect` puts it
+        back), so the check shares the activation's elementwise pass.
 
     Returns
     -------
@@ -231,12 +246,46 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
         module.scheme, module.alpha = scheme, alpha
         report.insert(0, {"name": "", "type": type(module._orig).__name__,
                           "status": "protected", "scheme": scheme, "reason": ""})
+    if fuse_activations:
+        _fuse_activations(module, report)
     state.report = report
     unsupported = [r for r in report if r["status"] == "unsupported"]
     if warn and unsupported:
         warnings.warn("ABFT left these layers unprotected: " + "; ".join(
             f"{r['name']} ({r['reason']})" for r in unsupported), UserWarning, stacklevel=2)
     return module
+
+
+def _activation_name(m):
+    nn = torch().nn
+    if type(m) is nn.ReLU:
+        return "relu"
+    if type(m) is nn.GELU:
+        return "gelu" if m.approximate == "none" else "gelu_tanh"
+    if type(m) is nn.SiLU:
+        return "silu"
+    return None
+
+
+def _fuse_activations(module, report):
+    """Fold activations that directly follow a checked Linear in a Sequential."""
+    nn = torch().nn
+    _Checked, CheckedLinear, _ = _classes()
+    by_name = {r["name"]: r for r in report}
+    for prefix, seq in [("", module)] + list(module.named_modules()):
+        if not isinstance(seq, nn.Sequential):
+            continue
+        kids = list(seq._modules.items())
+        for (lname, lin), (aname, act) in zip(kids, kids[1:]):
+            name = _activation_name(act)
+            if isinstance(lin, CheckedLinear) and lin.activation is None and name:
+                lin.activation = name
+                lin._auto_cache.clear()
+                folded = _Folded(act)
+                seq._modules[aname] = folded
+                full = f"{prefix}.{lname}" if prefix else lname
+                if full in by_name:
+                    by_name[full]["activation"] = name
 
 
 def _wrap(child, name, state, CheckedLinear, CheckedConv2d):
@@ -287,6 +336,8 @@ def unprotect(module):
     _Checked = _classes()[0]
 
     def restore(layer):
+        if layer._aug is not None:
+            layer._aug.release(layer.weight, layer.bias)
         orig = layer._orig
         orig.weight = layer.weight
         orig.bias = layer.bias
@@ -296,6 +347,8 @@ def unprotect(module):
     for _, parent, child_name, child in list(_walk(module)):
         if isinstance(child, _Checked):
             setattr(parent, child_name, restore(child))
+        elif type(child).__name__ == "_Folded" and hasattr(child, "original"):
+            setattr(parent, child_name, child.original)
     if isinstance(module, _Checked):
         return restore(module)
     return module
@@ -306,8 +359,23 @@ def protection_report(module):
 
     ``status`` is ``'protected'``, ``'unsupported'`` (a GEMM-like layer left as it
     was) or ``'not_gemm'`` (has parameters, e.g. normalisation, not covered).
+    Protected layers also list ``activation`` (folded into the layer, or None)
+    and ``plans``: for every batch size seen under ``scheme='auto'``, the
+    decision of the cost model and its one-line explanation.
     """
-    return list(_state_of(module).report)
+    st = _state_of(module)
+    _Checked = _classes()[0]
+    layers = {m.layer_name: m for m in module.modules() if isinstance(m, _Checked)}
+    out = []
+    for r in st.report:
+        r = dict(r)
+        m = layers.get(r["name"])
+        if m is not None:
+            r["activation"] = m.activation
+            r["plans"] = {rows: {"scheme": p["scheme"], "reason": p["reason"]}
+                          for rows, p in sorted(m._plans.items())}
+        out.append(r)
+    return out
 
 
 def fault_log(module):
