@@ -289,10 +289,12 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None):
             UPCAST=interp, IEEE=ieee, BM=bm, BN=bn, CHUNKS=chunks, **kw)
 
     def finalize():
-        abft_finalize_kernel[(-(-M // bm),)](
+        # Few rows per program (16) and a narrow K block: many programs stream x
+        # and the partial sums, each with a small register footprint.
+        abft_finalize_kernel[(-(-M // 16),)](
             part, y_aug, x2, ratio, M, N, K, n_cb, y_aug.stride(0), x2.stride(0),
             float(aug.sigma), float(aug.c_y), float(aug.c_z), float(aug.c_x),
-            BM=bm, BK=min(256, max(16, 1 << math.ceil(math.log2(max(K, 1))))), **kw)
+            BM=16, BK=min(128, max(16, 1 << math.ceil(math.log2(max(K, 1))))), **kw)
 
     if act != 0:
         epilogue(True)
