@@ -357,10 +357,10 @@ def main():
     def save():
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=1)
-    for name, fn, kw in (("false_positives", section_false_positives,
-                          {"n_gemms": args.fp_gemms}),
-                         ("sweep", section_sweep, {"trials": args.sweep_trials}),
+    for name, fn, kw in (("sweep", section_sweep, {"trials": args.sweep_trials}),
                          ("campaign", section_campaign, {"n_trials": args.campaign_trials}),
+                         ("false_positives", section_false_positives,
+                          {"n_gemms": args.fp_gemms}),
                          ("layers", section_layers, {"reps": args.reps, "quick": args.quick}),
                          ("networks", section_networks, {"reps": args.reps, "quick": args.quick})):
         if name in only:
