@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 import dartboost.gpu as dg
 from dartboost.gpu._augmented import AugmentedWeight, fused_linear
+from dartboost.gpu._calibration import _graph_time
 
 warnings.simplefilter("ignore", dg.ABFTFaultWarning)
 BATCHES = (1, 8, 64, 512, 4096)
@@ -61,29 +62,7 @@ def log(*a):
 
 def time_graph(fn, reps, inner):
     """Median seconds per call of ``fn`` captured ``inner`` times in one CUDA graph."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(inner):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b) / 1e3 / inner)
-    del g
-    return statistics.median(out)
+    return _graph_time(fn, reps=reps, inner=inner)
 
 
 def fastest_forward(layers):

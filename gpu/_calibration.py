@@ -146,8 +146,6 @@ def calibrate_auto(device=None, sizes=(512, 1024, 2048), batches=(1, 16, 64, 256
     -------
     dict with ``crossover`` (the threshold) and ``points`` (AI, tile s, global s).
     """
-    import statistics
-
     from ._abft import ConvGeometry
     from ._protect import protect
     t = torch()
@@ -162,25 +160,7 @@ def calibrate_auto(device=None, sizes=(512, 1024, 2048), batches=(1, 16, 64, 256
                 layer = protect(_copy_module(lin), scheme=scheme, on_fault="flag")
                 with t.no_grad():
                     layer(x)
-                    s = t.cuda.Stream()
-                    s.wait_stream(t.cuda.current_stream())
-                    with t.cuda.stream(s):
-                        layer(x)
-                    t.cuda.current_stream().wait_stream(s)
-                    g = t.cuda.CUDAGraph()
-                    with t.cuda.graph(g):
-                        for _ in range(20):
-                            layer(x)
-                    g.replay()
-                    samples = []
-                    for _ in range(reps):
-                        a, b = t.cuda.Event(enable_timing=True), t.cuda.Event(enable_timing=True)
-                        a.record()
-                        g.replay()
-                        b.record()
-                        b.synchronize()
-                        samples.append(a.elapsed_time(b) / 20e3)
-                times[scheme] = statistics.median(samples)
+                    times[scheme] = _graph_time(lambda: layer(x), reps=reps, inner=20)
             geo = ConvGeometry.linear(x, kn)
             points.append((arithmetic_intensity(geo.M, geo.N, geo.K), times["tile"],
                            times["global"]))
