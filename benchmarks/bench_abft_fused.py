@@ -27,13 +27,11 @@ import copy
 import json
 import math
 import platform
-import statistics
 import time
 import warnings
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 import dartboost.gpu as dg
 from dartboost.gpu._augmented import AugmentedWeight, fused_linear

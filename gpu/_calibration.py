@@ -12,7 +12,7 @@ import os
 import time
 
 from ._abft import DEFAULT_ALPHA
-from ._auto import _SPECS, DEFAULT_CALIBRATION, TILE_EFFICIENCY, arithmetic_intensity, spec_of
+from ._auto import DEFAULT_CALIBRATION, TILE_EFFICIENCY, arithmetic_intensity, spec_of
 from ._lazy import torch
 
 __all__ = ["device_ridge", "measure_ridge", "auto_threshold", "calibrate_auto",

@@ -30,7 +30,7 @@ import math
 import warnings
 
 from ._abft import DEFAULT_ALPHA
-from ._events import ABFTFaultError, ABFTFaultWarning, FaultEvent, fault_message
+from ._events import ABFTFaultError, ABFTFaultWarning, FaultEvent
 from ._lazy import torch
 from ._resolution import ProtectionState, apply_on_fault, resolve, resolve_pending
 

@@ -4,7 +4,6 @@ Kernels run on CUDA when present, otherwise through Triton's interpreter.
 """
 import math
 import os
-import warnings
 
 import pytest
 
