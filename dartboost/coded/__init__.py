@@ -23,6 +23,7 @@ from ._codes import (
     ImageConcatEncoder,
     SumEncoder,
     code_matrix,
+    decode_amplification,
     linear_decode,
     raw_output,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "raw_output",
     "code_matrix",
     "linear_decode",
+    "decode_amplification",
     "default_parity_estimator",
     "SumEncoder",
     "ConcatEncoder",

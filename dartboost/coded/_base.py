@@ -264,6 +264,35 @@ class _CodedBase(BaseEstimator):
             return outputs, reconstructed, status
         return outputs, reconstructed
 
+    def can_decode(self, available):
+        """Whether the answered outputs determine every missing slot well.
+
+        True when no slot is missing, or when the code can rebuild the
+        missing slots from the answered base outputs and parities within its
+        conditioning guard. A server that gets False waits for more outputs
+        instead of decoding.
+
+        Parameters
+        ----------
+        available : bool array of shape (k + r,)
+        """
+        check_is_fitted(self, "n_outputs_")
+        return bool(self._can_decode(self._check_available(available)))
+
+    def decode_amplification(self, available):
+        """Error amplification of decoding this erasure pattern (see :func:`decode_amplification`).
+
+        NaN for codes without a linear decoder (:class:`LearnedCode`).
+        """
+        check_is_fitted(self, "n_outputs_")
+        return float(self._amplification(self._check_available(available)))
+
+    def _can_decode(self, available):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _amplification(self, available):
+        return float("nan")
+
     def outputs_to_prediction(self, raw):
         """Map raw outputs (n, d) (or (..., n, d)) to predictions in the base's space.
 

@@ -361,6 +361,10 @@ class LearnedCode(_CodedBase):
         reconstructed[missing] = True
         return outputs, reconstructed, True
 
+    def _can_decode(self, available):
+        # The decoder was trained on every pattern of up to r lost outputs.
+        return int((~available).sum()) <= self.r or bool(available[: self.k].all())
+
     def codec_size(self):
         """Parameters of the encoder and decoder networks."""
         return {"encoder_params": int(sum(p.numel() for p in self.encoder_net_.parameters())),

@@ -157,10 +157,13 @@ def _coded_report(coded, X, y, fractions, rng, timing, n_lost=1):
     parity = np.stack([coded.parity_predict(P, j) for j in range(r)])
     # Erase every set of n_lost slots in turn (all other slots and all
     # parities answer) and score the decoded outputs of the erased slots.
-    dec, ref, lab = [], [], []
+    dec, ref, lab, amps = [], [], [], []
+    refused = 0
     for lost in itertools.combinations(range(k), n_lost):
         available = np.ones(k + r, dtype=bool)
         available[list(lost)] = False
+        amps.append(coded.decode_amplification(available))
+        refused += not coded.can_decode(available)
         out, _ = coded.decode(base, parity, available)
         for j in lost:
             dec.append(out[j])
@@ -171,7 +174,11 @@ def _coded_report(coded, X, y, fractions, rng, timing, n_lost=1):
     default = np.broadcast_to(coded.default_output_, base.shape)
     classification = is_classifier(coded.base_estimator)
     rep = {"k": k, "r": r, "n_lost": n_lost, "n_groups": int(m), "n_queries": int(k * m),
-           "task": "classification" if classification else "regression"}
+           "task": "classification" if classification else "regression",
+           # How much decoding multiplies the parity models' error, over the
+           # erasure patterns scored; refused patterns fall back to the default.
+           "decode_amplification": {"max": float(np.max(amps)), "mean": float(np.mean(amps)),
+                                    "patterns": len(amps), "patterns_refused": int(refused)}}
     pred_base = coded.outputs_to_prediction(base)
     pred_ref = coded.outputs_to_prediction(ref)
     pred_dec = coded.outputs_to_prediction(decoded)
