@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from ._pool import PoolClosedError, QueryError, QueryTimeout
+from ._errors import PoolClosedError, QueryError, QueryTimeout
 
 __all__ = ["PredictionServer", "make_server"]
 
