@@ -61,6 +61,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from dartboost.coded._base import accepts_nan
+
 from ._backends import make_backend
 from ._errors import (ModelError, PoolBrokenError, PoolClosedError, QueryError, QueryTimeout,
                       WorkerLost)
@@ -195,16 +197,6 @@ def _to_prediction_default(estimator, raw):
             return np.asarray(classes)[(raw[:, 0] > 0).astype(np.intp)]
         return np.asarray(classes)[np.argmax(raw, axis=1)]
     return raw[:, 0] if raw.shape[1] == 1 else raw
-
-
-def _accepts_nan(estimator):
-    """Whether ``estimator`` declares that it handles NaN inputs (scikit-learn tags)."""
-    try:
-        from sklearn.utils import get_tags
-
-        return bool(get_tags(estimator).input_tags.allow_nan)
-    except Exception:  # noqa: BLE001 - old scikit-learn or a non-sklearn model
-        return False
 
 
 class CodedPool:
@@ -356,7 +348,7 @@ class CodedPool:
         self.metrics = ServingMetrics()
         self._clock = clock if clock is not None else time.perf_counter
         self._threaded = bool(threaded)
-        self._allow_nan = _accepts_nan(self.base)
+        self._allow_nan = accepts_nan(self.base)
         self._broken = None  # the exception that broke the dispatcher, if any
         self._ready = False
 
