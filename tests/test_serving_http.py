@@ -86,7 +86,7 @@ def test_http_predict_errors_health_metrics(model):
 
         status, health = _request(port, "GET", "/health")
         assert status == 200 and health["status"] == "ok" and health["workers"] == 3
-        status, metrics = _request(port, "GET", "/metrics")
+        status, metrics = _request(port, "GET", "/stats")
         assert status == 200
         assert metrics["requests_ok"] == 41
         assert metrics["latency_ms"]["count"] == 41
@@ -110,7 +110,7 @@ def test_cli_serve_subprocess(model, tmp_path):
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dartboost.serving.cli", str(path), "--port", "0",
-         "--workers", "2", "--duration", "120"],
+         "--workers", "2", "--duration", "120", "--allow-pickle"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     try:

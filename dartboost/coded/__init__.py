@@ -25,6 +25,8 @@ from ._codes import (
     code_matrix,
     decode_amplification,
     linear_decode,
+    proba_from_raw,
+    raw_gives_proba,
     raw_output,
 )
 from ._ensemble import ParityEnsemble, TreeRangeShard
@@ -40,6 +42,8 @@ __all__ = [
     "TreeRangeShard",
     "degraded_mode_report",
     "raw_output",
+    "proba_from_raw",
+    "raw_gives_proba",
     "code_matrix",
     "linear_decode",
     "decode_amplification",

@@ -17,6 +17,8 @@ __all__ = [
     "code_matrix",
     "linear_decode",
     "decode_amplification",
+    "proba_from_raw",
+    "raw_gives_proba",
     "SumEncoder",
     "ConcatEncoder",
     "ImageConcatEncoder",
@@ -115,6 +117,46 @@ def raw_output(estimator, X):
             "coded prediction needs finite raw outputs."
         )
     return raw
+
+
+def proba_from_raw(raw):
+    """Class probabilities from raw outputs that are logits (sigmoid / softmax).
+
+    Parameters
+    ----------
+    raw : ndarray of shape (n, d)
+        One column: the log-odds of ``classes_[1]``; several: logits.
+
+    Returns
+    -------
+    proba : ndarray of shape (n, max(d, 2))
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.shape[1] == 1:
+        p1 = 1.0 / (1.0 + np.exp(-raw[:, 0]))
+        return np.column_stack([1.0 - p1, p1])
+    z = np.exp(raw - raw.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def raw_gives_proba(estimator, X, atol=1e-6):
+    """Whether :func:`proba_from_raw` of ``raw_output`` reproduces ``predict_proba`` on ``X``.
+
+    True for classifiers whose raw output is a logit (logistic losses:
+    dartboost and scikit-learn boosting, logistic regression, MLPs, and the
+    log-probability fallback); False for margins of other losses (e.g. SVMs)
+    or models without ``predict_proba``. Checked on data, not by class name,
+    so a server serves probabilities from (possibly decoded) raw outputs only
+    where that is exact for the base model.
+    """
+    if not is_classifier(estimator) or not hasattr(estimator, "predict_proba"):
+        return False
+    try:
+        expect = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+        got = proba_from_raw(raw_output(estimator, X))
+    except Exception:  # noqa: BLE001 - e.g. predict_proba unavailable for this config
+        return False
+    return got.shape == expect.shape and bool(np.allclose(got, expect, atol=atol, rtol=0))
 
 
 def code_matrix(k, r):
