@@ -99,3 +99,24 @@ def test_defaults_follow_the_docs(clf):
     from dartboost import DartClassifier
     dart = DartClassifier(n_estimators=7, n_jobs=1)
     assert default_parity_estimator(dart).n_estimators == 14
+
+
+def test_equal_cost_backup_side_by_side():
+    # Finding: the library compared codes only with a constant default; a
+    # backup of equal compute was never reported beside the parity.
+    from dartboost import DartClassifier
+    from dartboost.coded import degraded_mode_report, equal_cost_backup
+
+    X, y = make_classification(n_samples=600, n_features=8, n_informative=5, random_state=1)
+    base = DartClassifier(n_estimators=20, max_leaf_nodes=8, n_jobs=1,
+                          random_state=0).fit(X[:400], y[:400])
+    cp = CodedPredictor(base, k=2, random_state=0).fit(X[:400])
+    for labels in (y[:400], None):
+        bk = equal_cost_backup(cp, X[:400], labels, random_state=0)
+        rep = degraded_mode_report(cp, X[400:], y[400:], backup=bk, timing=False)
+        cost = rep["cost"]
+        # Same trees per query: parity 2 x 20 rounds / k = 20; backup 20.
+        assert cost["parity_trees_per_query"] == cost["backup_trees_per_query"] == 20.0
+        assert 0.5 <= rep["backup"]["A_d"] <= 1.0
+        assert 0.0 <= rep["backup"]["reconstruction_accuracy"] <= 1.0
+        assert "A_d" in rep and "overall" in rep["backup"]

@@ -353,3 +353,34 @@ def test_threaded_dispatcher_failure_reports_broken(clf):
         time.sleep(0.01)
     assert pool.health()["status"] == "broken"
     pool.close()
+
+
+def test_backup_mode_exact_when_healthy_backup_when_lost(clf):
+    # The old default (backup after the median latency) answered about half
+    # of a healthy pool's queries with the backup.
+    X, base, coded = clf
+    from dartboost.serving import make_backup_model
+
+    backup = make_backup_model(base, X)
+    pool, be, clock = _pool(coded, mode="backup", backup=backup, n_workers=2)
+    base_slots = _base_slots(pool)
+    futs = []
+    for i in range(30):
+        futs.append(pool.submit(X[i:i + 1]))
+        pool.step()
+        clock.advance(0.001)
+        be.finish_all(kinds=("backup",))  # the backup is always first
+        pool.step()
+        be.finish_all()
+        pool.step()
+    assert not any(f.result(timeout=0).degraded for f in futs)
+    fut = pool.submit(X[40:41])
+    pool.step()
+    be.finish_all(kinds=("backup",))
+    pool.step()
+    slot = next(s for s in base_slots if s in be.running)
+    be.die(slot)
+    pool.step()
+    res = fut.result(timeout=0)
+    assert res.degraded and pool.stats()["rows_backup"] == 1
+    pool.close()

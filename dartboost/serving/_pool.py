@@ -227,8 +227,11 @@ class CodedPool:
         Dask client or scheduler address (see :class:`~dartboost.serving._dask.DaskBackend`).
     backup : estimator, optional
         Fitted cheap model for ``mode="backup"`` (same raw-output space).
-    backup_timeout : "median" or float, default="median"
+    backup_timeout : "auto", "median" or float, default="auto"
         How long a batch waits for the base before a backup answer is used.
+        ``"auto"`` is the coded mode's lateness rule (lost, or later than
+        ``late_factor`` x the observed p99), so a healthy pool answers
+        exactly; ``"median"`` (the running median latency) or seconds.
     batch_size : int, default=8
         Most rows per batch.
     max_batch_delay : float, default=0.0
@@ -287,7 +290,7 @@ class CodedPool:
 
     def __init__(self, model, *, mode="coded", n_workers=None, n_extra=None, k=None,
                  backend="process", client=None, address=None, backup=None,
-                 backup_timeout="median", batch_size=8, max_batch_delay=0.0,
+                 backup_timeout="auto", batch_size=8, max_batch_delay=0.0,
                  group_timeout=0.01, hang_timeout=10.0, request_timeout=60.0,
                  max_retries=2, decode_wait="auto", late_factor=2.0, faults=None,
                  raw_output=None, worker_threads=1, start_method=None, start_timeout=120.0,
@@ -310,9 +313,10 @@ class CodedPool:
             raise ValueError(f"decode_wait must be 'auto', 'median' or seconds, got {decode_wait!r}")
         if not (isinstance(late_factor, (int, float)) and late_factor > 0):
             raise ValueError(f"late_factor must be a positive number, got {late_factor!r}")
-        if not (backup_timeout == "median" or
+        if not (backup_timeout in ("median", "auto") or
                 (isinstance(backup_timeout, (int, float)) and backup_timeout >= 0)):
-            raise ValueError(f"backup_timeout must be 'median' or seconds, got {backup_timeout!r}")
+            raise ValueError(
+                f"backup_timeout must be 'auto', 'median' or seconds, got {backup_timeout!r}")
 
         self.mode = mode
         self.coded = model if is_coded else None
@@ -843,9 +847,12 @@ class CodedPool:
             b.tasks.append(bk)
             self._queues["extra"].append(bk)
             b.deadline = b.t0 + self._backup_wait()
-            self._at(b.deadline, self._backup_deadline, b)
+            if np.isfinite(b.deadline):
+                self._at(b.deadline, self._backup_deadline, b)
 
     def _backup_wait(self):
+        if self.backup_timeout == "auto":
+            return self._late_after if self._late_after is not None else np.inf
         return self._wait_for(self.backup_timeout)
 
     def _wait_for(self, setting):
@@ -1052,7 +1059,7 @@ class CodedPool:
         if t.kind == "backup":
             if b.resolved:
                 self.metrics.add("tasks_wasted")
-            elif now >= b.deadline:
+            elif now >= b.deadline or b.lost:
                 self._resolve(b, raw, approx=True, source="rows_backup")
             else:
                 b.backup_raw = raw
@@ -1087,6 +1094,9 @@ class CodedPool:
             return
         if worker_lost:
             b.lost = True
+            if b.backup_raw is not None:
+                self._resolve(b, b.backup_raw, approx=True, source="rows_backup")
+                return
             g = b.group
             if g is not None and g.closed:
                 self._check_group(g)  # a lost batch may be decoded at once
