@@ -56,7 +56,9 @@ def _add_arguments(p):
                    help="file with a fitted cheap backup model (--mode backup)")
     p.add_argument("--workers", type=int, default=None, help="base model instances")
     p.add_argument("--extra", type=int, default=None, help="extra workers (default per mode)")
-    p.add_argument("--backend", default="process", choices=["process", "loky", "dask"])
+    p.add_argument("--backend", default="process", choices=["process", "loky", "thread", "dask"],
+                   help="worker processes (process, loky), threads of the server (thread: "
+                        "no isolation, no IPC; for small fast models) or a Dask cluster")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address (default: a local cluster)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -74,6 +76,9 @@ def _add_arguments(p):
     p.add_argument("--auth-token-file", default=None, metavar="FILE",
                    help="require `Authorization: Bearer <token>` with the token in FILE "
                         "(or in $DARTBOOST_SERVE_TOKEN); health probes stay open")
+    p.add_argument("--switch-interval", type=float, default=0.0005, metavar="SECONDS",
+                   help="CPython GIL switch interval of the server process (default 0.5 ms; "
+                        "Python's own default is 5 ms)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
@@ -159,6 +164,11 @@ def run_serve(args):
 
     model, mode, backup = _load_model(args)
     token = _auth_token(args)
+    # The server's threads (event loop, dispatcher, backend receivers) hand
+    # every request to each other; with CPython's default 5 ms GIL switch
+    # interval a hand-off can wait that long behind a busy thread. This
+    # process only serves, so a short interval is a pure latency gain.
+    sys.setswitchinterval(args.switch_interval)
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         print(f"warning: binding to {args.host}, not loopback, without --auth-token-file",
               file=sys.stderr)
