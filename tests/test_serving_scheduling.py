@@ -384,3 +384,20 @@ def test_backup_mode_exact_when_healthy_backup_when_lost(clf):
     res = fut.result(timeout=0)
     assert res.degraded and pool.stats()["rows_backup"] == 1
     pool.close()
+
+
+def test_cancelled_future_does_not_break_the_pool(clf):
+    X, base, coded = clf
+    pool, be, clock = _pool(base, mode="none", n_workers=1)
+    fut = pool.submit(X[:1])
+    pool.step()
+    assert fut.cancel()  # the caller gave up (e.g. an HTTP deadline)
+    be.finish(0)
+    pool.step()
+    f2 = pool.submit(X[1:2])
+    pool.step()
+    be.finish(0)
+    pool.step()
+    np.testing.assert_array_equal(f2.result(timeout=0).values, base.predict(X[1:2]))
+    assert pool.health()["status"] == "ok"
+    pool.close()

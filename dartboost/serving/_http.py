@@ -272,7 +272,9 @@ def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
             except ValueError as exc:
                 raise _HTTPError(400, str(exc)) from None
             try:
-                res = await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+                # shield: a deadline must not cancel the pool's future (the pool
+                # answers it anyway, and drops answers nobody waits for).
+                res = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout)
             except asyncio.TimeoutError:
                 raise _HTTPError(504, f"no answer within {timeout} s") from None
             except QueryTimeout as exc:

@@ -183,6 +183,19 @@ class _Task:
         return self.batch.resolved
 
 
+def _settle(future, result=None, exc=None):
+    """Set a request's future unless its caller cancelled it (then the answer is dropped)."""
+    if future.done():  # cancelled by the caller (e.g. an HTTP deadline): nobody waits
+        return
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except Exception:  # noqa: BLE001 - InvalidStateError: cancelled concurrently
+        pass
+
+
 def _default_raw_output():
     from dartboost.coded import raw_output
 
@@ -1246,7 +1259,7 @@ class CodedPool:
         lat = self._clock() - req.t0
         self.metrics.record_latency(lat)
         self.metrics.add("requests_ok")
-        req.future.set_result(ServeResult(values, req.raw, req.approx, lat))
+        _settle(req.future, result=ServeResult(values, req.raw, req.approx, lat))
 
     def _fail_batch(self, b, exc):
         b.resolved = True
@@ -1260,7 +1273,7 @@ class CodedPool:
         req.done = True
         self._requests.discard(req)
         self.metrics.add("requests_failed")
-        req.future.set_exception(exc)
+        _settle(req.future, exc=exc)
 
     def _shutdown_requests(self):
         for req in list(self._requests):
