@@ -34,8 +34,6 @@ import platform
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_serving import run_point  # noqa: E402
 

@@ -18,6 +18,11 @@ from dartboost.coded import CodedPredictor
 from dartboost.serving import CodedPool, FaultSpec, make_server
 from process_utils import alive
 
+# The server's stack is the optional "serve" extra.
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+pytest.importorskip("prometheus_client")
+
 
 def _request(port, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

@@ -130,7 +130,7 @@ class LearnedCode(_CodedBase):
 
     Parameters
     ----------
-    base_estimator : fitted MLPClassifier, MLPRegressor, NeuralClassifier, NeuralRegressor or Pipeline
+    base_estimator : fitted MLP or dartboost.gpu Neural estimator, or a Pipeline ending in one
         The deployed model; it must be differentiable: scikit-learn MLPs
         (translated to torch once) or dartboost.gpu's torch MLP/CNN
         estimators (their network, weights frozen). Queries are flat feature

@@ -205,7 +205,7 @@ def _preload_modules(payload):
 
 def make_backend(backend, payload, specs, name, client=None, address=None, threads=1,
                  start_method=None):
-    """Build the backend named ``backend`` ("process", "loky", "thread", "dask") or bind an object."""
+    """Build the backend named ``backend`` (process, loky, thread, dask) or bind an object."""
     if backend == "process":
         from ._process import ProcessBackend
 

@@ -323,7 +323,8 @@ class CodedPool:
                 raise ValueError(f"{nm} must be a non-negative number, got {v!r}")
         if not (decode_wait in ("median", "auto") or
                 (isinstance(decode_wait, (int, float)) and decode_wait >= 0)):
-            raise ValueError(f"decode_wait must be 'auto', 'median' or seconds, got {decode_wait!r}")
+            raise ValueError(
+                f"decode_wait must be 'auto', 'median' or seconds, got {decode_wait!r}")
         if not (isinstance(late_factor, (int, float)) and late_factor > 0):
             raise ValueError(f"late_factor must be a positive number, got {late_factor!r}")
         if not (backup_timeout in ("median", "auto") or
