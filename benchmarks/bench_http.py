@@ -18,7 +18,7 @@ the JSON records the load average.
 
 Usage::
 
-    python benchmarks/bench_http.py            # ~1 min
+    python benchmarks/bench_http.py            # ~1.5 min (3 runs per point, medians)
     python benchmarks/bench_http.py --quick    # ~20 s
 """
 
@@ -146,14 +146,16 @@ def start_server(model_path, args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds per point")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per point")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs per point; the table gives medians (the host is shared)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--backend", default="thread", choices=["thread", "process"])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", default=os.path.join(RESULTS, "http.json"))
     args = ap.parse_args(argv)
     if args.quick:
-        args.duration = 1.5
+        args.duration, args.repeats = 1.5, 1
     from sklearn.datasets import make_classification
 
     from dartboost import DartClassifier
@@ -170,10 +172,22 @@ def main(argv=None):
     try:
         for rows in (1, 100):
             for conns in (1, 8, 64):
-                p = run_point(port, X, rows, conns, args.duration)
+                runs = [run_point(port, X, rows, conns, args.duration)
+                        for _ in range(args.repeats)]
+                p = {key: float(np.median([r[key] for r in runs])) for key in
+                     ("req_per_s", "rows_per_s", "p50_ms", "p99_ms", "max_ms", "loadavg_1min")}
+                p.update(rows=rows, connections=conns, errors=sum(r["errors"] for r in runs),
+                         requests=sum(r["requests"] for r in runs),
+                         req_per_s_range=[min(r["req_per_s"] for r in runs),
+                                          max(r["req_per_s"] for r in runs)],
+                         p99_ms_range=[min(r["p99_ms"] for r in runs),
+                                       max(r["p99_ms"] for r in runs)],
+                         runs=runs)
                 points.append(p)
                 print(f"rows={rows:3d} conns={conns:2d} {p['req_per_s']:7.0f} req/s "
+                      f"({p['req_per_s_range'][0]:.0f}-{p['req_per_s_range'][1]:.0f}) "
                       f"p50={p['p50_ms']:6.2f} ms p99={p['p99_ms']:6.2f} ms "
+                      f"({p['p99_ms_range'][0]:.1f}-{p['p99_ms_range'][1]:.1f}) "
                       f"errors={p['errors']} load={p['loadavg_1min']:.1f}", flush=True)
         poison = run_point(port, X, 1, 7, args.duration, poison=True)
         print(f"poisoning: {poison['requests']} valid requests, {poison['errors']} failed; "
@@ -184,7 +198,8 @@ def main(argv=None):
         proc.wait(60)
     out = {"host": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "platform": platform.platform(), "shared": True},
-           "config": {"duration_s": args.duration, "workers": args.workers,
+           "config": {"duration_s": args.duration, "repeats": args.repeats,
+                      "workers": args.workers,
                       "backend": args.backend, "batch_size": args.batch_size,
                       "model": "DartClassifier(n_estimators=100), 20 features"},
            "points": points, "poisoning": poison, "wall_s": time.perf_counter() - t_all}

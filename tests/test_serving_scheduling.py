@@ -401,3 +401,31 @@ def test_cancelled_future_does_not_break_the_pool(clf):
     np.testing.assert_array_equal(f2.result(timeout=0).values, base.predict(X[1:2]))
     assert pool.health()["status"] == "ok"
     pool.close()
+
+
+def test_large_request_does_not_hold_small_ones_back(clf):
+    # Finding: one 150k-row request delayed small requests by 9.6 s (FIFO
+    # batches). Rows are cut into batches only as workers can take them, and
+    # round robin across requests: a small request waits for one batch of the
+    # big one, not for all of them.
+    X, base, coded = clf
+    pool, be, clock = _pool(base, mode="none", n_workers=1, batch_size=8)
+    big = pool.submit(np.repeat(X[:1], 400, axis=0))
+    pool.step()
+    small = pool.submit(X[1:2])
+    pool.step()
+    batches = 0
+    while not small.done() and batches < 60:
+        be.finish_all()
+        pool.step()
+        batches += 1
+    # one running and one queued batch of the big request, then its turn
+    assert small.done() and batches <= 4
+    np.testing.assert_array_equal(small.result(timeout=0).values, base.predict(X[1:2]))
+    while not big.done() and batches < 200:
+        be.finish_all()
+        pool.step()
+        batches += 1
+    np.testing.assert_array_equal(big.result(timeout=0).values,
+                                  base.predict(np.repeat(X[:1], 400, axis=0)))
+    pool.close()

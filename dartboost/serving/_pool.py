@@ -709,8 +709,9 @@ class CodedPool:
     def _work_due(self):
         now = self._clock()
         return bool((self._timers and self._timers[0][0] <= now)
-                    or (self._pending and (self.max_batch_delay == 0 or (
-                        self._flush_at is not None and now >= self._flush_at)))
+                    or (self._pending and self._queue_open() and (
+                        self.max_batch_delay == 0 or self._pending_rows >= self.batch_size
+                        or (self._flush_at is not None and now >= self._flush_at)))
                     or any(self._queues[r] and self._idle[r] for r in self._queues))
 
     def _run_once(self, ev):
@@ -732,6 +733,8 @@ class CodedPool:
         while self._timers and self._timers[0][0] <= now:
             _, _, fn, args = heapq.heappop(self._timers)
             self._guarded(fn, *args)
+        if self._pending_rows >= self.batch_size:
+            self._flush(force=False)  # full batches held back while the queue was full
         if self._pending and (self.max_batch_delay == 0 or
                               (self._flush_at is not None and now >= self._flush_at)):
             # Adaptive batching: a partial batch leaves only when a base
@@ -816,8 +819,19 @@ class CodedPool:
         self._pending_rows += req.n
         self._flush(force=False)
 
+    def _queue_open(self):
+        """Whether the base queue takes another batch now.
+
+        Batches are cut only while fewer than one per base worker wait: rows
+        beyond that stay pending, where a large request cannot get ahead of
+        later small ones (see :meth:`_flush`), and where they accumulate into
+        fuller batches while every worker is busy.
+        """
+        return len(self._queues["base"]) < max(1, self.n_base)
+
     def _flush(self, force):
-        while self._pending_rows >= self.batch_size or (force and self._pending_rows):
+        while self._queue_open() and (self._pending_rows >= self.batch_size
+                                      or (force and self._pending_rows)):
             take = min(self.batch_size, self._pending_rows)
             segs, parts = [], []
             while take:
@@ -832,11 +846,16 @@ class CodedPool:
                     self._pending.popleft()
                 else:
                     item[1] = start + n
+                    # Round robin: a request with rows left after filling a
+                    # batch goes behind the requests that wait, so one huge
+                    # request does not hold small ones back by its whole size.
+                    self._pending.rotate(-1)
             X = parts[0] if len(parts) == 1 else np.concatenate(parts)
             self._new_batch(_Batch(next(self._ids), segs, X, self._clock()))
         # The delay runs from the oldest row still waiting, not the newest:
         # a steady trickle of arrivals must not hold a partial batch back.
-        self._flush_at = (self._pending[0][0].t0 + self.max_batch_delay) if self._pending else None
+        self._flush_at = (min(item[0].t0 for item in self._pending) + self.max_batch_delay
+                          if self._pending else None)
 
     def _new_batch(self, b):
         base = _Task("base", b.X, batch=b)
