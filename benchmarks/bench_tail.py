@@ -61,7 +61,12 @@ def main(argv=None):
                     help="measured runs per pool (different arrivals); medians are reported")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(RESULTS, "tail.json"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        with open(args.out) as f:
+            plot(json.load(f), args.out[:-5] + "_p999.png")
+        return
     if args.quick:
         args.queries, args.ks, args.repeats = 600, [2, 3], 1
     from sklearn.datasets import make_classification
@@ -143,6 +148,40 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print(f"wrote {args.out} ({out['wall_s']:.0f} s)")
+    plot(out, args.out[:-5] + "_p999.png")
+
+
+def plot(out, path):
+    """p50 and p99.9 (median of the runs, with their range) per mode and k."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - plotting is optional
+        return
+    ks = sorted({p["k"] for p in out["points"]})
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, k in zip(axes, ks):
+        pts = [p for p in out["points"] if p["k"] == k]
+        labels = [p["mode"] + (f" r={p['r']}" if p["r"] else "") for p in pts]
+        x = np.arange(len(pts))
+        hi = [p["p999_ms"] for p in pts]
+        lo, up = zip(*(p["p999_ms_range"] for p in pts))
+        ax.bar(x, hi, color="C0", alpha=0.7, label="p99.9")
+        ax.errorbar(x, hi, yerr=[np.subtract(hi, lo), np.subtract(up, hi)], fmt="none",
+                    ecolor="k", capsize=2, lw=0.8)
+        ax.bar(x, [p["median_ms"] for p in pts], color="C1", width=0.5, label="p50")
+        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"k = {k}")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("latency (ms), median of runs")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
