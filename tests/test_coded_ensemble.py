@@ -134,7 +134,7 @@ def test_parity_ensemble_bad_input(reg_data):
 def test_degraded_mode_report_regression_and_classification(reg_data):
     X, y = reg_data
     base = LinearRegression().fit(X, y)
-    cp = CodedPredictor(base, k=2, parity_estimator=LinearRegression()).fit(X)
+    cp = CodedPredictor(base, k=2, encoder="sum", parity_estimator=LinearRegression()).fit(X)
     rep = degraded_mode_report(cp, X, y, fractions=(0.1,))
     json.dumps(rep)
     assert rep["reconstruction_rmse"] < 1e-6 and rep["reconstruction_r2"] == pytest.approx(1.0)

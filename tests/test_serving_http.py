@@ -18,6 +18,11 @@ from dartboost.coded import CodedPredictor
 from dartboost.serving import CodedPool, FaultSpec, make_server
 from process_utils import alive
 
+# The server's stack is the optional "serve" extra.
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+pytest.importorskip("prometheus_client")
+
 
 def _request(port, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -86,7 +91,7 @@ def test_http_predict_errors_health_metrics(model):
 
         status, health = _request(port, "GET", "/health")
         assert status == 200 and health["status"] == "ok" and health["workers"] == 3
-        status, metrics = _request(port, "GET", "/metrics")
+        status, metrics = _request(port, "GET", "/stats")
         assert status == 200
         assert metrics["requests_ok"] == 41
         assert metrics["latency_ms"]["count"] == 41
@@ -110,7 +115,7 @@ def test_cli_serve_subprocess(model, tmp_path):
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dartboost.serving.cli", str(path), "--port", "0",
-         "--workers", "2", "--duration", "120"],
+         "--workers", "2", "--duration", "120", "--allow-pickle"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     try:

@@ -50,9 +50,10 @@ def coded2(clf_data):
 @pytest.fixture(scope="module")
 def slow_pool(coded2):
     # One pool shared by several tests (worker start-up dominates test time):
-    # base worker 0 is always slow, so its batches come back decoded.
+    # base worker 0 is always slow, so under ParM's policy (decode_wait=0)
+    # its batches come back decoded.
     pool = CodedPool(coded2, n_workers=2, faults={0: FaultSpec(service_time=0.2)},
-                     batch_size=1, group_timeout=0.005)
+                     batch_size=1, group_timeout=0.005, decode_wait=0)
     yield pool
     pool.close()
 
@@ -213,7 +214,7 @@ def test_regression_multirow_partial_groups():
     cp = CodedPredictor(base, k=3, r=1, parity_estimator=LinearRegression(),
                         random_state=0).fit(X)
     # Slot 1 is slow; batches of unequal size and partial groups get padded.
-    with CodedPool(cp, n_workers=3, batch_size=3, group_timeout=0.002,
+    with CodedPool(cp, n_workers=3, batch_size=3, group_timeout=0.002, decode_wait=0,
                    faults={1: FaultSpec(service_time=0.2)}) as pool:
         futs = []
         for i in range(0, 120, 4):
@@ -230,6 +231,20 @@ def test_regression_multirow_partial_groups():
                                    atol=1e-6)
     np.testing.assert_allclose(lone.values, base.predict(X[200:202]), rtol=1e-6, atol=1e-6)
     assert st["rows_reconstructed"] > 0 and st["groups_partial"] > 0, st
+
+
+def test_fresh_coded_pool_answers_idle_requests_exactly(clf_data, coded2):
+    # Finding: `dartboost serve --mode coded` answered its first 2 of 6 idle
+    # requests approximately (cold workers, decode as soon as k of k + r).
+    X, base = clf_data
+    with CodedPool(coded2, n_workers=2) as pool:
+        assert pool.health()["ready"]
+        res = []
+        for i in range(6):
+            res.append(pool.submit(X[i:i + 1]).result(timeout=30))
+            time.sleep(0.05)
+    assert not any(r.degraded for r in res)
+    np.testing.assert_array_equal(np.concatenate([r.values for r in res]), base.predict(X[:6]))
 
 
 _ORPHAN_SCRIPT = """

@@ -11,7 +11,8 @@ instead of waited for.
 - :class:`ParityEnsemble` and :class:`TreeRangeShard`: parity members for a
   group of different models (ensemble members, shards of a boosted model).
 - :func:`degraded_mode_report`: available and degraded-mode accuracy,
-  reconstruction quality and parity cost.
+  reconstruction quality and parity cost, beside an equal-cost backup
+  (:func:`equal_cost_backup`).
 
 torch is imported only when a learned code is fitted.
 """
@@ -23,9 +24,13 @@ from ._codes import (
     ImageConcatEncoder,
     SumEncoder,
     code_matrix,
+    decode_amplification,
     linear_decode,
+    proba_from_raw,
+    raw_gives_proba,
     raw_output,
 )
+from ._backup import equal_cost_backup
 from ._ensemble import ParityEnsemble, TreeRangeShard
 from ._learned import LearnedCode
 from ._parity import CodedPredictor, ParityModel, default_parity_estimator
@@ -38,9 +43,13 @@ __all__ = [
     "ParityEnsemble",
     "TreeRangeShard",
     "degraded_mode_report",
+    "equal_cost_backup",
     "raw_output",
+    "proba_from_raw",
+    "raw_gives_proba",
     "code_matrix",
     "linear_decode",
+    "decode_amplification",
     "default_parity_estimator",
     "SumEncoder",
     "ConcatEncoder",

@@ -44,6 +44,31 @@ def default_raw_output(estimator, raw):
     return rows[np.argmax(np.abs(margin))]
 
 
+def accepts_nan(estimator):
+    """Whether ``estimator`` declares that it handles NaN inputs (scikit-learn tags).
+
+    A Pipeline is asked about its final step when its earlier steps pass NaN
+    through (scikit-learn's Pipeline only reports its first step).
+    """
+    from sklearn.utils import get_tags
+
+    try:
+        if type(estimator).__name__ == "Pipeline":
+            return all(bool(get_tags(step).input_tags.allow_nan)
+                       for _, step in estimator.steps if step not in (None, "passthrough"))
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except Exception:  # noqa: BLE001 - a model without scikit-learn tags
+        return False
+
+
+def _check_queries(X, allow_nan):
+    """2-D float64 queries; infinities always refused, NaN only if the base takes it."""
+    X = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan" if allow_nan else True)
+    if allow_nan and np.isinf(X).any():
+        raise ValueError("Input contains infinity; only NaN (missing) values are accepted.")
+    return X
+
+
 def _raw_to_index(raw):
     """Class index from raw outputs (binary: margin > 0 means class 1)."""
     if raw.shape[-1] == 1:
@@ -64,6 +89,96 @@ class _CodedBase(BaseEstimator):
         new = type(self)(base_estimator=base, **{k: clone(v, safe=False) for k, v in params.items()})
         return new
 
+    def set_params(self, **params):
+        """Set parameters; the shared, fitted base model is never modified.
+
+        ``base_estimator__<param>`` would change the deployed model that
+        :func:`~sklearn.base.clone` shares between copies (and that the
+        parity models were trained to mirror), so it is refused unless the
+        value is already the base's (as ``set_params(**get_params())`` does).
+        Replace the base with ``base_estimator=<another fitted model>``.
+        """
+        nested = {key: v for key, v in params.items() if key.startswith("base_estimator__")}
+        if nested:
+            current = self.base_estimator.get_params(deep=True)
+            changed = sorted(key for key, v in nested.items()
+                             if key[len("base_estimator__"):] not in current
+                             or current[key[len("base_estimator__"):]] is not v
+                             and current[key[len("base_estimator__"):]] != v)
+            if changed:
+                raise ValueError(
+                    f"cannot set {changed}: base_estimator is the fitted, deployed model "
+                    "(shared by clones, mirrored by the parity models); pass "
+                    "base_estimator=<another fitted model> instead.")
+            params = {key: v for key, v in params.items() if key not in nested}
+        return super().set_params(**params)
+
+    def __sklearn_tags__(self):
+        # A coded predictor is a classifier/regressor exactly when its base is,
+        # so scikit-learn picks the right CV splitter and default scorer.
+        tags = super().__sklearn_tags__()
+        try:
+            from sklearn.utils import get_tags
+
+            base_tags = get_tags(self.base_estimator)
+            tags.estimator_type = base_tags.estimator_type
+            tags.input_tags.allow_nan = base_tags.input_tags.allow_nan
+        except Exception:  # noqa: BLE001 - base without tags: keep the defaults
+            pass
+        return tags
+
+    def _allow_nan(self):
+        return accepts_nan(self.base_estimator)
+
+    # ------------------------------------------------------- scoring (tuning)
+    def predict(self, X):
+        """Degraded-mode predictions: each row as the code rebuilds it when its slot is lost.
+
+        Consecutive rows form groups of k (the last one padded with
+        ``pad_query_``); every slot is erased in turn and decoded from the
+        other k - 1 base outputs and all r parities. This is what a client
+        gets for a lost query, so :meth:`score` (accuracy or R² of these
+        predictions) is the criterion to tune a code by, e.g. with
+        ``GridSearchCV`` over ``parity_estimator__*``. Exact predictions are
+        the base model's own ``predict``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, d)
+        """
+        check_is_fitted(self, "n_outputs_")
+        X = _check_queries(X, self._allow_nan())
+        n = X.shape[0]
+        m = -(-n // self.k)
+        rows = np.broadcast_to(self.pad_query_, (m * self.k, X.shape[1])).copy()
+        rows[:n] = X
+        X_group = rows.reshape(m, self.k, -1).transpose(1, 0, 2)
+        X_group = self._check_group(X_group)
+        base = raw_output(self.base_estimator, X_group.reshape(self.k * m, -1)).reshape(
+            self.k, m, self.n_outputs_)
+        P = self._encode(X_group)
+        parity = np.stack([self.parity_predict(P, j) for j in range(self.r)])
+        decoded = np.empty_like(base)
+        for j in range(self.k):
+            available = np.ones(self.k + self.r, dtype=bool)
+            available[j] = False
+            decoded[j] = self.decode(base, parity, available)[0][j]
+        raw = decoded.transpose(1, 0, 2).reshape(m * self.k, self.n_outputs_)[:n]
+        return self.outputs_to_prediction(raw)
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy (classifier base) or R² (regressor base) of :meth:`predict`."""
+        from sklearn.metrics import accuracy_score, r2_score
+
+        pred = self.predict(X)
+        if is_classifier(self.base_estimator):
+            return float(accuracy_score(y, pred, sample_weight=sample_weight))
+        return float(r2_score(y, pred, sample_weight=sample_weight))
+
     # ------------------------------------------------------------------ checks
     def _check_base(self):
         check_is_fitted(self.base_estimator)
@@ -75,7 +190,7 @@ class _CodedBase(BaseEstimator):
     def _fit_common(self, X):
         """Checks shared by every fit; returns validated X and its raw outputs."""
         self._check_base()
-        X = check_array(X, dtype=np.float64)
+        X = _check_queries(X, accepts_nan(self.base_estimator))
         if X.shape[0] < self.k:
             raise ValueError(f"need at least k={self.k} rows to build groups, got {X.shape[0]}.")
         n_base = getattr(self.base_estimator, "n_features_in_", X.shape[1])
@@ -90,7 +205,14 @@ class _CodedBase(BaseEstimator):
         self._base_1d = self.n_outputs_ == 1
         self.default_output_ = default_raw_output(self.base_estimator, raw)
         # A pad query for partial groups: the feature means, with its exact base output.
-        self.pad_query_ = X.mean(axis=0)
+        # nanmean: with missing values, the mean of what is observed (an
+        # all-missing column pads with NaN, which the base accepts).
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                self.pad_query_ = np.nanmean(X, axis=0)
         self.pad_output_ = raw_output(self.base_estimator, self.pad_query_[None, :])[0]
         return X, raw
 
@@ -112,7 +234,7 @@ class _CodedBase(BaseEstimator):
         if isinstance(X_group, (list, tuple)):
             if len(X_group) != self.k:
                 raise ValueError(f"group has {len(X_group)} query batches, expected k={self.k}.")
-            batches = [check_array(x, dtype=np.float64) for x in X_group]
+            batches = [_check_queries(x, self._allow_nan()) for x in X_group]
             if len({b.shape[0] for b in batches}) != 1:
                 raise ValueError(
                     "query batches of a group must have the same number of rows, got "
@@ -131,8 +253,9 @@ class _CodedBase(BaseEstimator):
                 )
             if X_group.shape[0] != self.k:
                 raise ValueError(f"group has {X_group.shape[0]} query batches, expected k={self.k}.")
-            if not np.all(np.isfinite(X_group)):
-                raise ValueError("X_group contains NaN or infinity.")
+            if np.isinf(X_group).any() or (not self._allow_nan() and np.isnan(X_group).any()):
+                raise ValueError("X_group contains NaN or infinity." if not self._allow_nan()
+                                 else "X_group contains infinity.")
         if X_group.shape[2] != self.n_features_in_:
             raise ValueError(
                 f"X_group has {X_group.shape[2]} features per query, but the coded predictor "
@@ -264,6 +387,35 @@ class _CodedBase(BaseEstimator):
             return outputs, reconstructed, status
         return outputs, reconstructed
 
+    def can_decode(self, available):
+        """Whether the answered outputs determine every missing slot well.
+
+        True when no slot is missing, or when the code can rebuild the
+        missing slots from the answered base outputs and parities within its
+        conditioning guard. A server that gets False waits for more outputs
+        instead of decoding.
+
+        Parameters
+        ----------
+        available : bool array of shape (k + r,)
+        """
+        check_is_fitted(self, "n_outputs_")
+        return bool(self._can_decode(self._check_available(available)))
+
+    def decode_amplification(self, available):
+        """Error amplification of decoding this erasure pattern (see :func:`decode_amplification`).
+
+        NaN for codes without a linear decoder (:class:`LearnedCode`).
+        """
+        check_is_fitted(self, "n_outputs_")
+        return float(self._amplification(self._check_available(available)))
+
+    def _can_decode(self, available):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _amplification(self, available):
+        return float("nan")
+
     def outputs_to_prediction(self, raw):
         """Map raw outputs (n, d) (or (..., n, d)) to predictions in the base's space.
 
@@ -339,7 +491,7 @@ class _CodedBase(BaseEstimator):
         check_is_fitted(self, "n_outputs_")
         if not 1 <= len(batches) <= self.k:
             raise ValueError(f"pad_group takes 1..k={self.k} batches, got {len(batches)}.")
-        batches = [check_array(b, dtype=np.float64) for b in batches]
+        batches = [_check_queries(b, self._allow_nan()) for b in batches]
         for b in batches:
             if b.shape[1] != self.n_features_in_:
                 raise ValueError(

@@ -118,16 +118,25 @@ def _patterns(k, r):
     return np.array(out)
 
 
+def _split_pipeline(est):
+    """(preprocessing steps or None, final model) of a Pipeline or a bare model."""
+    if type(est).__name__ == "Pipeline":
+        return (est[:-1] if len(est.steps) > 1 else None), est.steps[-1][1]
+    return None, est
+
+
 class LearnedCode(_CodedBase):
     """Learned encoder/decoder networks with the frozen base run on the parity.
 
     Parameters
     ----------
-    base_estimator : fitted MLPClassifier, MLPRegressor, NeuralClassifier or NeuralRegressor
+    base_estimator : fitted MLP or dartboost.gpu Neural estimator, or a Pipeline ending in one
         The deployed model; it must be differentiable: scikit-learn MLPs
         (translated to torch once) or dartboost.gpu's torch MLP/CNN
         estimators (their network, weights frozen). Queries are flat feature
-        vectors (a CNN base with ``image_shape`` set reshapes them).
+        vectors (a CNN base with ``image_shape`` set reshapes them). A
+        Pipeline ending in such a network is accepted: its preprocessing
+        steps are a fixed feature map and the code works on their output.
     k : int, default=2
         Queries per group, 2 to 5.
     r : int, default=1
@@ -197,8 +206,9 @@ class LearnedCode(_CodedBase):
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}.")
         if not (isinstance(self.learning_rate, numbers.Real) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
-        name = type(self.base_estimator).__name__
-        if not (hasattr(self.base_estimator, "coefs_") or _is_torch_neural(self.base_estimator)
+        _, net = _split_pipeline(self.base_estimator)
+        name = type(net).__name__
+        if not (hasattr(net, "coefs_") or _is_torch_neural(net)
                 or name in ("MLPClassifier", "MLPRegressor", "NeuralClassifier",
                             "NeuralRegressor")):
             raise TypeError(
@@ -227,14 +237,21 @@ class LearnedCode(_CodedBase):
         X, raw = self._fit_common(X)
         torch = _import_torch()
         nn = torch.nn
+        # A Pipeline base: its preprocessing is a fixed feature map applied to
+        # every query, and the code lives in the transformed space, where the
+        # final (differentiable) network answers the parity queries.
+        front, net = _split_pipeline(self.base_estimator)
+        X_raw = X
+        X = self._front(X)
         k, r, p, d = self.k, self.r, X.shape[1], self.n_outputs_
+        self.n_code_features_ = p
         labels = None
         if self.loss == "ce":
             if y is None:
                 raise ValueError("loss='ce' trains on labels: pass y to fit.")
             y = np.asarray(y)
-            if y.shape[0] != X.shape[0]:
-                raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
+            if y.shape[0] != X_raw.shape[0]:
+                raise ValueError(f"X has {X_raw.shape[0]} rows but y has {y.shape[0]}.")
             classes = np.asarray(self.base_estimator.classes_)
             if not np.all(np.isin(y, classes)):
                 raise ValueError("y contains labels the base classifier does not know.")
@@ -252,10 +269,10 @@ class LearnedCode(_CodedBase):
             self.decoder_net_ = nn.Sequential(
                 nn.Linear((k + r) * d + (k + r), h_dec), nn.ReLU(),
                 nn.Linear(h_dec, h_dec), nn.ReLU(), nn.Linear(h_dec, k * d))
-        if _is_torch_neural(self.base_estimator):
-            base = _torch_neural(self.base_estimator, torch)
+        if _is_torch_neural(net):
+            base = _torch_neural(net, torch)
         else:
-            base = _torch_mlp(self.base_estimator, torch)
+            base = _torch_mlp(net, torch)
         self._base_net = base
         Xt = torch.as_tensor(X, dtype=torch.float32)
         raw_t = torch.as_tensor(raw, dtype=torch.float32)
@@ -320,8 +337,16 @@ class LearnedCode(_CodedBase):
         return F.cross_entropy(sel_dec.reshape(-1, d), lab.reshape(-1))
 
     # ------------------------------------------------------------ code hooks
+    def _front(self, X):
+        front, _ = _split_pipeline(self.base_estimator)
+        if front is None:
+            return X
+        return np.asarray(front.transform(X), dtype=np.float64)
+
     def _encode(self, X_group):
         torch = _import_torch()
+        if _split_pipeline(self.base_estimator)[0] is not None:
+            X_group = np.stack([self._front(x) for x in X_group])
         k, n, p = X_group.shape
         with torch.no_grad():
             Xg = torch.as_tensor(np.transpose(X_group, (1, 0, 2)).reshape(n, k * p),
@@ -330,12 +355,12 @@ class LearnedCode(_CodedBase):
         return P.permute(1, 0, 2).double().numpy()
 
     def _parity_raw(self, P, j):
-        if P.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"parity queries have {P.shape[1]} features, expected {self.n_features_in_}."
-            )
-        # The base model itself answers the parity query.
-        return raw_output(self.base_estimator, P)
+        p = getattr(self, "n_code_features_", self.n_features_in_)
+        if P.shape[1] != p:
+            raise ValueError(f"parity queries have {P.shape[1]} features, expected {p}.")
+        # The base model itself (its final network, for a Pipeline) answers
+        # the parity query.
+        return raw_output(_split_pipeline(self.base_estimator)[1], P)
 
     def _decode_missing(self, base_outputs, parity_outputs, available):
         k, r = self.k, self.r
@@ -360,6 +385,10 @@ class LearnedCode(_CodedBase):
         outputs[missing] = dec[missing]
         reconstructed[missing] = True
         return outputs, reconstructed, True
+
+    def _can_decode(self, available):
+        # The decoder was trained on every pattern of up to r lost outputs.
+        return int((~available).sum()) <= self.r or bool(available[: self.k].all())
 
     def codec_size(self):
         """Parameters of the encoder and decoder networks."""

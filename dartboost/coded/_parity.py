@@ -12,7 +12,8 @@ from sklearn.multioutput import MultiOutputRegressor
 from sklearn.utils import check_random_state
 
 from ._base import _CodedBase
-from ._codes import check_encoder, check_k_r, code_matrix, linear_decode
+from ._codes import (check_encoder, check_k_r, code_matrix, decode_amplification,
+                     linear_decode)
 
 __all__ = ["CodedPredictor", "ParityModel", "default_parity_estimator"]
 
@@ -41,22 +42,32 @@ _DROP_LINEAR = _DROP | {"C", "penalty", "solver", "l1_ratio", "multi_class", "du
 
 
 def default_parity_estimator(base_estimator):
-    """An unfitted regressor of the same family as ``base_estimator``.
+    """An unfitted regressor of the same family as ``base_estimator``, with more capacity.
 
-    Regressors are cloned. Known classifiers map to their regressor
-    counterpart (``MLPClassifier`` -> ``MLPRegressor``, ``DartClassifier`` ->
-    ``DartRegressor``, dartboost.gpu ``NeuralClassifier`` -> ``NeuralRegressor``
-    (torch MLP/CNN), tree ensembles -> their regressors, linear models ->
-    ``Ridge``) with shared hyper-parameters (architecture, tree budget,
-    learning rate) copied.
+    Known classifiers map to their regressor counterpart (``MLPClassifier`` ->
+    ``MLPRegressor``, ``DartClassifier`` -> ``DartRegressor``, dartboost.gpu
+    ``NeuralClassifier`` -> ``NeuralRegressor`` (torch MLP/CNN), tree
+    ensembles -> their regressors, linear models -> ``Ridge``) with shared
+    hyper-parameters (architecture, learning rate) copied; regressors are
+    cloned; a :class:`~sklearn.pipeline.Pipeline` keeps its preprocessing
+    steps (unfitted) around the counterpart of its final step.
+
+    A parity learns sums of k outputs, a harder target than the base's own
+    task, and with the base's own budget it underfits (docs/coded.md,
+    "Measured"). So boosted models get twice the base's boosting rounds, and
+    MLPs at least 500 epochs on standardised targets.
 
     Raises
     ------
     ValueError
         When no counterpart is known; pass ``parity_estimator`` explicitly.
     """
+    if type(base_estimator).__name__ == "Pipeline":
+        steps = [(name, clone(step)) for name, step in base_estimator.steps[:-1]]
+        final_name, final = base_estimator.steps[-1]
+        return type(base_estimator)(steps + [(final_name, default_parity_estimator(final))])
     if is_regressor(base_estimator):
-        return clone(base_estimator)
+        return _with_capacity(clone(base_estimator))
     name = type(base_estimator).__name__
     if not is_classifier(base_estimator) or name not in _FAMILY:
         raise ValueError(
@@ -72,7 +83,27 @@ def default_parity_estimator(base_estimator):
     theirs = reg.get_params(deep=False)
     drop = _DROP_LINEAR if cls_name == "Ridge" else _DROP
     shared = {p: v for p, v in ours.items() if p in theirs and p not in drop}
-    return reg.set_params(**shared)
+    return _with_capacity(reg.set_params(**shared))
+
+
+# Boosting-round parameters doubled for a default parity (not n_estimators of
+# forests: bagging more trees does not fit a harder target better).
+_ROUNDS = {"DartRegressor": "n_estimators", "GradientBoostingRegressor": "n_estimators",
+           "HistGradientBoostingRegressor": "max_iter"}
+
+
+def _with_capacity(reg):
+    name = type(reg).__name__
+    if name in _ROUNDS:
+        param = _ROUNDS[name]
+        return reg.set_params(**{param: 2 * int(reg.get_params()[param])})
+    if name == "MLPRegressor":
+        from sklearn.compose import TransformedTargetRegressor
+        from sklearn.preprocessing import StandardScaler
+
+        reg.set_params(max_iter=max(500, int(reg.max_iter)))
+        return TransformedTargetRegressor(regressor=reg, transformer=StandardScaler())
+    return reg
 
 
 # Regressors that fit a 2-D y natively although their tags do not say so.
@@ -115,10 +146,11 @@ class CodedPredictor(_CodedBase):
         Queries per coding group (ParM uses 2, 3, 4).
     r : int, default=1
         Parity queries per group; any r missing slots are recoverable.
-    encoder : {"sum", "concat", "image"}, encoder object or callable, default="sum"
-        How k queries become a parity query. ``"sum"`` adds the feature
-        vectors (weighted by the code matrix when r > 1); ``"concat"`` puts
-        them side by side (k times the features); ``"image"`` downsamples
+    encoder : {"concat", "sum", "image"}, encoder object or callable, default="concat"
+        How k queries become a parity query. ``"concat"`` puts the feature
+        vectors side by side (k times the features; loses nothing, the best
+        code measured on tabular data, see docs/coded.md); ``"sum"`` adds
+        them (weighted by the code matrix when r > 1); ``"image"`` downsamples
         square images and tiles them (see :class:`ImageConcatEncoder`); a
         callable ``f(X_group) -> (n, q)`` or ``(r, n, q)``.
     parity_estimator : regressor, default=None
@@ -131,7 +163,15 @@ class CodedPredictor(_CodedBase):
         with ``default_output_`` (flagged as reconstructed, status 2), or
         raise :class:`UnrecoverableGroupError`.
     n_groups : int, default=None
-        Number of encoded training groups; ``None`` uses one per training row.
+        Number of encoded training groups; ``None`` uses two per training row
+        (random groups are cheap, and the parity's target is harder than the
+        base's own task).
+    max_amplification : float, default=10.0
+        Conditioning guard of the decoder: an erasure pattern whose decoded
+        slots would carry more than this multiple of the parity models' error
+        (:func:`~dartboost.coded.decode_amplification`) is not decoded; it is
+        treated as unrecoverable (a pool waits for more outputs instead).
+        ``numpy.inf`` decodes every pattern the code determines at all.
     random_state : int, RandomState or None, default=None
         Draws the training groups.
 
@@ -162,9 +202,11 @@ class CodedPredictor(_CodedBase):
     (True, True)
     """
 
-    def __init__(self, base_estimator, k=2, r=1, encoder="sum", parity_estimator=None,
-                 on_unrecoverable="default", n_groups=None, random_state=None):
+    def __init__(self, base_estimator, k=2, r=1, encoder="concat", parity_estimator=None,
+                 on_unrecoverable="default", n_groups=None, max_amplification=10.0,
+                 random_state=None):
         self.base_estimator = base_estimator
+        self.max_amplification = max_amplification
         self.k = k
         self.r = r
         self.encoder = encoder
@@ -188,6 +230,10 @@ class CodedPredictor(_CodedBase):
         self
         """
         check_k_r(self.k, self.r)
+        if not (isinstance(self.max_amplification, (int, float, np.floating))
+                and self.max_amplification >= 1.0):
+            raise ValueError(
+                f"max_amplification must be a number >= 1, got {self.max_amplification!r}.")
         if self.n_groups is not None and (not isinstance(self.n_groups, (int, np.integer))
                                           or self.n_groups < 1):
             raise ValueError(f"n_groups must be a positive integer or None, got {self.n_groups!r}.")
@@ -196,7 +242,7 @@ class CodedPredictor(_CodedBase):
         A = code_matrix(self.k, self.r)
         self.code_matrix_ = A
         rng = check_random_state(self.random_state)
-        n_groups = self.n_groups or X.shape[0]
+        n_groups = self.n_groups or 2 * X.shape[0]
         idx = self._random_groups(X.shape[0], n_groups, rng)
         P = self.encoder_.encode(np.transpose(X[idx], (1, 0, 2)), A)  # (r, G, q)
         targets = np.einsum("rk,gkd->rgd", A, raw[idx])  # (r, G, d)
@@ -228,7 +274,15 @@ class CodedPredictor(_CodedBase):
         return out.reshape(P.shape[0], self.n_outputs_)
 
     def _decode_missing(self, base_outputs, parity_outputs, available):
-        return linear_decode(self.code_matrix_, base_outputs, parity_outputs, available)
+        return linear_decode(self.code_matrix_, base_outputs, parity_outputs, available,
+                             max_amplification=self.max_amplification)
+
+    def _amplification(self, available):
+        return decode_amplification(self.code_matrix_, available)
+
+    def _can_decode(self, available):
+        amp = self._amplification(available)
+        return bool(np.isfinite(amp) and amp <= self.max_amplification)
 
 
 #: Alias: ParM calls the learned parity computation a "parity model".

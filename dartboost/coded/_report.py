@@ -109,7 +109,12 @@ def degraded_mode_report(coded, X, y=None, *, fractions=(0.01, 0.05, 0.1, 0.2),
         on all erased slots. Above ``r`` this measures the
         ``on_unrecoverable`` fallback (which must then be ``"default"``).
     backup : fitted estimator, default=None
-        Parity ensembles only: a distilled backup of the whole ensemble
+        A backup model to compare with, side by side, on the same lost
+        queries (for a coded predictor, e.g. :func:`equal_cost_backup`: it
+        answers a lost query on its own; the report's ``backup`` entry holds
+        its degraded-mode scores and ``cost`` its size and compute per query
+        beside the parity's). For a parity ensemble: a distilled backup of
+        the whole ensemble
         (predicting its combined raw output) to compare against.
     random_state : int, RandomState or None, default=0
         Grouping of the rows.
@@ -141,14 +146,12 @@ def degraded_mode_report(coded, X, y=None, *, fractions=(0.01, 0.05, 0.1, 0.2),
         if n_lost != 1:
             raise ValueError("a ParityEnsemble report erases one member at a time (n_lost=1).")
         return _ensemble_report(coded, X, y, fractions, backup, timing)
-    if backup is not None:
-        raise ValueError("backup= is only used with a ParityEnsemble.")
     if not isinstance(n_lost, (int, np.integer)) or not 1 <= n_lost <= coded.k:
         raise ValueError(f"n_lost must be an integer in [1, k={coded.k}], got {n_lost!r}.")
-    return _coded_report(coded, X, y, fractions, rng, timing, int(n_lost))
+    return _coded_report(coded, X, y, fractions, rng, timing, int(n_lost), backup)
 
 
-def _coded_report(coded, X, y, fractions, rng, timing, n_lost=1):
+def _coded_report(coded, X, y, fractions, rng, timing, n_lost=1, backup=None):
     k, r, d = coded.k, coded.r, coded.n_outputs_
     X_group, y_group = _groups(X, y, k, rng)
     m = X_group.shape[1]
@@ -157,38 +160,65 @@ def _coded_report(coded, X, y, fractions, rng, timing, n_lost=1):
     parity = np.stack([coded.parity_predict(P, j) for j in range(r)])
     # Erase every set of n_lost slots in turn (all other slots and all
     # parities answer) and score the decoded outputs of the erased slots.
-    dec, ref, lab = [], [], []
+    dec, ref, lab, amps, bk = [], [], [], [], []
+    bk_all = None if backup is None else raw_output(backup, X_group.reshape(k * m, -1)).reshape(
+        k, m, -1)
+    if bk_all is not None and bk_all.shape[2] != d:
+        raise ValueError(f"backup raw outputs have {bk_all.shape[2]} columns, the base's {d}.")
+    refused = 0
     for lost in itertools.combinations(range(k), n_lost):
         available = np.ones(k + r, dtype=bool)
         available[list(lost)] = False
+        amps.append(coded.decode_amplification(available))
+        refused += not coded.can_decode(available)
         out, _ = coded.decode(base, parity, available)
         for j in lost:
             dec.append(out[j])
             ref.append(base[j])
+            if bk_all is not None:
+                bk.append(bk_all[j])
             if y_group is not None:
                 lab.append(y_group[j])
     decoded, ref = np.stack(dec), np.stack(ref)
     default = np.broadcast_to(coded.default_output_, base.shape)
     classification = is_classifier(coded.base_estimator)
     rep = {"k": k, "r": r, "n_lost": n_lost, "n_groups": int(m), "n_queries": int(k * m),
-           "task": "classification" if classification else "regression"}
+           "task": "classification" if classification else "regression",
+           # How much decoding multiplies the parity models' error, over the
+           # erasure patterns scored; refused patterns fall back to the default.
+           "decode_amplification": {"max": float(np.max(amps)), "mean": float(np.mean(amps)),
+                                    "patterns": len(amps), "patterns_refused": int(refused)}}
     pred_base = coded.outputs_to_prediction(base)
     pred_ref = coded.outputs_to_prediction(ref)
     pred_dec = coded.outputs_to_prediction(decoded)
     pred_def = coded.outputs_to_prediction(default)
+    if bk:
+        backed = np.stack(bk)
+        pred_bk = coded.outputs_to_prediction(backed)
+        rep["backup"] = {}
     if classification:
         rep["reconstruction_accuracy"] = float(np.mean(pred_dec == pred_ref))
+        if bk:
+            rep["backup"]["reconstruction_accuracy"] = float(np.mean(pred_bk == pred_ref))
         if y_group is not None:
             y_lost = np.stack(lab)
             rep["A_a"] = float(np.mean(pred_base == y_group))
             rep["A_d"] = float(np.mean(pred_dec == y_lost))
             rep["default_accuracy"] = float(np.mean(pred_def == y_group))
             rep["overall"] = _overall(rep["A_a"], rep["A_d"], fractions, False)
+            if bk:
+                rep["backup"]["A_d"] = float(np.mean(pred_bk == y_lost))
+                rep["backup"]["overall"] = _overall(rep["A_a"], rep["backup"]["A_d"],
+                                                    fractions, False)
     else:
         err = ((decoded - ref) ** 2).mean()
         var = base.reshape(-1, d).var(axis=0).mean()
         rep["reconstruction_rmse"] = _rmse(decoded, ref)
         rep["reconstruction_r2"] = float(1.0 - err / var) if var > 0 else float("nan")
+        if bk:
+            rep["backup"]["reconstruction_rmse"] = _rmse(backed, ref)
+            rep["backup"]["reconstruction_r2"] = (
+                float(1.0 - ((backed - ref) ** 2).mean() / var) if var > 0 else float("nan"))
         if y_group is not None:
             yg = np.asarray(y_group, dtype=float).reshape(pred_base.shape)
             y_lost = np.asarray(np.stack(lab), dtype=float).reshape(pred_dec.shape)
@@ -197,20 +227,28 @@ def _coded_report(coded, X, y, fractions, rng, timing, n_lost=1):
             rep["default_rmse"] = _rmse(pred_def, yg)
             rep["overall_rmse"] = _overall(rep["rmse_available"], rep["rmse_degraded"],
                                            fractions, True)
-    rep["cost"] = _coded_cost(coded, X_group, P, timing)
+            if bk:
+                rep["backup"]["rmse_degraded"] = _rmse(pred_bk, y_lost)
+    rep["cost"] = _coded_cost(coded, X_group, P, timing, backup)
     return rep
 
 
-def _coded_cost(coded, X_group, P, timing):
+def _coded_cost(coded, X_group, P, timing, backup=None):
     cost = {"base_size": model_size(coded.base_estimator)}
     parity_models = getattr(coded, "parity_estimators_", None)
+    key = next(iter(cost["base_size"]), None)
     if parity_models is not None:
         sizes = [model_size(p) for p in parity_models]
         cost["parity_size"] = sizes[0] if len(sizes) == 1 else sizes
-        key = next(iter(cost["base_size"]), None)
         if key and all(key in s for s in sizes):
             cost["parity_to_base_size"] = float(sum(s[key] for s in sizes)) / max(
                 cost["base_size"][key], 1)
+            # r parity models answer one query per group of k.
+            cost[f"parity_{key}_per_query"] = float(sum(s[key] for s in sizes)) / coded.k
+    if backup is not None:
+        cost["backup_size"] = model_size(backup)
+        if key and key in cost["backup_size"]:
+            cost[f"backup_{key}_per_query"] = float(cost["backup_size"][key])
     elif hasattr(coded, "codec_size"):
         cost["codec_size"] = coded.codec_size()
     if timing:
@@ -221,6 +259,11 @@ def _coded_cost(coded, X_group, P, timing):
         cost["base_latency_per_row_s"] = t_base
         cost["parity_latency_per_row_s"] = t_par
         cost["parity_to_base_latency"] = t_par / t_base if t_base > 0 else float("nan")
+        # Per query: the parities run once per group, a backup on every query.
+        cost["parity_latency_per_query_s"] = t_par / coded.k
+        if backup is not None:
+            cost["backup_latency_per_query_s"] = _time_per_row(
+                lambda Q: raw_output(backup, Q), Xb)
     return cost
 
 

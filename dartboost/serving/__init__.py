@@ -5,20 +5,15 @@ Dask cluster) behind one shared queue, adds parity work per group of k query
 batches (ParM) and answers a late or lost batch by decoding it from the others.
 Baselines (no redundancy, equal resources, cheap backup, replication) run in
 the same harness. :func:`make_server` / ``dartboost serve`` expose a pool over
-HTTP on localhost. See ``docs/serving.md``.
+HTTP (uvicorn + Starlette, Open Inference Protocol v2; imported only when a
+server is made). See ``docs/serving.md``.
 """
 
 from ._baselines import make_backup_model, pool_for_mode
 from ._faults import FaultSpec, kill_process
-from ._http import PredictionServer, make_server
-from ._pool import (
-    MODES,
-    CodedPool,
-    PoolClosedError,
-    QueryError,
-    QueryTimeout,
-    ServeResult,
-)
+from ._errors import ModelError, PoolBrokenError, PoolClosedError, QueryError, QueryTimeout
+from ._http import PredictionServer, make_app, make_server
+from ._pool import MODES, CodedPool, ServeResult
 
 __all__ = [
     "CodedPool",
@@ -26,6 +21,8 @@ __all__ = [
     "QueryError",
     "QueryTimeout",
     "PoolClosedError",
+    "PoolBrokenError",
+    "ModelError",
     "MODES",
     "FaultSpec",
     "kill_process",
@@ -33,4 +30,5 @@ __all__ = [
     "pool_for_mode",
     "PredictionServer",
     "make_server",
+    "make_app",
 ]

@@ -205,15 +205,22 @@ def _preload_modules(payload):
 
 def make_backend(backend, payload, specs, name, client=None, address=None, threads=1,
                  start_method=None):
-    """Build the backend named ``backend`` ("process", "loky" or "dask")."""
+    """Build the backend named ``backend`` (process, loky, thread, dask) or bind an object."""
     if backend == "process":
         from ._process import ProcessBackend
 
         return ProcessBackend(payload, specs, name, threads=threads, start_method=start_method)
     if backend == "loky":
         return LokyBackend(payload, specs, name, threads=threads, start_method=start_method)
+    if backend == "thread":
+        from ._inprocess import ThreadBackend
+
+        return ThreadBackend(payload, specs, name)
+    if hasattr(backend, "submit") and hasattr(backend, "bind"):
+        return backend.bind(payload, specs, name)  # a backend object (tests: ManualBackend)
     if backend == "dask":
         from ._dask import DaskBackend
 
         return DaskBackend(payload, specs, name, client=client, address=address)
-    raise ValueError(f"backend must be 'process', 'loky' or 'dask', got {backend!r}")
+    raise ValueError(f"backend must be 'process', 'loky', 'thread', 'dask' or a backend "
+                     f"object, got {backend!r}")

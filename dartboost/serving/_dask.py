@@ -22,7 +22,7 @@ __all__ = ["DaskBackend"]
 
 
 def _worker_lost(msg):
-    from ._pool import WorkerLost
+    from ._errors import WorkerLost
 
     return WorkerLost(msg)
 

@@ -1,185 +1,568 @@
-"""HTTP front end of a serving pool (standard library ``http.server``).
+"""HTTP front end of a serving pool: a Starlette app served by uvicorn.
 
-Why the standard library: the server has three JSON endpoints on loopback and
-delegates all concurrency to the pool (each HTTP thread just waits on a pool
-future), so a threading ``http.server`` does the job with no new dependency;
-a framework would add routing and templating we do not use.
+Why these libraries: uvicorn is an asyncio HTTP server (keep-alive,
+``TCP_NODELAY``, connection limits and time-outs, graceful shutdown on
+SIGTERM), so a slow or idle client holds a coroutine, not a thread; Starlette
+gives the routing and request/response types without a framework's weight;
+``prometheus_client`` writes the standard metrics text format. All three are
+imported only when a server is made (``pip install dartboost[serve]``).
 
 Endpoints
 ---------
 ``POST /predict``
-    Body ``{"instances": [[f1, f2, ...], ...]}`` (``"X"`` is accepted too).
-    200 with ``{"predictions": [...], "approximate": [...], "latency_ms": t}``.
+    ``{"instances": [[f1, ...], ...] or [{"name": v, ...}, ...], "proba": bool}``
+    -> ``{"predictions", "approximate", "latency_ms"}`` (+ ``"probabilities"``).
+``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
+``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``,
+``POST /v2/models/{name}/infer``
+    The Open Inference Protocol v2 (KServe); see :mod:`._protocol`.
 ``GET /health``
-    200 ``{"status": "ok", ...}`` while the pool serves, 503 once it is closed.
+    The pool's state (200 while it serves, 503 otherwise) and its workers.
 ``GET /metrics``
-    200 with the pool's counters and latency percentiles (JSON).
+    Prometheus text format: HTTP requests, latencies, in-flight requests and
+    the pool's counters. ``GET /stats``: the pool's counters as JSON.
 
-Errors are JSON ``{"error": message}``: 400 malformed JSON or wrong shape /
-feature count, 404 unknown path, 405 wrong method, 411 no Content-Length,
-413 body too large, 503 pool closed, 504 query timed out, 500 a query that
-failed (worker errors after retries). A bad request never stops the server.
+Errors are JSON ``{"error": message}``: 400 malformed body, 401 missing or
+wrong bearer token, 404 unknown path or model, 405 wrong method, 408 body not
+received in time, 411 no Content-Length, 413 body too large, 429 too many
+requests in flight (with ``Retry-After``), 503 pool not ready or closed, 504
+deadline passed, 500 a query the model failed on. A bad request never stops
+the server or fails another client's request.
 """
 
-import json
+import asyncio
+import hmac
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 
 import numpy as np
 
-from ._pool import PoolClosedError, QueryError, QueryTimeout
+from ._errors import ModelError, PoolBrokenError, PoolClosedError, QueryError, QueryTimeout
+from ._protocol import BadRequest, loads, rows_to_array, v2_inputs_to_array, v2_outputs, \
+    wants_proba
 
-__all__ = ["PredictionServer", "make_server"]
+__all__ = ["make_app", "PredictionServer", "make_server"]
 
 MAX_BODY = 16 * 1024 * 1024
+MAX_ROWS = 4096
+_OPEN_PATHS = ("/health", "/v2/health/live", "/v2/health/ready")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "dartboost-serve"
-    protocol_version = "HTTP/1.1"
-    # A client that stalls mid-request must not hold a thread forever.
-    timeout = 30
+class _HTTPError(Exception):
+    def __init__(self, code, msg, headers=None):
+        super().__init__(msg)
+        self.code, self.msg, self.headers = code, msg, headers
 
-    def log_message(self, fmt, *args):  # quiet by default; the CLI can turn it on
-        if self.server.verbose:
-            super().log_message(fmt, *args)
 
-    def _send(self, code, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def _sample_row(pool):
+    coded = pool.coded
+    if coded is not None and hasattr(coded, "pad_query_"):
+        return np.asarray(coded.pad_query_, dtype=np.float64).reshape(1, -1)
+    n = pool.n_features_in_
+    return None if n is None else np.zeros((1, int(n)))
 
-    def _error(self, code, msg):
-        self.server.count_error(code)
-        self._send(code, {"error": msg})
 
-    def do_GET(self):
-        path = self.path.split("?", 1)[0]
-        pool = self.server.pool
-        if path == "/health":
-            if pool._closed:
-                return self._send(503, {"status": "closed"})
-            st = pool.stats()
-            return self._send(200, {"status": "ok", "mode": pool.mode, "k": pool.k,
-                                    "r": pool.r, "workers": pool.n_base + pool.n_extra,
-                                    "worker_pids": sorted(pool.worker_pids().values()),
-                                    "worker_restarts": st["worker_restarts"]})
-        if path == "/metrics":
-            st = pool.stats()
-            st["http_errors"] = dict(self.server.errors)
-            return self._send(200, st)
-        if path == "/predict":
-            return self._error(405, "use POST for /predict")
-        return self._error(404, f"no such endpoint: {path}")
+class _ServerState:
+    """What the routes share: the pool, limits, counters and metrics."""
 
-    def do_POST(self):
-        path = self.path.split("?", 1)[0]
-        if path != "/predict":
-            if path in ("/health", "/metrics"):
-                return self._error(405, f"use GET for {path}")
-            return self._error(404, f"no such endpoint: {path}")
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self.close_connection = True
-            return self._error(411, "Content-Length required")
+    def __init__(self, pool, model_name, max_body, max_rows, max_concurrency,
+                 request_timeout, body_timeout, auth_token, close_pool):
+        from dartboost.coded import raw_gives_proba
+
+        self.pool = pool
+        self.model_name = model_name
+        self.max_body = int(max_body)
+        self.max_rows = int(max_rows)
+        self.max_concurrency = int(max_concurrency)
+        self.request_timeout = float(request_timeout if request_timeout is not None
+                                     else pool.request_timeout)
+        self.body_timeout = float(body_timeout)
+        self.auth_token = auth_token.encode() if auth_token else None
+        self.close_pool = close_pool
+        self.inflight = 0
+        self.errors = {}
+        names = getattr(pool.base, "feature_names_in_", None)
+        self.feature_names = None if names is None else [str(n) for n in names]
+        self.n_features = pool.n_features_in_
+        row = _sample_row(pool)
+        self.proba = row is not None and raw_gives_proba(pool.base, row)
+        self.classes = getattr(pool.base, "classes_", None)
+        self.metrics = _Metrics(pool)
+
+    def count_error(self, code):
+        self.errors[str(code)] = self.errors.get(str(code), 0) + 1
+
+
+class _Metrics:
+    """Prometheus metrics in a registry of this server (several servers may share a process)."""
+
+    def __init__(self, pool):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("dartboost_http_requests", "HTTP requests by endpoint and code",
+                                ["endpoint", "code"], registry=self.registry)
+        self.latency = Histogram(
+            "dartboost_http_request_duration_seconds", "Time to answer an HTTP request",
+            ["endpoint"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10))
+        self.inflight = Gauge("dartboost_http_inflight_requests", "Requests being answered",
+                              registry=self.registry)
+        self.registry.register(_PoolCollector(pool))
+
+    def render(self):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _PoolCollector:
+    """Exports the pool's counters and latency percentiles at scrape time."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def describe(self):
+        return []  # collected lazily: the pool's counters are read at scrape time
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        st = self.pool.stats()
+        for name in self.pool.metrics.COUNTERS:
+            yield CounterMetricFamily(f"dartboost_pool_{name}", f"pool counter {name}",
+                                      value=float(st.get(name, 0)))
+        lat = st.get("latency_ms", {})
+        g = GaugeMetricFamily("dartboost_pool_latency_seconds",
+                              "pool request latency percentiles (recent window)",
+                              labels=["quantile"])
+        for q in ("p50", "p90", "p99", "p99.9"):
+            if q in lat:
+                g.add_metric([q[1:]], lat[q] / 1e3)
+        yield g
+        up = GaugeMetricFamily("dartboost_pool_ready", "1 while the pool serves")
+        up.add_metric([], 1.0 if self.pool.health()["ready"] else 0.0)
+        yield up
+
+
+def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
+             max_concurrency=256, request_timeout=None, body_timeout=10.0, auth_token=None,
+             close_pool=True):
+    """A Starlette (ASGI) app answering predictions from ``pool``.
+
+    Parameters
+    ----------
+    pool : CodedPool
+    model_name : str, default="model"
+        Name under ``/v2/models/{name}``.
+    max_body : int, default=16 MiB
+        Largest request body in bytes (413 above).
+    max_rows : int, default=4096
+        Most rows in one request (400 above): a huge request would hold the
+        pool's queue ahead of everyone else's small ones.
+    max_concurrency : int, default=256
+        Requests answered at once; more get 429 with ``Retry-After: 1``
+        (backpressure instead of an unbounded queue).
+    request_timeout : float, default=None
+        Deadline per request in seconds (504 after it); ``None``: the pool's.
+        A request may ask for a shorter one with ``?timeout=seconds``.
+    body_timeout : float, default=10.0
+        Seconds to receive a request body (408 after it): a client trickling
+        its body cannot hold a request slot.
+    auth_token : str, default=None
+        If set, every endpoint but the health probes needs
+        ``Authorization: Bearer <token>`` (401 otherwise).
+    close_pool : bool, default=True
+        Close the pool when the app shuts down (lifespan).
+    """
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    state = _ServerState(pool, model_name, max_body, max_rows, max_concurrency,
+                         request_timeout, body_timeout, auth_token, close_pool)
+
+    def error(code, msg, headers=None):
+        state.count_error(code)
+        return JSONResponse({"error": msg}, status_code=code, headers=headers)
+
+    def endpoint(name, method):
+        """Wrap a handler: method, auth, concurrency, deadlines, errors, metrics."""
+
+        def wrap(fn):
+            async def handler(request):
+                t0 = time.perf_counter()
+                code = 500
+                try:
+                    if request.method != method:
+                        raise _HTTPError(405, f"use {method} for {request.url.path}")
+                    if state.auth_token is not None and request.url.path not in _OPEN_PATHS:
+                        _check_auth(request, state.auth_token)
+                    resp = await fn(request)
+                except _HTTPError as exc:
+                    resp = error(exc.code, exc.msg, exc.headers)
+                except Exception as exc:  # noqa: BLE001 - a bug must not drop the connection
+                    resp = error(500, f"internal error: {exc!r}")
+                code = resp.status_code
+                state.metrics.requests.labels(name, str(code)).inc()
+                state.metrics.latency.labels(name).observe(time.perf_counter() - t0)
+                return resp
+
+            return Route(path_of[name], handler, methods=["GET", "POST"], name=name)
+
+        return wrap
+
+    async def read_json(request):
+        length = request.headers.get("content-length")
+        if length is None and "chunked" not in request.headers.get("transfer-encoding", ""):
+            raise _HTTPError(411, "Content-Length required")
+        if length is not None:
+            if not length.isdigit():
+                raise _HTTPError(400, "bad Content-Length")
+            if int(length) > state.max_body:
+                raise _HTTPError(413, f"body must be at most {state.max_body} bytes")
+
+        async def receive_all():
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > state.max_body:
+                    raise _HTTPError(413, f"body must be at most {state.max_body} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
         try:
-            length = int(length)
+            body = await asyncio.wait_for(receive_all(), state.body_timeout)
+        except asyncio.TimeoutError:
+            raise _HTTPError(408, f"body not received within {state.body_timeout} s") from None
+        try:
+            return loads(body)
+        except BadRequest as exc:
+            raise _HTTPError(400, str(exc)) from None
+
+    def deadline(request):
+        t = request.query_params.get("timeout")
+        if t is None:
+            return state.request_timeout
+        try:
+            t = float(t)
         except ValueError:
-            self.close_connection = True
-            return self._error(400, "bad Content-Length")
-        if length < 0 or length > MAX_BODY:
-            self.close_connection = True
-            return self._error(413, f"body must be at most {MAX_BODY} bytes")
-        raw = self.rfile.read(length)
+            raise _HTTPError(400, "timeout must be a number of seconds") from None
+        if not t > 0:
+            raise _HTTPError(400, "timeout must be positive")
+        return min(t, state.request_timeout)
+
+    async def serve(request, X, proba):
+        """Submit X to the pool within the concurrency limit and the deadline."""
+        if proba and not state.proba:
+            raise _HTTPError(400, "this model's raw outputs are not logits, so it cannot "
+                                  "serve probabilities")
+        if state.inflight >= state.max_concurrency:
+            raise _HTTPError(429, f"more than {state.max_concurrency} requests in flight",
+                             {"Retry-After": "1"})
+        timeout = deadline(request)
+        state.inflight += 1
+        state.metrics.inflight.inc()
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return self._error(400, f"malformed JSON: {exc}")
+            try:
+                fut = pool.submit(X)
+            except (PoolClosedError, PoolBrokenError) as exc:
+                raise _HTTPError(503, str(exc)) from None
+            except ValueError as exc:
+                raise _HTTPError(400, str(exc)) from None
+            try:
+                # shield: a deadline must not cancel the pool's future (the pool
+                # answers it anyway, and drops answers nobody waits for).
+                res = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout)
+            except asyncio.TimeoutError:
+                raise _HTTPError(504, f"no answer within {timeout} s") from None
+            except QueryTimeout as exc:
+                raise _HTTPError(504, str(exc)) from None
+            except (PoolClosedError, PoolBrokenError) as exc:
+                raise _HTTPError(503, str(exc)) from None
+            except ModelError as exc:
+                raise _HTTPError(500, str(exc)) from None
+            except QueryError as exc:
+                raise _HTTPError(500, str(exc)) from None
+        finally:
+            state.inflight -= 1
+            state.metrics.inflight.dec()
+        probs = None
+        if proba:
+            from dartboost.coded import proba_from_raw
+
+            probs = proba_from_raw(res.raw)
+        return res, probs
+
+    path_of = {
+        "predict": "/predict", "health": "/health", "metrics": "/metrics", "stats": "/stats",
+        "v2_live": "/v2/health/live", "v2_ready": "/v2/health/ready", "v2_server": "/v2",
+        "v2_model": "/v2/models/{name}", "v2_model_ready": "/v2/models/{name}/ready",
+        "v2_infer": "/v2/models/{name}/infer",
+    }
+    routes = []
+
+    def check_model(request):
+        if request.path_params["name"] != state.model_name:
+            raise _HTTPError(404, f"no model named {request.path_params['name']!r:.80}; "
+                                  f"this server has {state.model_name!r}")
+
+    @endpoint("predict", "POST")
+    async def predict(request):
+        doc = await read_json(request)
         if not isinstance(doc, dict) or not ({"instances", "X"} & doc.keys()):
-            return self._error(400, 'body must be a JSON object with "instances": [[...], ...]')
-        rows = doc.get("instances", doc.get("X"))
+            raise _HTTPError(400, 'body must be a JSON object with "instances": [[...], ...]')
+        proba = doc.get("proba", False)
+        if type(proba) is not bool:
+            raise _HTTPError(400, '"proba" must be true or false')
         try:
-            X = np.asarray(rows, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            return self._error(400, f"instances must be a rectangular array of numbers: {exc}")
-        pool = self.server.pool
+            X = rows_to_array(doc.get("instances", doc.get("X")), state.n_features,
+                              state.feature_names, state.max_rows)
+        except BadRequest as exc:
+            raise _HTTPError(400, str(exc)) from None
+        res, probs = await serve(request, X, proba)
+        out = {"predictions": np.asarray(res.values).tolist(),
+               "approximate": res.approximate.tolist(), "latency_ms": res.latency * 1e3}
+        if probs is not None:
+            out["probabilities"] = probs.tolist()
+            out["classes"] = np.asarray(state.classes).tolist()
+        return JSONResponse(out)
+
+    routes.append(predict)
+
+    @endpoint("health", "GET")
+    async def health(request):
+        h = pool.health()
+        doc = {"status": h["status"], "ready": h["ready"], "mode": pool.mode, "k": pool.k,
+               "r": pool.r, "workers": pool.n_base + pool.n_extra,
+               "worker_pids": sorted(pool.worker_pids().values()),
+               "worker_restarts": pool.stats()["worker_restarts"]}
+        if "error" in h:
+            doc["error"] = h["error"]
+        return JSONResponse(doc, status_code=200 if h["ready"] else 503)
+
+    routes.append(health)
+
+    @endpoint("metrics", "GET")
+    async def metrics(request):
+        body, ctype = state.metrics.render()
+        return Response(body, media_type=ctype)
+
+    routes.append(metrics)
+
+    @endpoint("stats", "GET")
+    async def stats(request):
+        st = pool.stats()
+        st["http_errors"] = dict(state.errors)
+        return JSONResponse(st)
+
+    routes.append(stats)
+
+    @endpoint("v2_live", "GET")
+    async def v2_live(request):
+        return JSONResponse({"live": True})
+
+    routes.append(v2_live)
+
+    @endpoint("v2_ready", "GET")
+    async def v2_ready(request):
+        ready = pool.health()["ready"]
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    routes.append(v2_ready)
+
+    @endpoint("v2_server", "GET")
+    async def v2_server(request):
+        import dartboost
+
+        return JSONResponse({"name": "dartboost", "version": dartboost.__version__,
+                             "extensions": []})
+
+    routes.append(v2_server)
+
+    @endpoint("v2_model", "GET")
+    async def v2_model(request):
+        check_model(request)
+        p = -1 if state.n_features is None else int(state.n_features)
+        outputs = [{"name": "predict", "datatype": "FP64" if state.classes is None else
+                    v2_outputs(np.asarray(state.classes)[:1], [False])[0]["datatype"],
+                    "shape": [-1]},
+                   {"name": "approximate", "datatype": "BOOL", "shape": [-1]}]
+        if state.proba:
+            outputs.append({"name": "predict_proba", "datatype": "FP64",
+                            "shape": [-1, len(state.classes)]})
+        meta = {"name": state.model_name, "versions": ["1"], "platform": "dartboost",
+                "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, p]}],
+                "outputs": outputs,
+                "parameters": {"mode": pool.mode, "k": pool.k, "r": pool.r}}
+        if state.feature_names is not None:
+            meta["parameters"]["feature_names"] = state.feature_names
+        return JSONResponse(meta)
+
+    routes.append(v2_model)
+
+    @endpoint("v2_model_ready", "GET")
+    async def v2_model_ready(request):
+        check_model(request)
+        ready = pool.health()["ready"]
+        return JSONResponse({"name": state.model_name, "ready": ready},
+                            status_code=200 if ready else 503)
+
+    routes.append(v2_model_ready)
+
+    @endpoint("v2_infer", "POST")
+    async def v2_infer(request):
+        check_model(request)
+        doc = await read_json(request)
         try:
-            fut = pool.submit(X)
-        except PoolClosedError as exc:
-            return self._error(503, str(exc))
-        except ValueError as exc:
-            return self._error(400, str(exc))
-        try:
-            res = fut.result(timeout=pool.request_timeout + 5.0)
-        except QueryTimeout as exc:
-            return self._error(504, str(exc))
-        except PoolClosedError as exc:
-            return self._error(503, str(exc))
-        except (QueryError, TimeoutError) as exc:
-            return self._error(500, str(exc))
-        self._send(200, {"predictions": np.asarray(res.values).tolist(),
-                         "approximate": res.approximate.tolist(),
-                         "latency_ms": res.latency * 1e3})
+            X = v2_inputs_to_array(doc, state.n_features, state.feature_names, state.max_rows)
+            proba = wants_proba(doc)
+        except BadRequest as exc:
+            raise _HTTPError(400, str(exc)) from None
+        res, probs = await serve(request, X, proba)
+        out = {"model_name": state.model_name, "model_version": "1",
+               "outputs": v2_outputs(res.values, res.approximate, probs),
+               "parameters": {"approximate_rows": int(res.approximate.sum()),
+                              "latency_ms": res.latency * 1e3}}
+        if isinstance(doc.get("id"), str):
+            out["id"] = doc["id"][:256]
+        return JSONResponse(out)
+
+    routes.append(v2_infer)
+
+    async def not_found(request, exc):
+        code = getattr(exc, "status_code", 404)
+        return error(code, f"no such endpoint: {request.url.path[:200]}" if code == 404
+                     else str(getattr(exc, "detail", "error")))
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        if state.close_pool:
+            # Graceful: uvicorn has stopped accepting and waited for the
+            # requests in flight; now the workers go.
+            await asyncio.get_running_loop().run_in_executor(None, pool.close)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found},
+                    lifespan=lifespan)
+    app.state.serving = state
+    return app
 
 
-class PredictionServer(ThreadingHTTPServer):
-    """A threading HTTP server bound to one :class:`~dartboost.serving.CodedPool`.
+def _check_auth(request, token):
+    got = request.headers.get("authorization", "")
+    scheme, _, value = got.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token):
+        raise _HTTPError(401, "missing or wrong bearer token",
+                         {"WWW-Authenticate": 'Bearer realm="dartboost"'})
+
+
+class PredictionServer:
+    """A uvicorn server for :func:`make_app`, bound at construction (port 0: any free one).
 
     Parameters
     ----------
     pool : CodedPool
     host : str, default="127.0.0.1"
-        Bind address (loopback by default; serve beyond it behind a proxy).
+        Bind address (loopback by default).
     port : int, default=8000
-        0 picks a free port (see :attr:`url`).
     close_pool : bool, default=True
-        :meth:`stop` also closes the pool.
+        :meth:`stop` (or a SIGTERM under :meth:`run`) also closes the pool.
     verbose : bool, default=False
-        Log each request to stderr.
+        Access log on stderr.
+    timeout_keep_alive : float, default=5.0
+        Idle keep-alive connections are closed after this many seconds.
+    limit_concurrency : int, default=1024
+        Open connections at most (uvicorn answers 503 beyond).
+    graceful_timeout : float, default=30.0
+        On shutdown, seconds to let requests in flight finish.
+    **app_kwargs
+        Passed to :func:`make_app` (limits, deadlines, auth, model name).
     """
 
-    daemon_threads = True
-    allow_reuse_address = True
+    def __init__(self, pool, host="127.0.0.1", port=8000, close_pool=True, verbose=False,
+                 timeout_keep_alive=5.0, limit_concurrency=1024, graceful_timeout=30.0,
+                 **app_kwargs):
+        import uvicorn
 
-    def __init__(self, pool, host="127.0.0.1", port=8000, close_pool=True, verbose=False):
-        super().__init__((host, port), _Handler)
         self.pool = pool
-        self.close_pool = close_pool
-        self.verbose = verbose
-        self.errors = {}
-        self._lock = threading.Lock()
+        self.app = make_app(pool, close_pool=close_pool, **app_kwargs)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets
+        # whose proto says TCP, and accepted sockets inherit the listener's.
+        # Without it every keep-alive response waits ~40 ms for a delayed ACK
+        # (Nagle). NODELAY on the listener is inherited on Linux as well.
+        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError:
+            self._sock.close()
+            raise
+        self.server_address = self._sock.getsockname()[:2]
+        config = uvicorn.Config(
+            self.app, log_level="info" if verbose else "warning", access_log=verbose,
+            timeout_keep_alive=timeout_keep_alive, limit_concurrency=limit_concurrency,
+            timeout_graceful_shutdown=graceful_timeout, lifespan="on", http="auto")
+        self._server = uvicorn.Server(config)
         self._thread = None
-
-    def count_error(self, code):
-        with self._lock:
-            self.errors[str(code)] = self.errors.get(str(code), 0) + 1
 
     @property
     def url(self):
-        host, port = self.server_address[:2]
+        host, port = self.server_address
         return f"http://{host}:{port}"
 
     def start(self):
-        """Serve in a background thread; returns self."""
-        self._thread = threading.Thread(target=self.serve_forever, name="dartboost-http",
-                                        daemon=True)
+        """Serve in a background thread; returns self once it accepts connections."""
+        self._server.config.install_signal_handlers = False  # not the main thread
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._sock]},
+                                        name="dartboost-http", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start within 30 s")
+            time.sleep(0.005)
         return self
 
+    def run(self):
+        """Serve in this thread until SIGINT/SIGTERM (graceful shutdown), then return.
+
+        uvicorn re-raises the signal it shut down on to the handler it found
+        installed; a handler of ours that only records it lets the caller
+        finish its own clean-up and exit with status 0.
+        """
+        import signal
+
+        prev = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                prev[sig] = signal.signal(sig, lambda signum, frame: None)
+        try:
+            self._server.run(sockets=[self._sock])
+        finally:
+            for sig, handler in prev.items():
+                signal.signal(sig, handler)
+
     def stop(self):
-        """Stop serving, close the socket and (if owned) the pool."""
+        """Stop accepting, let requests in flight finish, close the pool (if owned)."""
         if self._thread is not None:
-            self.shutdown()
-            self._thread.join(10)
+            self._server.should_exit = True
+            self._thread.join(60)
             self._thread = None
-        self.server_close()
-        if self.close_pool:
-            self.pool.close()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        if self.app.state.serving.close_pool:
+            self.pool.close()  # idempotent; the lifespan may already have closed it
 
 
 def make_server(pool, host="127.0.0.1", port=8000, **kwargs):
-    """Create a :class:`PredictionServer` for ``pool`` (not yet serving)."""
+    """Create a :class:`PredictionServer` for ``pool`` (bound, not yet serving)."""
     return PredictionServer(pool, host=host, port=port, **kwargs)

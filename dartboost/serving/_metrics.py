@@ -35,6 +35,9 @@ class ServingMetrics:
         "groups_partial",
         "groups_unprotected",
         "decodes",
+        "decode_errors",
+        "batch_splits",
+        "internal_errors",
         "busy_s_base",
         "busy_s_extra",
     )

@@ -12,9 +12,21 @@ Design (after ParM on Clipper, ARCHITECTURE.md section 3)
   ``k``; when the group is full (or ``group_timeout`` after its first batch) it
   is encoded into ``r`` parity batches that go to the *parity* queue, served
   by the parity workers. Every query is answered by its own batch as soon as
-  that returns (exact). As soon as any ``k`` of the group's ``k + r`` outputs
-  are in, the missing ones are decoded and answered, flagged approximate;
-  queued work of the group is then cancelled.
+  that returns (exact). A batch is answered by decoding (flagged approximate)
+  only when it is *lost* (its worker died or hung) or *late* (outstanding
+  longer than ``late_factor`` times the 99th percentile of the observed base
+  latencies; never before enough latencies are observed), and only when the
+  outputs in hand determine it well (the code's ``can_decode``: enough
+  answered outputs, decoding amplification within its guard); otherwise the
+  pool waits for more. ``decode_wait=0`` is ParM's policy instead (decode as
+  soon as any k of the k + r outputs are in).
+* **Isolation.** Inputs are checked at ``submit`` (shape, feature count,
+  infinities; NaN unless the base accepts it), so a bad query fails alone.
+  A batch the model fails on (an exception or non-finite outputs) is split
+  into one batch per request and retried, so one bad query never fails
+  another. The dispatcher contains every exception: it becomes the error of
+  the requests concerned, and an error it cannot attribute marks the pool
+  broken (``health()``), failing what is outstanding, never hanging it.
 * **Partial groups** (time-out before ``k`` batches came) and batches of
   unequal size are padded with a *filler* row whose base output is known: the
   coded predictor's ``pad_query_`` (training feature means). Filler slots count
@@ -49,30 +61,19 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from dartboost.coded._base import accepts_nan
+
 from ._backends import make_backend
+from ._errors import (ModelError, PoolBrokenError, PoolClosedError, QueryError, QueryTimeout,
+                      WorkerLost)
 from ._faults import FaultSpec
 from ._metrics import ServingMetrics
 
-__all__ = ["CodedPool", "ServeResult", "QueryError", "QueryTimeout", "PoolClosedError", "MODES"]
+__all__ = ["CodedPool", "ServeResult", "QueryError", "QueryTimeout", "PoolClosedError",
+           "PoolBrokenError", "ModelError", "MODES"]
 
 MODES = ("coded", "none", "equal", "backup", "replication")
 _POOL_IDS = itertools.count()
-
-
-class QueryError(RuntimeError):
-    """A query could not be answered (explicitly, never silently)."""
-
-
-class QueryTimeout(QueryError, TimeoutError):
-    """A query was not answered within the pool's ``request_timeout``."""
-
-
-class PoolClosedError(QueryError):
-    """The pool was closed before the query was answered."""
-
-
-class WorkerLost(QueryError):
-    """A worker died or hung while running a task (internal marker)."""
 
 
 class ServeResult:
@@ -126,7 +127,7 @@ class _Request:
 
 class _Batch:
     __slots__ = ("id", "segs", "X", "t0", "resolved", "group", "pos", "tasks",
-                 "attempts", "backup_raw", "deadline")
+                 "attempts", "backup_raw", "deadline", "lost")
 
     def __init__(self, bid, segs, X, t0):
         self.id = bid
@@ -140,6 +141,7 @@ class _Batch:
         self.attempts = 0
         self.backup_raw = None
         self.deadline = None
+        self.lost = False  # a worker died or hung on it: decodable at once
 
 
 class _Group:
@@ -179,6 +181,19 @@ class _Task:
         if self.kind == "parity":
             return self.group.done
         return self.batch.resolved
+
+
+def _settle(future, result=None, exc=None):
+    """Set a request's future unless its caller cancelled it (then the answer is dropped)."""
+    if future.done():  # cancelled by the caller (e.g. an HTTP deadline): nobody waits
+        return
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except Exception:  # noqa: BLE001 - InvalidStateError: cancelled concurrently
+        pass
 
 
 def _default_raw_output():
@@ -225,8 +240,11 @@ class CodedPool:
         Dask client or scheduler address (see :class:`~dartboost.serving._dask.DaskBackend`).
     backup : estimator, optional
         Fitted cheap model for ``mode="backup"`` (same raw-output space).
-    backup_timeout : "median" or float, default="median"
+    backup_timeout : "auto", "median" or float, default="auto"
         How long a batch waits for the base before a backup answer is used.
+        ``"auto"`` is the coded mode's lateness rule (lost, or later than
+        ``late_factor`` x the observed p99), so a healthy pool answers
+        exactly; ``"median"`` (the running median latency) or seconds.
     batch_size : int, default=8
         Most rows per batch.
     max_batch_delay : float, default=0.0
@@ -239,12 +257,19 @@ class CodedPool:
         A request unanswered for longer fails with :class:`QueryTimeout`.
     max_retries : int, default=2
         Retries of a batch whose worker died.
-    decode_wait : float or "median", default=0.0
-        Coded mode: how long after its creation a batch must be outstanding
-        before it may be answered by decoding. 0 is ParM's policy (decode as
-        soon as any k of k + r outputs are in); a positive wait (or the
-        running median of base latency) trades a little tail latency for
-        fewer approximate answers when queueing, not slowdowns, delays a batch.
+    decode_wait : "auto", float or "median", default="auto"
+        Coded mode: when a batch may be answered by decoding. ``"auto"``: once
+        it is lost, or late against the observed latency distribution
+        (outstanding longer than ``late_factor`` x the 99th percentile of the
+        recent base latencies, from batch creation to answer; with fewer than
+        20 latencies observed only lost batches are decoded), so a healthy
+        pool answers exactly. ``0`` is ParM's policy (decode as soon as any k
+        of the k + r outputs are in, trading approximate answers for latency);
+        a number of seconds or ``"median"`` (the running median latency) is a
+        fixed wait. Lost batches are decodable at once under every setting.
+    late_factor : float, default=2.0
+        Lateness threshold of ``decode_wait="auto"``, in multiples of the
+        observed 99th-percentile latency.
     faults : FaultSpec, list or dict, optional
         Injected faults: one spec for every worker, or per slot (list index /
         dict key = slot; slots ``0..m-1`` are base workers, then extras).
@@ -258,7 +283,16 @@ class CodedPool:
         How local workers start (default: forkserver on Linux, see
         :class:`~dartboost.serving._backends.LokyBackend`).
     start_timeout : float, default=120.0
-        Seconds to wait for the workers to start.
+        Seconds to wait for the workers to start and warm up (every slot runs
+        its model once on a filler row before the pool accepts requests, so no
+        early request meets a cold worker).
+    clock : callable, optional
+        ``clock() -> seconds`` for every time-out and latency (default
+        :func:`time.perf_counter`). Tests inject a manual clock.
+    threaded : bool, default=True
+        Run the dispatcher on its own thread. ``False`` (tests): nothing runs
+        until :meth:`step` is called, so scheduling is deterministic; blocking
+        calls (:meth:`predict`) would wait forever and must not be used.
 
     Notes
     -----
@@ -269,10 +303,11 @@ class CodedPool:
 
     def __init__(self, model, *, mode="coded", n_workers=None, n_extra=None, k=None,
                  backend="process", client=None, address=None, backup=None,
-                 backup_timeout="median", batch_size=8, max_batch_delay=0.0,
+                 backup_timeout="auto", batch_size=8, max_batch_delay=0.0,
                  group_timeout=0.01, hang_timeout=10.0, request_timeout=60.0,
-                 max_retries=2, decode_wait=0.0, faults=None, raw_output=None,
-                 worker_threads=1, start_method=None, start_timeout=120.0):
+                 max_retries=2, decode_wait="auto", late_factor=2.0, faults=None,
+                 raw_output=None, worker_threads=1, start_method=None, start_timeout=120.0,
+                 clock=None, threaded=True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         is_coded = hasattr(model, "parity_predict") and hasattr(model, "decode")
@@ -286,12 +321,16 @@ class CodedPool:
                       ("hang_timeout", hang_timeout), ("request_timeout", request_timeout)):
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"{nm} must be a non-negative number, got {v!r}")
-        if not (decode_wait == "median" or
+        if not (decode_wait in ("median", "auto") or
                 (isinstance(decode_wait, (int, float)) and decode_wait >= 0)):
-            raise ValueError(f"decode_wait must be 'median' or seconds, got {decode_wait!r}")
-        if not (backup_timeout == "median" or
+            raise ValueError(
+                f"decode_wait must be 'auto', 'median' or seconds, got {decode_wait!r}")
+        if not (isinstance(late_factor, (int, float)) and late_factor > 0):
+            raise ValueError(f"late_factor must be a positive number, got {late_factor!r}")
+        if not (backup_timeout in ("median", "auto") or
                 (isinstance(backup_timeout, (int, float)) and backup_timeout >= 0)):
-            raise ValueError(f"backup_timeout must be 'median' or seconds, got {backup_timeout!r}")
+            raise ValueError(
+                f"backup_timeout must be 'auto', 'median' or seconds, got {backup_timeout!r}")
 
         self.mode = mode
         self.coded = model if is_coded else None
@@ -322,8 +361,14 @@ class CodedPool:
         self.max_retries = int(max_retries)
         self.backup_timeout = backup_timeout
         self.decode_wait = decode_wait
-        self.backend_name = backend
+        self.late_factor = float(late_factor)
+        self.backend_name = getattr(backend, "name", backend)
         self.metrics = ServingMetrics()
+        self._clock = clock if clock is not None else time.perf_counter
+        self._threaded = bool(threaded)
+        self._allow_nan = accepts_nan(self.base)
+        self._broken = None  # the exception that broke the dispatcher, if any
+        self._ready = False
 
         slots = list(range(self.n_base + self.n_extra))
         self._roles = {s: ("base" if s < self.n_base else "extra") for s in slots}
@@ -362,23 +407,31 @@ class CodedPool:
         self._filler = self._fixed_filler
         self._base_lat = deque(maxlen=2000)
         self._median = None
+        self._late_after = None  # late_factor x p99 of _base_lat, once known
         self._n_lat = 0
         self._closed = False
+        self._next_hang_check = 0.0
         self._submit_lock = threading.Lock()
         self._stop = threading.Event()
 
         try:
             self._pids = self._backend.start(slots, timeout=start_timeout)
+            self._warm_up(slots, start_timeout)
         except BaseException:
             self._backend.shutdown()
             raise
         for s in slots:
             self._slot_state[s] = "idle"
             self._idle[self._roles[s]].append(s)
-        self._thread = threading.Thread(target=self._loop, name="dartboost-serving", daemon=True)
-        self._monitor = threading.Thread(target=self._watch, name="dartboost-watch", daemon=True)
-        self._thread.start()
-        self._monitor.start()
+        self._thread = self._monitor = None
+        if self._threaded:
+            self._thread = threading.Thread(target=self._loop, name="dartboost-serving",
+                                            daemon=True)
+            self._monitor = threading.Thread(target=self._watch, name="dartboost-watch",
+                                             daemon=True)
+            self._thread.start()
+            self._monitor.start()
+        self._ready = True
         self._finalizer = weakref.finalize(self, CodedPool._finalize, self._backend, self._stop)
 
     # ------------------------------------------------------------------ API
@@ -392,8 +445,61 @@ class CodedPool:
             return {int(s): f for s, f in faults.items() if f is not None}
         return {s: f for s, f in enumerate(faults) if f is not None}
 
+    def _warm_up(self, slots, timeout):
+        """Run every slot's model once on a filler row before accepting requests.
+
+        A cold worker (first call: lazily built predictors, page faults, BLAS
+        start-up) answers far slower than a warm one; without a warm-up the
+        first requests would look late and be decoded approximately.
+        """
+        if self._fixed_filler is not None:
+            row = self._fixed_filler[0]
+        elif self.n_features_in_ is not None:
+            row = np.zeros((1, int(self.n_features_in_)))
+        else:
+            return
+        tasks = {}
+        for s in slots:
+            if self._roles[s] == "base" or self.mode == "replication":
+                tasks[s] = ("base", 0, row)
+            elif self.mode == "backup":
+                tasks[s] = ("backup", 0, row)
+            elif self.mode == "coded":
+                j = (s - self.n_base) % self.r
+                try:
+                    P = self.coded.encode(np.repeat(row[None], self.k, axis=0))
+                except ValueError:
+                    continue
+                tasks[s] = ("parity", j, np.ascontiguousarray(P[j]))
+        warm = getattr(self._backend, "warm_up", None)
+        if warm is not None:
+            for s, (kind, j, X) in tasks.items():
+                warm(s, kind, j, X, timeout)
+            return
+        done = threading.Event()
+        left = [len(tasks)]
+        lock = threading.Lock()
+
+        def cb(ok, value):
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    done.set()
+            if not ok:
+                self.metrics.add("task_failures")
+
+        if not tasks:
+            return
+        for s, (kind, j, X) in tasks.items():
+            self._backend.submit(s, "warm:" + kind, j, X, cb)
+        if not done.wait(timeout):
+            raise TimeoutError(f"the workers did not warm up within {timeout} s")
+
     def _check_X(self, X):
-        X = np.asarray(X, dtype=np.float64)
+        try:
+            X = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"X must be a numeric array: {exc}") from None
         if X.ndim == 1:
             X = X.reshape(1, -1)
         if X.ndim != 2:
@@ -404,6 +510,12 @@ class CodedPool:
             raise ValueError(
                 f"X has {X.shape[1]} features, but the model expects {self.n_features_in_}"
             )
+        bad = np.isinf(X) if self._allow_nan else ~np.isfinite(X)
+        if bad.any():
+            i, j = map(int, np.argwhere(bad)[0])
+            what = "infinite values" if self._allow_nan else "NaN or infinite values"
+            raise ValueError(f"X contains {what} (first at row {i}, column {j}); "
+                             "the model needs finite features")
         return np.ascontiguousarray(X)
 
     def submit(self, X):
@@ -414,12 +526,14 @@ class CodedPool:
         result or with a :class:`QueryError`, never silently.
         """
         X = self._check_X(X)
-        req = _Request(X, time.perf_counter())
+        req = _Request(X, self._clock())
         # Checked and queued under the lock close() takes to set _closed, so
         # no request can slip in after close() has drained the event queue.
         with self._submit_lock:
             if self._closed:
                 raise PoolClosedError("the pool is closed")
+            if self._broken is not None:
+                raise PoolBrokenError(f"the pool is broken: {self._broken!r}")
             self._events.put(("submit", req))
         self.metrics.add("requests")
         return req.future
@@ -457,12 +571,39 @@ class CodedPool:
         """Fault injection: SIGKILL the worker of ``slot`` (it is restarted)."""
         return self._backend.kill(slot)
 
+    def health(self):
+        """State of the pool: ``{"status": ..., ...}``.
+
+        ``status`` is ``"ok"`` (serving; all workers up), ``"degraded"``
+        (serving while some workers restart), ``"broken"`` (the dispatcher
+        hit an error it could not contain; requests fail at once),
+        ``"closed"``, or ``"starting"``. ``ready`` is True only for ``"ok"``
+        and ``"degraded"``.
+        """
+        if self._closed:
+            status = "closed"
+        elif self._broken is not None or (self._thread is not None
+                                          and not self._thread.is_alive()):
+            status = "broken"
+        elif not self._ready:
+            status = "starting"
+        elif "restarting" in list(self._slot_state.values()):
+            status = "degraded"
+        else:
+            status = "ok"
+        out = {"status": status, "ready": status in ("ok", "degraded")}
+        if self._broken is not None:
+            out["error"] = repr(self._broken)
+        return out
+
     def stats(self):
         """Counters and latency percentiles (see :class:`ServingMetrics`)."""
         out = self.metrics.snapshot()
         out.update(mode=self.mode, k=self.k, r=self.r, n_base=self.n_base,
                    n_extra=self.n_extra, backend=self.backend_name,
-                   backup_timeout_ms=None if self._median is None else self._median * 1e3)
+                   backup_timeout_ms=None if self._median is None else self._median * 1e3,
+                   late_after_ms=None if self._late_after is None else self._late_after * 1e3,
+                   status=self.health()["status"])
         return out
 
     def close(self, timeout=10.0):
@@ -472,8 +613,10 @@ class CodedPool:
                 return
             self._closed = True
         self._events.put(("stop",))
-        self._thread.join(timeout)
-        # A submit that raced with close() is answered too, never dropped.
+        if self._thread is not None:
+            self._thread.join(timeout)
+        # A submit that raced with close() is answered too, never dropped;
+        # without a dispatcher thread, close() drains the queue itself.
         while True:
             try:
                 ev = self._events.get_nowait()
@@ -481,8 +624,11 @@ class CodedPool:
                 break
             if ev[0] == "submit" and not ev[1].done:
                 self._fail_request(ev[1], PoolClosedError("the pool was closed"))
+        if self._thread is None or not self._thread.is_alive():
+            self._shutdown_requests()
         self._stop.set()
-        self._monitor.join(timeout)
+        if self._monitor is not None:
+            self._monitor.join(timeout)
         self._backend.shutdown(timeout=timeout)
         self._finalizer.detach()
 
@@ -515,47 +661,144 @@ class CodedPool:
         heapq.heappush(self._timers, (t, next(self._tseq), fn, args))
 
     def _loop(self):
-        next_check = 0.0
-        while True:
-            now = time.perf_counter()
-            wait = 0.05
-            if self._timers:
-                wait = min(wait, max(0.0, self._timers[0][0] - now))
-            if self._flush_at is not None and self._flush_at > now:
-                wait = min(wait, self._flush_at - now)
-            try:
-                ev = self._events.get(timeout=wait) if wait > 0 else self._events.get_nowait()
-            except queue.Empty:
-                ev = None
-            n = 0
-            while ev is not None:
-                if ev[0] == "stop":
-                    self._shutdown_requests()
-                    return
-                self._handle(ev)
-                n += 1
-                if n >= 256:
-                    break
+        try:
+            while True:
+                now = self._clock()
+                wait = 0.05
+                if self._timers:
+                    wait = min(wait, max(0.0, self._timers[0][0] - now))
+                if self._flush_at is not None and self._flush_at > now:
+                    wait = min(wait, self._flush_at - now)
                 try:
-                    ev = self._events.get_nowait()
+                    ev = self._events.get(timeout=wait) if wait > 0 else self._events.get_nowait()
                 except queue.Empty:
                     ev = None
-            now = time.perf_counter()
-            while self._timers and self._timers[0][0] <= now:
-                _, _, fn, args = heapq.heappop(self._timers)
-                fn(*args)
-            if self._pending and (self.max_batch_delay == 0 or
-                                  (self._flush_at is not None and now >= self._flush_at)):
-                # Adaptive batching: a partial batch leaves only when a base
-                # worker would take it at once; while all are busy, rows keep
-                # accumulating into fuller batches (they would wait anyway).
-                if self.max_batch_delay == 0 or \
-                        len(self._queues["base"]) < len(self._idle["base"]):
-                    self._flush(force=True)
-            if now >= next_check:
-                self._check_hangs(now)
-                next_check = now + 0.05
-            self._dispatch()
+                if not self._run_once(ev):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - never die silently
+            self._break(exc)
+
+    def step(self, max_rounds=1000):
+        """Run the dispatcher until nothing is left to do now (``threaded=False`` only).
+
+        Handles queued events, due timers, batching and dispatch, repeatedly
+        while handling them creates more events (bounded by ``max_rounds``).
+        Returns the number of rounds run.
+        """
+        if self._threaded:
+            raise RuntimeError("step() is for pools built with threaded=False")
+        for s in self._backend.dead_slots():
+            self._events.put(("dead", s))
+        rounds = 0
+        while rounds < max_rounds:
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                ev = None
+            if ev is None and rounds and not self._work_due():
+                break  # (the first round always runs: it also checks for hangs)
+            rounds += 1
+            try:
+                if not self._run_once(ev):
+                    break
+            except BaseException as exc:  # noqa: BLE001
+                self._break(exc)
+                break
+        return rounds
+
+    def _work_due(self):
+        now = self._clock()
+        return bool((self._timers and self._timers[0][0] <= now)
+                    or (self._pending and self._queue_open() and (
+                        self.max_batch_delay == 0 or self._pending_rows >= self.batch_size
+                        or (self._flush_at is not None and now >= self._flush_at)))
+                    or any(self._queues[r] and self._idle[r] for r in self._queues))
+
+    def _run_once(self, ev):
+        """One dispatcher round; False once a stop event is seen."""
+        n = 0
+        while ev is not None:
+            if ev[0] == "stop":
+                self._shutdown_requests()
+                return False
+            self._guarded(self._handle, ev)
+            n += 1
+            if n >= 256:
+                break
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                ev = None
+        now = self._clock()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn, args = heapq.heappop(self._timers)
+            self._guarded(fn, *args)
+        if self._pending_rows >= self.batch_size:
+            self._flush(force=False)  # full batches held back while the queue was full
+        if self._pending and (self.max_batch_delay == 0 or
+                              (self._flush_at is not None and now >= self._flush_at)):
+            # Adaptive batching: a partial batch leaves only when a base
+            # worker would take it at once; while all are busy, rows keep
+            # accumulating into fuller batches (they would wait anyway).
+            if self.max_batch_delay == 0 or \
+                    len(self._queues["base"]) < len(self._idle["base"]):
+                self._flush(force=True)
+        if now >= self._next_hang_check:
+            self._check_hangs(now)
+            self._next_hang_check = now + 0.05
+        self._dispatch()
+        return True
+
+    def _guarded(self, fn, *args):
+        """Run a handler; an exception fails the requests it concerns, not the pool."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - contained here, by design
+            self.metrics.add("internal_errors")
+            reqs = self._affected(fn, args)
+            if reqs is None:
+                raise  # nothing to attribute it to: the pool is broken
+            err = QueryError(f"internal error while serving this request: {exc!r}")
+            err.__cause__ = exc
+            for req in reqs:
+                if not req.done:
+                    self._fail_request(req, err)
+
+    @staticmethod
+    def _affected(fn, args):
+        """Requests an exception in ``fn(*args)`` concerns, or None if unknown."""
+        objs = list(args)
+        if args and isinstance(args[0], tuple):  # an event
+            objs = list(args[0][1:])
+        reqs = []
+        for o in objs:
+            if isinstance(o, _Request):
+                reqs.append(o)
+            elif isinstance(o, _Task):
+                objs += [o.batch] if o.batch is not None else [o.group]
+            elif isinstance(o, _Batch):
+                reqs += [seg[0] for seg in o.segs]
+            elif isinstance(o, _Group):
+                reqs += [seg[0] for b in o.batches for seg in b.segs]
+        return reqs or None
+
+    def _break(self, exc):
+        """The dispatcher cannot go on: fail everything outstanding, refuse new work."""
+        self._broken = exc
+        err = PoolBrokenError(f"the serving pool's dispatcher failed: {exc!r}")
+        for req in list(self._requests):
+            if not req.done:
+                self._fail_request(req, err)
+        for item in list(self._pending):
+            if not item[0].done:
+                self._fail_request(item[0], err)
+        while True:
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if ev[0] == "submit" and not ev[1].done:
+                self._fail_request(ev[1], err)
 
     def _handle(self, ev):
         kind = ev[0]
@@ -576,8 +819,19 @@ class CodedPool:
         self._pending_rows += req.n
         self._flush(force=False)
 
+    def _queue_open(self):
+        """Whether the base queue takes another batch now.
+
+        Batches are cut only while fewer than one per base worker wait: rows
+        beyond that stay pending, where a large request cannot get ahead of
+        later small ones (see :meth:`_flush`), and where they accumulate into
+        fuller batches while every worker is busy.
+        """
+        return len(self._queues["base"]) < max(1, self.n_base)
+
     def _flush(self, force):
-        while self._pending_rows >= self.batch_size or (force and self._pending_rows):
+        while self._queue_open() and (self._pending_rows >= self.batch_size
+                                      or (force and self._pending_rows)):
             take = min(self.batch_size, self._pending_rows)
             segs, parts = [], []
             while take:
@@ -592,11 +846,16 @@ class CodedPool:
                     self._pending.popleft()
                 else:
                     item[1] = start + n
+                    # Round robin: a request with rows left after filling a
+                    # batch goes behind the requests that wait, so one huge
+                    # request does not hold small ones back by its whole size.
+                    self._pending.rotate(-1)
             X = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            self._new_batch(_Batch(next(self._ids), segs, X, time.perf_counter()))
+            self._new_batch(_Batch(next(self._ids), segs, X, self._clock()))
         # The delay runs from the oldest row still waiting, not the newest:
         # a steady trickle of arrivals must not hold a partial batch back.
-        self._flush_at = (self._pending[0][0].t0 + self.max_batch_delay) if self._pending else None
+        self._flush_at = (min(item[0].t0 for item in self._pending) + self.max_batch_delay
+                          if self._pending else None)
 
     def _new_batch(self, b):
         base = _Task("base", b.X, batch=b)
@@ -621,9 +880,12 @@ class CodedPool:
             b.tasks.append(bk)
             self._queues["extra"].append(bk)
             b.deadline = b.t0 + self._backup_wait()
-            self._at(b.deadline, self._backup_deadline, b)
+            if np.isfinite(b.deadline):
+                self._at(b.deadline, self._backup_deadline, b)
 
     def _backup_wait(self):
+        if self.backup_timeout == "auto":
+            return self._late_after if self._late_after is not None else np.inf
         return self._wait_for(self.backup_timeout)
 
     def _wait_for(self, setting):
@@ -690,19 +952,28 @@ class CodedPool:
             return raw
         return np.concatenate([raw, np.repeat(g.fill_raw, g.n_max - raw.shape[0], axis=0)])
 
+    def _decode_due(self, b, now):
+        """When batch ``b`` may be answered by decoding (inf: not yet known)."""
+        if b.lost or self.decode_wait == 0:
+            return now
+        if self.decode_wait == "auto":
+            return b.t0 + self._late_after if self._late_after is not None else np.inf
+        return b.t0 + self._wait_for(self.decode_wait)
+
     def _check_group(self, g):
         if g.done:
             return
         if all(b.resolved for b in g.batches):
             self._finish_group(g)
             return
-        if not g.protected or g.avail.sum() < self.k:
+        if not g.protected or not self.coded.can_decode(g.avail):
+            return  # the outputs in hand do not determine the missing ones well: wait
+        now = self._clock()
+        dues = [self._decode_due(b, now) for b in g.batches if not b.resolved]
+        if min(dues) > now:
+            if np.isfinite(min(dues)):
+                self._at(min(dues), self._check_group, g)
             return
-        if self.decode_wait != 0:
-            due = min(b.t0 for b in g.batches if not b.resolved) + self._wait_for(self.decode_wait)
-            if time.perf_counter() < due:
-                self._at(due, self._check_group, g)
-                return
         k, r, n, d = self.k, self.r, g.n_max, g.fill_raw.shape[1] if g.fill_raw is not None else None
         if d is None:
             d = next(o for o in g.base_out + g.par_out if o is not None).shape[1]
@@ -714,13 +985,26 @@ class CodedPool:
         for j in range(r):
             if g.avail[k + j]:
                 par[j] = g.par_out[j]
-        outs, rec = self.coded.decode(base, par, g.avail.copy())
+        try:
+            outs, rec, status = self.coded.decode(base, par, g.avail.copy(), return_status=True)
+        except Exception:  # noqa: BLE001 - the batches' own answers still come
+            self.metrics.add("decode_errors")
+            g.protected = False
+            return
         self.metrics.add("decodes")
         for j, b in enumerate(g.batches):
-            if not b.resolved:
-                self._resolve(b, np.asarray(outs[j][: b.X.shape[0]]), approx=bool(rec[j]),
-                              source="rows_reconstructed" if rec[j] else "rows_exact")
-        self._finish_group(g)
+            if b.resolved or self._decode_due(b, now) > now:
+                continue
+            if rec[j] and status[j] != 1:
+                continue  # never answer with a default-filled slot; wait instead
+            self._resolve(b, np.asarray(outs[j][: b.X.shape[0]]), approx=bool(rec[j]),
+                          source="rows_reconstructed" if rec[j] else "rows_exact")
+        if all(b.resolved for b in g.batches):
+            self._finish_group(g)
+        else:
+            later = [self._decode_due(b, now) for b in g.batches if not b.resolved]
+            if later and np.isfinite(min(later)) and min(later) > now:
+                self._at(min(later), self._check_group, g)
 
     def _finish_group(self, g):
         g.done = True
@@ -746,7 +1030,7 @@ class CodedPool:
                 self._start(t, slot)
 
     def _start(self, t, slot):
-        t.state, t.slot, t.t_start = "running", slot, time.perf_counter()
+        t.state, t.slot, t.t_start = "running", slot, self._clock()
         self._slot_state[slot] = "busy"
         self._running[slot] = t
         self.metrics.add("tasks_sent")
@@ -769,11 +1053,20 @@ class CodedPool:
         if t.state != "running" or self._running.get(slot) is not t:
             return  # already failed over (dead/hung worker); a late echo
         t.state = "done" if ok else "failed"
-        self.metrics.add("busy_s_" + self._roles[slot], time.perf_counter() - t.t_start)
+        self.metrics.add("busy_s_" + self._roles[slot], self._clock() - t.t_start)
         if ok:
             self._release(slot)
-            self._on_result(t, value[0])
-            return
+            raw = np.asarray(value[0], dtype=np.float64)
+            if raw.ndim == 1:
+                raw = raw[:, None]
+            if raw.ndim == 2 and raw.shape[0] == t.X.shape[0] and np.isfinite(raw).all():
+                self._on_result(t, raw)
+                return
+            # A model output that is not a finite (n, d) array is this
+            # task's failure (its rows' fault), never an answer.
+            ok, value = False, ModelError(
+                f"the model gave a non-finite or mis-shaped output {raw.shape} for a "
+                f"batch of {t.X.shape[0]} rows")
         self.metrics.add("task_failures")
         worker_lost = isinstance(value, (BrokenProcessPool, WorkerLost)) or \
             type(value).__name__ in ("KilledWorker", "CommClosedError", "CancelledError")
@@ -785,7 +1078,7 @@ class CodedPool:
         self._on_failure(t, value, worker_lost)
 
     def _on_result(self, t, raw):
-        now = time.perf_counter()
+        now = self._clock()
         if t.kind == "parity":
             g = t.group
             if not g.done:
@@ -799,7 +1092,7 @@ class CodedPool:
         if t.kind == "backup":
             if b.resolved:
                 self.metrics.add("tasks_wasted")
-            elif now >= b.deadline:
+            elif now >= b.deadline or b.lost:
                 self._resolve(b, raw, approx=True, source="rows_backup")
             else:
                 b.backup_raw = raw
@@ -807,9 +1100,10 @@ class CodedPool:
         # base or replica: an exact answer
         self._base_lat.append(now - b.t0)
         self._n_lat += 1
-        if "median" in (self.backup_timeout, self.decode_wait) and self._n_lat >= 20 and \
-                (self._median is None or self._n_lat % 50 == 0):
-            self._median = float(np.median(self._base_lat))
+        if self._n_lat >= 20 and (self._median is None or self._n_lat % 20 == 0):
+            lat = np.asarray(self._base_lat)
+            self._median = float(np.median(lat))
+            self._late_after = self.late_factor * float(np.quantile(lat, 0.99))
         if self._fixed_filler is None:
             self._filler = (b.X[-1:].copy(), raw[-1:].copy())
         g = b.group
@@ -831,6 +1125,16 @@ class CodedPool:
             return
         if t.kind == "backup":
             return
+        if worker_lost:
+            b.lost = True
+            if b.backup_raw is not None:
+                self._resolve(b, b.backup_raw, approx=True, source="rows_backup")
+                return
+            g = b.group
+            if g is not None and g.closed:
+                self._check_group(g)  # a lost batch may be decoded at once
+                if b.resolved:
+                    return
         others = [o for o in b.tasks if o is not t and o.kind in ("base", "replica")
                   and o.state in ("queued", "running")]
         if others:
@@ -845,11 +1149,41 @@ class CodedPool:
         if b.backup_raw is not None:
             self._resolve(b, b.backup_raw, approx=True, source="rows_backup")
             return
+        if len(b.segs) > 1:
+            # Several requests share the batch and one of them may be what the
+            # model fails on: retry each request on its own, so one bad query
+            # never fails another's.
+            self._split_batch(b)
+            return
         g = b.group
         if worker_lost and g is not None and g.protected and not g.done and any(
                 pt.state in ("queued", "running") for pt in g.tasks):
             return  # reconstruction may still come; the request deadline bounds the wait
-        self._fail_batch(b, QueryError(f"batch failed after {b.attempts} retries: {exc!r}"))
+        if isinstance(exc, QueryError) and not worker_lost:
+            err = ModelError(str(exc))
+        elif worker_lost:
+            err = QueryError(f"batch failed after {b.attempts} retries: {exc!r}")
+        else:
+            err = ModelError(f"the model failed on this request: {exc!r}")
+        self._fail_batch(b, err)
+
+    def _split_batch(self, b):
+        """Replace a failed multi-request batch by one unprotected batch per request."""
+        self.metrics.add("batch_splits")
+        b.resolved = True  # answered through its parts; its group no longer waits on it
+        self._cancel_batch_tasks(b)
+        row = 0
+        for req, start, stop in b.segs:
+            n = stop - start
+            part = _Batch(next(self._ids), [(req, start, stop)], b.X[row:row + n], b.t0)
+            row += n
+            if req.done:
+                continue
+            task = _Task("base", part.X, batch=part)
+            part.tasks.append(task)
+            self._queues["base"].appendleft(task)
+        if b.group is not None:
+            self._check_group(b.group)
 
     def _backup_deadline(self, b):
         if not b.resolved and b.backup_raw is not None:
@@ -888,6 +1222,9 @@ class CodedPool:
             except Exception as exc:  # noqa: BLE001 - reported to the dispatcher
                 ev.put(("restarted", slot, None, exc))
 
+        if not self._threaded:
+            work()  # deterministic: the restarted event is handled on the next step
+            return
         threading.Thread(target=work, name=f"dartboost-restart-{slot}", daemon=True).start()
 
     def _on_restarted(self, slot, pid, exc):
@@ -939,10 +1276,10 @@ class CodedPool:
         except Exception as exc:  # noqa: BLE001 - surfaced to the caller
             self._fail_request(req, QueryError(f"could not convert outputs: {exc!r}"))
             return
-        lat = time.perf_counter() - req.t0
+        lat = self._clock() - req.t0
         self.metrics.record_latency(lat)
         self.metrics.add("requests_ok")
-        req.future.set_result(ServeResult(values, req.raw, req.approx, lat))
+        _settle(req.future, result=ServeResult(values, req.raw, req.approx, lat))
 
     def _fail_batch(self, b, exc):
         b.resolved = True
@@ -956,7 +1293,7 @@ class CodedPool:
         req.done = True
         self._requests.discard(req)
         self.metrics.add("requests_failed")
-        req.future.set_exception(exc)
+        _settle(req.future, exc=exc)
 
     def _shutdown_requests(self):
         for req in list(self._requests):

@@ -17,14 +17,13 @@ from multiprocessing.connection import wait
 
 from . import _worker
 from ._backends import _pid_alive, _preload_modules
+from ._errors import WorkerLost
 from ._faults import kill_process
 
 __all__ = ["ProcessBackend"]
 
 
 def _lost(msg):
-    from ._pool import WorkerLost
-
     return WorkerLost(msg)
 
 

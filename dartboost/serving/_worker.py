@@ -73,7 +73,8 @@ def run_task(kind, index, X, slot, name="default", spec=None):
     Parameters
     ----------
     kind : {"base", "parity", "backup", "ping"}
-        Which model answers.
+        Which model answers; prefixed with ``"warm:"`` for the warm-up run
+        (no injected faults).
     index : int
         Parity model index for ``kind="parity"``.
     X : ndarray of shape (n, p)
@@ -97,9 +98,14 @@ def run_task(kind, index, X, slot, name="default", spec=None):
         raise RuntimeError(f"serving worker has no pool {name!r} installed")
     if kind == "ping":
         return None, os.getpid()
-    faults = _faults_for(st, slot, spec)
+    # "warm:<kind>" runs the model once before the pool serves: it neither
+    # counts as a task for the injected faults nor triggers them.
+    warm = kind.startswith("warm:")
+    kind = kind[5:] if warm else kind
+    faults = None if warm else _faults_for(st, slot, spec)
     t0 = time.perf_counter()
-    faults.before()
+    if faults is not None:
+        faults.before()
     p = st["payload"]
     if kind == "base":
         raw = p["raw_output"](p["base"], X)
@@ -112,7 +118,8 @@ def run_task(kind, index, X, slot, name="default", spec=None):
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim == 1:
         raw = raw[:, None]
-    faults.after(t0, X.shape[0])
+    if faults is not None:
+        faults.after(t0, X.shape[0])
     return raw, os.getpid()
 
 
