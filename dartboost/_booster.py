@@ -254,17 +254,35 @@ class Booster:
             threads_for(X.shape[0] * max(self.n_trees, 1) * 8, n_threads), out)
         return out
 
-    def feature_importances(self):
-        """Split gains weighted by each tree's current weight, summing to 1."""
+    def feature_importances(self, importance_type="gain", normalize=True):
+        """Importance of each feature.
+
+        Parameters
+        ----------
+        importance_type : {"gain", "split"}, default="gain"
+            ``"gain"``: split gains, each multiplied by its tree's current
+            (DART) weight, so dropped-and-shrunk trees count for what they
+            contribute; ``"split"``: number of splits on the feature.
+        normalize : bool, default=True
+            Scale to sum to 1 (scikit-learn's convention); ``False`` gives
+            the raw sums (LightGBM's ``Booster.feature_importance``).
+        """
+        if importance_type not in ("gain", "split"):
+            raise ValueError(f"importance_type must be 'gain' or 'split', got "
+                             f"{importance_type!r}.")
         K = self.n_trees_per_iteration
         nodes = self.nodes
         tree_of = np.repeat(np.arange(self.n_trees), np.diff(self.tree_offsets))
         split = nodes["is_leaf"] == 0
-        w = self.weights[tree_of[split] // K] if self.n_trees else np.zeros(0)
+        if importance_type == "split":
+            per_split = np.ones(int(split.sum()))
+        else:
+            w = self.weights[tree_of[split] // K] if self.n_trees else np.zeros(0)
+            per_split = w * nodes["gain"][split]
         imp = np.zeros(self.n_features)
-        np.add.at(imp, nodes["feature_idx"][split], w * nodes["gain"][split])
+        np.add.at(imp, nodes["feature_idx"][split], per_split)
         total = imp.sum()
-        return imp / total if total > 0 else imp
+        return imp / total if normalize and total > 0 else imp
 
     # ---------------------------------------------------------------- state
     def to_state(self):
