@@ -1,30 +1,73 @@
-"""Command line: ``dartboost demo|fit|predict|store|serve`` (also ``python -m dartboost``)."""
+"""Command line: ``dartboost demo|fit|predict|store|serve`` (also ``python -m dartboost``).
+
+Exit status (``fit``, ``predict``, ``demo``): 0 success; 1 a runtime error (an
+unreadable or malformed file, data the model cannot be fitted on); 2 a usage
+error (argparse's own errors, an unknown or invalid ``--param``, a missing
+output folder). A closed output pipe (``dartboost predict ... | head``) ends
+quietly with status 0.
+"""
 import argparse
+import bz2
 import csv
+import gzip
+import lzma
+import os
 import sys
 
 import numpy as np
 
 
-def _read_csv(path):
+class UsageError(Exception):
+    """Bad command-line arguments: exit status 2."""
+
+
+class DataError(Exception):
+    """A runtime failure (unreadable or malformed input, failed fit): exit status 1."""
+
+
+# magic bytes of the compressed formats read transparently
+_COMPRESSED = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def _open_text(path):
+    """``path`` opened as UTF-8 text, decompressing gzip/bzip2/xz (detected
+    from the content, whatever the file is named)."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    opener = next((op for sig, op in _COMPRESSED if magic.startswith(sig)), open)
+    return opener(path, "rt", newline="", encoding="utf-8")
+
+
+def _read_csv(path, sep=","):
     """Header and rows of a CSV file, as lists of strings."""
     try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
+        with _open_text(path) as f:
+            reader = csv.reader(f, delimiter=sep)
             header = next(reader, None)
             rows = [row for row in reader if row]
-    except OSError as exc:
-        raise SystemExit(f"dartboost: error: cannot read {path!r}: {exc.strerror}")
+    except FileNotFoundError:
+        raise DataError(f"cannot read {path!r}: no such file")
+    except UnicodeDecodeError:
+        raise DataError(f"{path!r} is not UTF-8 text (nor gzip/bzip2/xz-compressed UTF-8)")
+    except (OSError, EOFError, lzma.LZMAError) as exc:  # also corrupt/truncated archives
+        raise DataError(f"cannot read {path!r}: {getattr(exc, 'strerror', None) or exc}")
+    except csv.Error as exc:
+        raise DataError(f"{path!r} is not valid CSV: {exc}")
     if not header:
-        raise SystemExit(f"dartboost: error: {path!r} is empty (a header row is required)")
+        raise DataError(f"{path!r} is empty (a header row is required)")
     for i, row in enumerate(rows, start=2):
         if len(row) != len(header):
-            raise SystemExit(f"dartboost: error: {path!r} line {i} has {len(row)} fields, "
-                             f"the header has {len(header)}")
+            hint = "" if len(header) > 1 else f" (is the separator {sep!r} right? see --sep)"
+            raise DataError(f"{path!r} line {i} has {len(row)} fields, the header has "
+                            f"{len(header)}{hint}")
     return header, rows
 
 
 _MISSING = {"", "na", "nan", "null", "none", "?"}
+
+
+def _is_missing(v):
+    return v.strip().lower() in _MISSING
 
 
 def _to_float(values, column, path):
@@ -38,22 +81,23 @@ def _to_float(values, column, path):
         try:
             out[i] = float(v)
         except ValueError:
-            raise SystemExit(f"dartboost: error: column {column!r} of {path!r} has a "
-                             f"non-numeric value {v!r} (row {i + 2}); features must be numeric")
+            raise DataError(f"column {column!r} of {path!r} has a non-numeric value {v!r} "
+                            f"(row {i + 2}); features must be numeric")
     return out
 
 
 def _features(header, rows, columns, path):
     missing = [c for c in columns if c not in header]
     if missing:
-        raise SystemExit(f"dartboost: error: {path!r} has no column(s) {missing}; "
-                         f"its columns are {header}")
+        raise DataError(f"{path!r} has no column(s) {missing}; its columns are {header}")
     idx = [header.index(c) for c in columns]
     return np.column_stack([_to_float([r[j] for r in rows], header[j], path) for j in idx]) \
         if rows else np.empty((0, len(columns)))
 
 
 def _infer_task(target_values):
+    """Classification for non-numeric targets or at most 20 distinct integers;
+    called on the target without its missing cells."""
     try:
         y = np.array([float(v) for v in target_values])
     except ValueError:
@@ -63,21 +107,103 @@ def _infer_task(target_values):
     return "regression"
 
 
+def _check_output_path(path, option):
+    """Fail before any work if ``path`` cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UsageError(f"the folder of {option} {path!r} does not exist: {folder!r}")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"the folder of {option} {path!r} is not writable: {folder!r}")
+
+
+# --------------------------------------------------------------- --param
+def _parse_value(text):
+    """``true``/``false``/``none`` and numbers become Python values; anything
+    else stays a string (the estimator validates it)."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _settable_params(cls):
+    return set(cls().get_params()) - {"callbacks"}
+
+
+def _parse_params(items):
+    """``["key=value", ...]`` -> dict, names checked against both estimators."""
+    from .estimators import DartClassifier, DartRegressor
+
+    known = _settable_params(DartClassifier) | _settable_params(DartRegressor)
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"--param expects key=value, got {item!r}")
+        if key not in known:
+            raise UsageError(f"--param {key!r} is not an estimator parameter; known: "
+                             f"{', '.join(sorted(known))}")
+        params[key] = _parse_value(value)
+    return params
+
+
+def _make_estimator(cls, params):
+    """The estimator with ``params``, validated before any fitting."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    unknown = set(params) - _settable_params(cls)
+    if unknown:
+        raise UsageError(f"parameter(s) {sorted(unknown)} do not apply to a {cls.__name__}")
+    model = cls(**params)
+    try:
+        model._validate_params()
+    except InvalidParameterError as exc:
+        raise UsageError(str(exc))
+    return model
+
+
+def _warn(message):
+    print(f"dartboost: warning: {message}", file=sys.stderr)
+
+
+# ------------------------------------------------------------ commands
 def _cmd_fit(args):
     from .estimators import DartClassifier, DartRegressor
     from .store import save
 
-    header, rows = _read_csv(args.train)
+    _check_output_path(args.model, "--model")
+    extra = _parse_params(args.param)
+    header, rows = _read_csv(args.train, args.sep)
     if args.target not in header:
-        raise SystemExit(f"dartboost: error: target column {args.target!r} not in {args.train!r}; "
-                         f"its columns are {header}")
+        hint = f" (is the separator {args.sep!r} right? see --sep)" if len(header) == 1 else ""
+        raise DataError(f"target column {args.target!r} not in {args.train!r}; "
+                        f"its columns are {header}{hint}")
     drop = set(args.drop or []) | {args.target}
     unknown = [c for c in (args.drop or []) if c not in header]
     if unknown:
-        raise SystemExit(f"dartboost: error: --drop names unknown column(s) {unknown}")
+        raise DataError(f"--drop names unknown column(s) {unknown}")
+    t_idx = header.index(args.target)
+    # a missing target is never a class nor a value: those rows are dropped
+    n_rows = len(rows)
+    rows = [r for r in rows if not _is_missing(r[t_idx])]
+    if len(rows) < n_rows:
+        _warn(f"dropped {n_rows - len(rows)} of {n_rows} rows whose target {args.target!r} "
+              "is missing")
+    if not rows:
+        raise DataError(f"no row of {args.train!r} has a target value")
     columns = [c for c in header if c not in drop]
     X = _features(header, rows, columns, args.train)
-    target = [r[header.index(args.target)].strip() for r in rows]
+    target = [r[t_idx].strip() for r in rows]
     task = args.task if args.task != "auto" else _infer_task(target)
     params = dict(boosting=args.boosting, n_estimators=args.n_estimators,
                   learning_rate=args.learning_rate, max_leaf_nodes=args.max_leaf_nodes,
@@ -93,14 +219,17 @@ def _cmd_fit(args):
                 y = y.astype(np.int64)
         except ValueError:
             pass
-        model = DartClassifier(**params)
+        model = _make_estimator(DartClassifier, {**params, **extra})
     else:
         y = _to_float(target, args.target, args.train)
-        model = DartRegressor(loss=args.loss, **params)
-    model.fit(X, y)
+        model = _make_estimator(DartRegressor, {"loss": args.loss, **params, **extra})
+    try:
+        model.fit(X, y)
+    except ValueError as exc:
+        raise DataError(f"cannot fit on {args.train!r}: {exc}")
     save(model, args.model, metadata={"feature_columns": columns, "target": args.target,
                                       "task": task})
-    print(f"fitted a {task} model ({type(model).__name__}, boosting={args.boosting}, "
+    print(f"fitted a {task} model ({type(model).__name__}, boosting={model.boosting}, "
           f"{model.n_iter_} iterations) on {X.shape[0]} rows x {X.shape[1]} features; "
           f"saved to {args.model}")
     return 0
@@ -116,32 +245,36 @@ def _load_model_file(path):
         meta = loads_state(blob)[0].get("metadata", {})
         model = load(path)
     except OSError as exc:
-        raise SystemExit(f"dartboost: error: cannot read model {path!r}: {exc.strerror}")
+        raise DataError(f"cannot read model {path!r}: {exc.strerror}")
     except (FormatError, ValueError) as exc:
-        raise SystemExit(f"dartboost: error: {path!r} is not a valid dartboost model: {exc}")
+        raise DataError(f"{path!r} is not a valid dartboost model: {exc}")
     return model, meta
 
 
 def _cmd_predict(args):
+    if args.output:
+        _check_output_path(args.output, "--output")
     model, meta = _load_model_file(args.model)
-    header, rows = _read_csv(args.data)
+    header, rows = _read_csv(args.data, args.sep)
     columns = meta.get("feature_columns")
     if columns is None:
-        raise SystemExit("dartboost: error: the model file does not record its feature columns "
-                         "(it was not written by `dartboost fit`)")
+        raise DataError("the model file does not record its feature columns "
+                        "(it was not written by `dartboost fit`)")
     X = _features(header, rows, columns, args.data)
+    if args.proba and not hasattr(model, "predict_proba"):
+        raise UsageError("--proba needs a classification model")
+    if args.proba:
+        head = [f"proba_{c}" for c in model.classes_]
+        body = model.predict_proba(X).tolist()
+    else:
+        head = [f"predicted_{meta.get('target', 'target')}"]
+        body = [[v] for v in model.predict(X).tolist()]
     out = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
         writer = csv.writer(out)
-        if args.proba:
-            if not hasattr(model, "predict_proba"):
-                raise SystemExit("dartboost: error: --proba needs a classification model")
-            proba = model.predict_proba(X)
-            writer.writerow([f"proba_{c}" for c in model.classes_])
-            writer.writerows(proba.tolist())
-        else:
-            writer.writerow([f"predicted_{meta.get('target', 'target')}"])
-            writer.writerows([[v] for v in model.predict(X).tolist()])
+        writer.writerow(head)
+        writer.writerows(body)
+        out.flush()
     finally:
         if args.output:
             out.close()
@@ -184,13 +317,35 @@ def _add_model_options(p):
     g.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
     g.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
     g.add_argument("--verbose", type=int, default=0, help="1: progress bar; 2: per-iteration log")
+    g.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="any DartClassifier/DartRegressor parameter, e.g. --param "
+                        "max_depth=6 --param normalize_type=forest (repeatable; numbers, "
+                        "true/false and none are typed; validated before fitting; takes "
+                        "precedence over the options above)")
+
+
+def _separator(text):
+    named = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "space": " "}
+    sep = named.get(text.lower(), text)
+    if len(sep) != 1 or sep in "\"\r\n":
+        raise argparse.ArgumentTypeError(f"the separator must be one character (or tab), "
+                                         f"got {text!r}")
+    return sep
+
+
+def _add_csv_options(p):
+    p.add_argument("--sep", type=_separator, default=",",
+                   help="field separator of the CSV input: one character, or 'tab' "
+                        "(default: ','). gzip, bzip2 and xz files are decompressed")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="dartboost",
         description="Gradient-boosted trees with DART and MART, coded serving and an "
-                    "erasure-coded model store.")
+                    "erasure-coded model store.",
+        epilog="exit status: 0 ok, 1 runtime error, 2 usage error")
+    parser.add_argument("--version", action="version", version=f"dartboost {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -204,12 +359,14 @@ def build_parser():
     p = sub.add_parser("fit", help="fit a model on a CSV file and save it",
                        description="Fit a DART/MART model on a CSV file with a header row. "
                                    "All columns but the target (and --drop) are features; "
-                                   "empty or NA cells are missing values.")
+                                   "empty or NA cells are missing values. Rows whose target "
+                                   "is missing are dropped, with a warning that counts them.")
     p.add_argument("train", help="training CSV file (header row required)")
     p.add_argument("--target", required=True, help="name of the target column")
     p.add_argument("--model", required=True, help="output model file (dartboost format)")
     p.add_argument("--drop", action="append", metavar="COLUMN",
                    help="column to ignore (repeatable), e.g. an id")
+    _add_csv_options(p)
     _add_model_options(p)
     p.set_defaults(func=_cmd_fit)
 
@@ -222,6 +379,7 @@ def build_parser():
     p.add_argument("--output", "-o", help="output CSV (default: standard output)")
     p.add_argument("--proba", action="store_true",
                    help="write class probabilities instead of labels (classification)")
+    _add_csv_options(p)
     p.set_defaults(func=_cmd_predict)
 
     try:
@@ -237,14 +395,39 @@ def build_parser():
     return parser
 
 
+def _version():
+    from . import __version__
+    return __version__
+
+
+def _end_quietly_on_broken_pipe():
+    """The reader of our output went away (``| head``): stop without a
+    traceback, and keep the interpreter's final flush of stdout from
+    raising again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured)
+        pass
+
+
 def main(argv=None):
-    """Entry point of the ``dartboost`` command."""
+    """Entry point of the ``dartboost`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors exit with 2 here
     try:
         return args.func(args)
-    except ValueError as exc:
-        print(f"dartboost: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        _end_quietly_on_broken_pipe()
+        return 0
+    except UsageError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # the store/serve commands report bad arguments this way
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
 
 
