@@ -649,13 +649,67 @@ class BaseBoosting(BaseEstimator, ABC):
         for raw in self.booster_.staged_predict_raw(X, effective_n_threads(self.n_jobs)):
             yield raw.T
 
+    def _raw_output(self, raw):
+        """Raw scores ``(K, n)`` in the layout of ``predict(raw_score=True)``:
+        ``(n,)`` for one output, ``(n, K)`` otherwise (hook)."""
+        return raw[0] if raw.shape[0] == 1 else raw.T
+
+    def _special_predict(self, X, iteration_range, raw_score, pred_leaf, pred_contrib):
+        """The output of ``predict``'s LightGBM options, or ``None`` when none
+        is asked for."""
+        asked = [name for name, flag in (("raw_score", raw_score), ("pred_leaf", pred_leaf),
+                                         ("pred_contrib", pred_contrib)) if flag]
+        if len(asked) > 1:
+            raise ValueError(f"{' and '.join(asked)} exclude each other; ask for one.")
+        if not asked:
+            return None
+        if pred_leaf:
+            X = self._validate_X_predict(X)
+            return self.booster_.predict_leaf(X, effective_n_threads(self.n_jobs),
+                                              iteration_range, numbering="leaf")
+        if pred_contrib:
+            from .explain import shap_values
+            X = self._validate_X_predict(X)
+            self.booster_._iteration_range(iteration_range)  # one error for a bad range
+            if iteration_range is not None and iteration_range[0] == iteration_range[1]:
+                return self._contrib_of_baseline(X)
+            return shap_values(self, X, iteration_range=iteration_range, n_jobs=self.n_jobs)
+        return self._raw_output(self._raw_predict(X, iteration_range))
+
+    def _contrib_of_baseline(self, X):
+        """``pred_contrib`` of an empty iteration range: all in the expected value."""
+        K, M = self.n_trees_per_iteration_, self.n_features_in_
+        out = np.zeros((X.shape[0], K, M + 1))
+        out[:, :, M] = self.booster_.baseline
+        return out.reshape(X.shape[0], -1)
+
+    _apply_is_3d = True
+
+    def apply(self, X):
+        """Leaf node reached in every tree (scikit-learn's ``apply``).
+
+        Returns
+        -------
+        ndarray of uint32, shape (n_samples, n_iter_, K) or (n_samples, n_iter_)
+            The leaf's node index within its tree (``node_index`` of
+            :meth:`~dartboost._booster.Booster.trees_to_dataframe`); ``K`` is
+            ``n_trees_per_iteration_``. As scikit-learn's gradient boosting:
+            3-D for classifiers (``K == 1`` for binary) and multi-output
+            regression, 2-D for single-output regression and ranking.
+        """
+        leaves = self.predict_leaf(X)
+        shape = (leaves.shape[0], self.n_iter_, self.n_trees_per_iteration_)
+        return leaves.reshape(shape) if self._apply_is_3d else leaves.reshape(shape[:2])
+
     def predict_leaf(self, X):
-        """Index (within each tree) of the leaf every row reaches.
+        """Leaf node index (within each tree) every row reaches.
 
         Returns
         -------
         ndarray of uint32, shape (n_samples, n_iter_ * n_trees_per_iteration_)
             Column ``j`` is tree ``j``: iteration ``j // K``, output ``j % K``.
+            ``predict(X, pred_leaf=True)`` numbers leaves ``0 .. n_leaves-1``
+            instead (LightGBM); :meth:`apply` has scikit-learn's shape.
         """
         X = self._validate_X_predict(X)
         return self.booster_.predict_leaf(X, effective_n_threads(self.n_jobs))

@@ -103,6 +103,28 @@ _SHARED_DOC = """
 """
 
 
+_PREDICT_OPTIONS_DOC = """
+        iteration_range : (start, stop) or None, default=None
+            Use only iterations ``[start, stop)`` with the weights they had
+            right after iteration ``stop`` (the weight log is replayed, so
+            DART's later rescalings are not applied); ``(0, t)`` is exactly
+            the model after ``t`` iterations, ``(0, 0)`` the baseline only.
+        raw_score : bool, default=False
+            Return the raw scores (before the link: margins, log-odds,
+            log-means): ``(n,)`` for one output, ``(n, K)`` for ``K``.
+        pred_leaf : bool, default=False
+            Return the leaf every row reaches in every tree of the range, int32
+            ``(n_samples, n_trees)``, leaves numbered ``0 .. n_leaves - 1`` in
+            node order (LightGBM's ``pred_leaf``; :meth:`apply` gives node
+            indices in scikit-learn's shape).
+        pred_contrib : bool, default=False
+            Return SHAP values (:func:`dartboost.explain.shap_values`,
+            LightGBM's layout): ``n_features + 1`` columns per output, the
+            expected value last, one such block per output side by side;
+            each block sums to the raw score.
+"""
+
+
 def _shared_init_params(locals_):
     return {k: locals_[k] for k in (
         "boosting", "n_estimators", "learning_rate", "max_leaf_nodes", "max_depth",
@@ -236,18 +258,25 @@ default="squared_error"
     def _eval_prediction(self, loss, raw):
         return self._format(raw, loss)
 
-    def predict(self, X, iteration_range=None):
-        """Predicted values, shape ``(n,)`` (or ``(n, n_outputs)``).
+    def _raw_output(self, raw):
+        return raw[0] if self._y_1d else raw.T
+
+    @property
+    def _apply_is_3d(self):
+        return not self._y_1d
+
+    def predict(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
+                pred_contrib=False):
+        special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
+        if special is not None:
+            return special
+        return self._format(self._raw_predict(X, iteration_range))
+
+    predict.__doc__ = """Predicted values, shape ``(n,)`` (or ``(n, n_outputs)``).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        iteration_range : (start, stop) or None, default=None
-            Use only iterations ``[start, stop)`` with the weights they had
-            right after iteration ``stop`` (the weight log is replayed, so
-            DART's later rescalings are not applied).
-        """
-        return self._format(self._raw_predict(X, iteration_range))
+        X : array-like of shape (n_samples, n_features)""" + _PREDICT_OPTIONS_DOC
 
     def staged_predict(self, X):
         """Yield predictions after each iteration, with the weights the model
@@ -304,7 +333,7 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
             encoder = LabelEncoder().fit(y)
             self.classes_ = encoder.classes_
             if self.classes_.shape[0] < 2:
-                raise ValueError(f"y contains only one class ({self.classes_[0]!r}); a "
+                raise ValueError(f"y contains only one class ({self.classes_.tolist()[0]!r}); a "
                                  "classifier needs at least 2 classes.")
         y_enc = self._encode_y_transform(y)
         if sample_weight is not None:
@@ -314,7 +343,7 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
             if weighted.size < 2:
                 raise ValueError(
                     f"sample_weight is zero on every row except those of class "
-                    f"{self.classes_[weighted[0]]!r}; a classifier needs at least 2 classes "
+                    f"{self.classes_[weighted[:1]].tolist()[0]!r}; a classifier needs at least 2 classes "
                     "with positive weight.")
         return y_enc
 
@@ -397,27 +426,33 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
         for raw in self._staged_raw_predict(X):
             yield raw[0] if raw.shape[0] == 1 else raw.T
 
-    def predict_proba(self, X, iteration_range=None):
-        """Class probabilities, shape ``(n, n_classes)``.
+    def predict_proba(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
+                      pred_contrib=False):
+        special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
+        if special is not None:
+            return special
+        raw = self._raw_predict(X, iteration_range)
+        return self._make_loss().predict(raw).T
+
+    predict_proba.__doc__ = """Class probabilities, shape ``(n, n_classes)``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        iteration_range : (start, stop) or None, default=None
-            Use only iterations ``[start, stop)`` with the weights they had
-            right after iteration ``stop`` (the weight log is replayed, so
-            DART's later rescalings are not applied).
-        """
-        raw = self._raw_predict(X, iteration_range)
-        return self._make_loss().predict(raw).T
+        X : array-like of shape (n_samples, n_features)""" + _PREDICT_OPTIONS_DOC
 
     def staged_predict_proba(self, X):
         loss = self._make_loss()
         for raw in self._staged_raw_predict(X):
             yield loss.predict(raw).T
 
-    def predict(self, X, iteration_range=None):
-        """Predicted class labels (see :meth:`predict_proba`)."""
+    def predict(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
+                pred_contrib=False):
+        """Predicted class labels; with ``raw_score``/``pred_leaf``/
+        ``pred_contrib``, what :meth:`predict_proba` gives for them
+        (LightGBM's convention)."""
+        special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
+        if special is not None:
+            return special
         proba = self.predict_proba(X, iteration_range)
         return self.classes_[np.argmax(proba, axis=1)]
 

@@ -375,10 +375,17 @@ class DartRanker(BaseBoosting):
             raise FormatError("n_trees_per_iteration: a ranker has one tree per iteration")
 
     # -------------------------------------------------------------- predict
-    def predict(self, X, iteration_range=None):
+    _apply_is_3d = False
+
+    def predict(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
+                pred_contrib=False):
         """Relevance scores, shape ``(n_samples,)``; rank a query's documents
-        by decreasing score (``iteration_range`` as in
-        :meth:`DartRegressor.predict`)."""
+        by decreasing score. The scores are raw (``raw_score`` changes
+        nothing); ``iteration_range``, ``pred_leaf`` and ``pred_contrib`` as in
+        :meth:`DartRegressor.predict`."""
+        special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
+        if special is not None:
+            return special
         return self._raw_predict(X, iteration_range)[0]
 
     def staged_predict(self, X):
