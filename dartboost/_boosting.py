@@ -780,6 +780,10 @@ class BaseBoosting(BaseEstimator, ABC):
         if model_class(header.get("class")) is not cls:
             raise FormatError(f"class: state is of a {header['class']}, not a {cls.__name__}.")
         params = check_params(cls, header.get("params"))
+        if "early_stopping_rounds" not in params and params.get("n_iter_no_change") == 10:
+            # written before early_stopping_rounds existed, when 10 was the
+            # default and did not ask for early stopping (None says so now)
+            params = {**params, "n_iter_no_change": None}
         fresh = cls(**params)
         try:
             fresh._validate_params()
@@ -803,6 +807,7 @@ class BaseBoosting(BaseEstimator, ABC):
         fresh.train_score_ = [float(v) for v in header.get("train_score", [])]
         fresh.validation_score_ = [float(v) for v in header.get("validation_score", [])]
         fresh.best_iteration_ = header["best_iteration"]
+        fresh.evals_result_ = {}  # metrics of a fit are not part of the model
         # all checked: adopt the state, keep what is not stored (callbacks)
         if hasattr(self, "feature_names_in_") and not hasattr(fresh, "feature_names_in_"):
             del self.feature_names_in_

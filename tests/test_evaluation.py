@@ -288,3 +288,19 @@ def test_new_parameters_survive_the_model_format(reg):
     assert again.eval_metric is None  # code is not stored
     np.testing.assert_array_equal(again.predict(Xv), est.predict(Xv))
     json.dumps(est.evals_result_)  # plain data
+
+
+def test_models_written_before_early_stopping_rounds_keep_their_meaning(reg):
+    """Old files store the old default n_iter_no_change=10, which did not ask
+    for early stopping; loaded, it must not turn it on."""
+    from dartboost.model_io import estimator_from_state
+    X, y = reg[:2]
+    header, arrays = DartRegressor(n_estimators=3, **BASE).fit(X, y)._get_state()
+    params = {k: v for k, v in header["params"].items()
+              if k not in ("early_stopping_rounds", "importance_type")}
+    old = estimator_from_state({**header, "params": {**params, "n_iter_no_change": 10}}, arrays)
+    assert old.n_iter_no_change is None and old._patience(100) is None
+    assert old.evals_result_ == {}
+    new = estimator_from_state({**header, "params": {**header["params"],
+                                                     "n_iter_no_change": 10}}, arrays)
+    assert new.n_iter_no_change == 10 and new._patience(100) == 10
