@@ -311,5 +311,5 @@ def check_params(cls, params):
     _require(not unknown, "params", f"unknown parameter(s) {unknown} for {cls.__name__}")
     for name, value in params.items():
         _require(value is None or isinstance(value, (bool, numbers.Real, str)),
-                 f"params.{name}", f"must be a plain number, string, boolean or null")
+                 f"params.{name}", "must be a plain number, string, boolean or null")
     return params

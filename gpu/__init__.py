@@ -11,12 +11,15 @@ NeuralClassifier, NeuralRegressor
 protect, unprotect, is_protected, protection_report, calibrate, check,
 refresh_checksums, fault_log, ABFTFaultError, ABFTFaultWarning, FaultEvent
     Algorithm-based fault tolerance for ``nn.Linear``/``nn.Conv2d`` layers of any
-    torch model: ``scheme='global'``, ``'tile'`` (fused Triton kernel),
+    torch model: ``scheme='fused'`` (augmented cuBLAS GEMM, check fused into the epilogue),
+    ``'global'``, ``'tile'`` (fused Triton kernel),
     ``'auto'`` (intensity-guided) or ``'off'``.
 inject_fault, flip_bit, detection_report
     Bit-flip fault injection and detection statistics.
 arithmetic_intensity, choose_scheme, device_ridge, auto_threshold, calibrate_auto
-    The rule behind ``scheme='auto'``.
+    The rules behind ``scheme='auto'`` (pure) and their device measurements.
+plan_layer, default_calibration, measure_cost_model
+    The cost model that ``scheme='auto'`` uses per layer and batch size.
 """
 import importlib
 
@@ -27,21 +30,24 @@ _EXPORTS = {
     "unprotect": "._protect",
     "is_protected": "._protect",
     "protection_report": "._protect",
-    "calibrate": "._protect",
+    "calibrate": "._calibration",
     "check": "._protect",
     "refresh_checksums": "._protect",
     "fault_log": "._protect",
     "ABFTFaultError": "._protect",
     "ABFTFaultWarning": "._protect",
     "FaultEvent": "._protect",
+    "measure_cost_model": "._calibration",
+    "default_calibration": "._calibration",
+    "plan_layer": "._auto",
     "inject_fault": "._faults",
     "flip_bit": "._faults",
     "detection_report": "._faults",
     "arithmetic_intensity": "._auto",
     "choose_scheme": "._auto",
-    "device_ridge": "._auto",
-    "auto_threshold": "._auto",
-    "calibrate_auto": "._auto",
+    "device_ridge": "._calibration",
+    "auto_threshold": "._calibration",
+    "calibrate_auto": "._calibration",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,12 @@
-"""Intensity-guided choice between global and tile-level ABFT.
+"""The rules behind ``scheme='auto'``: pure functions of shapes and calibration constants.
+
+Nothing here measures, caches or touches a device (that is
+:mod:`dartboost.gpu._calibration`), so every decision can be replayed and
+explained from its inputs.  :func:`plan_layer` is the cost model used by
+``scheme='auto'``; :func:`choose_scheme` is the older intensity rule (kept for
+the tile/global comparison it documents).
+
+Intensity-guided choice between global and tile-level ABFT.
 
 Rule (after the SC'21 intensity-guided ABFT paper).  A layer lowered to a GEMM
 of ``M x K`` by ``K x N`` has arithmetic intensity
@@ -28,14 +36,8 @@ table or on request, from a short measurement (a large fp16 GEMM and a large
 device-to-device copy) cached in ``~/.cache/dartboost/gpu_calibration.json``
 (override the folder with ``DARTBOOST_CACHE_DIR``).
 """
-import json
-import os
-import time
-
-from ._lazy import torch
-
-__all__ = ["arithmetic_intensity", "choose_scheme", "device_ridge", "measure_ridge",
-           "auto_threshold", "calibrate_auto", "TILE_EFFICIENCY"]
+__all__ = ["arithmetic_intensity", "choose_scheme", "TILE_EFFICIENCY", "plan_layer",
+           "spec_of", "DEFAULT_CALIBRATION"]
 
 #: Default AI threshold of ``scheme='auto'`` as a fraction of the roofline ridge
 #: (fitted to the H200 measurements, see the module docstring).
@@ -85,180 +87,85 @@ def choose_scheme(M, N, K, ridge, bytes_per_element=2):
     return "tile" if arithmetic_intensity(M, N, K, bytes_per_element) < ridge else "global"
 
 
-def _load_cache():
-    try:
-        with open(_cache_path()) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return {}
+#: Cost-model constants used when nothing was measured (H200-like; seconds, bytes/s,
+#: FLOP/s).  ``launch``: cost of one extra *dependent* kernel inside a CUDA graph
+#: (2.3 us measured on an H200); ``side_share``: fraction of a side-stream check's
+#: own duration that shows up on the critical path (it competes for bandwidth);
+#: ``tile_efficiency``: speed of the Triton tile GEMM relative to cuBLAS.
+DEFAULT_CALIBRATION = {"flops": 989e12, "bandwidth": 4.0e12, "launch": 2.3e-6,
+                       "side_share": 0.1, "tile_efficiency": 0.6, "source": "defaults"}
 
 
-def _store_cache(key, value):
-    path = _cache_path()
-    cache = _load_cache()
-    cache[key] = value
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + f".{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(cache, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError:  # read-only home: the value is still used for this process
-        pass
+def spec_of(device_name):
+    """``(fp16 dense FLOP/s, memory bytes/s)`` of a known GPU name, or None."""
+    for frag, flops, bw in _SPECS:
+        if frag in device_name:
+            return flops, bw
+    return None
 
 
-def _cache_path():
-    root = os.environ.get("DARTBOOST_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "dartboost")
-    return os.path.join(root, "gpu_calibration.json")
+def _gemm_time(M, N, K, e, cal):
+    return max(2.0 * M * N * K / cal["flops"], e * (M * K + N * K + M * N) / cal["bandwidth"])
 
 
-def measure_ridge(device=None, size=8192, copy_bytes=1 << 30, reps=10):
-    """Measure the device's fp16 FLOP/byte ratio (about a second on a big GPU).
+def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
+               candidates=("fused", "global", "tile")):
+    """Pick a checking scheme for one layer call from a cost model (a pure function).
 
-    Returns
-    -------
-    dict with ``flops``, ``bandwidth`` (bytes/s, read + write) and ``ridge``.
-    """
-    t = torch()
-    dev = t.device(device or "cuda")
-    a = t.randn(size, size, device=dev, dtype=t.float16)
-    b = t.randn(size, size, device=dev, dtype=t.float16)
-    src = t.empty(copy_bytes // 2, dtype=t.float16, device=dev).normal_()
-    dst = t.empty_like(src)
+    Every candidate's *extra* time over the fastest unprotected form of the layer
+    (cuBLAS GEMM with the bias/activation fused in its epilogue) is predicted:
 
-    def timed(fn):
-        fn()
-        t.cuda.synchronize(dev)
-        times = []
-        for _ in range(reps):
-            s, e = t.cuda.Event(enable_timing=True), t.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e) / 1e3)
-        times.sort()
-        return times[len(times) // 2]
-
-    flops = 2.0 * size ** 3 / timed(lambda: t.matmul(a, b))
-    bw = 2.0 * copy_bytes / timed(lambda: dst.copy_(src))
-    return {"flops": flops, "bandwidth": bw, "ridge": flops / bw, "measured_at": time.time()}
-
-
-def device_ridge(device=None, calibrate=False):
-    """FLOP/byte ridge point of a CUDA device.
+    * ``fused``: the 16 extra weight rows of the augmented GEMM; with an
+      activation, one dependent elementwise pass over the output (read the
+      ``N + 16`` columns, write ``N``) plus a launch; without, the whole check
+      runs on a side stream and only ``side_share`` of it counts;
+    * ``global``: a dependent check kernel reading the input and output;
+    * ``tile``: the Triton GEMM's shortfall against cuBLAS (``tile_efficiency``),
+      plus a separate activation pass when there is one.
 
     Parameters
     ----------
-    device : torch.device or str, optional
-    calibrate : bool
-        Measure instead of using the data-sheet table (result cached per device
-        name and torch version; delete the cache file to re-measure).
+    M, N, K : int
+        GEMM sizes.
+    bytes_per_element : int
+    activation : str or None
+        Activation fused after the layer.
+    is_conv : bool
+        Convolutions have no fused/tile path worth taking (cuDNN + global).
+    calibration : dict
+        :func:`default_calibration` or measured constants.
+    candidates : tuple of str
 
     Returns
     -------
-    ridge : float
-    source : str
-        ``'table'``, ``'cache'`` or ``'measured'``.
+    dict with ``scheme``, ``reason`` (one line), ``costs`` (predicted extra
+    seconds per candidate) and ``baseline`` (predicted seconds of the layer).
     """
-    t = torch()
-    dev = t.device(device or "cuda")
-    if dev.type != "cuda":
-        raise ValueError("device_ridge needs a CUDA device")
-    name = t.cuda.get_device_name(dev)
-    if not calibrate:
-        for frag, flops, bw in _SPECS:
-            if frag in name:
-                return flops / bw, "table"
-    key = f"{name}|torch {t.__version__}"
-    cache = _load_cache()
-    if key in cache and "ridge" in cache[key]:
-        return cache[key]["ridge"], "cache"
-    res = measure_ridge(dev)
-    _store_cache(key, {**cache.get(key, {}), **res})
-    return res["ridge"], "measured"
-
-
-def auto_threshold(device=None):
-    """AI threshold (FLOP/byte) below which ``scheme='auto'`` picks the tile scheme.
-
-    Returns
-    -------
-    threshold : float
-    source : str
-        ``'calibrated'`` (measured crossover, see :func:`calibrate_auto`) or
-        ``'ridge x TILE_EFFICIENCY'``.
-    """
-    t = torch()
-    dev = t.device(device or "cuda")
-    key = f"{t.cuda.get_device_name(dev)}|torch {t.__version__}"
-    hit = _load_cache().get(key, {}).get("crossover")
-    if hit is not None:
-        return hit, "calibrated"
-    return TILE_EFFICIENCY * device_ridge(dev)[0], "ridge x TILE_EFFICIENCY"
-
-
-def calibrate_auto(device=None, sizes=(512, 1024, 2048), batches=(1, 16, 64, 256, 1024),
-                   reps=10):
-    """Measure where the tile scheme stops being cheaper than global; cache it.
-
-    Times both schemes (fp16, CUDA graphs) on square-ish GEMMs ``M x K @ K x N``
-    with ``K = N`` in ``sizes`` and ``M`` in ``batches`` (compiles the kernels
-    first: ~10-30 s), and picks the AI threshold that makes :func:`choose_scheme`
-    agree with the measurements most often.
-
-    Returns
-    -------
-    dict with ``crossover`` (the threshold) and ``points`` (AI, tile s, global s).
-    """
-    import statistics
-
-    from ._abft import ConvGeometry
-    from ._protect import protect
-    t = torch()
-    dev = t.device(device or "cuda")
-    points = []
-    for kn in sizes:
-        lin = t.nn.Linear(kn, kn).to(dev, t.float16).requires_grad_(False)
-        for m in batches:
-            x = t.randn(m, kn, device=dev, dtype=t.float16)
-            times = {}
-            for scheme in ("tile", "global"):
-                layer = protect(_copy_module(lin), scheme=scheme, on_fault="flag")
-                with t.no_grad():
-                    layer(x)
-                    s = t.cuda.Stream()
-                    s.wait_stream(t.cuda.current_stream())
-                    with t.cuda.stream(s):
-                        layer(x)
-                    t.cuda.current_stream().wait_stream(s)
-                    g = t.cuda.CUDAGraph()
-                    with t.cuda.graph(g):
-                        for _ in range(20):
-                            layer(x)
-                    g.replay()
-                    samples = []
-                    for _ in range(reps):
-                        a, b = t.cuda.Event(enable_timing=True), t.cuda.Event(enable_timing=True)
-                        a.record()
-                        g.replay()
-                        b.record()
-                        b.synchronize()
-                        samples.append(a.elapsed_time(b) / 20e3)
-                times[scheme] = statistics.median(samples)
-            geo = ConvGeometry.linear(x, kn)
-            points.append((arithmetic_intensity(geo.M, geo.N, geo.K), times["tile"],
-                           times["global"]))
-    candidates = sorted({p[0] for p in points})
-    cuts = [candidates[0] / 2] + [(a + b) / 2 for a, b in zip(candidates, candidates[1:])] \
-        + [candidates[-1] * 2]
-    best = max(cuts, key=lambda c: (sum((ai < c) == (tt < tg) for ai, tt, tg in points), -c))
-    key = f"{t.cuda.get_device_name(dev)}|torch {t.__version__}"
-    _store_cache(key, {**_load_cache().get(key, {}), "crossover": best})
-    return {"crossover": best, "points": points}
-
-
-def _copy_module(m):
-    import copy
-    return copy.deepcopy(m)
+    e, cal = float(bytes_per_element), calibration
+    base = _gemm_time(M, N, K, e, cal)
+    if is_conv:
+        return {"scheme": "global", "reason": "convolution: cuDNN plus the global check",
+                "costs": {}, "baseline": base}
+    bw, launch = cal["bandwidth"], cal["launch"]
+    costs = {}
+    if "fused" in candidates and e <= 4:
+        extra_rows = _gemm_time(M, N + 16, K, e, cal) - base
+        check_bytes = e * M * (N + 16 + K) + 64.0 * M
+        if activation is None:
+            costs["fused"] = extra_rows + cal["side_share"] * (launch + check_bytes / bw)
+        else:
+            costs["fused"] = extra_rows + launch + e * M * (2 * N + 16) / bw \
+                + cal["side_share"] * (launch + check_bytes / bw)
+    if "global" in candidates:
+        costs["global"] = launch + e * (M * K + M * N) / bw \
+            + (0.0 if activation is None else launch + 2 * e * M * N / bw)
+    if "tile" in candidates and e <= 4:
+        costs["tile"] = base * (1.0 / cal["tile_efficiency"] - 1.0) \
+            + (0.0 if activation is None else launch + 2 * e * M * N / bw)
+    scheme = min(costs, key=lambda k: (costs[k], k != "fused"))
+    bound = "compute" if 2.0 * M * N * K / cal["flops"] >= e * (M * K + N * K + M * N) / bw \
+        else "memory"
+    reason = (f"{bound}-bound layer (M={M}, N={N}, K={K}, act={activation}): predicted "
+              + ", ".join(f"{k} +{100 * v / base:.1f}%" for k, v in sorted(costs.items()))
+              + f" over {base * 1e6:.1f} us ({cal.get('source', 'given')} constants)")
+    return {"scheme": scheme, "reason": reason, "costs": costs, "baseline": base}

@@ -9,8 +9,14 @@ Fault sites (one bit of one element per trial):
                    splitting the reduction at the same point);
 ``'input'``        one element of the input fragment that the GEMM multiplies
                    (not the copy the checksum read);
-``'weight'``       one weight element in memory *after* checksumming (a
-                   persistent fault; restored after the trial).
+``'weight'``       one element of the weight the GEMM reads, in memory *after*
+                   checksumming (a persistent fault; restored after the trial);
+``'swap'``         two outputs of one row exchanged (a misrouted store), ``col``
+                   and ``bit`` naming the two columns.
+
+The injection is attached to the target layer only for the duration of
+:func:`inject_fault` (the layer's compute is wrapped; no production state holds
+it).
 
 Bits are numbered from the least significant bit of the element's storage type
 (fp16/bf16: 0-15, fp32: 0-31; the accumulator is always fp32).
@@ -22,11 +28,15 @@ from contextlib import contextmanager
 import numpy as np
 
 from ._lazy import torch
-from ._protect import ABFTFaultWarning, _STATE_ATTR, _classes, _resolve
+from ._events import ABFTFaultWarning
+from ._protect import _STATE_ATTR, _classes
+from ._resolution import resolve as _resolve
 
 __all__ = ["flip_bit", "inject_fault", "detection_report", "SITES"]
 
 SITES = ("output", "accumulator", "input", "weight")
+#: Sites that are not single bit flips (drawn only when asked for).
+EXTRA_SITES = ("swap",)
 _SITE_CODE = {"accumulator": 1, "output": 2, "input": 3}
 
 
@@ -107,14 +117,22 @@ class _Injection:
         oh, ow = divmod(p, geo.OW)
         return (nb, col, oh, ow)
 
-    def apply_after(self, layer, x, y, geo, conv_params):
-        """Torch emulation of the in-kernel faults on an already computed ``y``."""
+    def apply_after(self, layer, x, y, geo, conv_params, with_bias=True):
+        """Torch emulation of the in-kernel faults on an already computed ``y``.
+
+        ``with_bias=False``: ``y`` is the GEMM output before the bias is added.
+        """
         t = torch()
         if self.site == "output":
             flip_bit(y, self._out_index(geo, self.col), self.bit)
             return y
+        if self.site == "swap":
+            i, j = self._out_index(geo, self.col), self._out_index(geo, self.bit % geo.N)
+            a, b = y[i].clone(), y[j].clone()
+            y[i], y[j] = b, a
+            return y
         w = layer.weight.detach().reshape(geo.N, geo.K).to(t.float64)
-        b = (layer.bias.detach().to(t.float64) if layer.bias is not None
+        b = (layer.bias.detach().to(t.float64) if layer.bias is not None and with_bias
              else t.zeros(geo.N, dtype=t.float64, device=w.device))
         a = self._a_row(x, geo, conv_params)
         if self.site == "input":
@@ -166,13 +184,13 @@ def inject_fault(module, layer, site, bit, row=0, col=0, k_step=0, block_k=None)
     st = getattr(module, _STATE_ATTR, None)
     if st is None:
         raise ValueError("module is not protected; call dartboost.gpu.protect first")
-    if site not in SITES:
-        raise ValueError(f"site must be one of {SITES}, got {site!r}")
+    if site not in SITES + EXTRA_SITES:
+        raise ValueError(f"site must be one of {SITES + EXTRA_SITES}, got {site!r}")
     target = next((m for m in _layers(module) if m.layer_name == layer), None)
     if target is None:
         raise ValueError(f"no protected layer named {layer!r}")
     if site == "weight":
-        w = target.weight.data.view(target.weight.shape[0], -1)
+        w = target.gemm_operand().data.view(target.weight.shape[0], -1)
         saved = w[row, col].clone()
         flip_bit(w, (row, col), bit)
         try:
@@ -180,11 +198,12 @@ def inject_fault(module, layer, site, bit, row=0, col=0, k_step=0, block_k=None)
         finally:
             w[row, col] = saved
         return
-    st.injection = _Injection(target, site, row, col, bit, k_step, block_k or 32)
+    target.__dict__["_injection"] = _Injection(target, site, row, col, bit, k_step,
+                                               block_k or 32)
     try:
         yield
     finally:
-        st.injection = None
+        target.__dict__.pop("_injection", None)
 
 
 def _default_predict(out):
@@ -258,9 +277,10 @@ def detection_report(module, X, n_trials=1000, *, sites=SITES, bits=None, n_clea
     st = getattr(module, _STATE_ATTR, None)
     if st is None:
         raise ValueError("module is not protected; call dartboost.gpu.protect first")
-    bad_sites = set(sites) - set(SITES)
+    bad_sites = set(sites) - set(SITES + EXTRA_SITES)
     if bad_sites:
-        raise ValueError(f"unknown fault sites {sorted(bad_sites)}; choose from {SITES}")
+        raise ValueError(f"unknown fault sites {sorted(bad_sites)}; choose from "
+                         f"{SITES + EXTRA_SITES}")
     predict = predict or _default_predict
     rng = np.random.default_rng(random_state)
     layers = _layers(module)
@@ -282,6 +302,8 @@ def detection_report(module, X, n_trials=1000, *, sites=SITES, bits=None, n_clea
             layer = targets[rng.integers(len(targets))]
             geo, bk, y_clean, scheme = info[layer]
             nbits = 32 if site == "accumulator" else _nbits(layer.weight.dtype)
+            if site == "swap":
+                nbits = geo.N  # 'bit' is the second column
             bit = int(rng.choice(bits)) if bits is not None else int(rng.integers(nbits))
             if bit >= nbits:
                 continue

@@ -246,3 +246,97 @@ def abft_tile_gemm_kernel(
         ratio = tl.where(m_ok, ratio, 0.0)
         tl.store(ratio_ptr + pid_m * n_pn + pid_n, tl.max(ratio, axis=0))
     tl.store(y_ptr + y_row[:, None] + rn[None, :] * sy1, yv, mask=out_msk)
+
+
+@triton.jit
+def _activation(v, ACT: tl.constexpr):
+    if ACT == 1:
+        v = tl.maximum(v, 0.0)
+    elif ACT == 2:
+        v = 0.5 * v * (1.0 + tl.math.erf(v * 0.7071067811865476))
+    elif ACT == 3:
+        # tanh(u) = 2 sigmoid(2u) - 1 (Triton has no portable tanh)
+        u = 0.7978845608028654 * (v + 0.044715 * v * v * v)
+        v = 0.5 * v * (1.0 + (2.0 * tl.sigmoid(2.0 * u) - 1.0))
+    elif ACT == 4:
+        v = v * tl.sigmoid(v)
+    return v
+
+
+@triton.jit
+def abft_epilogue_kernel(
+    y_ptr, b_ptr, s_ptr, out_ptr, part_ptr,
+    M, N, sy0, so0,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WRITE: tl.constexpr, UPCAST: tl.constexpr,
+    IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, CHUNKS: tl.constexpr,
+):
+    # One program: BM rows x CHUNKS*BN columns of the augmented GEMM's output.
+    # It applies bias + activation (when WRITE) and accumulates, per row, the
+    # signed sums  sum_j r_vj y_ij  (a tensor-core dot against the ±1 signs:
+    # exact products, fp32 sums) and ||y_i||^2 of its columns.
+    pid_m = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    rm = pid_m * BM + tl.arange(0, BM)
+    m_ok = rm < M
+    cols = tl.arange(0, 16)
+    acc = tl.zeros((BM, 16), dtype=tl.float32)
+    sq = tl.zeros((BM,), dtype=tl.float32)
+    for c in tl.static_range(CHUNKS):
+        rn = (pid_c * CHUNKS + c) * BN + tl.arange(0, BN)
+        n_ok = rn < N
+        msk = m_ok[:, None] & n_ok[None, :]
+        y = tl.load(y_ptr + rm[:, None] * sy0 + rn[None, :], mask=msk, other=0.0)
+        sg = tl.load(s_ptr + rn[:, None] * 16 + cols[None, :], mask=n_ok[:, None], other=0.0)
+        if UPCAST:
+            acc += tl.dot(y.to(tl.float32), sg.to(tl.float32))
+        elif IEEE:
+            acc = tl.dot(y, sg, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(y, sg, acc)
+        yf = y.to(tl.float32)
+        sq += tl.sum(yf * yf, axis=1)
+        if WRITE:
+            if HAS_BIAS:
+                yf = yf + tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            yf = _activation(yf, ACT)
+            tl.store(out_ptr + rm[:, None] * so0 + rn[None, :],
+                     yf.to(out_ptr.dtype.element_ty), mask=msk)
+    acc = tl.where(cols[None, :] == 8, sq[:, None], acc)
+    tl.store(part_ptr + (pid_c * M + rm)[:, None] * 16 + cols[None, :], acc,
+             mask=m_ok[:, None] & (cols[None, :] < 9))
+
+
+@triton.jit(do_not_specialize=["n_cb", "sigma", "c_y", "c_z", "c_x"])
+def abft_finalize_kernel(
+    part_ptr, y_ptr, x_ptr, ratio_ptr, M, N, K, n_cb, sy0, sx0,
+    sigma, c_y, c_z, c_x, BM: tl.constexpr, BK: tl.constexpr,
+):
+    # Adds the column blocks' partial sums, reads the checksum columns
+    # z_v = hi_v + lo_v and ||x_i||, and writes max_v |sigma s_v - z_v| / tol.
+    pid = tl.program_id(0)
+    rm = pid * BM + tl.arange(0, BM)
+    m_ok = rm < M
+    cols = tl.arange(0, 16)
+    pm = m_ok[:, None] & (cols[None, :] < 9)
+    tot = tl.zeros((BM, 16), dtype=tl.float32)
+    for cb in range(0, n_cb):
+        tot += tl.load(part_ptr + (cb * M + rm)[:, None] * 16 + cols[None, :], mask=pm,
+                       other=0.0)
+    sq = tl.sum(tl.where(cols[None, :] == 8, tot, 0.0), axis=1)
+    vm = m_ok[:, None] & (cols[None, :] < 8)
+    zh = tl.load(y_ptr + rm[:, None] * sy0 + N + 2 * cols[None, :], mask=vm,
+                 other=0.0).to(tl.float32)
+    zl = tl.load(y_ptr + rm[:, None] * sy0 + N + 2 * cols[None, :] + 1, mask=vm,
+                 other=0.0).to(tl.float32)
+    xn2 = tl.zeros((BM, BK), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        rk = k0 + tl.arange(0, BK)
+        xa = tl.load(x_ptr + rm[:, None] * sx0 + rk[None, :],
+                     mask=m_ok[:, None] & (rk < K)[None, :], other=0.0).to(tl.float32)
+        xn2 += xa * xa
+    xn = tl.sqrt(tl.sum(xn2, axis=1))
+    tol = c_y * tl.sqrt(sq)[:, None] + c_z * tl.abs(zh) + c_x * xn[:, None] + 1e-30
+    d = tl.abs(tot * sigma - (zh + zl))
+    r = tl.where((d < float("inf")) & (tol < float("inf")), d / tol, float("inf"))
+    r = tl.where(vm, r, 0.0)
+    tl.store(ratio_ptr + rm, tl.max(r, axis=1), mask=m_ok)

@@ -9,7 +9,10 @@ from torch.nn import functional as F
 
 from ._abft import ConvGeometry, LayerChecksums, accumulation_roundoff, global_check, \
     unit_roundoff, use_triton_for
-from ._auto import auto_threshold, choose_scheme
+from ._augmented import AugmentedWeight, apply_activation, fused_linear, \
+    fused_linear_reference, tf32_enabled
+from ._auto import plan_layer
+from ._calibration import default_calibration
 
 
 class _Entry:
@@ -48,7 +51,11 @@ class _Checked(nn.Module):
         self.alpha = state.alpha
         self._ck = None
         self._ck_key = None
+        self._aug = None
         self._auto_cache = {}
+        self._plans = {}
+        #: Activation fused after the GEMM by :func:`protect` (None, 'relu', ...).
+        self.activation = None
 
     # -- checksums ------------------------------------------------------------
     def checksums(self):
@@ -61,10 +68,38 @@ class _Checked(nn.Module):
             self._ck_key = key
         return self._ck
 
+    def augmented(self):
+        """The augmented GEMM operands of the fused scheme (built on first use)."""
+        tf32 = tf32_enabled(self.weight.dtype, self.weight.device)
+        aug = self._aug
+        if aug is None or aug.tf32 != tf32 or not aug.current_for(self.weight):
+            # First use, a cast/move (new storage) or a tf32 switch: rebuild.
+            aug = self._aug = AugmentedWeight(self.weight, self.bias, tf32)
+            self._ck = None  # checksums of the weights as they now are
+        return aug
+
     def refresh(self):
+        if self._aug is not None:
+            self._aug.release(self.weight, self.bias)
+        self._aug = None
         self._ck = None
         self._auto_cache.clear()
         return self.checksums()
+
+    def gemm_operand(self):
+        """The weight tensor the layer's GEMM actually reads (fault-injection target)."""
+        if self._aug is not None and not self._aug.aliased:
+            return self._aug.gemm_weight[:self._aug.N]
+        return self.weight
+
+    def weights_intact(self):
+        """True when the weights (and checksum rows) still match their checksums."""
+        ok = self.checksums().matches(self.weight)
+        if self._aug is not None:
+            ok = ok and self._aug.rows_intact()
+            if not self._aug.aliased:
+                ok = ok and self._aug.main_intact()
+        return ok
 
     # -- input validation -----------------------------------------------------
     def _validate(self, x):
@@ -83,56 +118,70 @@ class _Checked(nn.Module):
 
     def _pick(self, geo, x):
         scheme = self.scheme
-        if scheme in ("tile", "auto") and t.is_grad_enabled() and (
+        if scheme in ("tile", "fused", "auto") and t.is_grad_enabled() and (
                 x.requires_grad or self.weight.requires_grad):
             # The fused kernel has no backward; under autograd the library
             # operator (checked globally) keeps gradients flowing.
             return "global"
-        if scheme == "tile" and str(x.dtype).replace("torch.", "") == "float64":
-            return "global"  # the fused kernel has no fp64 tensor-core path
+        if scheme in ("tile", "fused") and x.dtype == t.float64:
+            return "global"  # the Triton kernels have no fp64 tensor-core path
+        if scheme == "fused" and geo.is_conv:
+            return "global"  # augmented filters: not implemented for convolutions
         if scheme != "auto":
             return scheme
         hit = self._auto_cache.get(geo.M)
         if hit is None:
-            if x.is_cuda:
+            if x.is_cuda and x.dtype != t.float64:
                 st = self._state
-                if st.ai_threshold is None:
-                    st.ai_threshold = auto_threshold(x.device)[0]
-                hit = choose_scheme(geo.M, geo.N, geo.K, st.ai_threshold, x.element_size())
-                if hit == "tile" and (x.dtype == t.float64 or geo.is_conv):
-                    # Convolutions: our implicit-GEMM tile kernel gathers its A
-                    # fragments and ran 1.4-27x slower than cuDNN on the ResNet
-                    # layers measured (benchmarks/results/abft_h200.json), so the
-                    # cheaper choice for a convolution is cuDNN plus the global check.
-                    hit = "global"
+                if st.calibration is None:
+                    st.calibration = default_calibration(x.device)
+                plan = plan_layer(geo.M, geo.N, geo.K, x.element_size(), self.activation,
+                                  geo.is_conv, st.calibration)
+                self._plans[geo.M] = plan
+                hit = plan["scheme"]
             else:
-                # On CPU the fused kernel is emulated or interpreted and never
-                # cheaper than one checked library call, so auto means global.
+                # On CPU the kernels are emulated or interpreted and never cheaper
+                # than one checked library call, so auto means global.
                 hit = "global"
+                self._plans[geo.M] = {"scheme": hit, "reason": "CPU or float64: global",
+                                      "costs": {}, "baseline": None}
             self._auto_cache[geo.M] = hit
         return hit
 
-    def _record(self, x, y, ratio, scheme, block_n=None):
+    def plan(self, batch_rows):
+        """The recorded ``scheme='auto'`` decision for ``batch_rows`` GEMM rows, or None."""
+        return self._plans.get(batch_rows)
+
+    def _record(self, x, y, ratio, scheme, block_n=None, out=None):
+        """Ledger the check of one call; ``out`` is what the layer returns (default y)."""
         st = self._state
+        out = y if out is None else out
         st.counts["layer_calls"] += 1
         st.ledger.append(_Entry(self, x, y, ratio, scheme, block_n))
         if not st.in_root:
             # Called on its own, outside the protected root: resolve right away.
-            from ._protect import _handle_layer_faults, _resolve_and_handle
-            confirmed = _resolve_and_handle(st, None, None, None)
+            from ._resolution import apply_on_fault, resolve_pending
+            confirmed = resolve_pending(st)
             if confirmed:
-                fixed = _handle_layer_faults(st, confirmed, lambda: self.reference(x))
+                fixed = apply_on_fault(st, confirmed, lambda: (self._rerun(x), []),
+                                       stacklevel=4)
                 if fixed is not None:
                     return fixed
-        return y
+        return out
+
+    def _rerun(self, x):
+        with t.no_grad():
+            return self.reference(x)
 
     def _run(self, x, geo, conv_params):
         st = self._state
-        ck = self.checksums()
         scheme = self._pick(geo, x)
-        inj = st.injection
-        if inj is not None and (inj.layer is not self or inj.fired):
-            inj = None  # one-shot, and only for its target layer
+        inj = self.__dict__.get("_injection")  # set only by dartboost.gpu._faults
+        if inj is not None and inj.fired:
+            inj = None  # one-shot
+        if scheme == "fused":
+            return self._run_fused(x, inj)
+        ck = self.checksums()
         if scheme == "tile":
             from ._triton_gemm import tile_gemm, tile_gemm_reference, tile_ratios_reference
             if use_triton_for(x, st.backend):
@@ -148,7 +197,8 @@ class _Checked(nn.Module):
                                                   block_n=bn, conv_params=conv_params)
             if inj is not None:
                 inj.fired = True
-            return self._record(x, y, ratio, "tile", bn)
+            return self._record(x, y, ratio, "tile", bn,
+                                out=apply_activation(y, self.activation))
         with _ReducedPrecisionOff():
             y = self._plain(x)
         if inj is not None:
@@ -159,7 +209,27 @@ class _Checked(nn.Module):
         u_ck = 2.0 ** -24 if use_triton_for(x, st.backend) else 0.0
         c_x, c_y = ck.coefficients(u_acc, unit_roundoff(x.dtype), u_ck)
         ratio = global_check(x, y, ck, geo, c_x, c_y, st.backend, conv_params)
-        return self._record(x, y, ratio, "global")
+        return self._record(x, y, ratio, "global",
+                            out=apply_activation(y, self.activation))
+
+    def _run_fused(self, x, inj):
+        """Augmented cuBLAS GEMM; check fused into the epilogue / on a side stream."""
+        st = self._state
+        aug = self.augmented()
+        self.checksums()
+        corrupt = None
+        if inj is not None:
+            inj.fired = True
+            corrupt = (lambda y_aug: inj.apply_after(self, x, y_aug[:, :aug.N],
+                                                     ConvGeometry.linear(x, aug.N), None,
+                                                     with_bias=self.activation is None))
+        with _ReducedPrecisionOff():
+            if use_triton_for(x, st.backend):
+                side = st.side_stream(x.device) if x.is_cuda else None
+                out, ratio, y_aug = fused_linear(x, aug, self.activation, side, corrupt)
+            else:
+                out, ratio, y_aug = fused_linear_reference(x, aug, self.activation, corrupt)
+        return self._record(x, y_aug, ratio, "fused", out=out)
 
 class CheckedLinear(_Checked):
     """``nn.Linear`` with ABFT checks (created by :func:`protect`)."""
@@ -172,14 +242,17 @@ class CheckedLinear(_Checked):
     def _plain(self, x):
         return F.linear(x, self.weight, self.bias)
 
-    def reference(self, x):
+    def reference_preactivation(self, x):
         with _ReducedPrecisionOff():
             return F.linear(x, self.weight, self.bias)
+
+    def reference(self, x):
+        return apply_activation(self.reference_preactivation(x), self.activation)
 
     def forward(self, x):
         self._validate(x)
         if self.scheme == "off":
-            return self._plain(x)
+            return apply_activation(self._plain(x), self.activation)
         if x.shape[-1] != self.in_features:
             raise ValueError(f"{self.layer_name}: expected {self.in_features} input "
                              f"features, got {x.shape[-1]}")
@@ -192,8 +265,9 @@ class CheckedLinear(_Checked):
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self):
+        act = f", activation={self.activation!r}" if self.activation else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, scheme={self.scheme!r}")
+                f"bias={self.bias is not None}, scheme={self.scheme!r}{act}")
 
 class CheckedConv2d(_Checked):
     """``nn.Conv2d`` (groups=1, zero padding) with ABFT checks, as a GEMM."""
@@ -207,6 +281,9 @@ class CheckedConv2d(_Checked):
 
     def _plain(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def reference_preactivation(self, x):
+        return self._plain(x)
 
     def reference(self, x):
         return self._plain(x)
@@ -224,3 +301,14 @@ class CheckedConv2d(_Checked):
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, scheme={self.scheme!r}")
+
+
+class _Folded(nn.Identity):
+    """Stands in for an activation that :func:`protect` folded into the checked layer."""
+
+    def __init__(self, original):
+        super().__init__()
+        self.__dict__["original"] = original  # not a submodule: state_dict unchanged
+
+    def extra_repr(self):
+        return f"folded {type(self.original).__name__} (applied by the checked layer)"

@@ -28,204 +28,35 @@ Layers that cannot be protected are left exactly as they were and listed by
 """
 import math
 import warnings
-from dataclasses import dataclass, field
 
-from ._abft import (DEFAULT_ALPHA, ConvGeometry, _global_check_torch, accumulation_roundoff,
-                    unit_roundoff)
+from ._abft import DEFAULT_ALPHA
+from ._events import ABFTFaultError, ABFTFaultWarning, FaultEvent
 from ._lazy import torch
+from ._resolution import ProtectionState, apply_on_fault, resolve, resolve_pending
 
 __all__ = ["protect", "unprotect", "is_protected", "protection_report", "check",
-           "calibrate", "refresh_checksums", "fault_log", "ABFTFaultError",
+           "refresh_checksums", "fault_log", "ABFTFaultError",
            "ABFTFaultWarning", "FaultEvent"]
 
-SCHEMES = ("auto", "global", "tile", "off")
+SCHEMES = ("auto", "fused", "global", "tile", "off")
 ON_FAULT = ("raise", "recompute", "flag")
 _STATE_ATTR = "_dartboost_abft"
+_State = ProtectionState
 
-
-class ABFTFaultError(RuntimeError):
-    """A fault was detected and confirmed by recomputation.
-
-    Attributes
-    ----------
-    events : list of FaultEvent
-    """
-
-    def __init__(self, message, events):
-        super().__init__(message)
-        self.events = events
-
-
-class ABFTFaultWarning(RuntimeWarning):
-    """Issued by ``on_fault='flag'`` when a confirmed fault was detected."""
-
-
-@dataclass
-class FaultEvent:
-    """One flagged layer call after recompute-to-confirm.
-
-    Attributes
-    ----------
-    layer : str
-        Qualified name of the layer in the protected model.
-    scheme : str
-        ``'global'`` or ``'tile'``.
-    kind : str
-        ``'transient'``, ``'weight'`` or ``'unconfirmed'``.
-    ratio : float
-        Largest residual / tolerance ratio seen (``inf`` for NaN/Inf).
-    recomputed_ratio : float
-        Ratio of the plain recomputation (float64 reference check).
-    where : list
-        Flagged rows (global) or ``(row_block, col_block)`` tiles (tile).
-    alpha : float
-    """
-
-    layer: str
-    scheme: str
-    kind: str
-    ratio: float
-    recomputed_ratio: float
-    where: list = field(default_factory=list)
-    alpha: float = DEFAULT_ALPHA
-
-    @property
-    def confirmed(self):
-        return self.kind in ("transient", "weight")
-
-
-class _State:
-    """Configuration and bookkeeping attached to a protected root module."""
-
-    def __init__(self, scheme, on_fault, alpha, backend, ai_threshold, max_retries):
-        self.scheme, self.on_fault, self.alpha = scheme, on_fault, alpha
-        self.backend, self.ai_threshold, self.max_retries = backend, ai_threshold, max_retries
-        self.ledger = []
-        self.captured = []
-        self.events = []
-        self.counts = {"layer_calls": 0, "flagged": 0, "transient": 0, "weight": 0,
-                       "unconfirmed": 0, "forwards": 0, "recomputed_forwards": 0}
-        self.in_root = False
-        self.inner = False
-        self.hooks = []
-        self.report = []
-        self.pending_args = None
-        self.injection = None  # set by dartboost.gpu._faults
-
-    def log(self, events):
-        self.events.extend(events)
-        del self.events[:-1000]
-
-
-# --------------------------------------------------------------------------------------
-# Checked layers
-# --------------------------------------------------------------------------------------
 
 def _classes():
     from ._layers import CheckedConv2d, CheckedLinear, _Checked
     return _Checked, CheckedLinear, CheckedConv2d
 
 
+def _Folded(act):
+    from ._layers import _Folded as cls
+    return cls(act)
+
+
 # --------------------------------------------------------------------------------------
-# Resolution
+# Forward hooks of the protected root: one resolution per forward pass
 # --------------------------------------------------------------------------------------
-
-def _confirm(entry):
-    """Recompute a flagged layer call and classify it (see module docstring)."""
-    t = torch()
-    layer = entry.layer
-    ck = layer.checksums()
-    weights_ok = ck.matches(layer.weight)
-    ratio_np = entry.ratio.detach().float().cpu()
-    worst = float(ratio_np.max()) if ratio_np.numel() else 0.0
-    bad = t.nonzero(~(ratio_np <= layer.alpha)).reshape(-1).tolist()
-    if entry.scheme == "tile":
-        n_pn = -(-ck.N // entry.block_n)
-        where = [(i // n_pn, i % n_pn) for i in bad[:16]]
-    else:
-        where = bad[:16]
-    y_ref = layer.reference(entry.x)
-    x = entry.x
-    if x.dim() == 4:
-        geo = ConvGeometry.conv(x, layer.weight, layer.stride, layer.padding, layer.dilation)
-        conv_params = (layer.stride, layer.padding, layer.dilation)
-    else:
-        geo = ConvGeometry.linear(x, ck.N)
-        conv_params = None
-    u_acc = accumulation_roundoff(x.dtype, x.device.type, geo.is_conv)
-    c_x, c_y = ck.coefficients(u_acc, unit_roundoff(x.dtype), 0.0)
-    r_ref = _global_check_torch(x, y_ref, ck, geo, c_x, c_y, conv_params)
-    rec = float(r_ref.max()) if r_ref.numel() else 0.0
-    if not weights_ok:
-        kind = "weight"
-    elif rec <= layer.alpha:
-        kind = "transient"
-    else:
-        kind = "unconfirmed"
-    return FaultEvent(layer.layer_name, entry.scheme, kind, worst, rec, where, layer.alpha)
-
-
-def _capturing():
-    t = torch()
-    return t.cuda.is_available() and t.cuda.is_current_stream_capturing()
-
-
-def _resolve(state, entries):
-    """Check ratios of ``entries`` (one host sync per device); return events."""
-    t = torch()
-    if not entries:
-        return []
-    by_dev = {}
-    for e in entries:
-        by_dev.setdefault(e.ratio.device, []).append(e)
-    flagged = []
-    for dev, es in by_dev.items():
-        maxes = t.stack([e.ratio.max() if e.ratio.numel() else e.ratio.new_zeros(())
-                         for e in es]).cpu()
-        for e, m in zip(es, maxes.tolist()):
-            if not (m <= e.layer.alpha):  # NaN-safe
-                flagged.append(e)
-    with t.no_grad():
-        events = [_confirm(e) for e in flagged]
-    state.counts["flagged"] += len(events)
-    for ev in events:
-        state.counts[ev.kind] += 1
-    state.log(events)
-    return events
-
-
-def _resolve_and_handle(state, module, args, kwargs):
-    if _capturing():
-        # Checks inside a CUDA graph: keep the (graph-owned) ratio tensors; their
-        # contents are refreshed by every replay and resolved by check().
-        state.captured = list(state.ledger)
-        state.ledger = []
-        return None
-    entries, state.ledger = state.ledger, []
-    events = _resolve(state, entries)
-    confirmed = [e for e in events if e.confirmed]
-    if not confirmed:
-        return None
-    return confirmed
-
-
-def _message(events):
-    lines = [f"  {e.layer} [{e.scheme}]: {e.kind} fault, ratio {e.ratio:.3g} > alpha "
-             f"{e.alpha:g} (recomputed {e.recomputed_ratio:.3g})" for e in events]
-    return "ABFT detected confirmed fault(s):\n" + "\n".join(lines)
-
-
-def _handle_layer_faults(state, confirmed, recompute):
-    """``on_fault`` for a checked layer called outside its protected root."""
-    if state.on_fault == "flag":
-        warnings.warn(_message(confirmed), ABFTFaultWarning, stacklevel=3)
-        return None  # keep the flagged output
-    if state.on_fault == "raise" or any(e.kind == "weight" for e in confirmed):
-        raise ABFTFaultError(_message(confirmed), confirmed)
-    state.counts["recomputed_forwards"] += 1
-    with torch().no_grad():
-        return recompute()
-
 
 def _pre_hook(module, args, kwargs):
     state = getattr(module, _STATE_ATTR)
@@ -242,29 +73,20 @@ def _post_hook(module, args, kwargs, output):
         return None
     state.in_root = False
     state.counts["forwards"] += 1
-    confirmed = _resolve_and_handle(state, module, args, kwargs)
+    confirmed = resolve_pending(state)
     if not confirmed:
         return None
-    if state.on_fault == "flag":
-        warnings.warn(_message(confirmed), ABFTFaultWarning, stacklevel=2)
-        return None
-    if state.on_fault == "raise" or any(e.kind == "weight" for e in confirmed):
-        raise ABFTFaultError(_message(confirmed), confirmed)
-    for _ in range(state.max_retries):
-        state.counts["recomputed_forwards"] += 1
-        state.inner = True
-        state.in_root = True
+
+    def rerun():
+        state.inner = state.in_root = True
         state.ledger = []
         try:
-            output = module(*args, **kwargs)
+            out = module(*args, **kwargs)
         finally:
-            state.inner = False
-            state.in_root = False
-        confirmed = _resolve_and_handle(state, module, args, kwargs)
-        if not confirmed:
-            return output
-    raise ABFTFaultError(_message(confirmed) + "\n(persisted after recomputation)", confirmed)
+            state.inner = state.in_root = False
+        return out, resolve_pending(state)
 
+    return apply_on_fault(state, confirmed, rerun, stacklevel=3)
 
 # --------------------------------------------------------------------------------------
 # Public API
@@ -325,7 +147,7 @@ def _validate_args(scheme, on_fault, alpha, backend):
 
 
 def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="auto",
-            ai_threshold=None, max_retries=1, warn=True):
+            ai_threshold=None, max_retries=1, warn=True, fuse_activations=True):
     """Protect the GEMM layers of a torch model with algorithm-based fault tolerance.
 
     Parameters
@@ -333,12 +155,17 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
     module : torch.nn.Module
         Model to protect in place.  A bare ``nn.Linear``/``nn.Conv2d`` cannot be
         swapped inside itself: the checked layer is returned instead.
-    scheme : {'auto', 'global', 'tile', 'off'}, default='auto'
+    scheme : {'auto', 'fused', 'global', 'tile', 'off'}, default='auto'
+        ``'fused'`` (linear layers): the cuBLAS GEMM on weights augmented with
+        16 ±1-checksum rows, the comparison fused into the bias/activation pass
+        (or on a side stream when there is no activation), see
+        :mod:`dartboost.gpu._augmented`;
         ``'global'``: library GEMM plus one fused check pass per layer;
         ``'tile'``: the fused Triton GEMM that checks every output tile;
-        ``'auto'``: per layer and batch size, tile when the layer's arithmetic
-        intensity is below ``ai_threshold``, else global (global for convolutions
-        and on CPU); ``'off'``: keep the checked layers but skip checking.
+        ``'auto'``: per layer and batch size, the scheme a calibrated cost model
+        predicts cheapest (:func:`dartboost.gpu.plan_layer`; recorded per layer,
+        see :func:`protection_report`), global for convolutions and on CPU;
+        ``'off'``: keep the checked layers but skip checking.
     on_fault : {'raise', 'recompute', 'flag'}, default='raise'
     alpha : float, optional
         Safety factor on the rounding-error bound (default 8; see
@@ -354,6 +181,11 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
         Forward re-runs allowed by ``on_fault='recompute'``.
     warn : bool, default=True
         Warn when GEMM-like layers had to be left unprotected.
+    fuse_activations : bool, default=True
+        Inside ``nn.Sequential`` containers, an ``nn.ReLU``/``nn.GELU``/``nn.SiLU``
+        right after a protected ``nn.Linear`` is folded into the checked layer (the
+        activation module is replaced by ``nn.Identity``; :func:`unprotect` puts it
+        back), so the check shares the activation's elementwise pass.
 
     Returns
     -------
@@ -414,12 +246,46 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
         module.scheme, module.alpha = scheme, alpha
         report.insert(0, {"name": "", "type": type(module._orig).__name__,
                           "status": "protected", "scheme": scheme, "reason": ""})
+    if fuse_activations:
+        _fuse_activations(module, report)
     state.report = report
     unsupported = [r for r in report if r["status"] == "unsupported"]
     if warn and unsupported:
         warnings.warn("ABFT left these layers unprotected: " + "; ".join(
             f"{r['name']} ({r['reason']})" for r in unsupported), UserWarning, stacklevel=2)
     return module
+
+
+def _activation_name(m):
+    nn = torch().nn
+    if type(m) is nn.ReLU:
+        return "relu"
+    if type(m) is nn.GELU:
+        return "gelu" if m.approximate == "none" else "gelu_tanh"
+    if type(m) is nn.SiLU:
+        return "silu"
+    return None
+
+
+def _fuse_activations(module, report):
+    """Fold activations that directly follow a checked Linear in a Sequential."""
+    nn = torch().nn
+    _Checked, CheckedLinear, _ = _classes()
+    by_name = {r["name"]: r for r in report}
+    for prefix, seq in [("", module)] + list(module.named_modules()):
+        if not isinstance(seq, nn.Sequential):
+            continue
+        kids = list(seq._modules.items())
+        for (lname, lin), (aname, act) in zip(kids, kids[1:]):
+            name = _activation_name(act)
+            if isinstance(lin, CheckedLinear) and lin.activation is None and name:
+                lin.activation = name
+                lin._auto_cache.clear()
+                folded = _Folded(act)
+                seq._modules[aname] = folded
+                full = f"{prefix}.{lname}" if prefix else lname
+                if full in by_name:
+                    by_name[full]["activation"] = name
 
 
 def _wrap(child, name, state, CheckedLinear, CheckedConv2d):
@@ -470,6 +336,8 @@ def unprotect(module):
     _Checked = _classes()[0]
 
     def restore(layer):
+        if layer._aug is not None:
+            layer._aug.release(layer.weight, layer.bias)
         orig = layer._orig
         orig.weight = layer.weight
         orig.bias = layer.bias
@@ -479,6 +347,8 @@ def unprotect(module):
     for _, parent, child_name, child in list(_walk(module)):
         if isinstance(child, _Checked):
             setattr(parent, child_name, restore(child))
+        elif type(child).__name__ == "_Folded" and hasattr(child, "original"):
+            setattr(parent, child_name, child.original)
     if isinstance(module, _Checked):
         return restore(module)
     return module
@@ -489,8 +359,23 @@ def protection_report(module):
 
     ``status`` is ``'protected'``, ``'unsupported'`` (a GEMM-like layer left as it
     was) or ``'not_gemm'`` (has parameters, e.g. normalisation, not covered).
+    Protected layers also list ``activation`` (folded into the layer, or None)
+    and ``plans``: for every batch size seen under ``scheme='auto'``, the
+    decision of the cost model and its one-line explanation.
     """
-    return list(_state_of(module).report)
+    st = _state_of(module)
+    _Checked = _classes()[0]
+    layers = {m.layer_name: m for m in module.modules() if isinstance(m, _Checked)}
+    out = []
+    for r in st.report:
+        r = dict(r)
+        m = layers.get(r["name"])
+        if m is not None:
+            r["activation"] = m.activation
+            r["plans"] = {rows: {"scheme": p["scheme"], "reason": p["reason"]}
+                          for rows, p in sorted(m._plans.items())}
+        out.append(r)
+    return out
 
 
 def fault_log(module):
@@ -514,13 +399,10 @@ def check(module):
     raises instead).
     """
     st = _state_of(module)
-    events = _resolve(st, list(st.captured))
+    events = resolve(st, list(st.captured))
     confirmed = [e for e in events if e.confirmed]
     if confirmed:
-        if st.on_fault == "flag":
-            warnings.warn(_message(confirmed), ABFTFaultWarning, stacklevel=2)
-        else:
-            raise ABFTFaultError(_message(confirmed), confirmed)
+        apply_on_fault(st, confirmed, None, stacklevel=3)
     return events
 
 
@@ -532,56 +414,3 @@ def refresh_checksums(module):
         if isinstance(m, _Checked):
             m.refresh()
     return module
-
-
-def calibrate(module, batches, safety=4.0, min_alpha=DEFAULT_ALPHA):
-    """Set each layer's ``alpha`` from fault-free runs.
-
-    Runs the protected model on ``batches`` (an iterable of inputs, or of tuples
-    of positional inputs), records each layer's largest clean ratio ``r_max`` and
-    sets ``alpha = max(min_alpha, safety * r_max)``.
-
-    Returns
-    -------
-    dict mapping layer name to ``{'max_ratio', 'alpha', 'calls'}``.
-    """
-    t = torch()
-    st = _state_of(module)
-    _Checked = _classes()[0]
-    layers = [m for m in module.modules() if isinstance(m, _Checked)]
-    seen = {id(m): [0.0, 0] for m in layers}
-    saved = {id(m): m.alpha for m in layers}
-    for m in layers:
-        m.alpha = float("inf")  # nothing is flagged while we measure
-    try:
-        with t.no_grad():
-            for b in batches:
-                args = b if isinstance(b, tuple) else (b,)
-                st.inner = True  # keep the ledger; resolve ourselves
-                st.in_root = True
-                st.ledger = []
-                try:
-                    module(*args)
-                finally:
-                    st.inner = False
-                    st.in_root = False
-                for e in st.ledger:
-                    r = float(e.ratio.max()) if e.ratio.numel() else 0.0
-                    s = seen[id(e.layer)]
-                    s[0] = max(s[0], r)
-                    s[1] += 1
-                st.ledger = []
-    except BaseException:
-        for m in layers:
-            m.alpha = saved[id(m)]
-        raise
-    out = {}
-    for m in layers:
-        r, n = seen[id(m)]
-        if not math.isfinite(r):
-            m.alpha = saved[id(m)]
-            raise ValueError(f"{m.layer_name}: non-finite check ratio on calibration data "
-                             "(NaN/Inf inputs or outputs?)")
-        m.alpha = max(min_alpha, safety * r) if n else saved[id(m)]
-        out[m.layer_name] = {"max_ratio": r, "alpha": m.alpha, "calls": n}
-    return out

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from dartboost.gpu import _abft, _auto  # noqa: E402
+from dartboost.gpu import _abft, _auto, _calibration  # noqa: E402
 from dartboost.gpu._abft import (ConvGeometry, LayerChecksums, accumulation_roundoff,  # noqa: E402
                                  global_check, unit_roundoff)
 from dartboost.gpu._lazy import triton_available  # noqa: E402
@@ -258,10 +258,10 @@ def test_choose_scheme_h100_ridge(m, expected):
 
 def test_device_ridge_table_and_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "NVIDIA H100 80GB HBM3")
-    r, src = _auto.device_ridge("cuda:0")
+    r, src = _calibration.device_ridge("cuda:0")
     assert src == "table" and r == pytest.approx(989e12 / 3.35e12)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "NVIDIA H200")
-    assert _auto.device_ridge("cuda:0")[0] == pytest.approx(989e12 / 4.8e12)
+    assert _calibration.device_ridge("cuda:0")[0] == pytest.approx(989e12 / 4.8e12)
     # Unknown card: measured once, then read from the cache.
     monkeypatch.setenv("DARTBOOST_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "Mystery GPU")
@@ -270,16 +270,16 @@ def test_device_ridge_table_and_cache(monkeypatch, tmp_path):
     def fake_measure(dev):
         calls.append(dev)
         return {"flops": 100e12, "bandwidth": 1e12, "ridge": 100.0}
-    monkeypatch.setattr(_auto, "measure_ridge", fake_measure)
-    assert _auto.device_ridge("cuda:0") == (100.0, "measured")
-    assert _auto.device_ridge("cuda:0") == (100.0, "cache")
+    monkeypatch.setattr(_calibration, "measure_ridge", fake_measure)
+    assert _calibration.device_ridge("cuda:0") == (100.0, "measured")
+    assert _calibration.device_ridge("cuda:0") == (100.0, "cache")
     assert len(calls) == 1
     # auto's threshold: a fraction of the ridge until a measured crossover is cached.
-    assert _auto.auto_threshold("cuda:0") == (100.0 * _auto.TILE_EFFICIENCY,
+    assert _calibration.auto_threshold("cuda:0") == (100.0 * _auto.TILE_EFFICIENCY,
                                               "ridge x TILE_EFFICIENCY")
     key = f"Mystery GPU|torch {torch.__version__}"
-    _auto._store_cache(key, {**_auto._load_cache()[key], "crossover": 33.0})
-    assert _auto.auto_threshold("cuda:0") == (33.0, "calibrated")
-    assert _auto.device_ridge("cuda:0") == (100.0, "cache")  # ridge entry kept
+    _calibration._store_cache(key, {**_calibration._load_cache()[key], "crossover": 33.0})
+    assert _calibration.auto_threshold("cuda:0") == (33.0, "calibrated")
+    assert _calibration.device_ridge("cuda:0") == (100.0, "cache")  # ridge entry kept
     with pytest.raises(ValueError, match="CUDA"):
-        _auto.device_ridge("cpu")
+        _calibration.device_ridge("cpu")

@@ -108,16 +108,18 @@ def test_detection_on_gpu_half(scheme):
     assert rep["false_positive"]["confirmed"] == 0
 
 
-def test_auto_picks_by_intensity_on_this_device():
+def test_auto_follows_the_cost_model_on_this_device():
     _skip_without_cuda()
-    thr = dg.auto_threshold()[0]
+    from dartboost.gpu._auto import plan_layer
     lin = nn.Linear(4096, 4096).cuda().half()
     p = dg.protect(nn.Sequential(lin), scheme="auto")
     with torch.no_grad():
         for m in (1, 8192):
             p(torch.randn(m, 4096, device="cuda").half())
-    expect = {m: dg.choose_scheme(m, 4096, 4096, thr) for m in (1, 8192)}
-    assert p[0]._auto_cache == expect == {1: "tile", 8192: "global"}
+    cal = dg.default_calibration("cuda")
+    expect = {m: plan_layer(m, 4096, 4096, 2, None, False, cal)["scheme"] for m in (1, 8192)}
+    assert p[0]._auto_cache == expect
+    assert set(dg.protection_report(p)[0]["plans"]) == {1, 8192}
 
 
 def test_estimator_pickled_on_gpu_predicts_on_cpu():
