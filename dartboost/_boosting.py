@@ -597,6 +597,11 @@ class BaseBoosting(BaseEstimator, ABC):
             self.n_iter_ = kept
             self._fit_train_raw = None  # the scores are of the longer model
         self.best_iteration_ = kept if kept is not None else self.n_iter_
+        # LightGBM's best_score_: every recorded metric at the kept model
+        at = self.best_iteration_ - 1 - begin
+        self.best_score_ = {name: {m: curve[at] for m, curve in metrics_.items()
+                                   if 0 <= at < len(curve)}
+                            for name, metrics_ in self.evals_result_.items()}
         self.train_score_ = list(self.train_score_)
         for cb in objects:
             if hasattr(cb, "on_fit_end"):
@@ -808,6 +813,7 @@ class BaseBoosting(BaseEstimator, ABC):
         fresh.validation_score_ = [float(v) for v in header.get("validation_score", [])]
         fresh.best_iteration_ = header["best_iteration"]
         fresh.evals_result_ = {}  # metrics of a fit are not part of the model
+        fresh.best_score_ = {}
         # all checked: adopt the state, keep what is not stored (callbacks)
         if hasattr(self, "feature_names_in_") and not hasattr(fresh, "feature_names_in_"):
             del self.feature_names_in_

@@ -159,9 +159,15 @@ default="squared_error"
         Iterations in the fitted model (the best one with early stopping).
     n_trees_per_iteration_ : int
     train_score_, validation_score_ : list of float
-        Negative loss before the first and after each iteration (only with
-        early stopping).
+        The early-stopping score (negative loss, or the first ``eval_metric``
+        with higher = better) before the first and after each iteration
+        (only with early stopping).
     best_iteration_ : int
+    evals_result_ : dict
+        ``{set_name: {metric_name: [value after each iteration]}}`` of the
+        eval sets of the last ``fit`` (LightGBM's layout).
+    best_score_ : dict
+        ``{set_name: {metric_name: value}}`` at the kept model.
     feature_importances_ : ndarray of shape (n_features,)
     tree_weights_ : ndarray of shape (n_iter_,)
     n_features_in_ : int
@@ -309,6 +315,8 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
     n_trees_per_iteration_ : int
     train_score_, validation_score_ : list of float
     best_iteration_ : int
+    evals_result_, best_score_ : dict
+        As in :class:`DartRegressor`.
     feature_importances_ : ndarray of shape (n_features,)
     tree_weights_ : ndarray of shape (n_iter_,)
     n_features_in_ : int

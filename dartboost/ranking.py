@@ -180,6 +180,8 @@ class DartRanker(BaseBoosting):
         NDCG@``eval_at`` before the first and after each iteration (with
         early stopping; the validation split takes whole queries).
     best_iteration_ : int
+    evals_result_, best_score_ : dict
+        As in :class:`~dartboost.DartRegressor`.
     feature_importances_ : ndarray of shape (n_features,)
     tree_weights_ : ndarray of shape (n_iter_,)
     n_features_in_ : int

@@ -86,6 +86,8 @@ def test_early_stopping_only_when_asked_and_on_the_last_set(reg):
         assert scores[est.best_iteration_] == pytest.approx(best, rel=1e-9)
         # every set's curve covers every iteration run, past the best one
         assert len(est.evals_result_["valid_0"]["l2"]) == len(scores) - 1
+        assert est.best_score_["valid_1"]["l2"] == pytest.approx(
+            mean_squared_error(yv, est.predict(Xv)), rel=1e-9)
     off = DartRegressor(n_estimators=60, early_stopping=False, n_iter_no_change=5, **BASE)
     assert off.fit(X, y, eval_set=(Xv, yv)).n_iter_ == 60
     with pytest.raises(ValueError, match="two names of one setting"):
