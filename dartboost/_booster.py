@@ -189,6 +189,13 @@ class Booster:
         n = self.num_iterations()
         if iteration_range is None:
             return 0, n
+        if isinstance(iteration_range, np.ndarray) and iteration_range.ndim == 1:
+            iteration_range = tuple(iteration_range.tolist())
+        if not (isinstance(iteration_range, (tuple, list)) and len(iteration_range) == 2
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                        for v in iteration_range)):
+            raise TypeError(f"iteration_range must be a pair (start, stop) of integers or "
+                            f"None, got {iteration_range!r}.")
         start, stop = (int(v) for v in iteration_range)
         if not 0 <= start <= stop <= n:
             raise ValueError(f"iteration_range={tuple(iteration_range)} must satisfy "
@@ -244,27 +251,91 @@ class Booster:
                                    raw)
             yield raw.copy()
 
-    def predict_leaf(self, X, n_threads=1):
-        """Leaf reached in every tree: ``(n_samples, n_trees)`` node indices
-        within each tree (LightGBM's ``pred_leaf``)."""
-        X = self._check_X(X)
-        out = np.empty((X.shape[0], self.n_trees), dtype=np.uint32)
-        _predictor.predict_leaves_raw(
-            self.nodes, np.ascontiguousarray(self.tree_offsets), X,
-            threads_for(X.shape[0] * max(self.n_trees, 1) * 8, n_threads), out)
-        return out
+    def predict_leaf(self, X, n_threads=1, iteration_range=None, numbering="node"):
+        """Leaf reached in every tree, shape ``(n_samples, n_trees)``.
 
-    def feature_importances(self):
-        """Split gains weighted by each tree's current weight, summing to 1."""
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        n_threads : int
+        iteration_range : (start, stop) or None
+            Only the trees of iterations ``[start, stop)`` (columns
+            ``start * K`` to ``stop * K``).
+        numbering : {"node", "leaf"}, default="node"
+            ``"node"``: the leaf's node index within its tree (scikit-learn's
+            ``apply``; ``node_index`` of ``trees_to_dataframe``); ``"leaf"``:
+            its number among the tree's leaves, ``0 .. n_leaves - 1`` in node
+            order (LightGBM's ``pred_leaf``).
+        """
+        if numbering not in ("node", "leaf"):
+            raise ValueError(f"numbering must be 'node' or 'leaf', got {numbering!r}.")
+        X = self._check_X(X)
+        start, stop = self._iteration_range(iteration_range)
+        K = self.n_trees_per_iteration
+        offsets = np.ascontiguousarray(self.tree_offsets[start * K:stop * K + 1])
+        out = np.empty((X.shape[0], offsets.shape[0] - 1), dtype=np.uint32)
+        _predictor.predict_leaves_raw(
+            self.nodes, offsets, X, threads_for(X.shape[0] * max(out.shape[1], 1) * 8,
+                                                n_threads), out)
+        if numbering == "node":
+            return out
+        # rank of every node among its tree's leaves: leaves before it
+        leaves_before = np.concatenate([[0], np.cumsum(self.nodes["is_leaf"] != 0)])
+        roots = offsets[:-1]
+        flat = out.astype(np.int64) + roots
+        return (leaves_before[flat] - leaves_before[roots]).astype(np.int32)
+
+    def feature_importances(self, importance_type="gain", normalize=True):
+        """Importance of each feature.
+
+        Parameters
+        ----------
+        importance_type : {"gain", "split"}, default="gain"
+            ``"gain"``: split gains, each multiplied by its tree's current
+            (DART) weight, so dropped-and-shrunk trees count for what they
+            contribute; ``"split"``: number of splits on the feature.
+        normalize : bool, default=True
+            Scale to sum to 1 (scikit-learn's convention); ``False`` gives
+            the raw sums (LightGBM's ``Booster.feature_importance``).
+        """
+        if importance_type not in ("gain", "split"):
+            raise ValueError(f"importance_type must be 'gain' or 'split', got "
+                             f"{importance_type!r}.")
         K = self.n_trees_per_iteration
         nodes = self.nodes
         tree_of = np.repeat(np.arange(self.n_trees), np.diff(self.tree_offsets))
         split = nodes["is_leaf"] == 0
-        w = self.weights[tree_of[split] // K] if self.n_trees else np.zeros(0)
+        if importance_type == "split":
+            per_split = np.ones(int(split.sum()))
+        else:
+            w = self.weights[tree_of[split] // K] if self.n_trees else np.zeros(0)
+            per_split = w * nodes["gain"][split]
         imp = np.zeros(self.n_features)
-        np.add.at(imp, nodes["feature_idx"][split], w * nodes["gain"][split])
+        np.add.at(imp, nodes["feature_idx"][split], per_split)
         total = imp.sum()
-        return imp / total if total > 0 else imp
+        return imp / total if normalize and total > 0 else imp
+
+    # ----------------------------------------------------------- inspection
+    def _view(self):
+        """The trees as :mod:`dartboost.inspection` reads them. A booster
+        knows raw scores only: no estimator class, parameters or classes."""
+        from ._tree_view import _view_from_state
+        header, arrays = self.to_state()
+        return _view_from_state({**header, "class": "Booster", "params": {}}, arrays)
+
+    def dump_model(self):
+        """The trees as a JSON-serialisable dict: the schema of
+        :func:`dartboost.inspection.dump_model` (``estimator`` is
+        ``"Booster"``, ``link`` ``"identity"``: the raw score; call it on the
+        estimator for its class, parameters and classes)."""
+        from .inspection import dump_model
+        return dump_model(self._view())
+
+    def trees_to_dataframe(self):
+        """One row per node of every tree (pandas): the columns of
+        :func:`dartboost.inspection.trees_to_dataframe`."""
+        from .inspection import trees_to_dataframe
+        return trees_to_dataframe(self._view())
 
     # ---------------------------------------------------------------- state
     def to_state(self):

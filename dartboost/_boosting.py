@@ -29,13 +29,61 @@ from ._model_format import (FORMAT_NAME, FORMAT_VERSION, FormatError, check_para
                             model_class, validate_state)
 from ._scores import CacheBudget, ScoreKeeper
 from . import _scores
-from .callbacks import ProgressBar
+from ._metrics import CallableMetric, as_metric_list
+from .callbacks import CallbackEnv, EarlyStopException, ProgressBar, check_callbacks
 
-# params that are not plain data and are not stored
-_UNSTORED_PARAMS = ("callbacks",)
+# params that are not plain data (code, lists) and are not stored
+_UNSTORED_PARAMS = ("callbacks", "eval_metric")
 
 
 _MAX_ABS_TARGET = 1e30
+
+
+class _EvaluatedSet:
+    """An eval set during a fit: its score keeper, metric data and targets."""
+
+    def __init__(self, keeper, data, y_enc, sample_weight):
+        self.keeper = keeper
+        self.data = data
+        self.y_enc = y_enc
+        self.sample_weight = sample_weight
+
+
+class _StoppingRule:
+    """What early stopping compares (higher is better): ``-loss`` by default,
+    else the first result of the user's first metric, sign-flipped when lower
+    is better; on the early-stopping set and on the training data."""
+
+    def __init__(self, loss, metric, es_set, y_train, sw_train, train_data, patience, tol):
+        self.loss = loss
+        self.metric = metric
+        self.es_set = es_set
+        self.y_train = y_train
+        self.sw_train = sw_train
+        self.train_data = train_data
+        self.patience = patience
+        self.tol = tol
+
+    def _signed(self, est, data, raw):
+        _, value, higher_is_better = self.metric(data, est._eval_prediction(self.loss, raw))[0]
+        return value if higher_is_better else -value
+
+    def train_score(self, est, raw):
+        if self.metric is None:
+            return -self.loss.loss(self.y_train, raw, self.sw_train)
+        return self._signed(est, self.train_data, raw)
+
+    def validation_score(self, est, results=None):
+        """The early-stopping set's score; read from this iteration's
+        ``results`` when given (the metric is not evaluated twice)."""
+        ev = self.es_set
+        if self.metric is None:
+            return -self.loss.loss(ev.y_enc, ev.keeper.raw, ev.sample_weight)
+        if results is not None:
+            for set_name, _, value, higher_is_better in results:
+                if set_name == ev.data.name:
+                    return value if higher_is_better else -value
+        return self._signed(est, ev.data, ev.keeper.raw)
 
 
 class BaseBoosting(BaseEstimator, ABC):
@@ -63,7 +111,10 @@ class BaseBoosting(BaseEstimator, ABC):
         "normalize_type": [StrOptions({"tree", "forest"})],
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "early_stopping_rounds": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "eval_metric": [str, callable, list, None],
+        "importance_type": [StrOptions({"gain", "split"})],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
@@ -77,8 +128,9 @@ class BaseBoosting(BaseEstimator, ABC):
                  min_samples_leaf, min_child_weight, min_split_gain, l2_regularization,
                  max_bins, subsample, colsample_bytree, colsample_bynode, drop_rate,
                  skip_drop, max_drop, one_drop, sample_type, normalize_type, early_stopping,
-                 validation_fraction, n_iter_no_change, tol, warm_start, callbacks,
-                 random_state, n_jobs, verbose):
+                 validation_fraction, n_iter_no_change, early_stopping_rounds, tol,
+                 eval_metric, importance_type, warm_start, callbacks, random_state, n_jobs,
+                 verbose):
         self.boosting = boosting
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -101,7 +153,10 @@ class BaseBoosting(BaseEstimator, ABC):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.early_stopping_rounds = early_stopping_rounds
         self.tol = tol
+        self.eval_metric = eval_metric
+        self.importance_type = importance_type
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.random_state = random_state
@@ -140,7 +195,8 @@ class BaseBoosting(BaseEstimator, ABC):
                              "large for the float32 gradients; rescale the target.")
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None, eval_set=None):
+    def fit(self, X, y, sample_weight=None, eval_set=None, eval_names=None,
+            eval_sample_weight=None, eval_metric=None):
         """Fit the gradient-boosting model.
 
         Parameters
@@ -150,15 +206,26 @@ class BaseBoosting(BaseEstimator, ABC):
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights.
-        eval_set : tuple (X_val, y_val) or (X_val, y_val, sample_weight_val)
-            Validation data for early stopping, instead of a split of
-            ``X`` (``validation_fraction``).
+        eval_set : list of tuples, or one tuple, default=None
+            Data sets ``(X_val, y_val)`` or ``(X_val, y_val, sample_weight_val)``
+            whose metrics are recorded after every iteration in
+            ``evals_result_``. Early stopping, when on, scores the *last* one
+            (instead of a ``validation_fraction`` split of ``X``). Passing
+            an ``eval_set`` never turns early stopping on.
+        eval_names : list of str, default=None
+            Names of the eval sets; default ``"training"`` for a set that is
+            the training data itself (the same objects), else ``"valid_<i>"``.
+        eval_sample_weight : list of array-like or None, default=None
+            Weights of each eval set (or give them as the tuples' third item).
+        eval_metric : str, callable or list, default=None
+            Overrides the ``eval_metric`` parameter for this fit.
 
         Returns
         -------
         self
         """
         warm = self.warm_start and self._is_fitted()
+        X_given, y_given = X, y
         X, y = validate_data(
             self, X, y, dtype=X_DTYPE, ensure_all_finite="allow-nan", order="C",
             multi_output=not self._is_classifier, y_numeric=not self._is_classifier,
@@ -171,13 +238,27 @@ class BaseBoosting(BaseEstimator, ABC):
                 f"n_estimators={self.n_estimators} must be >= n_iter_={self.n_iter_} "
                 "when warm_start=True (the fitted trees are kept)."
             )
+        callbacks = check_callbacks(self.callbacks)
+        patience = self._patience(X.shape[0])
         if not warm:
             self._seed = self._resolve_seed()
         y_enc = self._encode_y(y, sample_weight)
         loss = self._make_loss()
+        user_metric = eval_metric if eval_metric is not None else self.eval_metric
+        metrics = self._metrics(user_metric)
         n_threads = effective_n_threads(self.n_jobs)
-        val = self._validation_data(X, y_enc, sample_weight, eval_set)
-        X_train, y_train, sw_train, X_val, y_val, sw_val = val
+        eval_sets = self._eval_sets(X_given, y_given, eval_set, eval_names, eval_sample_weight)
+        X_train, y_train, sw_train = X, y_enc, sample_weight
+        es_index = None
+        if patience is not None:
+            if not eval_sets:
+                if self.validation_fraction is None:
+                    eval_sets.append(("training", X, y_enc, sample_weight))
+                else:
+                    X_train, y_train, sw_train, *val = self._validation_split(
+                        X, y_enc, sample_weight)
+                    eval_sets.append(("validation", *val))
+            es_index = len(eval_sets) - 1
         if X_train.shape[0] < 2:
             raise ValueError(f"n_samples = {X_train.shape[0]} after the validation split; at "
                              "least 2 training samples are required.")
@@ -191,7 +272,6 @@ class BaseBoosting(BaseEstimator, ABC):
             self.validation_score_ = []
         booster = self.booster_
         booster.bin_mapper.n_threads = n_threads
-        self._use_early_stopping = X_val is not None
         scheme = self._scheme()
 
         X_binned = booster.bin_mapper.transform(X_train)
@@ -199,11 +279,14 @@ class BaseBoosting(BaseEstimator, ABC):
         missing_bin = booster.bin_mapper.missing_values_bin_idx_
         keepers = [ScoreKeeper(X_binned, np.tile(booster.baseline[:, None], X_binned.shape[0]),
                                missing_bin, budget, n_threads)]
-        if X_val is not None:
+        evaluated = []
+        for name, X_val, y_val, sw_val in eval_sets:
             X_val_binned = booster.bin_mapper.transform(X_val)
             keepers.append(ScoreKeeper(
                 X_val_binned, np.tile(booster.baseline[:, None], X_val_binned.shape[0]),
                 missing_bin, budget, n_threads))
+            evaluated.append(_EvaluatedSet(keepers[-1], self._eval_data(name, y_val, sw_val),
+                                           y_val, sw_val))
         # Warm start: re-register the existing trees (scores and leaf caches).
         K = self.n_trees_per_iteration_
         weights = booster.weights
@@ -212,13 +295,40 @@ class BaseBoosting(BaseEstimator, ABC):
                 keeper.register_tree(booster.tree(tree_idx), cache=scheme.keeps_leaf_ids)
                 keeper.add_contribution(tree_idx, weights[tree_idx // K],
                                         keeper.raw[tree_idx % K])
+        stopping = None
+        if es_index is not None:
+            # the scores early stopping compares: the loss itself unless the
+            # user chose metrics, then their first one (higher is better)
+            train_data = self._eval_data("training", y_train, sw_train)
+            stopping = _StoppingRule(loss, None if user_metric is None else metrics[0],
+                                     evaluated[es_index], y_train, sw_train, train_data,
+                                     patience, self.tol)
+        self.evals_result_ = {e.data.name: {} for e in evaluated}
         try:
-            self._run_iterations(loss, scheme, X_binned, y_train, sw_train, keepers, y_val,
-                                 sw_val, n_threads)
+            self._run_iterations(loss, scheme, X_binned, y_train, sw_train, keepers,
+                                 evaluated, metrics, stopping, callbacks, n_threads)
         finally:
             self._fit_train_raw = None
         booster.compact()
         return self
+
+    def _patience(self, n_samples):
+        """Iterations without improvement before stopping, or ``None`` when
+        early stopping is off. It is on only when asked: ``early_stopping=True``,
+        or ``"auto"`` with ``n_iter_no_change``/``early_stopping_rounds`` set or
+        more than 10,000 rows (scikit-learn's rule). An ``eval_set`` alone
+        never turns it on."""
+        rounds, no_change = self.early_stopping_rounds, self.n_iter_no_change
+        if rounds is not None and no_change is not None and rounds != no_change:
+            raise ValueError(f"early_stopping_rounds={rounds} and n_iter_no_change="
+                             f"{no_change} are two names of one setting; give one of them.")
+        asked = rounds if rounds is not None else no_change
+        es = self.early_stopping
+        if es == "auto":
+            es = asked is not None or n_samples > 10_000
+        if not es:
+            return None
+        return asked if asked is not None else 10
 
     def _check_weights(self, sample_weight, X):
         if sample_weight is None:
@@ -232,20 +342,10 @@ class BaseBoosting(BaseEstimator, ABC):
             raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
         return sample_weight
 
-    def _validation_data(self, X, y_enc, sample_weight, eval_set):
-        """Split off validation data if early stopping is on."""
-        n = X.shape[0]
-        if eval_set is not None:
-            X_val, y_val, sw_val = self._check_eval_set(eval_set)
-            return X, y_enc, sample_weight, X_val, y_val, sw_val
-        es = self.early_stopping
-        if es == "auto":
-            es = n > 10_000
-        if not es:
-            return X, y_enc, sample_weight, None, None, None
-        if self.validation_fraction is None:
-            return X, y_enc, sample_weight, X, y_enc, sample_weight
-        idx = np.arange(n)
+    def _validation_split(self, X, y_enc, sample_weight):
+        """``(X_tr, y_tr, sw_tr, X_va, y_va, sw_va)``: ``validation_fraction``
+        of the rows held out for early stopping (stratified for classifiers)."""
+        idx = np.arange(X.shape[0])
         y_for_strat = self._stratify_labels(y_enc)
         try:
             tr, va = train_test_split(idx, test_size=self.validation_fraction,
@@ -265,21 +365,99 @@ class BaseBoosting(BaseEstimator, ABC):
     def _stratify_labels(self, y_enc):
         return None
 
-    def _check_eval_set(self, eval_set):
-        if not isinstance(eval_set, (tuple, list)) or len(eval_set) not in (2, 3):
-            raise TypeError("eval_set must be a tuple (X_val, y_val) or (X_val, y_val, "
-                            "sample_weight_val).")
-        X_val, y_val = eval_set[0], eval_set[1]
-        X_val, y_val = validate_data(self, X_val, y_val, dtype=X_DTYPE,
-                                     ensure_all_finite="allow-nan", order="C",
-                                     multi_output=not self._is_classifier,
-                                     y_numeric=not self._is_classifier, reset=False)
-        self._check_y(y_val)
-        sw_val = self._check_weights(eval_set[2] if len(eval_set) == 3 else None, X_val)
-        return X_val, self._encode_y_val(y_val), sw_val
+    def _eval_sets(self, X, y, eval_set, eval_names, eval_sample_weight):
+        """``[(name, X_val, y_val_encoded, sw_val), ...]`` of ``fit``'s
+        arguments; ``X``/``y`` are the training data as given (a set made of
+        the same objects is named ``"training"``)."""
+        if eval_set is None:
+            sets = []
+        elif isinstance(eval_set, tuple) and not (eval_set and isinstance(eval_set[0], tuple)):
+            sets = [eval_set]  # one (X_val, y_val[, w]) tuple
+        elif isinstance(eval_set, (list, tuple)):
+            sets = list(eval_set)
+        else:
+            raise TypeError("eval_set must be a list of (X_val, y_val) or (X_val, y_val, "
+                            f"sample_weight_val) tuples, or one such tuple; got a "
+                            f"{type(eval_set).__name__}.")
+        for i, item in enumerate(sets):
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                what = (f"a {type(item).__name__}" if not isinstance(item, (tuple, list))
+                        else f"a {type(item).__name__} of length {len(item)}")
+                raise TypeError(f"eval_set[{i}] must be a tuple (X_val, y_val) or (X_val, "
+                                f"y_val, sample_weight_val); got {what}.")
+        names = self._check_eval_list(eval_names, len(sets), "eval_names")
+        weights = self._check_eval_list(eval_sample_weight, len(sets), "eval_sample_weight")
+        out = []
+        for i, item in enumerate(sets):
+            if names[i] is None:
+                same = item[0] is X and item[1] is y
+                names[i] = "training" if same else f"valid_{i}"
+            elif not isinstance(names[i], str):
+                raise TypeError(f"eval_names[{i}] must be a str, got {names[i]!r}.")
+            if len(item) == 3 and weights[i] is not None:
+                raise ValueError(f"eval_set[{i}] has weights both as its third item and in "
+                                 "eval_sample_weight; give them once.")
+            sw = item[2] if len(item) == 3 else weights[i]
+            X_val, y_val = validate_data(self, item[0], item[1], dtype=X_DTYPE,
+                                         ensure_all_finite="allow-nan", order="C",
+                                         multi_output=not self._is_classifier,
+                                         y_numeric=not self._is_classifier, reset=False)
+            self._check_y(y_val)
+            sw = self._check_weights(sw, X_val)
+            out.append((names[i], X_val, self._encode_eval_y(i, y_val, sw), sw))
+        if len({name for name, *_ in out}) != len(out):
+            raise ValueError(f"eval set names must be unique, got "
+                             f"{[name for name, *_ in out]}; pass eval_names.")
+        return out
 
-    def _encode_y_val(self, y):
+    @staticmethod
+    def _check_eval_list(values, n_sets, what):
+        if values is None:
+            return [None] * n_sets
+        if not isinstance(values, (list, tuple)) or len(values) != n_sets:
+            raise ValueError(f"{what} must be a list with one entry per eval set "
+                             f"({n_sets}), got {values!r:.80}.")
+        return list(values)
+
+    def _encode_eval_y(self, index, y, sample_weight):
+        """Targets of eval set ``index`` in the loss's layout (hook)."""
         return self._encode_y_transform(y)
+
+    # ---------------------------------------------------------- evaluation
+    @abstractmethod
+    def _default_metric(self):
+        """Name of the metric recorded when ``eval_metric`` is not given."""
+
+    @abstractmethod
+    def _builtin_metric(self, name):
+        """The :class:`~dartboost._metrics.Metric` of a built-in name, or
+        ``None`` for a name this estimator does not know."""
+
+    @abstractmethod
+    def _eval_data(self, name, y_enc, sample_weight):
+        """An :class:`~dartboost._metrics.EvalData` of targets ``y_enc``."""
+
+    @abstractmethod
+    def _eval_prediction(self, loss, raw):
+        """What metrics see as ``y_pred`` for raw scores ``(K, n)``."""
+
+    _metric_names = ()
+
+    def _metrics(self, eval_metric):
+        """The metrics of ``eval_metric`` (the default one if ``None``)."""
+        items = as_metric_list(eval_metric) or [self._default_metric()]
+        metrics = []
+        for item in items:
+            if callable(item):
+                metrics.append(CallableMetric(item))
+                continue
+            metric = self._builtin_metric(item)
+            if metric is None:
+                raise ValueError(f"Unknown eval_metric {item!r} for {type(self).__name__}; "
+                                 f"expected a callable or one of {self._metric_names}.")
+            if metric.name not in [m.name for m in metrics]:
+                metrics.append(metric)
+        return metrics
 
     # ------------------------------------------------------------- the loop
     def _dart_policy(self):
@@ -292,31 +470,54 @@ class BaseBoosting(BaseEstimator, ABC):
             return DartScheme(self._dart_policy(), self.n_trees_per_iteration_)
         return MartScheme(self.learning_rate)
 
-    def _run_iterations(self, loss, scheme, X_binned, y, sw, keepers, y_val, sw_val,
-                        n_threads):
+    def _evaluate(self, loss, evaluated, metrics):
+        """Record every metric of every eval set for this iteration; return
+        LightGBM's ``evaluation_result_list``."""
+        results = []
+        for ev in evaluated:
+            y_pred = self._eval_prediction(loss, ev.keeper.raw)
+            record = self.evals_result_[ev.data.name]
+            for metric in metrics:
+                for name, value, higher_is_better in metric(ev.data, y_pred):
+                    record.setdefault(name, []).append(value)
+                    results.append((ev.data.name, name, value, higher_is_better))
+        return results
+
+    def _run_iterations(self, loss, scheme, X_binned, y, sw, keepers, evaluated, metrics,
+                        stopping, callbacks, n_threads):
         booster = self.booster_
         K = self.n_trees_per_iteration_
         n_samples, n_features = X_binned.shape
-        train, valid = keepers[0], (keepers[1] if len(keepers) > 1 else None)
+        train = keepers[0]
         buffers = GrowerBuffers(n_samples)
         gradients = np.empty((K, n_samples), dtype=np.float32)
         hessians = np.empty((K, n_samples), dtype=np.float32)
-        callbacks = list(self.callbacks or [])
+        objects, before, after = callbacks
+        objects = list(objects)
         if self.verbose:
-            callbacks.append(ProgressBar(self.verbose))
+            objects.append(ProgressBar(self.verbose))
         # training scores, visible to callbacks during the fit only (tests of
         # the incremental update read them); the fitted model never keeps them
         self._fit_train_raw = train.raw
-        for cb in callbacks:
+        for cb in objects:
             if hasattr(cb, "on_fit_begin"):
                 cb.on_fit_begin(self)
-        es = self._use_early_stopping
-        if es and not self.validation_score_:
-            self.train_score_.append(-loss.loss(y, train.raw, sw))
-            self.validation_score_.append(-loss.loss(y_val, valid.raw, sw_val))
-        best_iter, best_score = self._best_so_far() if es else (None, None)
+        if stopping is not None and not self.validation_score_:
+            self.train_score_.append(stopping.train_score(self, train.raw))
+            self.validation_score_.append(stopping.validation_score(self))
+        self.n_iter_ = booster.num_iterations()
+        best_iter, best_score = self._best_so_far() if stopping is not None else (None, None)
+        begin = booster.num_iterations()
+        params = self.get_params(deep=False)
+        kept = None  # iterations to keep, as asked by an EarlyStopException
         mapper = booster.bin_mapper
-        for t in range(booster.num_iterations(), self.n_estimators):
+        for t in range(begin, self.n_estimators):
+            try:
+                for cb in before:
+                    cb(CallbackEnv(self, params, t, begin, self.n_estimators, None))
+            except EarlyStopException as exc:
+                kept = self._iterations_to_keep(exc, t)
+                break
             rng = np.random.default_rng([self._seed, t])
             dropped = scheme.begin_iteration(booster.weights, rng, keepers)
             loss.prepare(y, train.raw, sw)
@@ -365,31 +566,57 @@ class BaseBoosting(BaseEstimator, ABC):
                                          cache=scheme.keeps_leaf_ids)
                     keeper.add_contribution(t * K + k, new_weight, keeper.raw[k])
             self.n_iter_ = t + 1
-            logs = {}
-            if es:
-                self.train_score_.append(-loss.loss(y, train.raw, sw))
-                self.validation_score_.append(-loss.loss(y_val, valid.raw, sw_val))
+            results = self._evaluate(loss, evaluated, metrics)
+            logs = {f"{set_name}_{name}": value for set_name, name, value, _ in results}
+            if stopping is not None:
+                self.train_score_.append(stopping.train_score(self, train.raw))
+                self.validation_score_.append(stopping.validation_score(self, results))
                 logs = {"train_score": self.train_score_[-1],
-                        "validation_score": self.validation_score_[-1]}
+                        "validation_score": self.validation_score_[-1], **logs}
                 if self.validation_score_[-1] > best_score + self.tol:
                     best_iter, best_score = t + 1, self.validation_score_[-1]
             stop = False
-            for cb in callbacks:
-                if hasattr(cb, "on_iteration_end") and cb.on_iteration_end(self, t, logs):
-                    stop = True
-            if es and t + 1 - best_iter >= self.n_iter_no_change:
+            try:
+                for cb in objects:
+                    if hasattr(cb, "on_iteration_end") and cb.on_iteration_end(self, t, logs):
+                        stop = True
+                env = CallbackEnv(self, params, t, begin, self.n_estimators, results)
+                for cb in after:
+                    cb(env)
+            except EarlyStopException as exc:
+                kept = self._iterations_to_keep(exc, t + 1)
+                break
+            if stopping is not None and t + 1 - best_iter >= stopping.patience:
                 stop = True
             if stop:
                 break
-        if es and best_iter < self.n_iter_:
-            booster.truncate(best_iter)
-            self.n_iter_ = best_iter
+        if kept is None and stopping is not None:
+            kept = best_iter
+        if kept is not None and kept < self.n_iter_:
+            booster.truncate(kept)
+            self.n_iter_ = kept
             self._fit_train_raw = None  # the scores are of the longer model
-        self.best_iteration_ = best_iter if es else self.n_iter_
+        self.best_iteration_ = kept if kept is not None else self.n_iter_
+        # LightGBM's best_score_: every recorded metric at the kept model
+        at = self.best_iteration_ - 1 - begin
+        self.best_score_ = {name: {m: curve[at] for m, curve in metrics_.items()
+                                   if 0 <= at < len(curve)}
+                            for name, metrics_ in self.evals_result_.items()}
         self.train_score_ = list(self.train_score_)
-        for cb in callbacks:
+        for cb in objects:
             if hasattr(cb, "on_fit_end"):
                 cb.on_fit_end(self)
+
+    def _iterations_to_keep(self, exc, n_done):
+        """Iterations kept after ``EarlyStopException`` ``exc`` with
+        ``n_done`` iterations in the model."""
+        best = exc.best_iteration
+        if best is None:
+            return n_done
+        if not isinstance(best, numbers.Integral) or not 0 <= best < max(n_done, 1):
+            raise ValueError(f"EarlyStopException(best_iteration={best!r}): expected None or "
+                             f"a 0-based iteration index below {n_done}.")
+        return min(int(best) + 1, n_done)
 
     def _best_so_far(self):
         """Replay the early-stopping bookkeeping over the recorded scores."""
@@ -427,13 +654,67 @@ class BaseBoosting(BaseEstimator, ABC):
         for raw in self.booster_.staged_predict_raw(X, effective_n_threads(self.n_jobs)):
             yield raw.T
 
+    def _raw_output(self, raw):
+        """Raw scores ``(K, n)`` in the layout of ``predict(raw_score=True)``:
+        ``(n,)`` for one output, ``(n, K)`` otherwise (hook)."""
+        return raw[0] if raw.shape[0] == 1 else raw.T
+
+    def _special_predict(self, X, iteration_range, raw_score, pred_leaf, pred_contrib):
+        """The output of ``predict``'s LightGBM options, or ``None`` when none
+        is asked for."""
+        asked = [name for name, flag in (("raw_score", raw_score), ("pred_leaf", pred_leaf),
+                                         ("pred_contrib", pred_contrib)) if flag]
+        if len(asked) > 1:
+            raise ValueError(f"{' and '.join(asked)} exclude each other; ask for one.")
+        if not asked:
+            return None
+        if pred_leaf:
+            X = self._validate_X_predict(X)
+            return self.booster_.predict_leaf(X, effective_n_threads(self.n_jobs),
+                                              iteration_range, numbering="leaf")
+        if pred_contrib:
+            from .explain import shap_values
+            X = self._validate_X_predict(X)
+            self.booster_._iteration_range(iteration_range)  # one error for a bad range
+            if iteration_range is not None and iteration_range[0] == iteration_range[1]:
+                return self._contrib_of_baseline(X)
+            return shap_values(self, X, iteration_range=iteration_range, n_jobs=self.n_jobs)
+        return self._raw_output(self._raw_predict(X, iteration_range))
+
+    def _contrib_of_baseline(self, X):
+        """``pred_contrib`` of an empty iteration range: all in the expected value."""
+        K, M = self.n_trees_per_iteration_, self.n_features_in_
+        out = np.zeros((X.shape[0], K, M + 1))
+        out[:, :, M] = self.booster_.baseline
+        return out.reshape(X.shape[0], -1)
+
+    _apply_is_3d = True
+
+    def apply(self, X):
+        """Leaf node reached in every tree (scikit-learn's ``apply``).
+
+        Returns
+        -------
+        ndarray of uint32, shape (n_samples, n_iter_, K) or (n_samples, n_iter_)
+            The leaf's node index within its tree (``node_index`` of
+            :meth:`~dartboost._booster.Booster.trees_to_dataframe`); ``K`` is
+            ``n_trees_per_iteration_``. As scikit-learn's gradient boosting:
+            3-D for classifiers (``K == 1`` for binary) and multi-output
+            regression, 2-D for single-output regression and ranking.
+        """
+        leaves = self.predict_leaf(X)
+        shape = (leaves.shape[0], self.n_iter_, self.n_trees_per_iteration_)
+        return leaves.reshape(shape) if self._apply_is_3d else leaves.reshape(shape[:2])
+
     def predict_leaf(self, X):
-        """Index (within each tree) of the leaf every row reaches.
+        """Leaf node index (within each tree) every row reaches.
 
         Returns
         -------
         ndarray of uint32, shape (n_samples, n_iter_ * n_trees_per_iteration_)
             Column ``j`` is tree ``j``: iteration ``j // K``, output ``j % K``.
+            ``predict(X, pred_leaf=True)`` numbers leaves ``0 .. n_leaves-1``
+            instead (LightGBM); :meth:`apply` has scikit-learn's shape.
         """
         X = self._validate_X_predict(X)
         return self.booster_.predict_leaf(X, effective_n_threads(self.n_jobs))
@@ -441,10 +722,11 @@ class BaseBoosting(BaseEstimator, ABC):
     # ------------------------------------------------------------ insights
     @property
     def feature_importances_(self):
-        """Split-gain importances, each tree's gains multiplied by its current
-        (DART) weight, normalised to sum to 1."""
+        """Importances of ``importance_type``, normalised to sum to 1:
+        ``"gain"``, each split's gain times its tree's current (DART) weight;
+        ``"split"``, the number of splits on the feature."""
         check_is_fitted(self, "booster_")
-        return self.booster_.feature_importances()
+        return self.booster_.feature_importances(self.importance_type)
 
     @property
     def tree_weights_(self):
@@ -503,6 +785,10 @@ class BaseBoosting(BaseEstimator, ABC):
         if model_class(header.get("class")) is not cls:
             raise FormatError(f"class: state is of a {header['class']}, not a {cls.__name__}.")
         params = check_params(cls, header.get("params"))
+        if "early_stopping_rounds" not in params and params.get("n_iter_no_change") == 10:
+            # written before early_stopping_rounds existed, when 10 was the
+            # default and did not ask for early stopping (None says so now)
+            params = {**params, "n_iter_no_change": None}
         fresh = cls(**params)
         try:
             fresh._validate_params()
@@ -526,6 +812,8 @@ class BaseBoosting(BaseEstimator, ABC):
         fresh.train_score_ = [float(v) for v in header.get("train_score", [])]
         fresh.validation_score_ = [float(v) for v in header.get("validation_score", [])]
         fresh.best_iteration_ = header["best_iteration"]
+        fresh.evals_result_ = {}  # metrics of a fit are not part of the model
+        fresh.best_score_ = {}
         # all checked: adopt the state, keep what is not stored (callbacks)
         if hasattr(self, "feature_names_in_") and not hasattr(fresh, "feature_names_in_"):
             del self.feature_names_in_

@@ -9,6 +9,8 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from ._boosting import BaseBoosting
 from ._losses import REGRESSION_LOSSES, make_classification_loss, make_regression_loss
+from . import _metrics
+from ._metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, EvalData, Metric
 from ._model_format import FormatError, check_bool, check_classes, register_model_class
 
 _SHARED_DOC = """
@@ -58,20 +60,39 @@ _SHARED_DOC = """
         (``xgboost_dart_mode=False``) gives only ``eta/(k+1)`` and converges far
         more slowly; the paper's rule is ``"tree"`` with ``learning_rate=1``.
     early_stopping : "auto" or bool, default="auto"
-        Stop when the validation loss has not improved by ``tol`` for
+        Stop when the validation score has not improved by ``tol`` for
         ``n_iter_no_change`` iterations and keep the best iteration's model,
         with the tree weights it had then (also for DART). ``"auto"``: on
-        when ``n_samples > 10000`` or an ``eval_set`` is given.
+        when ``n_iter_no_change`` or ``early_stopping_rounds`` is set, or
+        ``n_samples > 10000`` (scikit-learn's rule). Passing an ``eval_set``
+        never turns it on: without early stopping eval sets are only scored.
+        The score is the loss, or the first ``eval_metric`` if given, on the
+        *last* eval set, or else on a ``validation_fraction`` split.
     validation_fraction : float or None, default=0.1
-        Share of the training data held out for early stopping (stratified for
-        classifiers). ``None``: score on the training data.
-    n_iter_no_change : int, default=10
+        Share of the training data held out for early stopping when no
+        ``eval_set`` is given (stratified for classifiers). ``None``: score
+        on the training data.
+    n_iter_no_change : int or None, default=None
+        Patience of early stopping (10 when ``None``); setting it asks for
+        early stopping (unless ``early_stopping=False``).
+    early_stopping_rounds : int or None, default=None
+        LightGBM's and XGBoost's name of ``n_iter_no_change``.
     tol : float, default=1e-7
+    eval_metric : str, callable, list of them, or None, default=None
+        Metrics recorded for every eval set after every iteration in
+        ``evals_result_`` (see ``docs/guide.md`` for the names); a callable
+        ``f(y_true, y_pred, sample_weight) -> (name, value, is_higher_better)``
+        as in LightGBM's scikit-learn API. ``None``: the loss's own metric.
+        Early stopping uses the first one. Not stored in model files.
+    importance_type : {"gain", "split"}, default="gain"
+        ``feature_importances_``: split gains weighted by the trees' current
+        (DART) weights, or the number of splits.
     warm_start : bool, default=False
         Keep the fitted trees and add iterations up to ``n_estimators``.
     callbacks : list or None, default=None
         Objects with ``on_fit_begin``/``on_iteration_end``/``on_fit_end``
-        methods (see :mod:`dartboost.callbacks`).
+        methods, or LightGBM-style callables ``cb(env)`` (see
+        :mod:`dartboost.callbacks`); anything else is a ``TypeError`` at fit.
     random_state : int, RandomState or None, default=None
         Seeds binning subsample, validation split, dropout and subsampling.
         An int makes fits reproducible (also across interrupted, resumed fits).
@@ -82,14 +103,37 @@ _SHARED_DOC = """
 """
 
 
+_PREDICT_OPTIONS_DOC = """
+        iteration_range : (start, stop) or None, default=None
+            Use only iterations ``[start, stop)`` with the weights they had
+            right after iteration ``stop`` (the weight log is replayed, so
+            DART's later rescalings are not applied); ``(0, t)`` is exactly
+            the model after ``t`` iterations, ``(0, 0)`` the baseline only.
+        raw_score : bool, default=False
+            Return the raw scores (before the link: margins, log-odds,
+            log-means): ``(n,)`` for one output, ``(n, K)`` for ``K``.
+        pred_leaf : bool, default=False
+            Return the leaf every row reaches in every tree of the range, int32
+            ``(n_samples, n_trees)``, leaves numbered ``0 .. n_leaves - 1`` in
+            node order (LightGBM's ``pred_leaf``; :meth:`apply` gives node
+            indices in scikit-learn's shape).
+        pred_contrib : bool, default=False
+            Return SHAP values (:func:`dartboost.explain.shap_values`,
+            LightGBM's layout): ``n_features + 1`` columns per output, the
+            expected value last, one such block per output side by side;
+            each block sums to the raw score.
+"""
+
+
 def _shared_init_params(locals_):
     return {k: locals_[k] for k in (
         "boosting", "n_estimators", "learning_rate", "max_leaf_nodes", "max_depth",
         "min_samples_leaf", "min_child_weight", "min_split_gain", "l2_regularization",
         "max_bins", "subsample", "colsample_bytree", "colsample_bynode", "drop_rate",
         "skip_drop", "max_drop", "one_drop", "sample_type", "normalize_type",
-        "early_stopping", "validation_fraction", "n_iter_no_change", "tol", "warm_start",
-        "callbacks", "random_state", "n_jobs", "verbose")}
+        "early_stopping", "validation_fraction", "n_iter_no_change", "early_stopping_rounds",
+        "tol", "eval_metric", "importance_type", "warm_start", "callbacks", "random_state",
+        "n_jobs", "verbose")}
 
 
 @register_model_class
@@ -115,9 +159,15 @@ default="squared_error"
         Iterations in the fitted model (the best one with early stopping).
     n_trees_per_iteration_ : int
     train_score_, validation_score_ : list of float
-        Negative loss before the first and after each iteration (only with
-        early stopping).
+        The early-stopping score (negative loss, or the first ``eval_metric``
+        with higher = better) before the first and after each iteration
+        (only with early stopping).
     best_iteration_ : int
+    evals_result_ : dict
+        ``{set_name: {metric_name: [value after each iteration]}}`` of the
+        eval sets of the last ``fit`` (LightGBM's layout).
+    best_score_ : dict
+        ``{set_name: {metric_name: value}}`` at the kept model.
     feature_importances_ : ndarray of shape (n_features,)
     tree_weights_ : ndarray of shape (n_iter_,)
     n_features_in_ : int
@@ -136,9 +186,10 @@ default="squared_error"
                  l2_regularization=0.0, max_bins=255, subsample=1.0, colsample_bytree=1.0,
                  colsample_bynode=1.0, drop_rate=0.1, skip_drop=0.5, max_drop=50,
                  one_drop=False, sample_type="uniform", normalize_type="tree",
-                 early_stopping="auto", validation_fraction=0.1, n_iter_no_change=10,
-                 tol=1e-7, warm_start=False, callbacks=None, random_state=None, n_jobs=None,
-                 verbose=0):
+                 early_stopping="auto", validation_fraction=0.1, n_iter_no_change=None,
+                 early_stopping_rounds=None, tol=1e-7, eval_metric=None,
+                 importance_type="gain", warm_start=False, callbacks=None, random_state=None,
+                 n_jobs=None, verbose=0):
         super().__init__(**_shared_init_params(locals()))
         self.loss = loss
         self.quantile = quantile
@@ -184,18 +235,54 @@ default="squared_error"
         pred = (loss or self._make_loss()).predict(raw)
         return pred[0] if self._y_1d else pred.T
 
-    def predict(self, X, iteration_range=None):
-        """Predicted values, shape ``(n,)`` (or ``(n, n_outputs)``).
+    # --- evaluation hooks (see BaseBoosting._metrics)
+    _metric_names = tuple(REGRESSION_METRICS)
+    _DEFAULT_METRICS = {"squared_error": "l2", "absolute_error": "l1", "quantile": "quantile",
+                        "huber": "huber", "poisson": "poisson"}
+
+    def _default_metric(self):
+        return self._DEFAULT_METRICS[self.loss]
+
+    def _builtin_metric(self, name):
+        canon = _metrics.canonical_name(name, REGRESSION_METRICS)
+        if canon is None:
+            return None
+        if canon == "quantile":
+            if self.quantile is None:
+                raise ValueError("eval_metric 'quantile' (the pinball loss) needs the "
+                                 "quantile= parameter.")
+            fn = _metrics._quantile_metric(self.quantile)
+        elif canon == "huber":
+            fn = _metrics._huber_metric(self.alpha)
+        else:
+            fn = getattr(_metrics, f"_{canon}")
+        return Metric(canon, fn, False)
+
+    def _eval_data(self, name, y_enc, sample_weight):
+        return EvalData(name, y_enc[0] if self._y_1d else y_enc.T, sample_weight)
+
+    def _eval_prediction(self, loss, raw):
+        return self._format(raw, loss)
+
+    def _raw_output(self, raw):
+        return raw[0] if self._y_1d else raw.T
+
+    @property
+    def _apply_is_3d(self):
+        return not self._y_1d
+
+    def predict(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
+                pred_contrib=False):
+        special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
+        if special is not None:
+            return special
+        return self._format(self._raw_predict(X, iteration_range))
+
+    predict.__doc__ = """Predicted values, shape ``(n,)`` (or ``(n, n_outputs)``).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        iteration_range : (start, stop) or None, default=None
-            Use only iterations ``[start, stop)`` with the weights they had
-            right after iteration ``stop`` (the weight log is replayed, so
-            DART's later rescalings are not applied).
-        """
-        return self._format(self._raw_predict(X, iteration_range))
+        X : array-like of shape (n_samples, n_features)""" + _PREDICT_OPTIONS_DOC
 
     def staged_predict(self, X):
         """Yield predictions after each iteration, with the weights the model
@@ -228,6 +315,8 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
     n_trees_per_iteration_ : int
     train_score_, validation_score_ : list of float
     best_iteration_ : int
+    evals_result_, best_score_ : dict
+        As in :class:`DartRegressor`.
     feature_importances_ : ndarray of shape (n_features,)
     tree_weights_ : ndarray of shape (n_iter_,)
     n_features_in_ : int
@@ -241,20 +330,30 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
                  max_bins=255, subsample=1.0, colsample_bytree=1.0, colsample_bynode=1.0,
                  drop_rate=0.1, skip_drop=0.5, max_drop=50, one_drop=False,
                  sample_type="uniform", normalize_type="tree", early_stopping="auto",
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-7, warm_start=False,
+                 validation_fraction=0.1, n_iter_no_change=None, early_stopping_rounds=None,
+                 tol=1e-7, eval_metric=None, importance_type="gain", warm_start=False,
                  callbacks=None, random_state=None, n_jobs=None, verbose=0):
         super().__init__(**_shared_init_params(locals()))
 
     def _encode_y(self, y, sample_weight):
         check_classification_targets(y)
-        if self.warm_start and self._is_fitted():
-            return self._encode_y_transform(y)
-        encoder = LabelEncoder().fit(y)
-        self.classes_ = encoder.classes_
-        if self.classes_.shape[0] < 2:
-            raise ValueError(f"y contains only one class ({self.classes_[0]!r}); a classifier "
-                             "needs at least 2 classes.")
-        return self._encode_y_transform(y)
+        if not (self.warm_start and self._is_fitted()):
+            encoder = LabelEncoder().fit(y)
+            self.classes_ = encoder.classes_
+            if self.classes_.shape[0] < 2:
+                raise ValueError(f"y contains only one class ({self.classes_.tolist()[0]!r}); a "
+                                 "classifier needs at least 2 classes.")
+        y_enc = self._encode_y_transform(y)
+        if sample_weight is not None:
+            # zero weights can leave one class only: nothing to separate, and
+            # the hessians of the other class would all be zero
+            weighted = np.unique(y_enc.ravel()[sample_weight > 0]).astype(np.intp)
+            if weighted.size < 2:
+                raise ValueError(
+                    f"sample_weight is zero on every row except those of class "
+                    f"{self.classes_[weighted[:1]].tolist()[0]!r}; a classifier needs at least 2 classes "
+                    "with positive weight.")
+        return y_enc
 
     def _encode_y_transform(self, y):
         check_classification_targets(y)
@@ -292,6 +391,31 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
                               "(binary) or one per class (3 or more), never 2")
         self.classes_ = check_classes(header, 2 if K == 1 else K)
 
+    # --- evaluation hooks (see BaseBoosting._metrics)
+    _metric_names = tuple(CLASSIFICATION_METRICS)
+    _BINARY_ONLY = ("binary_logloss", "binary_error", "auc", "average_precision")
+
+    def _default_metric(self):
+        return "binary_logloss" if self.classes_.shape[0] == 2 else "multi_logloss"
+
+    def _builtin_metric(self, name):
+        canon = _metrics.canonical_name(name, CLASSIFICATION_METRICS)
+        if canon is None:
+            return None
+        if canon in self._BINARY_ONLY and self.classes_.shape[0] != 2:
+            raise ValueError(f"eval_metric {name!r} is for binary classification; y has "
+                             f"{self.classes_.shape[0]} classes (use multi_logloss or "
+                             "multi_error, or a callable).")
+        higher = canon in ("auc", "average_precision")
+        return Metric(canon, getattr(_metrics, f"_{canon}"), higher)
+
+    def _eval_data(self, name, y_enc, sample_weight):
+        return EvalData(name, y_enc.ravel().astype(np.intp), sample_weight)
+
+    def _eval_prediction(self, loss, raw):
+        proba = loss.predict(raw)
+        return proba[1] if proba.shape[0] == 2 else proba.T
+
     def decision_function(self, X, iteration_range=None):
         """Raw margins: ``(n,)`` for binary, ``(n, n_classes)`` for multiclass.
 
@@ -310,27 +434,33 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
         for raw in self._staged_raw_predict(X):
             yield raw[0] if raw.shape[0] == 1 else raw.T
 
-    def predict_proba(self, X, iteration_range=None):
-        """Class probabilities, shape ``(n, n_classes)``.
+    def predict_proba(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
+                      pred_contrib=False):
+        special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
+        if special is not None:
+            return special
+        raw = self._raw_predict(X, iteration_range)
+        return self._make_loss().predict(raw).T
+
+    predict_proba.__doc__ = """Class probabilities, shape ``(n, n_classes)``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        iteration_range : (start, stop) or None, default=None
-            Use only iterations ``[start, stop)`` with the weights they had
-            right after iteration ``stop`` (the weight log is replayed, so
-            DART's later rescalings are not applied).
-        """
-        raw = self._raw_predict(X, iteration_range)
-        return self._make_loss().predict(raw).T
+        X : array-like of shape (n_samples, n_features)""" + _PREDICT_OPTIONS_DOC
 
     def staged_predict_proba(self, X):
         loss = self._make_loss()
         for raw in self._staged_raw_predict(X):
             yield loss.predict(raw).T
 
-    def predict(self, X, iteration_range=None):
-        """Predicted class labels (see :meth:`predict_proba`)."""
+    def predict(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
+                pred_contrib=False):
+        """Predicted class labels; with ``raw_score``/``pred_leaf``/
+        ``pred_contrib``, what :meth:`predict_proba` gives for them
+        (LightGBM's convention)."""
+        special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
+        if special is not None:
+            return special
         proba = self.predict_proba(X, iteration_range)
         return self.classes_[np.argmax(proba, axis=1)]
 

@@ -19,6 +19,7 @@ from ._compat import Interval, StrOptions
 from ._boosting import BaseBoosting
 from ._common import effective_n_threads
 from ._ranking_loss import LambdaRankLoss, RankingTarget, query_offsets
+from ._metrics import EvalData, Metric, _ndcg_metric
 from ._model_format import FormatError, register_model_class
 from .estimators import _SHARED_DOC, _shared_init_params
 
@@ -179,6 +180,8 @@ class DartRanker(BaseBoosting):
         NDCG@``eval_at`` before the first and after each iteration (with
         early stopping; the validation split takes whole queries).
     best_iteration_ : int
+    evals_result_, best_score_ : dict
+        As in :class:`~dartboost.DartRegressor`.
     feature_importances_ : ndarray of shape (n_features,)
     tree_weights_ : ndarray of shape (n_iter_,)
     n_features_in_ : int
@@ -216,9 +219,10 @@ class DartRanker(BaseBoosting):
                  l2_regularization=0.0, max_bins=255, subsample=1.0, colsample_bytree=1.0,
                  colsample_bynode=1.0, drop_rate=0.1, skip_drop=0.5, max_drop=50,
                  one_drop=False, sample_type="uniform", normalize_type="tree",
-                 early_stopping="auto", validation_fraction=0.1, n_iter_no_change=10,
-                 tol=1e-7, warm_start=False, callbacks=None, random_state=None, n_jobs=None,
-                 verbose=0):
+                 early_stopping="auto", validation_fraction=0.1, n_iter_no_change=None,
+                 early_stopping_rounds=None, tol=1e-7, eval_metric=None,
+                 importance_type="gain", warm_start=False, callbacks=None, random_state=None,
+                 n_jobs=None, verbose=0):
         super().__init__(**_shared_init_params(locals()))
         self.eval_at = eval_at
         self.lambdarank_truncation_level = lambdarank_truncation_level
@@ -228,7 +232,8 @@ class DartRanker(BaseBoosting):
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, group=None, qid=None, sample_weight=None, eval_set=None,
-            eval_group=None, eval_qid=None):
+            eval_group=None, eval_qid=None, eval_names=None, eval_sample_weight=None,
+            eval_metric=None):
         """Fit the ranker.
 
         Parameters
@@ -242,10 +247,17 @@ class DartRanker(BaseBoosting):
             Query id per row; a query's rows must be contiguous.
         sample_weight : array-like of shape (n_samples,), optional
             Query weights repeated on every row of the query.
-        eval_set : tuple (X_val, y_val) or (X_val, y_val, sample_weight_val)
-            Validation queries for early stopping, described by ``eval_group``
-            or ``eval_qid``.
-        eval_group, eval_qid : array-like, optional
+        eval_set : list of tuples, or one tuple, optional
+            Validation queries ``(X_val, y_val[, sample_weight_val])``, scored
+            after every iteration (``evals_result_``); early stopping, when on,
+            uses the last one.
+        eval_group, eval_qid : list of array-like, optional
+            The query structure of each eval set (LightGBM's ``eval_group``);
+            for a single set, its ``group``/``qid`` array itself is accepted.
+        eval_names, eval_sample_weight, eval_metric
+            As in :meth:`DartRegressor.fit`; ranking metrics are ``"ndcg"``
+            (at ``eval_at``) and ``"ndcg@k"``, callables get a fourth
+            argument ``group`` (query sizes).
 
         Returns
         -------
@@ -256,7 +268,9 @@ class DartRanker(BaseBoosting):
         self._fit_query = (group, qid)
         self._eval_query = (eval_group, eval_qid)
         try:
-            return super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
+            return super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set,
+                               eval_names=eval_names, eval_sample_weight=eval_sample_weight,
+                               eval_metric=eval_metric)
         finally:
             del self._fit_query, self._eval_query
 
@@ -290,22 +304,28 @@ class DartRanker(BaseBoosting):
     def _take_y(self, y_enc, idx):
         return y_enc.take(idx)
 
-    def _validation_data(self, X, y_enc, sample_weight, eval_set):
-        """Validation queries: ``eval_set`` or a random split of whole queries."""
-        if eval_set is not None:
-            if all(v is None for v in self._eval_query):
-                raise ValueError("eval_set needs its query structure: pass eval_group= or "
-                                 "eval_qid= to fit.")
-            X_val, y_val, sw_val = self._check_eval_set(eval_set)
-            return (X, y_enc, sample_weight, X_val,
-                    self._make_target(y_val, self._eval_query, sw_val), sw_val)
-        es = self.early_stopping
-        if es == "auto":
-            es = X.shape[0] > 10_000
-        if not es:
-            return X, y_enc, sample_weight, None, None, None
-        if self.validation_fraction is None:
-            return X, y_enc, sample_weight, X, y_enc, sample_weight
+    def _eval_sets(self, X, y, eval_set, eval_names, eval_sample_weight):
+        if eval_set is not None and all(v is None for v in self._eval_query):
+            raise ValueError("eval_set needs its query structure: pass eval_group= or "
+                             "eval_qid= to fit.")
+        return super()._eval_sets(X, y, eval_set, eval_names, eval_sample_weight)
+
+    def _encode_eval_y(self, index, y, sample_weight):
+        # eval_group/eval_qid: one array per set; a single set's own array
+        # (a list of scalars) is accepted too
+        query = []
+        for values in self._eval_query:
+            if values is not None and not (isinstance(values, (list, tuple)) and len(values)
+                                           and np.ndim(values[0]) == 1):
+                values = [values]
+            if values is not None and index >= len(values):
+                raise ValueError(f"eval_group/eval_qid has {len(values)} entries; eval set "
+                                 f"{index} has none.")
+            query.append(None if values is None else values[index])
+        return self._make_target(y, query, sample_weight)
+
+    def _validation_split(self, X, y_enc, sample_weight):
+        """A random split of whole queries for early stopping."""
         n_queries = y_enc.n_queries
         if n_queries < 2:
             raise ValueError("Early stopping splits off whole queries for validation, but the "
@@ -321,9 +341,29 @@ class DartRanker(BaseBoosting):
         sw_va = None if sample_weight is None else sample_weight[va]
         return X[tr], y_enc.take(tr), sw_tr, X[va], y_enc.take(va), sw_va
 
-    def _encode_y_val(self, y):
-        # the eval target is built in _validation_data, where the weights are known
-        return y
+    # --- evaluation hooks (see BaseBoosting._metrics)
+    _metric_names = ("ndcg", "ndcg@k")
+
+    def _default_metric(self):
+        return "ndcg"
+
+    def _builtin_metric(self, name):
+        if name in ("ndcg", "lambdarank"):
+            k = self.eval_at
+        elif isinstance(name, str) and name.startswith("ndcg@") and name[5:].isdigit() \
+                and int(name[5:]) > 0:
+            k = int(name[5:])
+        else:
+            return None
+        label = "ndcg" if k is None else f"ndcg@{k}"
+        return Metric(label, _ndcg_metric(k, effective_n_threads(self.n_jobs)), True)
+
+    def _eval_data(self, name, y_enc, sample_weight):
+        return EvalData(name, y_enc.labels, sample_weight, extra=(np.diff(y_enc.offsets),),
+                        target=y_enc)
+
+    def _eval_prediction(self, loss, raw):
+        return raw[0]
 
     def _extra_state(self):
         # Everything a ranker needs beyond the shared state is in its params.
@@ -337,10 +377,17 @@ class DartRanker(BaseBoosting):
             raise FormatError("n_trees_per_iteration: a ranker has one tree per iteration")
 
     # -------------------------------------------------------------- predict
-    def predict(self, X, iteration_range=None):
+    _apply_is_3d = False
+
+    def predict(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
+                pred_contrib=False):
         """Relevance scores, shape ``(n_samples,)``; rank a query's documents
-        by decreasing score (``iteration_range`` as in
-        :meth:`DartRegressor.predict`)."""
+        by decreasing score. The scores are raw (``raw_score`` changes
+        nothing); ``iteration_range``, ``pred_leaf`` and ``pred_contrib`` as in
+        :meth:`DartRegressor.predict`."""
+        special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
+        if special is not None:
+            return special
         return self._raw_predict(X, iteration_range)[0]
 
     def staged_predict(self, X):

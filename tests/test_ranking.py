@@ -206,18 +206,18 @@ def test_validation_split_takes_whole_queries(data):
     ranker = DartRanker(n_estimators=5, early_stopping=True, validation_fraction=0.25,
                         random_state=0)
     seen = {}
-    orig = DartRanker._validation_data
+    orig = DartRanker._validation_split
 
     def spy(self, *args):
         out = orig(self, *args)
         seen["train"], seen["val"] = out[1], out[4]
         return out
 
-    DartRanker._validation_data = spy
+    DartRanker._validation_split = spy
     try:
         ranker.fit(X, y, qid=qid)
     finally:
-        DartRanker._validation_data = orig
+        DartRanker._validation_split = orig
     n_queries = np.unique(qid).size
     tr, va = seen["train"], seen["val"]
     assert tr.n_queries + va.n_queries == n_queries

@@ -28,3 +28,16 @@ def _expected(estimator):
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_default_classifier_reports_the_single_weighted_class():
+    """Issue 14: ``DartClassifier()`` with default parameters failed
+    ``check_classifiers_one_label_sample_weights`` (a ZeroDivisionError)."""
+    from sklearn.utils.estimator_checks import check_classifiers_one_label_sample_weights
+    check_classifiers_one_label_sample_weights("DartClassifier", DartClassifier())
+    import numpy as np
+    import pytest
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    y = np.array(["a", "b", "c"] * 10)
+    with pytest.raises(ValueError, match="class 'b'"):
+        DartClassifier().fit(X, y, sample_weight=(y == "b").astype(float))
