@@ -1,0 +1,48 @@
+"""Histograms and the subtraction trick (``_cext/_histogram.pyx``) against bincount."""
+import numpy as np
+import pytest
+from kernel_data import mixed_data, naive_histogram
+
+from dartboost._binning import BinMapper
+from dartboost._cext import _histogram
+from dartboost._common import HISTOGRAM_DTYPE
+
+
+@pytest.fixture
+def data():
+    return mixed_data()
+
+
+def test_histograms_and_subtraction(data):
+    X, g, h = data
+    mapper = BinMapper(max_bins=64, random_state=0).fit(X)
+    binned = mapper.transform(X)
+    n_bins = 65
+    rows = np.sort(np.random.default_rng(2).choice(X.shape[0], 1200, replace=False)).astype(
+        np.uint32)
+    mask = np.ones(X.shape[1], dtype=np.uint8)
+    og, oh = np.empty(3000, np.float32), np.empty(3000, np.float32)
+    hist = np.empty((X.shape[1], n_bins), dtype=HISTOGRAM_DTYPE)
+    _histogram.build_histogram(binned, rows, g, h, og, oh, mask, False, False, 2, hist)
+    ref = naive_histogram(binned, rows, g, h, n_bins)
+    for field in ("sum_gradients", "sum_hessians"):
+        np.testing.assert_allclose(hist[field], ref[field], rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(hist["count"], ref["count"])
+
+    all_rows = np.arange(3000, dtype=np.uint32)
+    parent = np.empty_like(hist)
+    _histogram.build_histogram(binned, all_rows, g, h, og, oh, mask, True, False, 2, parent)
+    other = np.setdiff1d(all_rows, rows).astype(np.uint32)
+    sub = np.empty_like(hist)
+    _histogram.subtract_histograms(parent, hist, mask, 2, sub)
+    ref_other = naive_histogram(binned, other, g, h, n_bins)
+    np.testing.assert_array_equal(sub["count"], ref_other["count"])
+    np.testing.assert_allclose(sub["sum_gradients"], ref_other["sum_gradients"], atol=1e-4)
+
+    # constant hessians: only gradients and counts are summed
+    ones = np.ones(3000, np.float32)
+    const = np.empty_like(hist)
+    _histogram.build_histogram(binned, rows, g, ones, og, oh, mask, False, True, 2, const)
+    ref_const = naive_histogram(binned, rows, g, ones, n_bins)
+    np.testing.assert_array_equal(const["sum_hessians"], ref_const["sum_hessians"])
+    np.testing.assert_allclose(const["sum_gradients"], ref_const["sum_gradients"], atol=1e-5)
