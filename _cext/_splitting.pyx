@@ -141,13 +141,14 @@ def split_indices(const X_BINNED_DTYPE_C[::1, :] X_binned,
     """Stable in-place partition of ``sample_indices`` (a node's rows).
 
     Rows going left end up first, in their original order. Each thread
-    partitions one contiguous chunk into the buffers; the chunks are then
-    copied back at offsets given by prefix sums. Returns the number of rows
-    going left.
+    partitions one contiguous chunk (of at least 8192 rows) into the buffers;
+    the chunks are then copied back at offsets given by prefix sums. The
+    result does not depend on the chunking. Returns the number of rows going
+    left.
     """
     cdef:
         Py_ssize_t n = sample_indices.shape[0]
-        int n_chunks = n_threads if n >= 8192 * n_threads else 1
+        int n_chunks = <int>max(1, min(<Py_ssize_t>n_threads, n // 8192))
         Py_ssize_t chunk = (n + n_chunks - 1) // n_chunks
         int t
         Py_ssize_t i, start, stop

@@ -10,7 +10,15 @@ import heapq
 import numpy as np
 
 from ._cext import _histogram, _splitting
-from ._common import HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
+from ._common import G_H_DTYPE, HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
+
+#: Partition work per row relative to a histogram update of one feature
+#: (``threads_for`` units): a row is read, compared and written once.
+PARTITION_WORK_PER_ROW = 4
+#: Bytes of scratch for the per-chunk histograms of a large node, and the most
+#: chunks (the row-parallelism of one node's histogram).
+PARTIAL_HISTOGRAM_BYTES = 16 << 20
+MAX_ROW_CHUNKS = 64
 
 
 class _Node:
@@ -112,15 +120,21 @@ class TreeGrower:
         return mask
 
     def _build_hist(self, node):
-        hist = np.empty((self.n_features, self.n_bins), dtype=HISTOGRAM_DTYPE)
+        hist = self.buffers.take_histogram(self.n_features, self.n_bins)
         rows = self.partition[node.start:node.stop]
         _histogram.build_histogram(
             self.X_binned, rows, self.gradients, self.hessians,
             self.buffers.ordered_gradients, self.buffers.ordered_hessians,
             self.feature_mask, self.all_rows and node.idx == 0, self.hessians_are_constant,
             threads_for(rows.size * self.n_features, self.n_threads), hist,
+            self.buffers.partial_histograms(self.n_features, self.n_bins),
         )
         return hist
+
+    def _free_hist(self, node):
+        if node.hist is not None:
+            self.buffers.give_histogram(node.hist)
+            node.hist = None
 
     def _can_split(self, node):
         if node.n_samples < 2 * self.min_samples_leaf:
@@ -176,10 +190,10 @@ class TreeGrower:
                     heapq.heappush(heap, (-child.split[0], child.idx, child))
                 else:
                     leaves_final.append(child)
-            node.hist = None  # free the parent's histogram
+            self._free_hist(node)  # the parent's histogram is reused
         leaves_final.extend(item[2] for item in heap)
         for leaf in leaves_final:
-            leaf.hist = None
+            self._free_hist(leaf)
         nodes_arr = np.array(nodes, dtype=NODE_DTYPE)
         leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
         return nodes_arr, leaves
@@ -205,7 +219,7 @@ class TreeGrower:
         n_left = _splitting.split_indices(
             self.X_binned, rows, feature, bin_idx, missing_left,
             self.missing_values_bin_idx, self.buffers.left, self.buffers.right,
-            threads_for(rows.size, self.n_threads),
+            threads_for(rows.size * PARTITION_WORK_PER_ROW, self.n_threads),
         )
         assert n_left == nl, (n_left, nl)
         gr, hr = node.sum_g - gl, node.sum_h - hl
@@ -239,7 +253,7 @@ class TreeGrower:
         small, large = (left, right) if left.n_samples <= right.n_samples else (right, left)
         small.hist = self._build_hist(small)
         if self._can_split(large):
-            large.hist = np.empty_like(parent.hist)
+            large.hist = self.buffers.take_histogram(self.n_features, self.n_bins)
             _histogram.subtract_histograms(
                 parent.hist, small.hist, self.feature_mask,
                 threads_for(self.n_features * self.n_bins, self.n_threads), large.hist
@@ -248,17 +262,46 @@ class TreeGrower:
             if child.hist is not None and self._can_split(child):
                 self._find_split(child)
             if child.split is None:
-                child.hist = None
+                self._free_hist(child)
 
 
 class GrowerBuffers:
-    """Per-fit scratch arrays reused by every tree (avoids re-allocation)."""
+    """Per-fit scratch arrays reused by every tree (no allocation per node).
+
+    Histograms come from a free list: a node's histogram goes back when the
+    node is split or becomes a leaf, so a fit holds about as many as the
+    largest frontier of splittable nodes, allocated once.
+    """
 
     def __init__(self, n_samples):
-        from ._common import G_H_DTYPE
         self.arange = np.arange(n_samples, dtype=np.uint32)
         self.partition = np.empty(n_samples, dtype=np.uint32)
         self.left = np.empty(n_samples, dtype=np.uint32)
         self.right = np.empty(n_samples, dtype=np.uint32)
         self.ordered_gradients = np.empty(n_samples, dtype=G_H_DTYPE)
         self.ordered_hessians = np.empty(n_samples, dtype=G_H_DTYPE)
+        self._free_histograms = []
+        self._partial = None
+
+    def take_histogram(self, n_features, n_bins):
+        """An uninitialised ``(n_features, n_bins)`` histogram."""
+        while self._free_histograms:
+            hist = self._free_histograms.pop()
+            if hist.shape == (n_features, n_bins):
+                return hist
+        return np.empty((n_features, n_bins), dtype=HISTOGRAM_DTYPE)
+
+    def give_histogram(self, hist):
+        """Return a histogram no node uses any more."""
+        self._free_histograms.append(hist)
+
+    def partial_histograms(self, n_features, n_bins):
+        """Scratch for the per-chunk histograms of large nodes: as many chunks
+        as fit in :data:`PARTIAL_HISTOGRAM_BYTES` (at most
+        :data:`MAX_ROW_CHUNKS`). Depends only on the shape, so the chunking,
+        hence every sum, is the same for any thread count."""
+        max_chunks = int(min(MAX_ROW_CHUNKS, max(
+            1, PARTIAL_HISTOGRAM_BYTES // (n_features * n_bins * HISTOGRAM_DTYPE.itemsize))))
+        if self._partial is None or self._partial.shape != (max_chunks, n_features, n_bins):
+            self._partial = np.empty((max_chunks, n_features, n_bins), dtype=HISTOGRAM_DTYPE)
+        return self._partial

@@ -46,3 +46,47 @@ def test_histograms_and_subtraction(data):
     ref_const = naive_histogram(binned, rows, g, ones, n_bins)
     np.testing.assert_array_equal(const["sum_hessians"], ref_const["sum_hessians"])
     np.testing.assert_allclose(const["sum_gradients"], ref_const["sum_gradients"], atol=1e-5)
+
+
+@pytest.mark.parametrize("hessians_are_constant", [False, True])
+@pytest.mark.parametrize("all_rows", [False, True])
+def test_row_chunked_histograms(hessians_are_constant, all_rows):
+    # a node of more than CHUNK_ROWS rows is filled as per-chunk partial
+    # histograms added in chunk order: the same sums for any thread count
+    n, n_features = 3 * 32768 + 1001, 7
+    X, g, h = mixed_data(n=n, n_features=n_features, seed=9)
+    if hessians_are_constant:
+        h = np.full(n, 0.5, np.float32)
+    mapper = BinMapper(random_state=0).fit(X)
+    binned = mapper.transform(X)
+    rows = (np.arange(n, dtype=np.uint32) if all_rows else
+            np.sort(np.random.default_rng(0).choice(n, 2 * 32768 + 17, replace=False))
+            .astype(np.uint32))
+    assert _histogram.n_chunks_for(rows.size, 64) >= 3
+    mask = np.array([1, 1, 0, 1, 1, 1, 0], np.uint8)
+    og, oh = np.empty(n, np.float32), np.empty(n, np.float32)
+    partial = np.empty((64, n_features, 256), dtype=HISTOGRAM_DTYPE)
+    ref = naive_histogram(binned, rows, g, h, 256)
+    results = []
+    for n_threads, scratch in ((1, partial), (2, partial), (3, partial), (2, None)):
+        hist = np.zeros((n_features, 256), dtype=HISTOGRAM_DTYPE)
+        hist["count"][~mask.astype(bool)] = 7  # masked features are left untouched
+        _histogram.build_histogram(binned, rows, g, h, og, oh, mask, all_rows,
+                                   hessians_are_constant, n_threads, hist, scratch)
+        m = mask.astype(bool)
+        np.testing.assert_array_equal(hist["count"][m], ref["count"][m])
+        np.testing.assert_array_equal(hist["count"][~m], 7)
+        for field in ("sum_gradients", "sum_hessians"):
+            np.testing.assert_allclose(hist[field][m], ref[field][m], rtol=1e-6, atol=1e-4)
+        results.append(hist)
+    # identical bits for 1, 2 and 3 threads with the same scratch
+    for other in results[1:3]:
+        np.testing.assert_array_equal(results[0], other)
+
+
+def test_partial_scratch_bounds_the_chunks():
+    assert _histogram.n_chunks_for(10, 64) == 1
+    assert _histogram.n_chunks_for(32768, 64) == 1
+    assert _histogram.n_chunks_for(32769, 64) == 2
+    assert _histogram.n_chunks_for(10 ** 8, 64) == 64
+    assert _histogram.n_chunks_for(10 ** 8, 1) == 1
