@@ -96,11 +96,17 @@ def run_one(shape, lib, n_trees, n_threads, rows=None):
                       "fit_extra_mb": mem.peak - mem.base}))
 
 
+def _taskset_works():
+    if not shutil.which("taskset"):
+        return False
+    return subprocess.run(["taskset", "-c", "0", "true"], capture_output=True).returncode == 0
+
+
 def _child(shape, lib, n_trees, n_threads, rows, timeout):
     env = dict(os.environ, OMP_NUM_THREADS=str(n_threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--one", shape, lib, str(n_trees),
            str(n_threads), str(rows or 0)]
-    if shutil.which("taskset") and n_threads <= (os.cpu_count() or 1):
+    if _taskset_works() and n_threads <= (os.cpu_count() or 1):
         cmd = ["taskset", "-c", f"0-{n_threads - 1}"] + cmd
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:

@@ -32,3 +32,11 @@ def test_binning_thresholds_from_subsample_are_quantiles():
     mapper = BinMapper(max_bins=10, subsample=20_000, random_state=0).fit(X)
     counts = np.bincount(mapper.transform(X)[:, 0], minlength=10)
     assert counts.min() > 0.08 * X.shape[0] and counts.max() < 0.12 * X.shape[0]
+
+
+def test_thresholds_do_not_depend_on_the_thread_count(data):
+    X, _, _ = data
+    one = BinMapper(max_bins=64, random_state=0, n_threads=1).fit(X)
+    two = BinMapper(max_bins=64, random_state=0, n_threads=2).fit(X)
+    for a, b in zip(one.bin_thresholds_, two.bin_thresholds_):
+        np.testing.assert_array_equal(a, b)
