@@ -43,10 +43,17 @@ cdef void _fill_tile(const X_BINNED_DTYPE_C[::1, :] X_binned,
                      Py_ssize_t start, Py_ssize_t stop,
                      const int* features, int n_tile,
                      hist_struct** out, Py_ssize_t n_bins,
-                     bint hessians_are_constant) noexcept nogil:
+                     bint hessians_are_constant, Y_DTYPE_C h0,
+                     bint final) noexcept nogil:
     """Zero then fill ``out[t][:n_bins]`` with feature ``features[t]``'s sums
-    over positions ``start:stop`` (rows ``rows[i]``, or ``i`` when ``rows`` is
-    NULL; gradients already in position order)."""
+    over the rows ``rows[start:stop]`` (``start:stop`` when ``rows`` is NULL).
+
+    Gradients are read at the rows themselves: a node's rows are ascending
+    (the partition is stable), so this is a forward walk the prefetcher
+    follows, and no gathered copy is needed. With constant hessians only
+    gradients and counts are summed; ``final`` (the tile is the whole
+    histogram, not a chunk's partial) then sets ``sum_hessians = count * h0``.
+    """
     cdef const X_BINNED_DTYPE_C* col[TILE]
     cdef Py_ssize_t i, b
     cdef int t
@@ -61,19 +68,23 @@ cdef void _fill_tile(const X_BINNED_DTYPE_C[::1, :] X_binned,
             out[t][b].count = 0
     for i in range(start, stop):
         row = rows[i] if rows != NULL else <unsigned int>i
-        gi = g[i]
+        gi = g[row]
         if hessians_are_constant:
             for t in range(n_tile):
                 bin_ = &out[t][col[t][row]]
                 bin_.sum_gradients += gi
                 bin_.count += 1
         else:
-            hi = h[i]
+            hi = h[row]
             for t in range(n_tile):
                 bin_ = &out[t][col[t][row]]
                 bin_.sum_gradients += gi
                 bin_.sum_hessians += hi
                 bin_.count += 1
+    if hessians_are_constant and final:
+        for t in range(n_tile):
+            for b in range(n_bins):
+                out[t][b].sum_hessians = out[t][b].count * h0
 
 
 cdef void _run_task(const X_BINNED_DTYPE_C[::1, :] X_binned, const unsigned int* rows,
@@ -81,7 +92,7 @@ cdef void _run_task(const X_BINNED_DTYPE_C[::1, :] X_binned, const unsigned int*
                     Py_ssize_t task, Py_ssize_t n_chunks, Py_ssize_t chunk_len,
                     const int* active, Py_ssize_t n_active, Py_ssize_t n_features,
                     Py_ssize_t n_bins, hist_struct* hist_base, hist_struct* partial_base,
-                    bint hessians_are_constant) noexcept nogil:
+                    bint hessians_are_constant, Y_DTYPE_C h0) noexcept nogil:
     """Task ``task``: chunk ``task % n_chunks`` of the rows, tile
     ``task // n_chunks`` of the active features (its own stack arrays, so
     parallel tasks share nothing but read-only inputs and disjoint outputs)."""
@@ -106,15 +117,13 @@ cdef void _run_task(const X_BINNED_DTYPE_C[::1, :] X_binned, const unsigned int*
                 tile_out[n_tile] = partial_base + (c * n_features + active[j]) * n_bins
             n_tile += 1
     _fill_tile(X_binned, rows, g, h, start, stop, tile_features, n_tile, tile_out, n_bins,
-               hessians_are_constant)
+               hessians_are_constant, h0, n_chunks == 1)
 
 
 def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
                     const unsigned int[::1] sample_indices,
                     const G_H_DTYPE_C[::1] gradients,
                     const G_H_DTYPE_C[::1] hessians,
-                    G_H_DTYPE_C[::1] ordered_gradients,
-                    G_H_DTYPE_C[::1] ordered_hessians,
                     const unsigned char[::1] feature_mask,
                     bint all_rows,
                     bint hessians_are_constant,
@@ -123,12 +132,12 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
                     hist_struct[:, :, ::1] partial=None):
     """Fill ``hist[f]`` for every feature with ``feature_mask[f]``.
 
-    Gradients are first gathered into node order (``ordered_*`` buffers, of at
-    least ``len(sample_indices)``) so the row loops read them sequentially.
-    With ``all_rows`` the node holds every row in order and the gather is
-    skipped. ``partial`` (shape ``(max_chunks, n_features, n_bins)``) is
+    ``sample_indices`` are the node's rows, ascending; with ``all_rows`` the
+    node holds every row in order (``sample_indices`` is then only its
+    length). ``partial`` (shape ``(max_chunks, n_features, n_bins)``) is
     scratch for the per-chunk histograms of large nodes; without it (or with
-    room for one chunk) every feature is filled in one pass.
+    room for one chunk) every feature is filled in one pass. One parallel
+    region, plus one to add the chunks' partials when there are several.
     """
     cdef:
         Py_ssize_t n = sample_indices.shape[0]
@@ -138,33 +147,21 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
         Py_ssize_t n_chunks = _n_chunks(n, max_chunks)
         Py_ssize_t chunk_len = (n + n_chunks - 1) // n_chunks
         Py_ssize_t i, f, b, c, task
-        Py_ssize_t n_active = 0, n_tiles, n_tasks
+        Py_ssize_t n_active, n_tiles, n_tasks
         hist_struct* hist_base = &hist[0, 0]
         hist_struct* partial_base = NULL
+        hist_struct* src
         hist_struct* dst
-        const unsigned int* rows = NULL if all_rows else &sample_indices[0]
-        const G_H_DTYPE_C* g
-        const G_H_DTYPE_C* h
+        const unsigned int* rows = NULL if all_rows or n == 0 else &sample_indices[0]
         Y_DTYPE_C h0 = hessians[0] if hessians.shape[0] > 0 else 0.
         Y_DTYPE_C sg, sh
         unsigned int cnt
-        int[::1] active = None
+        int[::1] active
 
     if n == 0:
         return
     if n_chunks > 1:
         partial_base = &partial[0, 0, 0]
-    if all_rows:
-        g = &gradients[0]
-        h = &hessians[0]
-    else:
-        for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
-            ordered_gradients[i] = gradients[sample_indices[i]]
-            if not hessians_are_constant:
-                ordered_hessians[i] = hessians[sample_indices[i]]
-        g = &ordered_gradients[0]
-        h = &ordered_hessians[0]
-
     # the features to fill, packed so that tiles never hold a masked feature
     active = np.flatnonzero(np.asarray(feature_mask)).astype(np.intc)
     n_active = active.shape[0]
@@ -174,27 +171,25 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
     n_tasks = n_tiles * n_chunks
 
     for task in prange(n_tasks, schedule='dynamic', nogil=True, num_threads=n_threads):
-        _run_task(X_binned, rows, g, h, n, task, n_chunks, chunk_len, &active[0], n_active,
-                  n_features, n_bins, hist_base, partial_base, hessians_are_constant)
+        _run_task(X_binned, rows, &gradients[0], &hessians[0], n, task, n_chunks, chunk_len,
+                  &active[0], n_active, n_features, n_bins, hist_base, partial_base,
+                  hessians_are_constant, h0)
 
-    if n_chunks == 1 and not hessians_are_constant:
+    if n_chunks == 1:
         return
+    # add the chunks' partials in chunk order (the same sums for any threads)
     for i in prange(n_active, schedule='static', nogil=True, num_threads=n_threads):
         f = active[i]
         dst = hist_base + f * n_bins
         for b in range(n_bins):
-            if n_chunks == 1:
-                cnt = dst[b].count
-                sg = dst[b].sum_gradients
-                sh = dst[b].sum_hessians
-            else:
-                sg = 0.
-                sh = 0.
-                cnt = 0
-                for c in range(n_chunks):
-                    sg = sg + partial_base[(c * n_features + f) * n_bins + b].sum_gradients
-                    sh = sh + partial_base[(c * n_features + f) * n_bins + b].sum_hessians
-                    cnt = cnt + partial_base[(c * n_features + f) * n_bins + b].count
+            sg = 0.
+            sh = 0.
+            cnt = 0
+            for c in range(n_chunks):
+                src = partial_base + (c * n_features + f) * n_bins + b
+                sg = sg + src.sum_gradients
+                sh = sh + src.sum_hessians
+                cnt = cnt + src.count
             dst[b].sum_gradients = sg
             dst[b].sum_hessians = cnt * h0 if hessians_are_constant else sh
             dst[b].count = cnt

@@ -106,12 +106,13 @@ def _child(shape, lib, n_trees, n_threads, rows, timeout):
     env = dict(os.environ, OMP_NUM_THREADS=str(n_threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--one", shape, lib, str(n_trees),
            str(n_threads), str(rows or 0)]
-    if _taskset_works() and n_threads <= (os.cpu_count() or 1):
+    pinned = _taskset_works() and n_threads <= (os.cpu_count() or 1)
+    if pinned:
         cmd = ["taskset", "-c", f"0-{n_threads - 1}"] + cmd
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]), pinned=pinned)
 
 
 def key(shape, n_trees, rows=None):
@@ -143,6 +144,7 @@ def sweep(args, results, save):
                            "value": statistics.median(r["value"] for r in runs),
                            "fit_extra_mb": statistics.median(r["fit_extra_mb"] for r in runs),
                            "metric": runs[0]["metric"], "n_runs": len(runs),
+                           "pinned": runs[0]["pinned"],
                            "all_fit_s": [r["fit_s"] for r in runs]}
                     (results["runs"].setdefault(key(shape, n_trees, args.rows), {})
                      .setdefault(lib, {})[str(n_threads)]) = med

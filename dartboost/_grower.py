@@ -10,7 +10,7 @@ import heapq
 import numpy as np
 
 from ._cext import _histogram, _splitting
-from ._common import G_H_DTYPE, HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
+from ._common import HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
 
 #: Partition work per row relative to a histogram update of one feature
 #: (``threads_for`` units): a row is read, compared and written once.
@@ -52,7 +52,8 @@ class TreeGrower:
     n_bins_non_missing : ndarray of uint32, shape (n_features,)
     missing_values_bin_idx : int
     sample_indices : ndarray of uint32 or None
-        Rows to grow on (row subsampling); ``None`` means all rows.
+        Rows to grow on (row subsampling), best ascending (histograms then
+        read gradients and bins in a forward walk); ``None`` means all rows.
     feature_mask : ndarray of uint8 or None
         Features the tree may use (``colsample_bytree``); ``None`` means all.
     colsample_bynode : float
@@ -123,9 +124,7 @@ class TreeGrower:
         hist = self.buffers.take_histogram(self.n_features, self.n_bins)
         rows = self.partition[node.start:node.stop]
         _histogram.build_histogram(
-            self.X_binned, rows, self.gradients, self.hessians,
-            self.buffers.ordered_gradients, self.buffers.ordered_hessians,
-            self.feature_mask, self.all_rows and node.idx == 0, self.hessians_are_constant,
+            self.X_binned, rows, self.gradients, self.hessians, self.feature_mask, self.all_rows and node.idx == 0, self.hessians_are_constant,
             threads_for(rows.size * self.n_features, self.n_threads), hist,
             self.buffers.partial_histograms(self.n_features, self.n_bins),
         )
@@ -278,8 +277,6 @@ class GrowerBuffers:
         self.partition = np.empty(n_samples, dtype=np.uint32)
         self.left = np.empty(n_samples, dtype=np.uint32)
         self.right = np.empty(n_samples, dtype=np.uint32)
-        self.ordered_gradients = np.empty(n_samples, dtype=G_H_DTYPE)
-        self.ordered_hessians = np.empty(n_samples, dtype=G_H_DTYPE)
         self._free_histograms = []
         self._partial = None
 

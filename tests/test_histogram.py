@@ -21,9 +21,8 @@ def test_histograms_and_subtraction(data):
     rows = np.sort(np.random.default_rng(2).choice(X.shape[0], 1200, replace=False)).astype(
         np.uint32)
     mask = np.ones(X.shape[1], dtype=np.uint8)
-    og, oh = np.empty(3000, np.float32), np.empty(3000, np.float32)
     hist = np.empty((X.shape[1], n_bins), dtype=HISTOGRAM_DTYPE)
-    _histogram.build_histogram(binned, rows, g, h, og, oh, mask, False, False, 2, hist)
+    _histogram.build_histogram(binned, rows, g, h, mask, False, False, 2, hist)
     ref = naive_histogram(binned, rows, g, h, n_bins)
     for field in ("sum_gradients", "sum_hessians"):
         np.testing.assert_allclose(hist[field], ref[field], rtol=1e-6, atol=1e-5)
@@ -31,7 +30,7 @@ def test_histograms_and_subtraction(data):
 
     all_rows = np.arange(3000, dtype=np.uint32)
     parent = np.empty_like(hist)
-    _histogram.build_histogram(binned, all_rows, g, h, og, oh, mask, True, False, 2, parent)
+    _histogram.build_histogram(binned, all_rows, g, h, mask, True, False, 2, parent)
     other = np.setdiff1d(all_rows, rows).astype(np.uint32)
     sub = np.empty_like(hist)
     _histogram.subtract_histograms(parent, hist, mask, 2, sub)
@@ -42,7 +41,7 @@ def test_histograms_and_subtraction(data):
     # constant hessians: only gradients and counts are summed
     ones = np.ones(3000, np.float32)
     const = np.empty_like(hist)
-    _histogram.build_histogram(binned, rows, g, ones, og, oh, mask, False, True, 2, const)
+    _histogram.build_histogram(binned, rows, g, ones, mask, False, True, 2, const)
     ref_const = naive_histogram(binned, rows, g, ones, n_bins)
     np.testing.assert_array_equal(const["sum_hessians"], ref_const["sum_hessians"])
     np.testing.assert_allclose(const["sum_gradients"], ref_const["sum_gradients"], atol=1e-5)
@@ -64,14 +63,13 @@ def test_row_chunked_histograms(hessians_are_constant, all_rows):
             .astype(np.uint32))
     assert _histogram.n_chunks_for(rows.size, 64) >= 3
     mask = np.array([1, 1, 0, 1, 1, 1, 0], np.uint8)
-    og, oh = np.empty(n, np.float32), np.empty(n, np.float32)
     partial = np.empty((64, n_features, 256), dtype=HISTOGRAM_DTYPE)
     ref = naive_histogram(binned, rows, g, h, 256)
     results = []
     for n_threads, scratch in ((1, partial), (2, partial), (3, partial), (2, None)):
         hist = np.zeros((n_features, 256), dtype=HISTOGRAM_DTYPE)
         hist["count"][~mask.astype(bool)] = 7  # masked features are left untouched
-        _histogram.build_histogram(binned, rows, g, h, og, oh, mask, all_rows,
+        _histogram.build_histogram(binned, rows, g, h, mask, all_rows,
                                    hessians_are_constant, n_threads, hist, scratch)
         m = mask.astype(bool)
         np.testing.assert_array_equal(hist["count"][m], ref["count"][m])
