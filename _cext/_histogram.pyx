@@ -14,14 +14,19 @@ import numpy as np
 from _common cimport X_BINNED_DTYPE_C, Y_DTYPE_C, G_H_DTYPE_C, hist_struct
 
 cdef enum:
-    # Rows per chunk of a node; a node with fewer rows is one chunk. Large
-    # enough that adding a chunk's partial histogram (n_bins per feature) is
-    # under 1% of filling it (CHUNK_ROWS per feature).
-    CHUNK_ROWS = 32768
+    # Rows per chunk of a node; a node with fewer rows is one chunk. Small
+    # enough that a node of some 10^5 rows gives many threads work, large
+    # enough that zeroing and adding a chunk's partial histogram (n_bins per
+    # feature) costs a few percent of filling it (CHUNK_ROWS per feature).
+    CHUNK_ROWS = 16384
     # Features read together in one pass over a chunk's rows: each row's
     # gradient, hessian and index are loaded once per tile, and the tile's
     # histogram updates are independent chains the CPU overlaps.
     TILE = 4
+
+
+#: Python view of the chunk size (tests, docs).
+CHUNK_ROWS_PER_CHUNK = CHUNK_ROWS
 
 
 def n_chunks_for(Py_ssize_t n_rows, Py_ssize_t max_chunks):

@@ -133,7 +133,7 @@ def sweep(args, results, save):
                     runs = []
                     try:
                         for _ in range(args.repeats):
-                            runs.append(_child(shape, lib, n_trees, n_threads, args.rows, left))
+                            runs.append(_child(shape, lib, n_trees, n_threads, args.rows, args.timeout))
                             if runs[0]["fit_s"] >= SINGLE_RUN_ABOVE_S:
                                 break
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -227,7 +227,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3,
                     help=f"runs per configuration (one if a fit takes >= {SINGLE_RUN_ABOVE_S} s)")
     ap.add_argument("--budget", type=float, default=None,
-                    help="seconds after which no new run starts")
+                    help="seconds after which no new run starts (runs under way finish)")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds one run may take")
     ap.add_argument("--out", default=RESULTS)
     ap.add_argument("--table", action="store_true", help="print the tables of --out and exit")
     ap.add_argument("--plot", default=None, help="write the scaling plot of --out (PNG)")
