@@ -133,7 +133,8 @@ def sweep(args, results, save):
                     runs = []
                     try:
                         for _ in range(args.repeats):
-                            runs.append(_child(shape, lib, n_trees, n_threads, args.rows, args.timeout))
+                            runs.append(_child(shape, lib, n_trees, n_threads, args.rows,
+                                               args.timeout))
                             if runs[0]["fit_s"] >= SINGLE_RUN_ABOVE_S:
                                 break
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -148,7 +149,8 @@ def sweep(args, results, save):
                            "all_fit_s": [r["fit_s"] for r in runs]}
                     (results["runs"].setdefault(key(shape, n_trees, args.rows), {})
                      .setdefault(lib, {})[str(n_threads)]) = med
-                    print(f"{key(shape, n_trees, args.rows):<24} {lib:<15} {n_threads:>3} threads  fit "
+                    print(f"{key(shape, n_trees, args.rows):<24} {lib:<15} {n_threads:>3} threads"
+                          "  fit "
                           f"{med['fit_s']:8.2f}s ({len(runs)} run)  {med['metric']} "
                           f"{med['value']:.5f}", flush=True)
                     save(results)

@@ -20,6 +20,13 @@ PARTITION_WORK_PER_ROW = 4
 PARTIAL_HISTOGRAM_BYTES = 16 << 20
 MAX_ROW_CHUNKS = 64
 
+# positions of NODE_DTYPE's fields in the grower's per-node lists
+(_VALUE, _COUNT, _FEATURE, _NUM_THRESHOLD, _MISSING_LEFT, _LEFT, _RIGHT, _GAIN, _DEPTH,
+ _IS_LEAF, _BIN_THRESHOLD, _SUM_HESSIANS) = range(12)
+assert NODE_DTYPE.names == ("value", "count", "feature_idx", "num_threshold",
+                            "missing_go_to_left", "left", "right", "gain", "depth", "is_leaf",
+                            "bin_threshold", "sum_hessians")
+
 
 class _Node:
     """A node under construction: its rows are ``partition[start:stop]``."""
@@ -124,7 +131,8 @@ class TreeGrower:
         hist = self.buffers.take_histogram(self.n_features, self.n_bins)
         rows = self.partition[node.start:node.stop]
         _histogram.build_histogram(
-            self.X_binned, rows, self.gradients, self.hessians, self.feature_mask, self.all_rows and node.idx == 0, self.hessians_are_constant,
+            self.X_binned, rows, self.gradients, self.hessians, self.feature_mask,
+            self.all_rows and node.idx == 0, self.hessians_are_constant,
             threads_for(rows.size * self.n_features, self.n_threads), hist,
             self.buffers.partial_histograms(self.n_features, self.n_bins),
         )
@@ -169,7 +177,7 @@ class TreeGrower:
         sum_g = float(np.sum(g, dtype=np.float64))
         sum_h = float(np.sum(h, dtype=np.float64))
         nodes = [self._new_node_record(0, rows.size, sum_h, self._leaf_value(sum_g, sum_h))]
-        root = _Node(0, 0, rows.size, 0, sum_g, sum_h, nodes[0]["value"])
+        root = _Node(0, 0, rows.size, 0, sum_g, sum_h, nodes[0][_VALUE])
         heap = []
         n_leaves = 1
         if self._can_split(root) and self.max_leaf_nodes > 1:
@@ -193,19 +201,14 @@ class TreeGrower:
         leaves_final.extend(item[2] for item in heap)
         for leaf in leaves_final:
             self._free_hist(leaf)
-        nodes_arr = np.array(nodes, dtype=NODE_DTYPE)
+        nodes_arr = np.array([tuple(rec) for rec in nodes], dtype=NODE_DTYPE)
         leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
         return nodes_arr, leaves
 
     def _new_node_record(self, depth, count, sum_h, value):
-        rec = np.zeros((), dtype=NODE_DTYPE)
-        rec["value"] = value
-        rec["count"] = count
-        rec["depth"] = depth
-        rec["is_leaf"] = 1
-        rec["feature_idx"] = -1
-        rec["sum_hessians"] = sum_h
-        return rec
+        # a list in NODE_DTYPE's field order (cheaper to fill than a numpy
+        # record; the tree's array is built once at the end of grow())
+        return [value, count, -1, 0.0, 0, 0, 0, 0.0, depth, 1, 0, sum_h]
 
     def _split(self, node, nodes):
         gain, feature, bin_idx, missing_left, gl, hl, nl = node.split
@@ -223,23 +226,25 @@ class TreeGrower:
         assert n_left == nl, (n_left, nl)
         gr, hr = node.sum_g - gl, node.sum_h - hl
         rec = nodes[node.idx]
-        rec["is_leaf"] = 0
-        rec["feature_idx"] = feature
-        rec["bin_threshold"] = bin_idx
-        rec["missing_go_to_left"] = missing_left
-        rec["gain"] = gain
+        rec[_IS_LEAF] = 0
+        rec[_FEATURE] = feature
+        rec[_BIN_THRESHOLD] = bin_idx
+        rec[_MISSING_LEFT] = int(missing_left)
+        rec[_GAIN] = gain
         thresholds = self.bin_thresholds[feature] if self.bin_thresholds is not None else None
-        rec["num_threshold"] = (
-            thresholds[bin_idx] if thresholds is not None and bin_idx < thresholds.size else np.inf
+        rec[_NUM_THRESHOLD] = (
+            float(thresholds[bin_idx]) if thresholds is not None and bin_idx < thresholds.size
+            else np.inf
         )
         left_idx, right_idx = len(nodes), len(nodes) + 1
-        rec["left"], rec["right"] = left_idx, right_idx
+        rec[_LEFT], rec[_RIGHT] = left_idx, right_idx
         depth = node.depth + 1
         nodes.append(self._new_node_record(depth, nl, hl, self._leaf_value(gl, hl)))
         nodes.append(self._new_node_record(depth, node.n_samples - nl, hr, self._leaf_value(gr, hr)))
-        left = _Node(left_idx, node.start, node.start + nl, depth, gl, hl, nodes[left_idx]["value"])
+        left = _Node(left_idx, node.start, node.start + nl, depth, gl, hl,
+                     nodes[left_idx][_VALUE])
         right = _Node(right_idx, node.start + nl, node.stop, depth, gr, hr,
-                      nodes[right_idx]["value"])
+                      nodes[right_idx][_VALUE])
         return left, right
 
     def _prepare_children(self, parent, left, right, room):
