@@ -188,7 +188,9 @@ def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    workloads = list(results["runs"])
+    # a curve needs two thread counts
+    workloads = [w for w, libs in results["runs"].items()
+                 if any(len(runs) > 1 for runs in libs.values())]
     if not workloads:
         raise SystemExit("no results to plot")
     fig, axes = plt.subplots(1, len(workloads), figsize=(5.5 * len(workloads), 4.2),
