@@ -26,7 +26,7 @@ cdef enum:
 
 
 #: Python view of the chunk size (tests, docs).
-CHUNK_ROWS_PER_CHUNK = CHUNK_ROWS
+ROWS_PER_CHUNK = CHUNK_ROWS
 
 
 def n_chunks_for(Py_ssize_t n_rows, Py_ssize_t max_chunks):
@@ -163,6 +163,11 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
         unsigned int cnt
         int[::1] active
 
+    if hist.shape[0] != n_features:
+        raise ValueError(f"hist has {hist.shape[0]} features, X_binned {n_features}.")
+    if partial is not None and (partial.shape[1] != n_features or partial.shape[2] != n_bins):
+        raise ValueError(f"partial has shape {tuple(partial.shape)[:3]}; expected "
+                         f"(max_chunks, {n_features}, {n_bins}).")
     if n == 0:
         return
     if n_chunks > 1:

@@ -52,13 +52,13 @@ def test_histograms_and_subtraction(data):
 def test_row_chunked_histograms(hessians_are_constant, all_rows):
     # a node of more than CHUNK_ROWS rows is filled as per-chunk partial
     # histograms added in chunk order: the same sums for any thread count
-    n, n_features = 3 * _histogram.CHUNK_ROWS_PER_CHUNK + 1001, 7
+    n, n_features = 3 * _histogram.ROWS_PER_CHUNK + 1001, 7
     X, g, h = mixed_data(n=n, n_features=n_features, seed=9)
     if hessians_are_constant:
         h = np.full(n, 0.5, np.float32)
     mapper = BinMapper(random_state=0).fit(X)
     binned = mapper.transform(X)
-    n_rows = 2 * _histogram.CHUNK_ROWS_PER_CHUNK + 17
+    n_rows = 2 * _histogram.ROWS_PER_CHUNK + 17
     rows = (np.arange(n, dtype=np.uint32) if all_rows else
             np.sort(np.random.default_rng(0).choice(n, n_rows, replace=False)).astype(np.uint32))
     assert _histogram.n_chunks_for(rows.size, 64) >= 3
@@ -83,9 +83,22 @@ def test_row_chunked_histograms(hessians_are_constant, all_rows):
 
 
 def test_partial_scratch_bounds_the_chunks():
-    chunk = _histogram.CHUNK_ROWS_PER_CHUNK
+    chunk = _histogram.ROWS_PER_CHUNK
     assert _histogram.n_chunks_for(10, 64) == 1
     assert _histogram.n_chunks_for(chunk, 64) == 1
     assert _histogram.n_chunks_for(chunk + 1, 64) == 2
     assert _histogram.n_chunks_for(10 ** 8, 64) == 64
     assert _histogram.n_chunks_for(10 ** 8, 1) == 1
+
+
+def test_scratch_of_another_shape_is_rejected():
+    binned = np.zeros((10, 3), dtype=np.uint8, order="F")
+    g = np.zeros(10, np.float32)
+    rows = np.arange(10, dtype=np.uint32)
+    mask = np.ones(3, np.uint8)
+    hist = np.empty((3, 256), dtype=HISTOGRAM_DTYPE)
+    with pytest.raises(ValueError, match="partial has shape"):
+        _histogram.build_histogram(binned, rows, g, g, mask, True, False, 1, hist,
+                                   np.empty((4, 2, 256), dtype=HISTOGRAM_DTYPE))
+    with pytest.raises(ValueError, match="hist has 2 features"):
+        _histogram.build_histogram(binned, rows, g, g, mask, True, False, 1, hist[:2])
