@@ -56,28 +56,30 @@ def make_data(task, n, f, n_classes, seed=0):
     return X[:split], X[split:], y[:split], y[split:]
 
 
-def build_model(lib, task, n_classes, n_trees):
+def build_model(lib, task, n_classes, n_trees, n_threads=N_THREADS):
+    """The estimator of ``lib`` with the shared settings, on ``n_threads``
+    threads (scikit-learn's HGB takes its count from ``OMP_NUM_THREADS``)."""
     common_dart = dict(drop_rate=0.1, skip_drop=0.5, max_drop=50)
     if lib.startswith("dartboost"):
         from dartboost import DartClassifier, DartRegressor
         cls = DartRegressor if task == "regression" else DartClassifier
         extra = common_dart if lib.endswith("dart") else {}
         return cls(boosting=lib.split("_")[1], n_estimators=n_trees, learning_rate=0.1,
-                   max_leaf_nodes=31, max_bins=255, early_stopping=False, n_jobs=N_THREADS,
+                   max_leaf_nodes=31, max_bins=255, early_stopping=False, n_jobs=n_threads,
                    random_state=0, **extra)
     if lib.startswith("lightgbm"):
         import lightgbm as lgb
         cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
         extra = dict(boosting_type="dart", **common_dart) if lib.endswith("dart") else {}
         return cls(n_estimators=n_trees, learning_rate=0.1, num_leaves=31, max_bin=255,
-                   n_jobs=N_THREADS, verbose=-1, random_state=0, **extra)
+                   n_jobs=n_threads, verbose=-1, random_state=0, **extra)
     if lib.startswith("xgboost"):
         import xgboost as xgb
         cls = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
         extra = (dict(booster="dart", rate_drop=0.1, skip_drop=0.5) if lib.endswith("dart")
                  else {})
         return cls(n_estimators=n_trees, learning_rate=0.1, max_leaves=31, grow_policy="lossguide",
-                   max_depth=0, max_bin=255, tree_method="hist", n_jobs=N_THREADS,
+                   max_depth=0, max_bin=255, tree_method="hist", n_jobs=n_threads,
                    random_state=0, **extra)
     if lib == "sklearn_hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor

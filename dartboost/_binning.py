@@ -33,6 +33,18 @@ def _find_thresholds(col, max_bins):
     return np.ascontiguousarray(thresholds, dtype=X_DTYPE)
 
 
+def _map_features(fn, n_features, n_threads):
+    """``[fn(f) for f in range(n_features)]`` on up to ``n_threads`` threads
+    (NumPy's sort releases the GIL); each feature is independent, so the result
+    does not depend on the thread count."""
+    n_threads = min(n_threads, n_features)
+    if n_threads <= 1:
+        return [fn(f) for f in range(n_features)]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(n_threads) as pool:
+        return list(pool.map(fn, range(n_features)))
+
+
 class BinMapper:
     """Learn per-feature bin thresholds and map raw values to uint8 bins.
 
@@ -64,7 +76,8 @@ class BinMapper:
             rng = check_random_state(self.random_state)
             rows = np.sort(rng.choice(X.shape[0], self.subsample, replace=False))
             X = X[rows]
-        self.bin_thresholds_ = [_find_thresholds(X[:, f], self.max_bins) for f in range(X.shape[1])]
+        self.bin_thresholds_ = _map_features(
+            lambda f: _find_thresholds(X[:, f], self.max_bins), X.shape[1], self.n_threads)
         self.n_bins_non_missing_ = np.array(
             [t.size + 1 for t in self.bin_thresholds_], dtype=np.uint32
         )

@@ -2,9 +2,9 @@
 
 The structured dtypes mirror the packed structs of ``_cext/_common.pxd``.
 """
-import os
-
 import numpy as np
+
+from ._cext import _openmp
 
 X_DTYPE = np.float64
 X_BINNED_DTYPE = np.uint8
@@ -38,18 +38,27 @@ NODE_DTYPE = np.dtype(
 MAX_BINS = 255
 
 
-def effective_n_threads(n_jobs):
-    """Number of OpenMP threads for ``n_jobs`` (joblib conventions).
+def available_cpus():
+    """CPUs this process may run on: its affinity mask and its cgroup CPU quota
+    (a container limited to 2 CPUs on a 64-core host gets 2), through joblib's
+    ``cpu_count`` (loky's detection, shared with scikit-learn)."""
+    from joblib import cpu_count
+    return max(1, int(cpu_count()))
 
-    ``None`` means all cores available to this process; ``-1`` all cores,
-    ``-2`` all but one, and so on.
+
+def effective_n_threads(n_jobs):
+    """Number of OpenMP threads for ``n_jobs`` (scikit-learn's conventions).
+
+    ``None`` means what the OpenMP runtime would use for a region,
+    ``omp_get_max_threads()``, so ``OMP_NUM_THREADS`` and
+    ``threadpoolctl.threadpool_limits`` bind (as they do for scikit-learn's
+    HistGradientBoosting), capped by :func:`available_cpus`. ``-1`` means all
+    available CPUs, ``-2`` all but one, and so on; a positive value is used as
+    given, capped by the available CPUs.
     """
-    try:
-        n_cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n_cpus = os.cpu_count() or 1
+    n_cpus = available_cpus()
     if n_jobs is None:
-        return n_cpus
+        return max(1, min(int(_openmp.omp_max_threads()), n_cpus))
     if n_jobs < 0:
         return max(1, n_cpus + 1 + n_jobs)
     return max(1, min(int(n_jobs), n_cpus))

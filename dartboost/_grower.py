@@ -12,6 +12,21 @@ import numpy as np
 from ._cext import _histogram, _splitting
 from ._common import HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
 
+#: Partition work per row relative to a histogram update of one feature
+#: (``threads_for`` units): a row is read, compared and written once.
+PARTITION_WORK_PER_ROW = 4
+#: Bytes of scratch for the per-chunk histograms of a large node, and the most
+#: chunks (the row-parallelism of one node's histogram).
+PARTIAL_HISTOGRAM_BYTES = 16 << 20
+MAX_ROW_CHUNKS = 64
+
+# positions of NODE_DTYPE's fields in the grower's per-node lists
+(_VALUE, _COUNT, _FEATURE, _NUM_THRESHOLD, _MISSING_LEFT, _LEFT, _RIGHT, _GAIN, _DEPTH,
+ _IS_LEAF, _BIN_THRESHOLD, _SUM_HESSIANS) = range(12)
+assert NODE_DTYPE.names == ("value", "count", "feature_idx", "num_threshold",
+                            "missing_go_to_left", "left", "right", "gain", "depth", "is_leaf",
+                            "bin_threshold", "sum_hessians")
+
 
 class _Node:
     """A node under construction: its rows are ``partition[start:stop]``."""
@@ -44,7 +59,8 @@ class TreeGrower:
     n_bins_non_missing : ndarray of uint32, shape (n_features,)
     missing_values_bin_idx : int
     sample_indices : ndarray of uint32 or None
-        Rows to grow on (row subsampling); ``None`` means all rows.
+        Rows to grow on (row subsampling), best ascending (histograms then
+        read gradients and bins in a forward walk); ``None`` means all rows.
     feature_mask : ndarray of uint8 or None
         Features the tree may use (``colsample_bytree``); ``None`` means all.
     colsample_bynode : float
@@ -112,15 +128,20 @@ class TreeGrower:
         return mask
 
     def _build_hist(self, node):
-        hist = np.empty((self.n_features, self.n_bins), dtype=HISTOGRAM_DTYPE)
+        hist = self.buffers.take_histogram(self.n_features, self.n_bins)
         rows = self.partition[node.start:node.stop]
         _histogram.build_histogram(
-            self.X_binned, rows, self.gradients, self.hessians,
-            self.buffers.ordered_gradients, self.buffers.ordered_hessians,
-            self.feature_mask, self.all_rows and node.idx == 0, self.hessians_are_constant,
+            self.X_binned, rows, self.gradients, self.hessians, self.feature_mask,
+            self.all_rows and node.idx == 0, self.hessians_are_constant,
             threads_for(rows.size * self.n_features, self.n_threads), hist,
+            self.buffers.partial_histograms(self.n_features, self.n_bins),
         )
         return hist
+
+    def _free_hist(self, node):
+        if node.hist is not None:
+            self.buffers.give_histogram(node.hist)
+            node.hist = None
 
     def _can_split(self, node):
         if node.n_samples < 2 * self.min_samples_leaf:
@@ -156,7 +177,7 @@ class TreeGrower:
         sum_g = float(np.sum(g, dtype=np.float64))
         sum_h = float(np.sum(h, dtype=np.float64))
         nodes = [self._new_node_record(0, rows.size, sum_h, self._leaf_value(sum_g, sum_h))]
-        root = _Node(0, 0, rows.size, 0, sum_g, sum_h, nodes[0]["value"])
+        root = _Node(0, 0, rows.size, 0, sum_g, sum_h, nodes[0][_VALUE])
         heap = []
         n_leaves = 1
         if self._can_split(root) and self.max_leaf_nodes > 1:
@@ -176,23 +197,18 @@ class TreeGrower:
                     heapq.heappush(heap, (-child.split[0], child.idx, child))
                 else:
                     leaves_final.append(child)
-            node.hist = None  # free the parent's histogram
+            self._free_hist(node)  # the parent's histogram is reused
         leaves_final.extend(item[2] for item in heap)
         for leaf in leaves_final:
-            leaf.hist = None
-        nodes_arr = np.array(nodes, dtype=NODE_DTYPE)
+            self._free_hist(leaf)
+        nodes_arr = np.array([tuple(rec) for rec in nodes], dtype=NODE_DTYPE)
         leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
         return nodes_arr, leaves
 
     def _new_node_record(self, depth, count, sum_h, value):
-        rec = np.zeros((), dtype=NODE_DTYPE)
-        rec["value"] = value
-        rec["count"] = count
-        rec["depth"] = depth
-        rec["is_leaf"] = 1
-        rec["feature_idx"] = -1
-        rec["sum_hessians"] = sum_h
-        return rec
+        # a list in NODE_DTYPE's field order (cheaper to fill than a numpy
+        # record; the tree's array is built once at the end of grow())
+        return [value, count, -1, 0.0, 0, 0, 0, 0.0, depth, 1, 0, sum_h]
 
     def _split(self, node, nodes):
         gain, feature, bin_idx, missing_left, gl, hl, nl = node.split
@@ -205,28 +221,30 @@ class TreeGrower:
         n_left = _splitting.split_indices(
             self.X_binned, rows, feature, bin_idx, missing_left,
             self.missing_values_bin_idx, self.buffers.left, self.buffers.right,
-            threads_for(rows.size, self.n_threads),
+            threads_for(rows.size * PARTITION_WORK_PER_ROW, self.n_threads),
         )
         assert n_left == nl, (n_left, nl)
         gr, hr = node.sum_g - gl, node.sum_h - hl
         rec = nodes[node.idx]
-        rec["is_leaf"] = 0
-        rec["feature_idx"] = feature
-        rec["bin_threshold"] = bin_idx
-        rec["missing_go_to_left"] = missing_left
-        rec["gain"] = gain
+        rec[_IS_LEAF] = 0
+        rec[_FEATURE] = feature
+        rec[_BIN_THRESHOLD] = bin_idx
+        rec[_MISSING_LEFT] = int(missing_left)
+        rec[_GAIN] = gain
         thresholds = self.bin_thresholds[feature] if self.bin_thresholds is not None else None
-        rec["num_threshold"] = (
-            thresholds[bin_idx] if thresholds is not None and bin_idx < thresholds.size else np.inf
+        rec[_NUM_THRESHOLD] = (
+            float(thresholds[bin_idx]) if thresholds is not None and bin_idx < thresholds.size
+            else np.inf
         )
         left_idx, right_idx = len(nodes), len(nodes) + 1
-        rec["left"], rec["right"] = left_idx, right_idx
+        rec[_LEFT], rec[_RIGHT] = left_idx, right_idx
         depth = node.depth + 1
         nodes.append(self._new_node_record(depth, nl, hl, self._leaf_value(gl, hl)))
         nodes.append(self._new_node_record(depth, node.n_samples - nl, hr, self._leaf_value(gr, hr)))
-        left = _Node(left_idx, node.start, node.start + nl, depth, gl, hl, nodes[left_idx]["value"])
+        left = _Node(left_idx, node.start, node.start + nl, depth, gl, hl,
+                     nodes[left_idx][_VALUE])
         right = _Node(right_idx, node.start + nl, node.stop, depth, gr, hr,
-                      nodes[right_idx]["value"])
+                      nodes[right_idx][_VALUE])
         return left, right
 
     def _prepare_children(self, parent, left, right, room):
@@ -239,7 +257,7 @@ class TreeGrower:
         small, large = (left, right) if left.n_samples <= right.n_samples else (right, left)
         small.hist = self._build_hist(small)
         if self._can_split(large):
-            large.hist = np.empty_like(parent.hist)
+            large.hist = self.buffers.take_histogram(self.n_features, self.n_bins)
             _histogram.subtract_histograms(
                 parent.hist, small.hist, self.feature_mask,
                 threads_for(self.n_features * self.n_bins, self.n_threads), large.hist
@@ -248,17 +266,44 @@ class TreeGrower:
             if child.hist is not None and self._can_split(child):
                 self._find_split(child)
             if child.split is None:
-                child.hist = None
+                self._free_hist(child)
 
 
 class GrowerBuffers:
-    """Per-fit scratch arrays reused by every tree (avoids re-allocation)."""
+    """Per-fit scratch arrays reused by every tree (no allocation per node).
+
+    Histograms come from a free list: a node's histogram goes back when the
+    node is split or becomes a leaf, so a fit holds about as many as the
+    largest frontier of splittable nodes, allocated once.
+    """
 
     def __init__(self, n_samples):
-        from ._common import G_H_DTYPE
         self.arange = np.arange(n_samples, dtype=np.uint32)
         self.partition = np.empty(n_samples, dtype=np.uint32)
         self.left = np.empty(n_samples, dtype=np.uint32)
         self.right = np.empty(n_samples, dtype=np.uint32)
-        self.ordered_gradients = np.empty(n_samples, dtype=G_H_DTYPE)
-        self.ordered_hessians = np.empty(n_samples, dtype=G_H_DTYPE)
+        self._free_histograms = []
+        self._partial = None
+
+    def take_histogram(self, n_features, n_bins):
+        """An uninitialised ``(n_features, n_bins)`` histogram."""
+        while self._free_histograms:
+            hist = self._free_histograms.pop()
+            if hist.shape == (n_features, n_bins):
+                return hist
+        return np.empty((n_features, n_bins), dtype=HISTOGRAM_DTYPE)
+
+    def give_histogram(self, hist):
+        """Return a histogram no node uses any more."""
+        self._free_histograms.append(hist)
+
+    def partial_histograms(self, n_features, n_bins):
+        """Scratch for the per-chunk histograms of large nodes: as many chunks
+        as fit in :data:`PARTIAL_HISTOGRAM_BYTES` (at most
+        :data:`MAX_ROW_CHUNKS`). Depends only on the shape, so the chunking,
+        hence every sum, is the same for any thread count."""
+        max_chunks = int(min(MAX_ROW_CHUNKS, max(
+            1, PARTIAL_HISTOGRAM_BYTES // (n_features * n_bins * HISTOGRAM_DTYPE.itemsize))))
+        if self._partial is None or self._partial.shape != (max_chunks, n_features, n_bins):
+            self._partial = np.empty((max_chunks, n_features, n_bins), dtype=HISTOGRAM_DTYPE)
+        return self._partial

@@ -50,12 +50,21 @@ class BaseLoss:
         """Constant raw score minimising the loss, shape ``(K,)``."""
         raise NotImplementedError
 
+    #: name of the loss in the compiled kernel ``_loss.gradient_hessian``
+    kernel_name = None
+
+    def kernel_param(self):
+        """The loss's parameter for the compiled kernel (quantile, delta)."""
+        return 0.0
+
     def gradients(self, y, raw, sample_weight, n_threads, gradients, hessians):
         """Fill float32 ``gradients``/``hessians`` of shape ``(K, n)``."""
         sw = _weights_or_empty(sample_weight)
         n_threads = threads_for(4 * raw.shape[1], n_threads)
+        param = self.kernel_param()
         for k in range(self.n_trees_per_iteration):
-            self._kernel(y[k], raw[k], sw, n_threads, gradients[k], hessians[k])
+            _loss.gradient_hessian(self.kernel_name, y[k], raw[k], sw, param, n_threads,
+                                   gradients[k], hessians[k])
 
     def loss(self, y, raw, sample_weight=None):
         """Weighted mean loss (lower is better)."""
@@ -71,13 +80,11 @@ class BaseLoss:
 
 class SquaredError(BaseLoss):
     name = "squared_error"
+    kernel_name = "squared_error"
     unit_hessians = True
 
     def baseline(self, y, sample_weight):
         return np.array([_mean(y[k], sample_weight) for k in range(y.shape[0])])
-
-    def _kernel(self, y, raw, sw, n_threads, g, h):
-        _loss.squared_error(y, raw, sw, n_threads, g, h)
 
     def loss(self, y, raw, sample_weight=None):
         return _mean(np.mean((y - raw) ** 2, axis=0) * 0.5, sample_weight)
@@ -85,15 +92,13 @@ class SquaredError(BaseLoss):
 
 class AbsoluteError(BaseLoss):
     name = "absolute_error"
+    kernel_name = "absolute_error"
     unit_hessians = True
     refits_leaves = True
     quantile = 0.5
 
     def baseline(self, y, sample_weight):
         return np.array([weighted_quantile(y[0], self.quantile, sample_weight)])
-
-    def _kernel(self, y, raw, sw, n_threads, g, h):
-        _loss.absolute_error(y, raw, sw, n_threads, g, h)
 
     def loss(self, y, raw, sample_weight=None):
         return _mean(np.abs(y[0] - raw[0]), sample_weight)
@@ -105,13 +110,14 @@ class AbsoluteError(BaseLoss):
 
 class Quantile(AbsoluteError):
     name = "quantile"
+    kernel_name = "quantile"
 
     def __init__(self, quantile=0.5):
         super().__init__(1)
         self.quantile = quantile
 
-    def _kernel(self, y, raw, sw, n_threads, g, h):
-        _loss.quantile(y, raw, sw, self.quantile, n_threads, g, h)
+    def kernel_param(self):
+        return self.quantile
 
     def loss(self, y, raw, sample_weight=None):
         diff = y[0] - raw[0]
@@ -125,6 +131,7 @@ class Huber(BaseLoss):
     adapts to the scale of the target."""
 
     name = "huber"
+    kernel_name = "huber"
     unit_hessians = True
 
     def __init__(self, alpha=0.9):
@@ -139,8 +146,8 @@ class Huber(BaseLoss):
         self.delta = max(weighted_quantile(np.abs(y[0] - raw[0]), self.alpha, sample_weight),
                          np.finfo(np.float64).tiny)
 
-    def _kernel(self, y, raw, sw, n_threads, g, h):
-        _loss.huber(y, raw, sw, self.delta, n_threads, g, h)
+    def kernel_param(self):
+        return self.delta
 
     def loss(self, y, raw, sample_weight=None):
         diff = np.abs(y[0] - raw[0])
@@ -154,12 +161,10 @@ class Poisson(BaseLoss):
     """Poisson deviance with a log link: ``raw = log(mu)``."""
 
     name = "poisson"
+    kernel_name = "poisson"
 
     def baseline(self, y, sample_weight):
         return np.array([np.log(_mean(y[0], sample_weight))])
-
-    def _kernel(self, y, raw, sw, n_threads, g, h):
-        _loss.poisson(y, raw, sw, n_threads, g, h)
 
     def loss(self, y, raw, sample_weight=None):
         return _mean(np.exp(raw[0]) - y[0] * raw[0], sample_weight)
@@ -170,13 +175,11 @@ class Poisson(BaseLoss):
 
 class BinaryLogLoss(BaseLoss):
     name = "log_loss"
+    kernel_name = "binary_log_loss"
 
     def baseline(self, y, sample_weight):
         p = np.clip(_mean(y[0], sample_weight), 1e-15, 1 - 1e-15)
         return np.array([np.log(p / (1 - p))])
-
-    def _kernel(self, y, raw, sw, n_threads, g, h):
-        _loss.binary_log_loss(y, raw, sw, n_threads, g, h)
 
     def loss(self, y, raw, sample_weight=None):
         # log(1 + exp(raw)) - y * raw, computed stably
