@@ -290,9 +290,15 @@ def test_concurrent_writers_from_several_processes(locs):
     with ctx.Pool(n_writers) as pool:
         results = pool.map(concurrent_writer, [(locs, "shared", w, n_puts) for w in range(n_writers)])
     all_versions = sorted(v for _, vs in results for v in vs)
-    # every put committed its own version: none lost, none shared
-    assert all_versions == list(range(1, n_writers * n_puts + 1))
+    # every put committed its own version: none lost, none shared. Numbers
+    # may have gaps: a number on which racing writers each got copies at
+    # fewer than a quorum of locations is aborted and both move on
+    # (docs/contracts.md), so only uniqueness and per-writer order hold.
+    assert len(set(all_versions)) == n_writers * n_puts
+    assert all(vs == sorted(vs) for _, vs in results)
     store = ModelStore(locs)
+    # exactly the acknowledged versions are visible: no phantom, none lost
+    assert sorted(store.versions("shared")) == all_versions
     # the commit rule needs a quorum of copies, not all: a race can leave a
     # winner without its copy where a loser's was; repair restores it
     assert {(p.what, p.status) for p in store.verify().problems} <= {("manifest", "missing")}
