@@ -9,13 +9,17 @@ def map_to_bins(const X_DTYPE_C[:, ::1] X,
                 const long long[::1] offsets,
                 X_BINNED_DTYPE_C missing_bin_idx,
                 int n_threads,
-                X_BINNED_DTYPE_C[::1, :] binned):
+                X_BINNED_DTYPE_C[::1, :] binned,
+                const unsigned char[::1] is_categorical=None):
     """Bin ``X`` into the Fortran-ordered ``binned``.
 
     The thresholds of feature ``f`` are ``thresholds[offsets[f]:offsets[f+1]]``
     (sorted). A value goes to the number of thresholds strictly below it, so
     ``x <= thresholds[b]`` exactly when ``bin(x) <= b``; NaN goes to
-    ``missing_bin_idx``. Rows are processed in blocks so that a block of the
+    ``missing_bin_idx``. For a feature flagged in ``is_categorical`` the
+    "thresholds" are its kept category values (sorted): a value equal to the
+    ``b``-th one goes to bin ``b``, any other to the pooled bin after them
+    (``offsets[f+1] - offsets[f]``). Rows are processed in blocks so that a block of the
     (usually C-ordered) input stays in cache while each feature is binned.
     """
     cdef:
@@ -26,6 +30,8 @@ def map_to_bins(const X_DTYPE_C[:, ::1] X,
         Py_ssize_t blk, f, i, row_start, row_stop
         long long base, n, half, start
         X_DTYPE_C x
+        bint any_cat = is_categorical is not None
+        bint cat
 
     for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
         row_start = blk * block
@@ -34,6 +40,7 @@ def map_to_bins(const X_DTYPE_C[:, ::1] X,
             row_stop = n_samples
         for f in range(n_features):
             start = offsets[f]
+            cat = any_cat and is_categorical[f] != 0
             for i in range(row_start, row_stop):
                 x = X[i, f]
                 if x != x:  # NaN
@@ -53,4 +60,6 @@ def map_to_bins(const X_DTYPE_C[:, ::1] X,
                         n = n - half
                     if thresholds[base] < x:
                         base = base + 1
+                    if cat and (base == offsets[f + 1] or thresholds[base] != x):
+                        base = offsets[f + 1]  # rare or unseen: the pooled bin
                     binned[i, f] = <X_BINNED_DTYPE_C>(base - start)

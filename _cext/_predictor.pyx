@@ -1,21 +1,109 @@
-"""Tree traversal on raw and binned data, and score updates from leaf indices."""
+"""Tree traversal on raw and binned data, and score updates from leaf indices.
+
+A split on a categorical feature (``is_categorical[feature]``) is a set
+split: its node's ``num_threshold`` holds the row of its bitset in
+``cat_bitsets`` (8 uint32 words per split, one bit per bin). A binned value
+``b`` goes left when bit ``b`` is set; a raw value goes left when it equals
+the feature's kept category ``cat_values[cat_offsets[f] + b]`` of a set bit
+(the binner's categories), so any other value (a rare pooled category or
+one never seen in training) goes right. NaN follows ``missing_go_to_left``.
+"""
 from cython.parallel import prange
 
 from _common cimport (X_DTYPE_C, X_BINNED_DTYPE_C, Y_DTYPE_C, node_struct)
 
 
+cdef struct cat_tables:
+    const unsigned char* is_cat
+    const X_DTYPE_C* values
+    const long long* offsets
+    const unsigned int* bitsets
+
+
+cdef cat_tables _tables(const unsigned char[::1] is_categorical,
+                        const X_DTYPE_C[::1] cat_values, const long long[::1] cat_offsets,
+                        const unsigned int[::1] cat_bitsets):
+    """Pointers to the categorical tables (all NULL without categorical
+    features: every split is then numerical)."""
+    cdef cat_tables t
+    t.is_cat = NULL
+    t.values = NULL
+    t.offsets = NULL
+    t.bitsets = NULL
+    if is_categorical is None or is_categorical.shape[0] == 0:
+        return t
+    if cat_offsets is None or cat_offsets.shape[0] != is_categorical.shape[0] + 1:
+        raise ValueError("cat_offsets must have n_features + 1 entries")
+    if cat_bitsets is None or cat_values is None:
+        raise ValueError("categorical predictions need cat_values and cat_bitsets")
+    t.is_cat = &is_categorical[0]
+    t.offsets = &cat_offsets[0]
+    if cat_values.shape[0] > 0:
+        t.values = &cat_values[0]
+    if cat_bitsets.shape[0] > 0:
+        t.bitsets = &cat_bitsets[0]
+    return t
+
+
+cdef cat_tables _binned_tables(const unsigned char[::1] is_categorical,
+                               const unsigned int[::1] cat_bitsets):
+    """The tables binned traversal needs (no category values)."""
+    cdef cat_tables t
+    t.is_cat = NULL
+    t.values = NULL
+    t.offsets = NULL
+    t.bitsets = NULL
+    if is_categorical is None or is_categorical.shape[0] == 0:
+        return t
+    if cat_bitsets is None:
+        raise ValueError("categorical traversal needs cat_bitsets")
+    t.is_cat = &is_categorical[0]
+    if cat_bitsets.shape[0] > 0:
+        t.bitsets = &cat_bitsets[0]
+    return t
+
+
+cdef inline bint _is_cat_split(const cat_tables* cat, int feature) noexcept nogil:
+    return cat.is_cat != NULL and cat.is_cat[feature] != 0
+
+
+cdef inline bint _bin_in_set(const cat_tables* cat, X_DTYPE_C split,
+                             Py_ssize_t b) noexcept nogil:
+    cdef const unsigned int* words = cat.bitsets + 8 * <Py_ssize_t>split
+    return (words[b >> 5] >> (b & 31)) & 1
+
+
+cdef inline bint _raw_in_set(const cat_tables* cat, int f, X_DTYPE_C split,
+                             X_DTYPE_C x) noexcept nogil:
+    # the bin of a raw category: its position among the kept (sorted) ones
+    cdef long long lo = cat.offsets[f], hi = cat.offsets[f + 1], mid
+    cdef long long first = lo
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cat.values[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < cat.offsets[f + 1] and cat.values[lo] == x:
+        return _bin_in_set(cat, split, lo - first)
+    return 0
+
+
 cdef inline Py_ssize_t _leaf_raw(const node_struct[::1] nodes, Py_ssize_t root,
-                                 const X_DTYPE_C[:, ::1] X, Py_ssize_t row) noexcept nogil:
+                                 const X_DTYPE_C[:, ::1] X, Py_ssize_t row,
+                                 const cat_tables* cat) noexcept nogil:
     cdef Py_ssize_t node = root
     cdef X_DTYPE_C x
+    cdef bint left
     while not nodes[node].is_leaf:
         x = X[row, nodes[node].feature_idx]
         if x != x:
-            if nodes[node].missing_go_to_left:
-                node = root + nodes[node].left
-            else:
-                node = root + nodes[node].right
-        elif x <= nodes[node].num_threshold:
+            left = nodes[node].missing_go_to_left
+        elif _is_cat_split(cat, nodes[node].feature_idx):
+            left = _raw_in_set(cat, nodes[node].feature_idx, nodes[node].num_threshold, x)
+        else:
+            left = x <= nodes[node].num_threshold
+        if left:
             node = root + nodes[node].left
         else:
             node = root + nodes[node].right
@@ -24,17 +112,20 @@ cdef inline Py_ssize_t _leaf_raw(const node_struct[::1] nodes, Py_ssize_t root,
 
 cdef inline Py_ssize_t _leaf_binned(const node_struct[::1] nodes,
                                     const X_BINNED_DTYPE_C[::1, :] X_binned, Py_ssize_t row,
-                                    X_BINNED_DTYPE_C missing_bin_idx) noexcept nogil:
+                                    X_BINNED_DTYPE_C missing_bin_idx,
+                                    const cat_tables* cat) noexcept nogil:
     cdef Py_ssize_t node = 0
     cdef X_BINNED_DTYPE_C b
+    cdef bint left
     while not nodes[node].is_leaf:
         b = X_binned[row, nodes[node].feature_idx]
         if b == missing_bin_idx:
-            if nodes[node].missing_go_to_left:
-                node = nodes[node].left
-            else:
-                node = nodes[node].right
-        elif b <= nodes[node].bin_threshold:
+            left = nodes[node].missing_go_to_left
+        elif _is_cat_split(cat, nodes[node].feature_idx):
+            left = _bin_in_set(cat, nodes[node].num_threshold, b)
+        else:
+            left = b <= nodes[node].bin_threshold
+        if left:
             node = nodes[node].left
         else:
             node = nodes[node].right
@@ -47,7 +138,11 @@ def predict_raw(const node_struct[::1] nodes,
                 int n_trees_per_iteration,
                 const X_DTYPE_C[:, ::1] X,
                 int n_threads,
-                Y_DTYPE_C[:, ::1] out):
+                Y_DTYPE_C[:, ::1] out,
+                const unsigned char[::1] is_categorical=None,
+                const X_DTYPE_C[::1] cat_values=None,
+                const long long[::1] cat_offsets=None,
+                const unsigned int[::1] cat_bitsets=None):
     """``out[i, t % K] += tree_weights[t] * tree_t(X[i])`` for all trees ``t``.
 
     ``nodes`` holds every tree's nodes back to back; tree ``t`` starts at
@@ -63,6 +158,7 @@ def predict_raw(const node_struct[::1] nodes,
         Py_ssize_t n_blocks = (n_samples + block - 1) // block
         Py_ssize_t blk, i, t, leaf, row_start, row_stop
         int K = n_trees_per_iteration
+        cat_tables cat = _tables(is_categorical, cat_values, cat_offsets, cat_bitsets)
     for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
         row_start = blk * block
         row_stop = row_start + block
@@ -70,7 +166,7 @@ def predict_raw(const node_struct[::1] nodes,
             row_stop = n_samples
         for t in range(n_trees):
             for i in range(row_start, row_stop):
-                leaf = _leaf_raw(nodes, tree_offsets[t], X, i)
+                leaf = _leaf_raw(nodes, tree_offsets[t], X, i, &cat)
                 out[i, t % K] += tree_weights[t] * nodes[leaf].value
 
 
@@ -78,15 +174,20 @@ def predict_leaves_raw(const node_struct[::1] nodes,
                        const long long[::1] tree_offsets,
                        const X_DTYPE_C[:, ::1] X,
                        int n_threads,
-                       unsigned int[:, ::1] out):
+                       unsigned int[:, ::1] out,
+                       const unsigned char[::1] is_categorical=None,
+                       const X_DTYPE_C[::1] cat_values=None,
+                       const long long[::1] cat_offsets=None,
+                       const unsigned int[::1] cat_bitsets=None):
     """``out[i, t]``: index (within tree ``t``) of the leaf row ``i`` reaches."""
     cdef:
         Py_ssize_t n_samples = X.shape[0]
         Py_ssize_t n_trees = tree_offsets.shape[0] - 1
         Py_ssize_t i, t
+        cat_tables cat = _tables(is_categorical, cat_values, cat_offsets, cat_bitsets)
     for i in prange(n_samples, schedule='static', nogil=True, num_threads=n_threads):
         for t in range(n_trees):
-            out[i, t] = <unsigned int>(_leaf_raw(nodes, tree_offsets[t], X, i) - tree_offsets[t])
+            out[i, t] = <unsigned int>(_leaf_raw(nodes, tree_offsets[t], X, i, &cat) - tree_offsets[t])
 
 
 def tree_leaf_ids_binned(const node_struct[::1] nodes,
@@ -94,11 +195,14 @@ def tree_leaf_ids_binned(const node_struct[::1] nodes,
                          X_BINNED_DTYPE_C missing_bin_idx,
                          const unsigned char[::1] node_to_leaf,
                          int n_threads,
-                         unsigned char[::1] out):
+                         unsigned char[::1] out,
+                         const unsigned char[::1] is_categorical=None,
+                         const unsigned int[::1] cat_bitsets=None):
     """Leaf id (``node_to_leaf[node]``) of every binned row for one tree."""
     cdef Py_ssize_t i
+    cdef cat_tables cat = _binned_tables(is_categorical, cat_bitsets)
     for i in prange(X_binned.shape[0], schedule='static', nogil=True, num_threads=n_threads):
-        out[i] = node_to_leaf[_leaf_binned(nodes, X_binned, i, missing_bin_idx)]
+        out[i] = node_to_leaf[_leaf_binned(nodes, X_binned, i, missing_bin_idx, &cat)]
 
 
 def add_tree_binned(const node_struct[::1] nodes,
@@ -106,12 +210,15 @@ def add_tree_binned(const node_struct[::1] nodes,
                     X_BINNED_DTYPE_C missing_bin_idx,
                     Y_DTYPE_C factor,
                     int n_threads,
-                    Y_DTYPE_C[::1] scores):
+                    Y_DTYPE_C[::1] scores,
+                    const unsigned char[::1] is_categorical=None,
+                    const unsigned int[::1] cat_bitsets=None):
     """``scores += factor * tree(X_binned)`` by traversal (the fallback path
     when leaf ids of the rows are not cached)."""
     cdef Py_ssize_t i
+    cdef cat_tables cat = _binned_tables(is_categorical, cat_bitsets)
     for i in prange(X_binned.shape[0], schedule='static', nogil=True, num_threads=n_threads):
-        scores[i] += factor * nodes[_leaf_binned(nodes, X_binned, i, missing_bin_idx)].value
+        scores[i] += factor * nodes[_leaf_binned(nodes, X_binned, i, missing_bin_idx, &cat)].value
 
 
 def add_leaf_values(const unsigned char[::1] leaf_ids,

@@ -8,6 +8,12 @@ import numpy as np
 from _common cimport X_BINNED_DTYPE_C, Y_DTYPE_C, hist_struct
 
 
+#: Words of a split's category bitset: one bit per bin of a uint8-binned
+#: feature (bins 0..255). Bit ``b`` set: rows in bin ``b`` go left.
+DEF CAT_WORDS = 8
+CATEGORY_BITSET_WORDS = CAT_WORDS
+
+
 cdef struct split_struct:
     Y_DTYPE_C gain
     int feature_idx
@@ -16,19 +22,42 @@ cdef struct split_struct:
     Y_DTYPE_C sum_gradient_left
     Y_DTYPE_C sum_hessian_left
     unsigned int n_samples_left
+    unsigned char is_categorical
+    unsigned int cat_bitset[CAT_WORDS]
 
 
-cdef inline Y_DTYPE_C _score(Y_DTYPE_C g, Y_DTYPE_C h, Y_DTYPE_C l2) noexcept nogil:
-    # Reduction in loss of the Newton step -g/(h+l2) (up to the factor 1/2,
-    # which LightGBM also leaves out of its gains).
-    return g * g / (h + l2)
+cdef struct cat_config:
+    # LightGBM's categorical safeguards (see find_best_split)
+    unsigned int max_cat_to_onehot
+    Y_DTYPE_C cat_smooth
+    Y_DTYPE_C cat_l2
+    unsigned int min_data_per_group
+    unsigned int max_cat_threshold
+
+
+cdef inline Y_DTYPE_C _threshold_l1(Y_DTYPE_C g, Y_DTYPE_C l1) noexcept nogil:
+    # soft-thresholding of a gradient sum (LightGBM's ThresholdL1)
+    if g > l1:
+        return g - l1
+    if g < -l1:
+        return g + l1
+    return 0.
+
+
+cdef inline Y_DTYPE_C _score(Y_DTYPE_C g, Y_DTYPE_C h, Y_DTYPE_C l2,
+                             Y_DTYPE_C l1=0.) noexcept nogil:
+    # Reduction in loss of the Newton step -T(g)/(h+l2), T the L1
+    # soft-thresholding (up to the factor 1/2, which LightGBM also leaves out
+    # of its gains).
+    cdef Y_DTYPE_C t = _threshold_l1(g, l1) if l1 > 0. else g
+    return t * t / (h + l2)
 
 
 cdef inline void _consider(split_struct* best, int f, unsigned int b, unsigned char miss_left,
                            Y_DTYPE_C gl, Y_DTYPE_C hl, unsigned int nl,
                            Y_DTYPE_C g, Y_DTYPE_C h, unsigned int n, Y_DTYPE_C parent_score,
                            Y_DTYPE_C l2, unsigned int min_samples_leaf,
-                           Y_DTYPE_C min_child_weight) noexcept nogil:
+                           Y_DTYPE_C min_child_weight, Y_DTYPE_C l1) noexcept nogil:
     cdef Y_DTYPE_C gr = g - gl
     cdef Y_DTYPE_C hr = h - hl
     cdef unsigned int nr = n - nl
@@ -37,7 +66,7 @@ cdef inline void _consider(split_struct* best, int f, unsigned int b, unsigned c
         return
     if hl < min_child_weight or hr < min_child_weight:
         return
-    gain = _score(gl, hl, l2) + _score(gr, hr, l2) - parent_score
+    gain = _score(gl, hl, l2, l1) + _score(gr, hr, l2, l1) - parent_score
     if gain > best.gain:
         best.gain = gain
         best.feature_idx = f
@@ -53,7 +82,7 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
                                Y_DTYPE_C sum_hessians, unsigned int n_samples,
                                Y_DTYPE_C parent_score, Y_DTYPE_C l2,
                                unsigned int min_samples_leaf,
-                               Y_DTYPE_C min_child_weight) noexcept nogil:
+                               Y_DTYPE_C min_child_weight, Y_DTYPE_C l1) noexcept nogil:
     """Best split of feature ``f`` (``nb`` non-missing bins). The running best
     is a local, written out once, so threads scanning neighbouring features do
     not share a cache line while they scan."""
@@ -65,6 +94,7 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
     cdef unsigned int nm = hist[f, missing_bin_idx].count
     best.gain = -1.
     best.feature_idx = -1
+    best.is_categorical = 0
     # missing values go right: left = bins 0..b
     gl = 0.
     hl = 0.
@@ -76,7 +106,7 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
         if b == nb - 1 and nm == 0:
             break  # everything would go left
         _consider(&best, f, b, 0, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
-                  parent_score, l2, min_samples_leaf, min_child_weight)
+                  parent_score, l2, min_samples_leaf, min_child_weight, l1)
     if nm > 0 and nb > 1:
         # missing values go left: left = missing + bins 0..b
         gl = gm
@@ -87,7 +117,124 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
             hl = hl + hist[f, b].sum_hessians
             nl = nl + hist[f, b].count
             _consider(&best, f, b, 1, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
-                      parent_score, l2, min_samples_leaf, min_child_weight)
+                      parent_score, l2, min_samples_leaf, min_child_weight, l1)
+    return best
+
+
+cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsigned int nb,
+                                    unsigned int missing_bin_idx, Y_DTYPE_C sum_gradients,
+                                    Y_DTYPE_C sum_hessians, unsigned int n_samples,
+                                    Y_DTYPE_C parent_score, Y_DTYPE_C l2,
+                                    unsigned int min_samples_leaf,
+                                    Y_DTYPE_C min_child_weight, Y_DTYPE_C l1,
+                                    const cat_config* cfg) noexcept nogil:
+    """Best set split of categorical feature ``f`` (LightGBM's method).
+
+    Bins ``0 .. nb-2`` are the kept categories, bin ``nb-1`` pools the rare
+    ones and never goes left (so rare, pooled and unseen categories all go
+    right, in the binned and raw predictors alike); the missing bin is one
+    more candidate category. With at most ``max_cat_to_onehot`` non-empty
+    candidates each one is tried alone against the rest (one-vs-rest).
+    Otherwise candidates with at least ``cat_smooth`` rows are sorted by
+    ``sum_g / (sum_h + cat_smooth)`` and every prefix of that order, from
+    either end and of at most ``max_cat_threshold`` categories, is a
+    candidate left set; gains then use ``l2 + cat_l2`` and a left set must
+    grow by ``min_data_per_group`` rows between two evaluated candidates.
+    """
+    cdef split_struct best
+    cdef int cand[256]
+    cdef Y_DTYPE_C ctr[256]
+    cdef int n_cand = 0, used, i, j, c, key, direction, pos, max_num_cat
+    cdef unsigned int b, nl, cnt_group, nr
+    cdef Y_DTYPE_C gl, hl, key_ctr, l2_cat = l2 + cfg.cat_l2
+    cdef int best_code = -1
+    best.gain = -1.
+    best.feature_idx = -1
+    best.is_categorical = 1
+    for j in range(CAT_WORDS):
+        best.cat_bitset[j] = 0
+    if nb == 0:
+        return best
+    for b in range(nb - 1):
+        if hist[f, b].count > 0:
+            cand[n_cand] = <int>b
+            n_cand = n_cand + 1
+    if hist[f, missing_bin_idx].count > 0:
+        cand[n_cand] = <int>missing_bin_idx
+        n_cand = n_cand + 1
+    if n_cand <= <int>cfg.max_cat_to_onehot:
+        for i in range(n_cand):
+            c = cand[i]
+            _consider(&best, f, <unsigned int>i, 0, hist[f, c].sum_gradients,
+                      hist[f, c].sum_hessians, hist[f, c].count, sum_gradients, sum_hessians,
+                      n_samples, parent_score, l2, min_samples_leaf, min_child_weight, l1)
+        if best.feature_idx >= 0:
+            best_code = <int>best.bin_idx
+            c = cand[best_code]
+            if <unsigned int>c == missing_bin_idx:
+                best.missing_go_to_left = 1
+            else:
+                best.missing_go_to_left = 0
+                best.cat_bitset[c >> 5] |= (<unsigned int>1) << (c & 31)
+        best.bin_idx = 0
+        return best
+    # many-vs-many: drop thin categories, then a stable insertion sort on
+    # the smoothed gradient ratio (<= 256 keys: cheaper than a library sort)
+    used = 0
+    for i in range(n_cand):
+        c = cand[i]
+        if hist[f, c].count >= cfg.cat_smooth:
+            cand[used] = c
+            used = used + 1
+    for i in range(used):
+        c = cand[i]
+        ctr[i] = hist[f, c].sum_gradients / (hist[f, c].sum_hessians + cfg.cat_smooth)
+    for i in range(1, used):
+        key = cand[i]
+        key_ctr = ctr[i]
+        j = i - 1
+        while j >= 0 and ctr[j] > key_ctr:
+            cand[j + 1] = cand[j]
+            ctr[j + 1] = ctr[j]
+            j = j - 1
+        cand[j + 1] = key
+        ctr[j + 1] = key_ctr
+    max_num_cat = min(<int>cfg.max_cat_threshold, (used + 1) // 2)
+    for direction in range(2):
+        gl = 0.
+        hl = 0.
+        nl = 0
+        cnt_group = 0
+        for i in range(min(used, max_num_cat)):
+            pos = i if direction == 0 else used - 1 - i
+            c = cand[pos]
+            gl = gl + hist[f, c].sum_gradients
+            hl = hl + hist[f, c].sum_hessians
+            nl = nl + hist[f, c].count
+            cnt_group = cnt_group + hist[f, c].count
+            if nl < min_samples_leaf or hl < min_child_weight:
+                continue
+            nr = n_samples - nl
+            if nr < min_samples_leaf or nr < cfg.min_data_per_group:
+                break
+            if sum_hessians - hl < min_child_weight:
+                break
+            if cnt_group < cfg.min_data_per_group:
+                continue
+            cnt_group = 0
+            _consider(&best, f, <unsigned int>(direction * 256 + i), 0, gl, hl, nl,
+                      sum_gradients, sum_hessians, n_samples, parent_score, l2_cat,
+                      min_samples_leaf, min_child_weight, l1)
+    if best.feature_idx >= 0:
+        direction = <int>best.bin_idx // 256
+        best.missing_go_to_left = 0
+        for i in range(<int>best.bin_idx % 256 + 1):
+            c = cand[i if direction == 0 else used - 1 - i]
+            if <unsigned int>c == missing_bin_idx:
+                best.missing_go_to_left = 1
+            else:
+                best.cat_bitset[c >> 5] |= (<unsigned int>1) << (c & 31)
+    best.bin_idx = 0
     return best
 
 
@@ -102,23 +249,54 @@ def find_best_split(const hist_struct[:, ::1] hist,
                     unsigned int min_samples_leaf,
                     Y_DTYPE_C min_child_weight,
                     Y_DTYPE_C min_split_gain,
-                    int n_threads):
+                    int n_threads,
+                    const unsigned char[::1] is_categorical=None,
+                    unsigned int max_cat_to_onehot=4,
+                    Y_DTYPE_C cat_smooth=10.,
+                    Y_DTYPE_C cat_l2=10.,
+                    unsigned int min_data_per_group=100,
+                    unsigned int max_cat_threshold=32,
+                    Y_DTYPE_C l1_regularization=0.):
     """Best split of a node over the features in ``feature_mask``.
 
-    Each feature is scanned twice: missing values sent right (which also
-    covers "all non-missing left, missing right"), then, if the node has
-    missing values, sent left. Returns ``None`` when no split has a gain above
-    ``min_split_gain``, else a tuple ``(gain, feature, bin, missing_go_to_left,
-    sum_gradient_left, sum_hessian_left, n_samples_left)``. Ties go to the lower
-    feature index so the result does not depend on the number of threads.
+    A numerical feature is scanned twice: missing values sent right (which
+    also covers "all non-missing left, missing right"), then, if the node has
+    missing values, sent left. A feature flagged in ``is_categorical`` gets a
+    set split (see ``_scan_categorical``; its safeguards are LightGBM's
+    ``max_cat_to_onehot``, ``cat_smooth``, ``cat_l2``, ``min_data_per_group``
+    and ``max_cat_threshold``, with LightGBM's defaults). Gains
+    soft-threshold gradient sums by ``l1_regularization`` (LightGBM's
+    ``lambda_l1``).
+
+    Returns ``None`` when no split has a gain above ``min_split_gain``, else
+    a tuple ``(gain, feature, bin, missing_go_to_left, sum_gradient_left,
+    sum_hessian_left, n_samples_left, cat_bitset)``; ``cat_bitset`` is
+    ``None`` for a numerical split, else a uint32 array of
+    :data:`CATEGORY_BITSET_WORDS` words with bit ``b`` set for the bins that
+    go left (``bin`` is then 0). Ties go to the lower feature index so the
+    result does not depend on the number of threads.
     """
     cdef:
         Py_ssize_t n_features = hist.shape[0]
         Py_ssize_t f
-        Y_DTYPE_C parent_score = _score(sum_gradients, sum_hessians, l2_regularization)
+        Y_DTYPE_C parent_score = _score(sum_gradients, sum_hessians, l2_regularization,
+                                        l1_regularization)
         split_struct* per_feature = <split_struct*> malloc(n_features * sizeof(split_struct))
         split_struct best
         int best_f = -1
+        bint any_cat = is_categorical is not None
+        const unsigned char* cat_flags = NULL
+        cat_config cfg
+    cfg.max_cat_to_onehot = max_cat_to_onehot
+    cfg.cat_smooth = cat_smooth
+    cfg.cat_l2 = cat_l2
+    cfg.min_data_per_group = min_data_per_group
+    cfg.max_cat_threshold = max_cat_threshold
+    if any_cat:
+        if is_categorical.shape[0] != n_features:
+            free(per_feature)
+            raise ValueError("is_categorical must have one flag per feature")
+        cat_flags = &is_categorical[0]
 
     for f in range(n_features):
         per_feature[f].gain = -1.
@@ -126,10 +304,17 @@ def find_best_split(const hist_struct[:, ::1] hist,
 
     for f in prange(n_features, schedule='dynamic', nogil=True, num_threads=n_threads):
         if feature_mask[f]:
-            per_feature[f] = _scan_feature(hist, <int>f, n_bins_non_missing[f], missing_bin_idx,
-                                           sum_gradients, sum_hessians, n_samples, parent_score,
-                                           l2_regularization, min_samples_leaf,
-                                           min_child_weight)
+            if cat_flags != NULL and cat_flags[f]:
+                per_feature[f] = _scan_categorical(
+                    hist, <int>f, n_bins_non_missing[f], missing_bin_idx, sum_gradients,
+                    sum_hessians, n_samples, parent_score, l2_regularization, min_samples_leaf,
+                    min_child_weight, l1_regularization, &cfg)
+            else:
+                per_feature[f] = _scan_feature(hist, <int>f, n_bins_non_missing[f],
+                                               missing_bin_idx, sum_gradients, sum_hessians,
+                                               n_samples, parent_score, l2_regularization,
+                                               min_samples_leaf, min_child_weight,
+                                               l1_regularization)
 
     for f in range(n_features):
         if per_feature[f].feature_idx >= 0 and per_feature[f].gain > min_split_gain \
@@ -140,14 +325,18 @@ def find_best_split(const hist_struct[:, ::1] hist,
     free(per_feature)
     if best_f < 0:
         return None
+    bitset = None
+    if best.is_categorical:
+        bitset = np.array([best.cat_bitset[j] for j in range(CAT_WORDS)], dtype=np.uint32)
     return (best.gain, best.feature_idx, best.bin_idx, bool(best.missing_go_to_left),
-            best.sum_gradient_left, best.sum_hessian_left, best.n_samples_left)
+            best.sum_gradient_left, best.sum_hessian_left, best.n_samples_left, bitset)
 
 
 cdef long long _partition_chunk(const X_BINNED_DTYPE_C[::1, :] X_binned,
                                 const unsigned int* rows, Py_ssize_t start, Py_ssize_t stop,
                                 int feature_idx, X_BINNED_DTYPE_C bin_threshold,
                                 bint missing_go_to_left, X_BINNED_DTYPE_C missing_bin_idx,
+                                const unsigned int* cat_bitset,
                                 unsigned int* left, unsigned int* right) noexcept nogil:
     """Split ``rows[start:stop]`` into ``left[start:]`` and ``right[start:]``
     (order kept); returns how many went left.
@@ -164,6 +353,18 @@ cdef long long _partition_chunk(const X_BINNED_DTYPE_C[::1, :] X_binned,
     cdef unsigned int row
     cdef X_BINNED_DTYPE_C b
     cdef int goes_left
+    if cat_bitset != NULL:
+        # a categorical split: bin b goes left when bit b of the set is on
+        for i in range(start, stop):
+            row = rows[i]
+            b = col[row]
+            goes_left = (missing_go_to_left if b == missing_bin_idx
+                         else (cat_bitset[b >> 5] >> (b & 31)) & 1)
+            left[start + n_left] = row
+            right[start + n_right] = row
+            n_left = n_left + goes_left
+            n_right = n_right + 1 - goes_left
+        return n_left
     for i in range(start, stop):
         row = rows[i]
         b = col[row]
@@ -183,10 +384,14 @@ def split_indices(const X_BINNED_DTYPE_C[::1, :] X_binned,
                   X_BINNED_DTYPE_C missing_bin_idx,
                   unsigned int[::1] left_buffer,
                   unsigned int[::1] right_buffer,
-                  int n_threads):
+                  int n_threads,
+                  const unsigned int[::1] cat_bitset=None):
     """Stable in-place partition of ``sample_indices`` (a node's rows).
 
-    Rows going left end up first, in their original order. Each thread
+    Rows going left end up first, in their original order. With
+    ``cat_bitset`` (a categorical split, :data:`CATEGORY_BITSET_WORDS`
+    words) bin ``b`` goes left when its bit is set and ``bin_threshold`` is
+    unused. Each thread
     partitions one contiguous chunk (of at least 8192 rows) into the buffers;
     the chunks are then copied back at offsets given by prefix sums. The
     result does not depend on the chunking. Returns the number of rows going
@@ -204,6 +409,12 @@ def split_indices(const X_BINNED_DTYPE_C[::1, :] X_binned,
         long long* right_offset = <long long*> malloc(n_chunks * sizeof(long long))
         long long total_left = 0
         long long total_right = 0
+        const unsigned int* bits = NULL
+
+    if cat_bitset is not None:
+        if cat_bitset.shape[0] != CAT_WORDS:
+            raise ValueError(f"cat_bitset must have {CAT_WORDS} words")
+        bits = &cat_bitset[0]
 
     for t in prange(n_chunks, schedule='static', nogil=True, num_threads=n_chunks):
         start = t * chunk
@@ -212,7 +423,7 @@ def split_indices(const X_BINNED_DTYPE_C[::1, :] X_binned,
             stop = n
         n_left[t] = _partition_chunk(X_binned, &sample_indices[0], start, stop, feature_idx,
                                      bin_threshold, missing_go_to_left, missing_bin_idx,
-                                     &left_buffer[0], &right_buffer[0])
+                                     bits, &left_buffer[0], &right_buffer[0])
         n_right[t] = (stop - start) - n_left[t]
 
     for t in range(n_chunks):

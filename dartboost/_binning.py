@@ -33,6 +33,24 @@ def _find_thresholds(col, max_bins):
     return np.ascontiguousarray(thresholds, dtype=X_DTYPE)
 
 
+def _find_categories(col, max_bins):
+    """Kept categories of a categorical feature: its ``max_bins - 1`` most
+    frequent non-missing values (ties: the smaller value), sorted. Rarer ones
+    share the pooled bin after them (LightGBM keeps the frequent levels too),
+    so any number of levels fits the uint8 bins."""
+    col = col[~np.isnan(col)]
+    if not np.all(np.isfinite(col)):
+        raise ValueError("Categorical features must not hold infinite values; "
+                         "use NaN for a missing category.")
+    values, counts = np.unique(col, return_counts=True)
+    keep = max_bins - 1
+    if values.size > keep:
+        # stable sort by decreasing count keeps ties in increasing value
+        order = np.argsort(-counts, kind="stable")[:keep]
+        values = np.sort(values[order])
+    return np.ascontiguousarray(values, dtype=X_DTYPE)
+
+
 def _map_features(fn, n_features, n_threads):
     """``[fn(f) for f in range(n_features)]`` on up to ``n_threads`` threads
     (NumPy's sort releases the GIL); each feature is independent, so the result
@@ -59,13 +77,28 @@ class BinMapper:
         Seeds the row subsample.
     n_threads : int
         OpenMP threads for the mapping.
+    is_categorical : array-like of bool, shape (n_features,), or None
+        Categorical features: their values are category labels (any finite
+        numbers; NaN is missing). The ``max_bins - 1`` most frequent become
+        bins ``0 .. k-1`` (in increasing value), all others share the pooled
+        bin ``k``; ``bin_thresholds_[f]`` then holds the kept categories.
     """
 
-    def __init__(self, max_bins=MAX_BINS, subsample=200_000, random_state=None, n_threads=1):
+    def __init__(self, max_bins=MAX_BINS, subsample=200_000, random_state=None, n_threads=1,
+                 is_categorical=None):
         self.max_bins = max_bins
         self.subsample = subsample
         self.random_state = random_state
         self.n_threads = n_threads
+        self.is_categorical = is_categorical
+
+    def _categorical_flags(self, n_features):
+        flags = (np.zeros(n_features, dtype=np.uint8) if self.is_categorical is None
+                 else np.asarray(self.is_categorical, dtype=bool).astype(np.uint8))
+        if flags.shape != (n_features,):
+            raise ValueError(f"is_categorical has shape {flags.shape}; expected "
+                             f"({n_features},).")
+        return np.ascontiguousarray(flags)
 
     def fit(self, X):
         """Learn thresholds from ``X`` (float64, NaN for missing)."""
@@ -76,8 +109,14 @@ class BinMapper:
             rng = check_random_state(self.random_state)
             rows = np.sort(rng.choice(X.shape[0], self.subsample, replace=False))
             X = X[rows]
-        self.bin_thresholds_ = _map_features(
-            lambda f: _find_thresholds(X[:, f], self.max_bins), X.shape[1], self.n_threads)
+        self.is_categorical_ = self._categorical_flags(X.shape[1])
+
+        def find(f):
+            if self.is_categorical_[f]:
+                return _find_categories(X[:, f], self.max_bins)
+            return _find_thresholds(X[:, f], self.max_bins)
+
+        self.bin_thresholds_ = _map_features(find, X.shape[1], self.n_threads)
         self.n_bins_non_missing_ = np.array(
             [t.size + 1 for t in self.bin_thresholds_], dtype=np.uint32
         )
@@ -101,7 +140,7 @@ class BinMapper:
         binned = np.empty(X.shape, dtype=X_BINNED_DTYPE, order="F")
         _binning.map_to_bins(
             X, self._flat, self._offsets, self.missing_values_bin_idx_,
-            threads_for(X.size * 8, self.n_threads), binned
+            threads_for(X.size * 8, self.n_threads), binned, self.is_categorical_
         )
         return binned
 
@@ -111,12 +150,18 @@ class BinMapper:
     # --- plain-array state, used by the model format -----------------------
     def to_arrays(self):
         """Thresholds as flat arrays (no pickle needed to store them)."""
-        return {"bin_thresholds": self._flat.copy(), "bin_offsets": self._offsets.copy()}
+        return {"bin_thresholds": self._flat.copy(), "bin_offsets": self._offsets.copy(),
+                "is_categorical": self.is_categorical_.copy()}
+
+    @property
+    def has_categorical(self):
+        return bool(self.is_categorical_.any())
 
     @classmethod
-    def from_arrays(cls, max_bins, bin_thresholds, bin_offsets, n_threads=1):
+    def from_arrays(cls, max_bins, bin_thresholds, bin_offsets, n_threads=1,
+                    is_categorical=None):
         """Rebuild a fitted mapper from :meth:`to_arrays` output."""
-        mapper = cls(max_bins=max_bins, n_threads=n_threads)
+        mapper = cls(max_bins=max_bins, n_threads=n_threads, is_categorical=is_categorical)
         bin_offsets = np.asarray(bin_offsets, dtype=np.int64)
         bin_thresholds = np.asarray(bin_thresholds, dtype=X_DTYPE)
         mapper.bin_thresholds_ = [
@@ -124,5 +169,6 @@ class BinMapper:
         ]
         mapper.n_bins_non_missing_ = np.diff(bin_offsets).astype(np.uint32) + 1
         mapper.missing_values_bin_idx_ = max_bins
+        mapper.is_categorical_ = mapper._categorical_flags(bin_offsets.size - 1)
         mapper._set_flat()
         return mapper

@@ -9,11 +9,15 @@ exactly. The scikit-learn estimators are thin adapters over it (as LightGBM's
 
 Raw scores have shape ``(n_samples, n_trees_per_iteration)``; tree ``j``
 belongs to iteration ``j // K`` and output ``j % K``.
+
+A split on a categorical feature stores, in its node's ``num_threshold``, the
+index of its left set in :attr:`Booster.cat_bitsets` (8 uint32 words a split,
+one bit per bin; the splits of all trees back to back, in tree order).
 """
 import numpy as np
 
 from ._binning import BinMapper
-from ._cext import _predictor
+from ._cext import _predictor, _splitting
 from ._common import NODE_DTYPE, X_DTYPE, threads_for
 from ._dart import WeightLog
 from ._model_format import FormatError, validate_state
@@ -74,6 +78,7 @@ class Booster:
         self.baseline = np.array(baseline, dtype=np.float64).reshape(-1)
         self._nodes = _GrowableArray(NODE_DTYPE)
         self._offsets = _GrowableArray(np.int64, [0])
+        self._cat_words = _GrowableArray(np.uint32)
         self._weights = []
         self.weight_log = WeightLog()
 
@@ -129,17 +134,60 @@ class Booster:
         ``n_iterations`` (replaying the weight log)."""
         return self.weight_log.replay(n_iterations)
 
+    @property
+    def cat_bitsets(self):
+        """Left sets of all categorical splits, shape ``(n_splits, 8)``."""
+        v = self._cat_words.view.reshape(-1, _splitting.CATEGORY_BITSET_WORDS)
+        v.flags.writeable = False
+        return v
+
+    def categorical_split_mask(self, nodes=None):
+        """Which of ``nodes`` (default: all) are categorical splits."""
+        nodes = self.nodes if nodes is None else nodes
+        is_cat = getattr(self.bin_mapper, "is_categorical_", None)
+        if is_cat is None or not is_cat.any():
+            return np.zeros(nodes.shape[0], dtype=bool)
+        inner = nodes["is_leaf"] == 0
+        return inner & (is_cat[np.where(inner, nodes["feature_idx"], 0)] != 0)
+
+    def _cat_tables(self):
+        """Keyword arguments of the predictor's categorical tables (none
+        without categorical features: the numerical fast path)."""
+        mapper = self.bin_mapper
+        if not getattr(mapper, "has_categorical", False):
+            return {}
+        return {"is_categorical": mapper.is_categorical_, "cat_values": mapper._flat,
+                "cat_offsets": mapper._offsets,
+                "cat_bitsets": np.ascontiguousarray(self._cat_words.view)}
+
+    def binned_tables(self):
+        """The categorical tables of binned traversal (``_scores``)."""
+        tables = self._cat_tables()
+        return {k: tables[k] for k in ("is_categorical", "cat_bitsets") if k in tables}
+
     # ------------------------------------------------------------- building
-    def append_iteration(self, trees, dropped, scale, new_weight):
+    def append_iteration(self, trees, dropped, scale, new_weight, cat_bitsets=None):
         """Add one iteration's ``K`` trees after rescaling the ``dropped``
-        iterations by ``scale``; the new trees get ``new_weight``."""
+        iterations by ``scale``; the new trees get ``new_weight``.
+
+        ``cat_bitsets[k]`` (the grower's :attr:`~TreeGrower.cat_bitsets`)
+        holds tree ``k``'s categorical left sets, which its nodes index from
+        0; they are renumbered into :attr:`cat_bitsets`."""
         if len(trees) != self.n_trees_per_iteration:
             raise ValueError(f"an iteration has {self.n_trees_per_iteration} trees, "
                              f"got {len(trees)}")
         WeightLog.apply(self._weights, dropped, scale, new_weight)
         self.weight_log.append(dropped, scale, new_weight)
         end = self._offsets.view[-1]
-        for nodes in trees:
+        for k, nodes in enumerate(trees):
+            is_cat = self.categorical_split_mask(nodes)
+            if is_cat.any():
+                sets = np.asarray(cat_bitsets[k], dtype=np.uint32)
+                if sets.shape != (int(is_cat.sum()), _splitting.CATEGORY_BITSET_WORDS):
+                    raise ValueError("a tree's cat_bitsets do not match its categorical splits")
+                nodes = nodes.copy()
+                nodes["num_threshold"][is_cat] += self.cat_bitsets.shape[0]
+                self._cat_words.extend(sets.reshape(-1))
             self._nodes.extend(nodes)
             end += nodes.shape[0]
             self._offsets.extend([end])
@@ -149,12 +197,15 @@ class Booster:
         K = self.n_trees_per_iteration
         self._offsets.truncate(n_iterations * K + 1)
         self._nodes.truncate(int(self._offsets.view[-1]))
+        n_sets = int(self.categorical_split_mask().sum())
+        self._cat_words.truncate(n_sets * _splitting.CATEGORY_BITSET_WORDS)
         self.weight_log.truncate(n_iterations)
         self._weights = list(self.weight_log.replay())
 
     def compact(self):
         self._nodes.compact()
         self._offsets.compact()
+        self._cat_words.compact()
 
     def slice(self, start, stop, include_baseline=True):
         """A booster of iterations ``[start, stop)`` with their current weights.
@@ -170,7 +221,13 @@ class Booster:
         part = Booster(self.bin_mapper, baseline)
         o = self.tree_offsets
         first, last = o[start * K], o[stop * K]
-        part._nodes = _GrowableArray(NODE_DTYPE, self.nodes[first:last])
+        nodes = self.nodes[first:last].copy()
+        is_cat = self.categorical_split_mask()
+        words = _splitting.CATEGORY_BITSET_WORDS
+        c0, c1 = int(is_cat[:first].sum()), int(is_cat[:last].sum())
+        nodes["num_threshold"][is_cat[first:last]] -= c0
+        part._nodes = _GrowableArray(NODE_DTYPE, nodes)
+        part._cat_words = _GrowableArray(np.uint32, self._cat_words.view[c0 * words:c1 * words])
         part._offsets = _GrowableArray(np.int64, o[start * K:stop * K + 1] - first)
         for w in self._weights[start:stop]:
             WeightLog.apply(part._weights, (), 1.0, w)
@@ -223,7 +280,8 @@ class Booster:
         out = np.tile(self.baseline, (X.shape[0], 1))
         n_trees = per_tree.shape[0]
         _predictor.predict_raw(self.nodes, offsets, per_tree, K, X,
-                               threads_for(X.shape[0] * max(n_trees, 1) * 8, n_threads), out)
+                               threads_for(X.shape[0] * max(n_trees, 1) * 8, n_threads), out,
+                               **self._cat_tables())
         return out
 
     def staged_predict_raw(self, X, n_threads=1):
@@ -238,6 +296,7 @@ class Booster:
         o = self.tree_offsets
         raw = np.tile(self.baseline, (X.shape[0], 1))
         weights = []
+        tables = self._cat_tables()
         for t, dropped, scale, new_weight in self.weight_log.iter_steps():
             trees = [i * K + k for i in dropped for k in range(K)]
             factors = [weights[i] * scale - weights[i] for i in dropped for _ in range(K)]
@@ -248,7 +307,7 @@ class Booster:
             roots = np.append(o[trees], 0).astype(np.int64)
             _predictor.predict_raw(self.nodes, roots, np.asarray(factors, dtype=np.float64),
                                    K, X, threads_for(X.shape[0] * len(trees) * 8, n_threads),
-                                   raw)
+                                   raw, **tables)
             yield raw.copy()
 
     def predict_leaf(self, X, n_threads=1, iteration_range=None, numbering="node"):
@@ -276,7 +335,7 @@ class Booster:
         out = np.empty((X.shape[0], offsets.shape[0] - 1), dtype=np.uint32)
         _predictor.predict_leaves_raw(
             self.nodes, offsets, X, threads_for(X.shape[0] * max(out.shape[1], 1) * 8,
-                                                n_threads), out)
+                                                n_threads), out, **self._cat_tables())
         if numbering == "node":
             return out
         # rank of every node among its tree's leaves: leaves before it
@@ -346,6 +405,7 @@ class Booster:
                   "max_bins": int(self.bin_mapper.max_bins)}
         arrays = {"nodes": self.nodes.copy(), "tree_offsets": self.tree_offsets.copy(),
                   "tree_weights": self.weights, "baseline": self.baseline.copy(),
+                  "cat_bitsets": self._cat_words.view.copy(),
                   **self.bin_mapper.to_arrays(), **self.weight_log.to_arrays()}
         return header, arrays
 
@@ -362,10 +422,12 @@ class Booster:
             raise FormatError("header: must be an object")
         info = validate_state(header, arrays)
         mapper = BinMapper.from_arrays(info["max_bins"], arrays["bin_thresholds"],
-                                       arrays["bin_offsets"], n_threads)
+                                       arrays["bin_offsets"], n_threads,
+                                       arrays.get("is_categorical"))
         booster = cls(mapper, arrays["baseline"])
         booster._nodes = _GrowableArray(NODE_DTYPE, arrays["nodes"])
         booster._offsets = _GrowableArray(np.int64, arrays["tree_offsets"])
+        booster._cat_words = _GrowableArray(np.uint32, arrays.get("cat_bitsets"))
         booster.weight_log = WeightLog.from_arrays(arrays["log_new_weight"],
                                                    arrays["log_scale"], arrays["log_dropped"],
                                                    arrays["log_offsets"])

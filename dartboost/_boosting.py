@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from . import _categorical
 from ._binning import BinMapper
 from ._booster import Booster
 from ._cext import _predictor
@@ -121,6 +122,13 @@ class BaseBoosting(BaseEstimator, ABC):
         "random_state": ["random_state"],
         "n_jobs": [numbers.Integral, None],
         "verbose": ["verbose"],
+        "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
+        "max_cat_to_onehot": [Interval(numbers.Integral, 1, None, closed="left")],
+        "cat_smooth": [Interval(numbers.Real, 0, None, closed="left")],
+        "cat_l2": [Interval(numbers.Real, 0, None, closed="left")],
+        "min_data_per_group": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_cat_threshold": [Interval(numbers.Integral, 1, None, closed="left")],
+        "reg_alpha": [Interval(numbers.Real, 0, None, closed="left")],
     }
 
     @abstractmethod
@@ -130,7 +138,16 @@ class BaseBoosting(BaseEstimator, ABC):
                  skip_drop, max_drop, one_drop, sample_type, normalize_type, early_stopping,
                  validation_fraction, n_iter_no_change, early_stopping_rounds, tol,
                  eval_metric, importance_type, warm_start, callbacks, random_state, n_jobs,
-                 verbose):
+                 verbose, categorical_features="from_dtype", max_cat_to_onehot=4,
+                 cat_smooth=10.0, cat_l2=10.0, min_data_per_group=100, max_cat_threshold=32,
+                 reg_alpha=0.0):
+        self.categorical_features = categorical_features
+        self.max_cat_to_onehot = max_cat_to_onehot
+        self.cat_smooth = cat_smooth
+        self.cat_l2 = cat_l2
+        self.min_data_per_group = min_data_per_group
+        self.max_cat_threshold = max_cat_threshold
+        self.reg_alpha = reg_alpha
         self.boosting = boosting
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -194,6 +211,38 @@ class BaseBoosting(BaseEstimator, ABC):
             raise ValueError(f"Input y has values of magnitude above {_MAX_ABS_TARGET:g}, too "
                              "large for the float32 gradients; rescale the target.")
 
+    def _categorical_split_options(self):
+        return {"max_cat_to_onehot": self.max_cat_to_onehot, "cat_smooth": self.cat_smooth,
+                "cat_l2": self.cat_l2, "min_data_per_group": self.min_data_per_group,
+                "max_cat_threshold": self.max_cat_threshold}
+
+    def _fit_categorical(self, X):
+        """Decide the categorical features of a new fit and encode ``X``."""
+        spec = self.categorical_features
+        self.is_categorical_, self._categories = None, None
+        is_frame = _categorical._is_frame(X)
+        if not is_frame and (spec is None or isinstance(spec, str)):
+            return X  # arrays: only explicit features are categorical
+        if not is_frame:
+            X = np.asarray(X, dtype=object) if not hasattr(X, "shape") else X
+            if len(getattr(X, "shape", ())) != 2:
+                return X  # validate_data names the problem
+        names = np.asarray(X.columns, dtype=object) if is_frame else None
+        mask = _categorical.resolve_categorical(spec, X, X.shape[1], names)
+        if not mask.any():
+            return X
+        self.is_categorical_ = mask
+        cats = _categorical.fit_categories(X, mask)
+        self._categories = cats if any(c is not None for c in cats) else None
+        return self._encode_categorical(X)
+
+    def _encode_categorical(self, X):
+        """Label columns of ``X`` as the fitted category codes."""
+        cats = getattr(self, "_categories", None)
+        if cats is None or len(getattr(X, "shape", ())) != 2:
+            return X
+        return _categorical.encode(X, None, cats)
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, eval_set=None, eval_names=None,
             eval_sample_weight=None, eval_metric=None):
@@ -226,6 +275,7 @@ class BaseBoosting(BaseEstimator, ABC):
         """
         warm = self.warm_start and self._is_fitted()
         X_given, y_given = X, y
+        X = self._encode_categorical(X) if warm else self._fit_categorical(X)
         X, y = validate_data(
             self, X, y, dtype=X_DTYPE, ensure_all_finite="allow-nan", order="C",
             multi_output=not self._is_classifier, y_numeric=not self._is_classifier,
@@ -264,8 +314,8 @@ class BaseBoosting(BaseEstimator, ABC):
                              "least 2 training samples are required.")
 
         if not warm:
-            mapper = BinMapper(self.max_bins, random_state=self._seed,
-                               n_threads=n_threads).fit(X_train)
+            mapper = BinMapper(self.max_bins, random_state=self._seed, n_threads=n_threads,
+                               is_categorical=self.is_categorical_).fit(X_train)
             self.booster_ = Booster(mapper, loss.baseline(y_train, sw_train))
             self.n_trees_per_iteration_ = loss.n_trees_per_iteration
             self.train_score_ = []
@@ -292,7 +342,8 @@ class BaseBoosting(BaseEstimator, ABC):
         weights = booster.weights
         for tree_idx in range(booster.n_trees):
             for keeper in keepers:
-                keeper.register_tree(booster.tree(tree_idx), cache=scheme.keeps_leaf_ids)
+                keeper.register_tree(booster.tree(tree_idx), cache=scheme.keeps_leaf_ids,
+                                     tables=booster.binned_tables())
                 keeper.add_contribution(tree_idx, weights[tree_idx // K],
                                         keeper.raw[tree_idx % K])
         stopping = None
@@ -398,7 +449,8 @@ class BaseBoosting(BaseEstimator, ABC):
                 raise ValueError(f"eval_set[{i}] has weights both as its third item and in "
                                  "eval_sample_weight; give them once.")
             sw = item[2] if len(item) == 3 else weights[i]
-            X_val, y_val = validate_data(self, item[0], item[1], dtype=X_DTYPE,
+            X_val, y_val = validate_data(self, self._encode_categorical(item[0]), item[1],
+                                         dtype=X_DTYPE,
                                          ensure_all_finite="allow-nan", order="C",
                                          multi_output=not self._is_classifier,
                                          y_numeric=not self._is_classifier, reset=False)
@@ -544,6 +596,8 @@ class BaseBoosting(BaseEstimator, ABC):
                     colsample_bynode=self.colsample_bynode, rng=rng, n_threads=n_threads,
                     buffers=buffers, bin_thresholds=mapper.bin_thresholds_,
                     hessians_are_constant=loss.unit_hessians and sw is None,
+                    is_categorical=mapper.is_categorical_, reg_alpha=self.reg_alpha,
+                    **self._categorical_split_options(),
                 )
                 nodes, leaves = grower.grow()
                 if loss.refits_leaves:
@@ -555,15 +609,19 @@ class BaseBoosting(BaseEstimator, ABC):
                     stops = np.array([e for _, _, e in leaves], dtype=np.int64)
                     # leaves are sorted by node index, as leaf_layout numbers them
                     _predictor.set_leaf_ids(grower.partition, starts, stops, leaf_ids)
-                new_trees.append((nodes, leaf_ids))
+                tables = {}
+                if mapper.has_categorical:
+                    tables = {"is_categorical": mapper.is_categorical_,
+                              "cat_bitsets": np.ascontiguousarray(grower.cat_bitsets.reshape(-1))}
+                new_trees.append((nodes, leaf_ids, tables, grower.cat_bitsets))
             new_weight, scale = scheme.end_iteration(keepers)
-            booster.append_iteration([nodes for nodes, _ in new_trees], dropped, scale,
-                                     new_weight)
+            booster.append_iteration([tree[0] for tree in new_trees], dropped, scale,
+                                     new_weight, [tree[3] for tree in new_trees])
             # F = F_minus + scale * sum_D w_i f_i (done by the scheme) + w_new f_new
             for keeper in keepers:
-                for k, (nodes, leaf_ids) in enumerate(new_trees):
+                for k, (nodes, leaf_ids, tables, _) in enumerate(new_trees):
                     keeper.register_tree(nodes, leaf_ids if keeper is train else None,
-                                         cache=scheme.keeps_leaf_ids)
+                                         cache=scheme.keeps_leaf_ids, tables=tables)
                     keeper.add_contribution(t * K + k, new_weight, keeper.raw[k])
             self.n_iter_ = t + 1
             results = self._evaluate(loss, evaluated, metrics)
@@ -637,8 +695,8 @@ class BaseBoosting(BaseEstimator, ABC):
     # ------------------------------------------------------------- predict
     def _validate_X_predict(self, X):
         check_is_fitted(self, "booster_")
-        return validate_data(self, X, dtype=X_DTYPE, ensure_all_finite="allow-nan", order="C",
-                             reset=False)
+        return validate_data(self, self._encode_categorical(X), dtype=X_DTYPE,
+                             ensure_all_finite="allow-nan", order="C", reset=False)
 
     def _raw_predict(self, X, iteration_range=None):
         """Raw scores of shape ``(K, n)`` (the losses' layout)."""
@@ -755,6 +813,10 @@ class BaseBoosting(BaseEstimator, ABC):
                 continue
             if name == "random_state" and not (value is None or isinstance(value, numbers.Integral)):
                 value = None  # a RandomState object is not data; the resolved seed is kept
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            elif isinstance(value, tuple):
+                value = list(value)
             params[name] = value.item() if isinstance(value, np.generic) else value
         booster_header, arrays = self.booster_.to_state()
         header = {
@@ -771,6 +833,9 @@ class BaseBoosting(BaseEstimator, ABC):
             "best_iteration": int(getattr(self, "best_iteration_",
                                           booster_header["n_iter"])),
         }
+        cats = getattr(self, "_categories", None)
+        if cats is not None:
+            header["categories"] = cats
         header.update(self._extra_state())
         return header, arrays
 
@@ -804,6 +869,11 @@ class BaseBoosting(BaseEstimator, ABC):
             raise FormatError(f"n_trees_per_iteration: {fresh.n_trees_per_iteration_} does "
                               f"not match the model's loss ({loss.n_trees_per_iteration})")
         fresh.booster_ = Booster.from_state(header, arrays, effective_n_threads(fresh.n_jobs))
+        is_cat = fresh.booster_.bin_mapper.is_categorical_
+        fresh._categories = (None if header.get("categories") is None else
+                             _categorical.check_categories(
+                                 header["categories"], header["n_features_in"], is_cat))
+        fresh.is_categorical_ = is_cat.astype(bool) if is_cat.any() else None
         fresh.n_features_in_ = header["n_features_in"]
         if header.get("feature_names_in") is not None:
             fresh.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)

@@ -73,6 +73,21 @@ class TreeGrower:
         The binner's thresholds, to give each split a raw-value threshold.
     hessians_are_constant : bool
         All hessians equal ``hessians[0]``: histograms skip summing them.
+    is_categorical : ndarray of uint8 or None
+        Categorical features (the binner's ``is_categorical_``): they get set
+        splits. Such a node's ``num_threshold`` is the index of its bitset in
+        :attr:`cat_bitsets` (``bin_threshold`` is 0).
+    max_cat_to_onehot, cat_smooth, cat_l2, min_data_per_group, max_cat_threshold
+        LightGBM's safeguards of the categorical split search (see
+        ``_splitting.find_best_split``).
+    reg_alpha : float
+        L1 regularisation: gradient sums are soft-thresholded by it in gains
+        and leaf values (LightGBM's ``lambda_l1``).
+
+    Attributes
+    ----------
+    cat_bitsets : ndarray of uint32, shape (n_categorical_splits, 8)
+        After :meth:`grow`: the left sets of the tree's categorical splits.
     """
 
     def __init__(self, X_binned, gradients, hessians, n_bins_non_missing,
@@ -80,8 +95,18 @@ class TreeGrower:
                  max_leaf_nodes=31, max_depth=None, min_samples_leaf=20,
                  min_child_weight=1e-3, min_split_gain=0.0, l2_regularization=0.0,
                  colsample_bynode=1.0, rng=None, n_threads=1, buffers=None,
-                 bin_thresholds=None, hessians_are_constant=False):
+                 bin_thresholds=None, hessians_are_constant=False, is_categorical=None,
+                 max_cat_to_onehot=4, cat_smooth=10.0, cat_l2=10.0, min_data_per_group=100,
+                 max_cat_threshold=32, reg_alpha=0.0):
         self.X_binned = X_binned
+        self.is_categorical = (
+            None if is_categorical is None or not np.any(is_categorical)
+            else np.ascontiguousarray(is_categorical, dtype=np.uint8))
+        self.cat_options = dict(max_cat_to_onehot=max_cat_to_onehot, cat_smooth=cat_smooth,
+                                cat_l2=cat_l2, min_data_per_group=min_data_per_group,
+                                max_cat_threshold=max_cat_threshold)
+        self.reg_alpha = reg_alpha
+        self._cat_bitsets = []
         self.hessians_are_constant = hessians_are_constant
         self.bin_thresholds = bin_thresholds
         self.gradients = gradients
@@ -116,7 +141,16 @@ class TreeGrower:
 
     # -- helpers --------------------------------------------------------------
     def _leaf_value(self, sum_g, sum_h):
+        a = self.reg_alpha
+        if a > 0:  # soft-thresholding (LightGBM's ThresholdL1)
+            sum_g = np.sign(sum_g) * max(abs(sum_g) - a, 0.0)
         return -sum_g / (sum_h + self.l2_regularization)
+
+    @property
+    def cat_bitsets(self):
+        if not self._cat_bitsets:
+            return np.zeros((0, _splitting.CATEGORY_BITSET_WORDS), dtype=np.uint32)
+        return np.stack(self._cat_bitsets)
 
     def _node_mask(self):
         if self.colsample_bynode >= 1.0:
@@ -156,6 +190,7 @@ class TreeGrower:
             self._node_mask(), self.missing_values_bin_idx, self.l2_regularization,
             self.min_samples_leaf, self.min_child_weight, self.min_split_gain,
             threads_for(self.n_features * self.n_bins * 4, self.n_threads),
+            self.is_categorical, l1_regularization=self.reg_alpha, **self.cat_options,
         )
 
     # -- growth ---------------------------------------------------------------
@@ -211,7 +246,7 @@ class TreeGrower:
         return [value, count, -1, 0.0, 0, 0, 0, 0.0, depth, 1, 0, sum_h]
 
     def _split(self, node, nodes):
-        gain, feature, bin_idx, missing_left, gl, hl, nl = node.split
+        gain, feature, bin_idx, missing_left, gl, hl, nl, bitset = node.split
         if node.hist[feature, self.missing_values_bin_idx]["count"] == 0:
             # No missing value reached this node in training: send future
             # missing values where most training rows went. (No row here is
@@ -221,7 +256,7 @@ class TreeGrower:
         n_left = _splitting.split_indices(
             self.X_binned, rows, feature, bin_idx, missing_left,
             self.missing_values_bin_idx, self.buffers.left, self.buffers.right,
-            threads_for(rows.size * PARTITION_WORK_PER_ROW, self.n_threads),
+            threads_for(rows.size * PARTITION_WORK_PER_ROW, self.n_threads), bitset,
         )
         assert n_left == nl, (n_left, nl)
         gr, hr = node.sum_g - gl, node.sum_h - hl
@@ -231,11 +266,17 @@ class TreeGrower:
         rec[_BIN_THRESHOLD] = bin_idx
         rec[_MISSING_LEFT] = int(missing_left)
         rec[_GAIN] = gain
-        thresholds = self.bin_thresholds[feature] if self.bin_thresholds is not None else None
-        rec[_NUM_THRESHOLD] = (
-            float(thresholds[bin_idx]) if thresholds is not None and bin_idx < thresholds.size
-            else np.inf
-        )
+        if bitset is not None:
+            # a set split: num_threshold indexes the tree's bitsets
+            rec[_NUM_THRESHOLD] = float(len(self._cat_bitsets))
+            self._cat_bitsets.append(bitset)
+        else:
+            thresholds = (self.bin_thresholds[feature] if self.bin_thresholds is not None
+                          else None)
+            rec[_NUM_THRESHOLD] = (
+                float(thresholds[bin_idx])
+                if thresholds is not None and bin_idx < thresholds.size else np.inf
+            )
         left_idx, right_idx = len(nodes), len(nodes) + 1
         rec[_LEFT], rec[_RIGHT] = left_idx, right_idx
         depth = node.depth + 1

@@ -38,10 +38,21 @@ ARRAY_SPECS = {
     "log_offsets": (np.dtype(np.int64), 1),
 }
 
+#: Arrays a model without categorical features may leave out (files written
+#: before categorical support); an absent one reads as all-zero flags / no sets.
+OPTIONAL_ARRAY_SPECS = {
+    "is_categorical": (np.dtype(np.uint8), 1),
+    "cat_bitsets": (np.dtype(np.uint32), 1),
+}
+#: uint32 words per categorical split (one bit per bin, bins 0..255).
+CAT_BITSET_WORDS = 8
+
 # A stored string dtype may be wider than its longest label (``classes_`` keeps
 # the dtype of ``y``), but not by more than this many characters: a header
 # must not make the loader allocate more than the file holds.
 _MAX_EXTRA_LABEL_CHARS = 64
+#: Longest list a stored parameter may be (a per-feature list).
+_MAX_PARAM_LIST = 1 << 20
 
 
 class FormatError(ValueError):
@@ -97,7 +108,7 @@ def _float_list(header, name):
 
 
 def _check_array(arrays, name, size=None):
-    dtype, ndim = ARRAY_SPECS[name]
+    dtype, ndim = ARRAY_SPECS[name] if name in ARRAY_SPECS else OPTIONAL_ARRAY_SPECS[name]
     arr = arrays[name]
     _require(isinstance(arr, np.ndarray), name, "is not an array")
     _require(arr.dtype == dtype, name, f"has dtype {arr.dtype}, expected {dtype}")
@@ -173,6 +184,9 @@ def validate_state(header, arrays):
     _require(bool(np.all(np.isfinite(weights))), "tree_weights", "must be finite")
     baseline = _check_array(arrays, "baseline", K)
     _require(bool(np.all(np.isfinite(baseline))), "baseline", "must be finite")
+    for name, (dtype, _) in OPTIONAL_ARRAY_SPECS.items():
+        if name not in arrays:
+            arrays[name] = np.zeros(n_features if name == "is_categorical" else 0, dtype=dtype)
     _check_binning(arrays, n_features, max_bins)
     _check_trees(nodes, tree_offsets, n_features, arrays)
     _check_weight_log(arrays, n_iter, weights)
@@ -193,6 +207,8 @@ def _check_binning(arrays, n_features, max_bins):
     inside = same_feature[1:] == same_feature[:-1]
     _require(bool(np.all(np.diff(thresholds)[inside] > 0)), "bin_thresholds",
              "must be strictly increasing within each feature")
+    is_cat = _check_array(arrays, "is_categorical", n_features)
+    _require(bool(np.all(is_cat <= 1)), "is_categorical", "must be 0 or 1")
 
 
 def _check_trees(nodes, tree_offsets, n_features, arrays):
@@ -215,17 +231,39 @@ def _check_trees(nodes, tree_offsets, n_features, arrays):
     feature = nodes["feature_idx"][inner]
     _require(bool(np.all((feature >= 0) & (feature < n_features))), "nodes.feature_idx",
              f"model state contains a corrupt tree (feature index outside [0, {n_features}))")
+    # categorical (set) splits: num_threshold indexes cat_bitsets, and only
+    # kept-category bins may be in a set (the pooled bin always goes right)
+    b_off = arrays["bin_offsets"]
+    cat_split = arrays["is_categorical"][feature] != 0
+    words = _check_array(arrays, "cat_bitsets")
+    _require(words.shape[0] % CAT_BITSET_WORDS == 0, "cat_bitsets",
+             f"must hold {CAT_BITSET_WORDS} words per categorical split")
+    n_sets = words.shape[0] // CAT_BITSET_WORDS
+    set_idx = nodes["num_threshold"][inner][cat_split]
+    _require(bool(np.all((set_idx >= 0) & (set_idx < n_sets) & (set_idx == np.floor(set_idx)))),
+             "nodes.num_threshold", f"a categorical split's set index is not an integer in "
+                                    f"[0, {n_sets})")
+    _require(bool(np.all(nodes["bin_threshold"][inner][cat_split] == 0)),
+             "nodes.bin_threshold", "must be 0 at a categorical split")
+    if n_sets:
+        bits = np.unpackbits(words.astype("<u4").reshape(n_sets, CAT_BITSET_WORDS).view(np.uint8),
+                             axis=1, bitorder="little")
+        n_kept = np.diff(b_off)[feature[cat_split]]
+        sets = bits[set_idx.astype(np.int64)]
+        beyond = np.arange(bits.shape[1])[None, :] >= n_kept[:, None]
+        _require(not bool(np.any(sets & beyond)), "cat_bitsets",
+                 "a categorical split's set holds a bin beyond its feature's categories")
+    feature, inner_num = feature[~cat_split], np.flatnonzero(inner)[~cat_split]
     # the binned (training) and raw (predict) traversals must agree: the raw
     # threshold of a split is the binner's threshold of its bin
-    b_off = arrays["bin_offsets"]
     n_thr = np.diff(b_off)[feature]
-    b = nodes["bin_threshold"][inner].astype(np.int64)
+    b = nodes["bin_threshold"][inner_num].astype(np.int64)
     _require(bool(np.all(b <= n_thr)), "nodes.bin_threshold",
              "a split's bin is beyond its feature's bins")
     has_thr = b < n_thr
     expected = np.full(b.shape, np.inf)
     expected[has_thr] = arrays["bin_thresholds"][b_off[feature[has_thr]] + b[has_thr]]
-    _require(bool(np.array_equal(nodes["num_threshold"][inner], expected)),
+    _require(bool(np.array_equal(nodes["num_threshold"][inner_num], expected)),
              "nodes.num_threshold", "disagrees with bin_thresholds at the split's bin")
 
 
@@ -310,6 +348,13 @@ def check_params(cls, params):
     unknown = sorted(set(params) - known)
     _require(not unknown, "params", f"unknown parameter(s) {unknown} for {cls.__name__}")
     for name, value in params.items():
+        if isinstance(value, list):
+            # a feature list (categorical_features): bounded, plain scalars
+            _require(len(value) <= _MAX_PARAM_LIST and all(
+                isinstance(v, (bool, numbers.Real, str)) for v in value),
+                f"params.{name}", f"a list must hold at most {_MAX_PARAM_LIST} plain "
+                                  "numbers, strings or booleans")
+            continue
         _require(value is None or isinstance(value, (bool, numbers.Real, str)),
                  f"params.{name}", "must be a plain number, string, boolean or null")
     return params

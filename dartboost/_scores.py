@@ -61,27 +61,32 @@ class ScoreKeeper:
         self.leaf_ids = []     # per tree: uint8 array or None
         self.leaf_values = []  # per tree: float64 array of leaf values
         self.nodes = []
+        self.tables = []    # per tree: categorical tables for traversal
 
     @property
     def n_samples(self):
         return self.raw.shape[1]
 
-    def register_tree(self, nodes, leaf_ids=None, cache=True):
+    def register_tree(self, nodes, leaf_ids=None, cache=True, tables=None):
         """Remember a new tree; cache its rows' leaf ids if ``cache`` and the
         budget allow.
 
         ``leaf_ids`` may be given when already known (the grower's partition).
         A scheme that never revisits old trees (MART) passes ``cache=False``.
+        ``tables`` (``is_categorical``, ``cat_bitsets``) are the categorical
+        tables the tree's set splits index.
         """
+        tables = tables or {}
         node_to_leaf, leaf_nodes = leaf_layout(nodes)
         cacheable = cache and leaf_nodes.size <= 256 and self.budget.take(self.n_samples)
         if cacheable and leaf_ids is None:
             leaf_ids = np.empty(self.n_samples, dtype=np.uint8)
             _predictor.tree_leaf_ids_binned(nodes, self.X_binned, self.missing_values_bin_idx,
-                                            node_to_leaf, self.n_threads, leaf_ids)
+                                            node_to_leaf, self.n_threads, leaf_ids, **tables)
         self.leaf_ids.append(leaf_ids if cacheable else None)
         self.leaf_values.append(np.ascontiguousarray(nodes["value"][leaf_nodes]))
         self.nodes.append(nodes)
+        self.tables.append(tables)
 
     def add_contribution(self, tree_idx, factor, out):
         """``out += factor * tree(X)`` for tree ``tree_idx`` (``out`` is 1-D)."""
@@ -91,9 +96,11 @@ class ScoreKeeper:
                                        self.n_threads, out)
         else:
             _predictor.add_tree_binned(self.nodes[tree_idx], self.X_binned,
-                                       self.missing_values_bin_idx, factor, self.n_threads, out)
+                                       self.missing_values_bin_idx, factor, self.n_threads, out,
+                                       **self.tables[tree_idx])
 
     def truncate(self, n_trees):
         del self.leaf_ids[n_trees:]
         del self.leaf_values[n_trees:]
         del self.nodes[n_trees:]
+        del self.tables[n_trees:]

@@ -100,6 +100,34 @@ _SHARED_DOC = """
         OpenMP threads (``None``: all cores of this process).
     verbose : int, default=0
         ``1``: progress bar; ``2``: one line per iteration.
+    categorical_features : "from_dtype", array-like of int, bool or str, or None, \
+default="from_dtype"
+        Features split by category sets instead of thresholds (see
+        ``docs/categorical.md``). ``"from_dtype"``: a DataFrame's pandas
+        ``category``, string and object columns; else indices, a boolean mask
+        or feature names; ``None``: none. Labels of such columns (any finite
+        numbers, or strings and pandas categories, which are encoded) are
+        categories; the ``max_bins - 1`` most frequent are kept, rarer ones
+        are pooled and, like categories unseen in fit, always go right; NaN
+        is missing.
+    max_cat_to_onehot : int, default=4
+        At most this many categories in a node: one-vs-rest splits; more:
+        LightGBM's sorted many-vs-many search.
+    cat_smooth : float, default=10.0
+        Many-vs-many: categories are sorted by ``sum_g / (sum_h +
+        cat_smooth)``, and categories with fewer rows than it are left out
+        (they go right).
+    cat_l2 : float, default=10.0
+        Extra L2 penalty in the gain of many-vs-many splits.
+    min_data_per_group : int, default=100
+        Many-vs-many: rows the left set must grow by between two evaluated
+        splits, and the least rows on the right.
+    max_cat_threshold : int, default=32
+        Most categories in the left set of a many-vs-many split.
+    reg_alpha : float, default=0.0
+        L1 penalty on leaf values: gradient sums are soft-thresholded by it
+        (``sign(G) max(|G| - reg_alpha, 0)``) in split gains and leaf values
+        (LightGBM's ``lambda_l1``).
 """
 
 
@@ -133,7 +161,8 @@ def _shared_init_params(locals_):
         "skip_drop", "max_drop", "one_drop", "sample_type", "normalize_type",
         "early_stopping", "validation_fraction", "n_iter_no_change", "early_stopping_rounds",
         "tol", "eval_metric", "importance_type", "warm_start", "callbacks", "random_state",
-        "n_jobs", "verbose")}
+        "n_jobs", "verbose", "categorical_features", "max_cat_to_onehot", "cat_smooth",
+        "cat_l2", "min_data_per_group", "max_cat_threshold", "reg_alpha")}
 
 
 @register_model_class
@@ -189,7 +218,9 @@ default="squared_error"
                  early_stopping="auto", validation_fraction=0.1, n_iter_no_change=None,
                  early_stopping_rounds=None, tol=1e-7, eval_metric=None,
                  importance_type="gain", warm_start=False, callbacks=None, random_state=None,
-                 n_jobs=None, verbose=0):
+                 n_jobs=None, verbose=0, categorical_features="from_dtype",
+                 max_cat_to_onehot=4, cat_smooth=10.0, cat_l2=10.0, min_data_per_group=100,
+                 max_cat_threshold=32, reg_alpha=0.0):
         super().__init__(**_shared_init_params(locals()))
         self.loss = loss
         self.quantile = quantile
@@ -332,7 +363,9 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
                  sample_type="uniform", normalize_type="tree", early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=None, early_stopping_rounds=None,
                  tol=1e-7, eval_metric=None, importance_type="gain", warm_start=False,
-                 callbacks=None, random_state=None, n_jobs=None, verbose=0):
+                 callbacks=None, random_state=None, n_jobs=None, verbose=0,
+                 categorical_features="from_dtype", max_cat_to_onehot=4, cat_smooth=10.0,
+                 cat_l2=10.0, min_data_per_group=100, max_cat_threshold=32, reg_alpha=0.0):
         super().__init__(**_shared_init_params(locals()))
 
     def _encode_y(self, y, sample_weight):

@@ -222,7 +222,9 @@ class DartRanker(BaseBoosting):
                  early_stopping="auto", validation_fraction=0.1, n_iter_no_change=None,
                  early_stopping_rounds=None, tol=1e-7, eval_metric=None,
                  importance_type="gain", warm_start=False, callbacks=None, random_state=None,
-                 n_jobs=None, verbose=0):
+                 n_jobs=None, verbose=0, categorical_features="from_dtype",
+                 max_cat_to_onehot=4, cat_smooth=10.0, cat_l2=10.0, min_data_per_group=100,
+                 max_cat_threshold=32, reg_alpha=0.0):
         super().__init__(**_shared_init_params(locals()))
         self.eval_at = eval_at
         self.lambdarank_truncation_level = lambdarank_truncation_level

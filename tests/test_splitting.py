@@ -72,7 +72,8 @@ def test_best_split_is_the_brute_force_split(node, mask_name, min_samples_leaf,
         assert res is None
         return
     assert res is not None
-    gain, feature, bin_idx, missing_left, gl, hl, nl = res
+    gain, feature, bin_idx, missing_left, gl, hl, nl, cat_bitset = res
+    assert cat_bitset is None  # numerical features only
     ref_gain, ref_f, ref_b, ref_ml, ref_nl, ref_gl, ref_hl = ref
     assert (feature, bin_idx, missing_left, nl) == (ref_f, ref_b, ref_ml, ref_nl)
     assert mask[feature]
