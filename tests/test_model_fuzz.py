@@ -66,7 +66,12 @@ def _models():
     Xr, yr = make_regression(200, 5, random_state=0)
     Xb, yb = make_classification(200, 5, random_state=1)
     ranker_y = np.random.default_rng(0).integers(0, 3, 200)
+    rng = np.random.default_rng(2)
+    # categorical features: mutants hit is_categorical and cat_bitsets too
+    Xcat = np.c_[rng.integers(0, 12, 200), rng.integers(0, 400, 200), Xr[:, :3]].astype(float)
     return [
+        (DartRegressor(**FAST, categorical_features=[0, 1], min_data_per_group=5, cat_smooth=1,
+                       min_samples_leaf=5).fit(Xcat, yr + 300 * (Xcat[:, 0] % 3)), Xcat[:20]),
         (DartClassifier(**FAST).fit(Xc, yc), Xc[:20]),
         (DartClassifier(**FAST).fit(Xb, np.where(yb == 1, "yes", "no")), Xb[:20]),
         (DartRegressor(**FAST).fit(Xr, yr), Xr[:20]),
@@ -155,6 +160,7 @@ def _mutants(models, n, rng):
 
 def test_structure_aware_mutants_never_crash_the_predictor(tmp_path):
     models = _models()
+    assert models[0][0].booster_.cat_bitsets.shape[0] > 0  # set splits are fuzzed
     rng = np.random.default_rng(20240611)
     per_model = {m: [] for m in range(len(models))}
     for m, blob, what in _mutants(models, N_MUTANTS, rng):
