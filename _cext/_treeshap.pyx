@@ -36,6 +36,12 @@ cdef struct Tree:
     const int *right
     const f64 *value
     const f64 *cover
+    # categorical splits (NULL without any): node n sends x left when x is
+    # one of cat_values[cat_start[n]:cat_stop[n]] (sorted); cat_start[n] < 0
+    # marks a numerical split
+    const long long *cat_start
+    const long long *cat_stop
+    const f64 *cat_values
 
 
 cdef inline void _extend(PathElement *path, int depth, f64 zero_fraction,
@@ -88,6 +94,19 @@ cdef inline f64 _unwound_sum(const PathElement *path, int depth, int index) noex
     return total
 
 
+cdef inline bint _in_sorted(const f64 *values, long long lo, long long hi,
+                           f64 x) noexcept nogil:
+    """``x`` is one of the sorted ``values[lo:hi]``."""
+    cdef long long end = hi, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if values[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and values[lo] == x
+
+
 cdef void _recurse(const Tree *tree, const f64 *x, f64 *phi, int node,
                    PathElement *parent_path, int depth, f64 parent_zero, f64 parent_one,
                    int parent_feature, int condition, int condition_feature,
@@ -116,6 +135,9 @@ cdef void _recurse(const Tree *tree, const f64 *x, f64 *phi, int node,
     xv = x[split]
     if xv != xv:
         hot = tree.left[node] if tree.missing_left[node] else tree.right[node]
+    elif tree.cat_start != NULL and tree.cat_start[node] >= 0:
+        hot = tree.left[node] if _in_sorted(tree.cat_values, tree.cat_start[node],
+                                            tree.cat_stop[node], xv) else tree.right[node]
     elif xv <= tree.threshold[node]:
         hot = tree.left[node]
     else:
@@ -158,7 +180,8 @@ cdef void _recurse(const Tree *tree, const f64 *x, f64 *phi, int node,
 cdef inline Tree _tree_at(const int[::1] feature, const f64[::1] threshold,
                           const unsigned char[::1] missing_left, const int[::1] left,
                           const int[::1] right, const f64[::1] value, const f64[::1] cover,
-                          long long start) noexcept nogil:
+                          long long start, const long long *cat_start,
+                          const long long *cat_stop, const f64 *cat_values) noexcept nogil:
     cdef Tree tree
     tree.feature = &feature[start]
     tree.threshold = &threshold[start]
@@ -167,7 +190,35 @@ cdef inline Tree _tree_at(const int[::1] feature, const f64[::1] threshold,
     tree.right = &right[start]
     tree.value = &value[start]
     tree.cover = &cover[start]
+    tree.cat_start = NULL if cat_start == NULL else cat_start + start
+    tree.cat_stop = NULL if cat_stop == NULL else cat_stop + start
+    tree.cat_values = cat_values
     return tree
+
+
+cdef struct _Cats:
+    const long long *start
+    const long long *stop
+    const f64 *values
+
+
+cdef _Cats _cats(const long long[::1] cat_start, const long long[::1] cat_stop,
+                 const f64[::1] cat_values, Py_ssize_t n_nodes):
+    cdef _Cats c
+    c.start = NULL
+    c.stop = NULL
+    c.values = NULL
+    if cat_start is None:
+        return c
+    if cat_stop is None or cat_values is None or cat_start.shape[0] != n_nodes \
+            or cat_stop.shape[0] != n_nodes:
+        raise ValueError("cat_start/cat_stop need one entry per node, and cat_values")
+    if n_nodes:
+        c.start = &cat_start[0]
+        c.stop = &cat_stop[0]
+    if cat_values.shape[0]:
+        c.values = &cat_values[0]
+    return c
 
 
 def path_buffer_bytes(int max_depth):
@@ -181,11 +232,14 @@ def shap_values(const int[::1] feature, const f64[::1] threshold,
                 const int[::1] right, const f64[::1] value, const f64[::1] cover,
                 const long long[::1] tree_offsets, const int[::1] tree_output,
                 const f64[:, ::1] X, unsigned char[:, ::1] path_buffers,
-                f64[:, :, ::1] out):
+                f64[:, :, ::1] out, const long long[::1] cat_start=None,
+                const long long[::1] cat_stop=None, const f64[::1] cat_values=None):
     """``out[i, k, j] +=`` SHAP value of feature ``j`` for row ``i`` and output
     ``k``, summed over the trees (``out`` has ``n_features + 1`` columns; the
     last, the expected value, is left to the caller). ``path_buffers`` has one
-    row of :func:`path_buffer_bytes` bytes per thread."""
+    row of :func:`path_buffer_bytes` bytes per thread. ``cat_start``,
+    ``cat_stop`` (per node, -1 at numerical splits) and ``cat_values`` give
+    categorical splits their left categories."""
     cdef:
         Py_ssize_t n_samples = X.shape[0]
         Py_ssize_t n_trees = tree_offsets.shape[0] - 1
@@ -193,13 +247,14 @@ def shap_values(const int[::1] feature, const f64[::1] threshold,
         Py_ssize_t i, t
         PathElement *path
         Tree tree
+        _Cats cats = _cats(cat_start, cat_stop, cat_values, feature.shape[0])
     if n_trees == 0 or n_samples == 0:
         return
     for i in prange(n_samples, schedule='dynamic', nogil=True, num_threads=n_threads):
         path = <PathElement *>&path_buffers[threadid(), 0]
         for t in range(n_trees):
             tree = _tree_at(feature, threshold, missing_left, left, right, value, cover,
-                            tree_offsets[t])
+                            tree_offsets[t], cats.start, cats.stop, cats.values)
             _recurse(&tree, &X[i, 0], &out[i, tree_output[t], 0], 0, path, 0,
                      1.0, 1.0, -1, 0, 0, 1.0)
 
@@ -211,7 +266,9 @@ def shap_interaction_values(const int[::1] feature, const f64[::1] threshold,
                             const long long[::1] feature_offsets,
                             const int[::1] tree_features, const f64[:, ::1] X,
                             unsigned char[:, ::1] path_buffers, f64[:, ::1] scratch,
-                            f64[:, :, :, ::1] out):
+                            f64[:, :, :, ::1] out, const long long[::1] cat_start=None,
+                            const long long[::1] cat_stop=None,
+                            const f64[::1] cat_values=None):
     """``out[i, k, a, b] +=`` SHAP interaction value of features ``a, b``
     (``a != b``) and main effect on the diagonal. ``tree_features[
     feature_offsets[t]:feature_offsets[t + 1]]`` lists the distinct features
@@ -230,6 +287,7 @@ def shap_interaction_values(const int[::1] feature, const f64[::1] threshold,
         f64 *on
         f64 *off
         Tree tree
+        _Cats cats = _cats(cat_start, cat_stop, cat_values, feature.shape[0])
     if n_trees == 0 or n_samples == 0:
         return
     for i in prange(n_samples, schedule='dynamic', nogil=True, num_threads=n_threads):
@@ -240,7 +298,7 @@ def shap_interaction_values(const int[::1] feature, const f64[::1] threshold,
         off = phi + 2 * n_cols
         for t in range(n_trees):
             tree = _tree_at(feature, threshold, missing_left, left, right, value, cover,
-                            tree_offsets[t])
+                            tree_offsets[t], cats.start, cats.stop, cats.values)
             k = tree_output[t]
             _recurse(&tree, &X[i, 0], phi, 0, path, 0, 1.0, 1.0, -1, 0, 0, 1.0)
             for a in range(feature_offsets[t], feature_offsets[t + 1]):

@@ -7,13 +7,18 @@ estimator lays out its trees (today: the model state of ``_get_state()``, see
 docs/contracts.md), so a change of the engine's layout changes this file only.
 
 A tree node sends a row left when ``x <= threshold`` on its raw (unbinned)
-feature value, and a missing value (NaN) left when ``missing_left``. A tree's
+feature value, and a missing value (NaN) left when ``missing_left``. A
+categorical split (``categories[node]`` is not ``None``; its threshold is NaN)
+sends a row left when ``x`` is one of the sorted raw category values
+``categories[node]``, any other value (rare, pooled or unseen) right. A tree's
 contribution to its output is ``weight * value[leaf]`` (``weight``: the DART
 weight of the tree's iteration, ``learning_rate`` for MART); the raw score of
 output ``k`` is ``baseline[k] + sum`` of the contributions of the trees with
 ``output == k``.
 """
 from dataclasses import dataclass, field, replace
+
+from ._model_format import CAT_BITSET_WORDS
 
 import numpy as np
 
@@ -52,6 +57,10 @@ class TreeView:
         Which raw-score column (class or regression output) the tree adds to.
     iteration : int
         Boosting iteration the tree was grown in.
+    categories : list or None
+        ``None`` when the tree has no categorical split; else, per node,
+        ``None`` or (categorical splits) the sorted raw category values that
+        go left.
     """
 
     feature: np.ndarray
@@ -66,6 +75,19 @@ class TreeView:
     weight: float
     output: int
     iteration: int
+    categories: list = None
+
+    @property
+    def has_categorical(self):
+        return self.categories is not None
+
+    def goes_left(self, node, x):
+        """Whether raw value ``x`` (a float) goes left at inner ``node``."""
+        if x != x:
+            return bool(self.missing_left[node])
+        if self.categories is not None and self.categories[node] is not None:
+            return bool(np.isin(x, self.categories[node]))
+        return bool(x <= self.threshold[node])
 
     @property
     def n_nodes(self):
@@ -160,6 +182,28 @@ def _link(header):
     return "identity"
 
 
+def _left_categories(tree, arrays):
+    """Per node: the raw categories a categorical split sends left, or None
+    (``None`` overall when the tree has no categorical split)."""
+    is_cat = arrays.get("is_categorical")
+    if is_cat is None or not np.any(is_cat):
+        return None
+    inner = tree["is_leaf"] == 0
+    cat = inner & (np.asarray(is_cat)[np.where(inner, tree["feature_idx"], 0)] != 0)
+    if not cat.any():
+        return None
+    words = np.asarray(arrays["cat_bitsets"], dtype="<u4").reshape(-1, CAT_BITSET_WORDS)
+    offsets, values = arrays["bin_offsets"], arrays["bin_thresholds"]
+    out = [None] * tree.shape[0]
+    for node in np.flatnonzero(cat):
+        f = tree["feature_idx"][node]
+        bits = np.unpackbits(words[int(tree["num_threshold"][node])].view(np.uint8),
+                             bitorder="little")
+        kept = values[offsets[f]:offsets[f + 1]]
+        out[node] = kept[np.flatnonzero(bits[:kept.size])].astype(np.float64)
+    return out
+
+
 def _view_from_state(header, arrays):
     nodes = arrays["nodes"]
     offsets = np.asarray(arrays["tree_offsets"], dtype=np.int64)
@@ -169,9 +213,13 @@ def _view_from_state(header, arrays):
     for j, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
         tree = nodes[a:b]
         inner = tree["is_leaf"] == 0
+        categories = _left_categories(tree, arrays)
+        threshold = np.where(inner, tree["num_threshold"], np.inf).astype(np.float64)
+        if categories is not None:
+            threshold[[c is not None for c in categories]] = np.nan
         trees.append(TreeView(
             feature=np.where(inner, tree["feature_idx"], -1).astype(np.int32),
-            threshold=np.where(inner, tree["num_threshold"], np.inf).astype(np.float64),
+            threshold=threshold,
             missing_left=(tree["missing_go_to_left"] != 0) & inner,
             left=np.where(inner, tree["left"].astype(np.int64), -1).astype(np.int32),
             right=np.where(inner, tree["right"].astype(np.int64), -1).astype(np.int32),
@@ -182,6 +230,7 @@ def _view_from_state(header, arrays):
             weight=float(iteration_weights[j // K]),
             output=j % K,
             iteration=j // K,
+            categories=categories,
         ))
     log_off = arrays["log_offsets"]
     steps = [(np.asarray(arrays["log_dropped"][log_off[t]:log_off[t + 1]], dtype=np.int64),
@@ -259,7 +308,10 @@ def flat_arrays(view, tree_indices=None):
     (float64), ``missing_left`` (uint8), ``left``/``right`` (int32, local to
     the tree, -1 at leaves), ``value`` (float64, **multiplied by the tree
     weight**), ``cover`` (float64), ``tree_offsets`` (int64, n_trees + 1),
-    ``tree_output`` (int32) and ``max_depth`` (int).
+    ``tree_output`` (int32) and ``max_depth`` (int). With categorical splits
+    also ``cat_start``/``cat_stop`` (int64 per node, -1 at other nodes) into
+    ``cat_values`` (float64, each split's sorted left categories); otherwise
+    those three are ``None``.
     """
     trees = view.trees if tree_indices is None else [view.trees[i] for i in tree_indices]
     offsets = np.zeros(len(trees) + 1, dtype=np.int64)
@@ -281,4 +333,33 @@ def flat_arrays(view, tree_indices=None):
         "tree_offsets": offsets,
         "tree_output": np.array([t.output for t in trees], dtype=np.int32),
         "max_depth": max((t.depth() for t in trees), default=0),
+        **_flat_categories(trees),
     }
+
+
+def _flat_categories(trees):
+    if not any(t.has_categorical for t in trees):
+        return {"cat_start": None, "cat_stop": None, "cat_values": None}
+    starts, stops, values, pos = [], [], [], 0
+    for t in trees:
+        for node in range(t.n_nodes):
+            cats = t.categories[node] if t.categories is not None else None
+            if cats is None:
+                starts.append(-1)
+                stops.append(-1)
+            else:
+                starts.append(pos)
+                pos += cats.size
+                stops.append(pos)
+                values.append(cats)
+    return {"cat_start": np.array(starts, dtype=np.int64),
+            "cat_stop": np.array(stops, dtype=np.int64),
+            "cat_values": np.ascontiguousarray(np.concatenate(values) if values
+                                               else np.zeros(0), dtype=np.float64)}
+
+
+def require_numerical(view, what):
+    """Raise a clear error when ``what`` cannot express categorical splits."""
+    if any(t.has_categorical for t in view.trees):
+        raise ValueError(f"{what} cannot express the model's categorical (set) splits; "
+                         "fit with categorical_features=None (or one-hot encode) to use it.")

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.utils.validation import check_array
 
 from ._common import effective_n_threads
-from ._tree_view import ensemble_view, flat_arrays
+from ._tree_view import ensemble_view, flat_arrays, require_numerical
 
 __all__ = ["expected_value", "shap_values", "shap_interaction_values", "to_shap_model"]
 
@@ -72,7 +72,8 @@ def _shap_3d(view, X, n_jobs):
     _treeshap.shap_values(flat["feature"], flat["threshold"], flat["missing_left"],
                           flat["left"], flat["right"], flat["value"], flat["cover"],
                           flat["tree_offsets"], flat["tree_output"], X,
-                          _path_buffers(n_threads, flat["max_depth"]), out)
+                          _path_buffers(n_threads, flat["max_depth"]), out,
+                          flat["cat_start"], flat["cat_stop"], flat["cat_values"])
     out[:, :, M] = expected_value(view)
     return out
 
@@ -141,7 +142,8 @@ def shap_interaction_values(model, X, *, iteration_range=None, n_jobs=None):
         flat["feature"], flat["threshold"], flat["missing_left"], flat["left"], flat["right"],
         flat["value"], flat["cover"], flat["tree_offsets"], flat["tree_output"],
         feature_offsets, np.ascontiguousarray(tree_features, dtype=np.int32), X,
-        _path_buffers(n_threads, flat["max_depth"]), np.zeros((n_threads, 3 * (M + 1))), out)
+        _path_buffers(n_threads, flat["max_depth"]), np.zeros((n_threads, 3 * (M + 1))), out,
+        flat["cat_start"], flat["cat_stop"], flat["cat_values"])
     out[:, :, M, M] = expected_value(view)
     return out[:, 0] if K == 1 else out
 
@@ -156,6 +158,7 @@ def to_shap_model(model):
     log of the Poisson mean), as with LightGBM and XGBoost.
     """
     view = ensemble_view(model)
+    require_numerical(view, "the shap package's tree format (thresholds only)")
     K = view.n_outputs
     trees = []
     for t in view.trees:

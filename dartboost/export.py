@@ -11,7 +11,7 @@ when these functions are called.
 """
 import numpy as np
 
-from ._tree_view import ensemble_view
+from ._tree_view import ensemble_view, require_numerical
 
 __all__ = ["to_onnx", "to_treelite"]
 
@@ -24,6 +24,16 @@ def _check_exportable(view):
         raise ValueError("The model has no trees to export.")
     if view.estimator_class == "DartRegressor" and view.link not in ("identity", "log"):
         raise ValueError(f"Cannot export a regressor with link {view.link!r}.")
+
+
+def _treelite_categories(values):
+    """A split's left categories as Treelite's (uint32) category list."""
+    ints = values.astype(np.int64)
+    if not (np.all(ints == values) and np.all((ints >= 0) & (ints < 2**32))):
+        raise ValueError("Treelite export needs categories that are integers in [0, 2**32) "
+                         "(pandas/string categories are encoded so); this model's raw "
+                         f"categories include {values[:5].tolist()}.")
+    return [int(v) for v in ints]
 
 
 def _round_down_float32(threshold):
@@ -104,6 +114,9 @@ def to_onnx(model, *, input_dtype="float64", name="dartboost"):
         raise ValueError(f"input_dtype must be 'float64' or 'float32', got {input_dtype!r}.")
     view = ensemble_view(model)
     _check_exportable(view)
+    # ai.onnx.ml TreeEnsemble (opset 3) has no set-membership node mode
+    require_numerical(view, "ONNX export (ai.onnx.ml TreeEnsemble has no set-membership "
+                            "node mode)")
     float32 = input_dtype == "float32"
     a = _onnx_tree_attributes(view, float32)
 
@@ -203,6 +216,12 @@ def to_treelite(model):
             builder.start_node(node)
             if tree.left[node] < 0:
                 builder.leaf(float(tree.weight * tree.value[node]))
+            elif tree.categories is not None and tree.categories[node] is not None:
+                builder.categorical_test(
+                    int(tree.feature[node]), default_left=bool(tree.missing_left[node]),
+                    category_list=_treelite_categories(tree.categories[node]),
+                    category_list_right_child=False, left_child_key=int(tree.left[node]),
+                    right_child_key=int(tree.right[node]))
             else:
                 builder.numerical_test(int(tree.feature[node]), float(tree.threshold[node]),
                                        default_left=bool(tree.missing_left[node]),

@@ -25,6 +25,10 @@ def _node_depths(tree):
     return depth, parent
 
 
+def _node_categories(tree):
+    return tree.categories if tree.categories is not None else [None] * tree.n_nodes
+
+
 def _finite_or_none(x):
     # strict JSON has no infinity: a split threshold of +inf (every
     # non-missing value goes left) is written as null
@@ -40,11 +44,14 @@ def _dump_tree(view, j, tree):
             rec["leaf_value"] = float(tree.value[node])
         else:
             f = int(tree.feature[node])
+            cats = tree.categories[node] if tree.categories is not None else None
             rec.update({
                 "feature": f,
                 "feature_name": view.feature_name(f),
-                "threshold": _finite_or_none(tree.threshold[node]),
-                "decision_type": "<=",
+                # a categorical split: the raw categories that go left
+                "threshold": (cats.tolist() if cats is not None
+                              else _finite_or_none(tree.threshold[node])),
+                "decision_type": "==" if cats is not None else "<=",
                 "missing": "left" if tree.missing_left[node] else "right",
                 "gain": float(tree.gain[node]),
                 "internal_value": float(tree.value[node]),
@@ -119,7 +126,10 @@ def trees_to_dataframe(model):
     ``node_index``, ``node_depth``, ``is_leaf``, ``left_child``,
     ``right_child``, ``parent_index`` (``-1`` where none), ``split_feature``
     (name; ``None`` at leaves), ``split_feature_index`` (``-1`` at leaves),
-    ``threshold`` (``x <= threshold`` goes left; NaN at leaves),
+    ``threshold`` (``x <= threshold`` goes left; NaN at leaves and
+    categorical splits), ``decision_type`` (``"<="``, or ``"=="`` for a
+    categorical split), ``categories`` (its left categories as a list;
+    ``None`` elsewhere),
     ``missing_direction`` (``"left"``/``"right"``; ``None`` at leaves),
     ``split_gain``, ``value`` (unweighted node value), ``weighted_value``
     (``tree_weight * value``: the leaf's contribution to the raw score),
@@ -147,6 +157,9 @@ def trees_to_dataframe(model):
                               for f, lf in zip(tree.feature, leaf)],
             "split_feature_index": tree.feature.astype(np.int64),
             "threshold": np.where(leaf, np.nan, tree.threshold),
+            "decision_type": [None if lf else ("==" if cats is not None else "<=")
+                              for lf, cats in zip(leaf, _node_categories(tree))],
+            "categories": [None if c is None else c.tolist() for c in _node_categories(tree)],
             "missing_direction": [None if lf else ("left" if ml else "right")
                                   for ml, lf in zip(tree.missing_left, leaf)],
             "split_gain": tree.gain,

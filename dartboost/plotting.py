@@ -129,8 +129,14 @@ def plot_tree(model, tree_index=0, *, ax=None, precision=3, show_info=("cover",)
             lines = [f"leaf {fmt.format(tree.weight * tree.value[node])}"]
         else:
             left_arrow = " (NaN)" if tree.missing_left[node] else ""
-            lines = [f"{view.feature_name(tree.feature[node])} <= "
-                     f"{fmt.format(tree.threshold[node])}{left_arrow}"]
+            cats = tree.categories[node] if tree.categories is not None else None
+            if cats is not None:  # a categorical split: its left set
+                shown = ", ".join(fmt.format(c) for c in cats[:6])
+                lines = [f"{view.feature_name(tree.feature[node])} in "
+                         f"{{{shown}{', ...' if cats.size > 6 else ''}}}{left_arrow}"]
+            else:
+                lines = [f"{view.feature_name(tree.feature[node])} <= "
+                         f"{fmt.format(tree.threshold[node])}{left_arrow}"]
             if "gain" in show_info:
                 lines.append(f"gain {fmt.format(tree.gain[node])}")
         if "cover" in show_info:

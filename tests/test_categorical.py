@@ -353,3 +353,47 @@ def test_trees_do_not_depend_on_the_thread_count():
               for j in (1, 2)]
     for name in states[0]:
         np.testing.assert_array_equal(states[0][name], states[1][name])
+
+
+@pytest.fixture(scope="module")
+def cat_model():
+    X, y = _cat_data(n=2000, seed=9)
+    est = DartRegressor(n_estimators=12, categorical_features=[0, 1], min_data_per_group=20,
+                        drop_rate=0.3, skip_drop=0.0, random_state=0).fit(X, y)
+    X_test = X[:100].copy()
+    X_test[:5, 0] = 999.0  # unseen
+    return est, X_test
+
+
+def test_shap_values_and_interactions_add_up_with_categorical_splits(cat_model):
+    from dartboost.explain import shap_interaction_values, shap_values
+    est, X = cat_model
+    phi = shap_values(est, X)
+    np.testing.assert_allclose(phi.sum(axis=1), est.predict(X), rtol=1e-9, atol=1e-9)
+    assert np.abs(phi[:, 0]).max() > 0  # the categorical feature gets credit
+    inter = shap_interaction_values(est, X[:20])
+    np.testing.assert_allclose(inter.sum(axis=2), phi[:20], rtol=1e-8, atol=1e-8)
+
+
+def test_inspection_and_export_of_categorical_splits(cat_model):
+    from dartboost.export import to_onnx
+    from dartboost.inspection import dump_model, trees_to_dataframe
+    est, X = cat_model
+    frame = trees_to_dataframe(est)
+    cat_rows = frame[frame["decision_type"] == "=="]
+    assert len(cat_rows) and cat_rows["split_feature_index"].isin([0, 1]).all()
+    # a list per set split (empty when only missing values go left)
+    assert all(isinstance(c, list) for c in cat_rows["categories"])
+    dump = dump_model(est)
+    assert any(n.get("decision_type") == "==" for t in dump["trees"] for n in t["nodes"])
+    with pytest.raises(ValueError, match="set-membership"):
+        to_onnx(est)
+
+
+def test_treelite_export_of_categorical_splits(cat_model):
+    treelite = pytest.importorskip("treelite")
+    from dartboost.export import to_treelite
+    est, X = cat_model
+    tl = to_treelite(est)
+    pred = treelite.gtil.predict(tl, X).reshape(-1)
+    np.testing.assert_allclose(pred, est.predict(X), rtol=1e-9, atol=1e-9)
