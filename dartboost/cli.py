@@ -86,13 +86,39 @@ def _to_float(values, column, path):
     return out
 
 
-def _features(header, rows, columns, path):
+def _is_numeric_column(values):
+    for v in values:
+        if _is_missing(v):
+            continue
+        try:
+            float(v)
+        except ValueError:
+            return False
+    return True
+
+
+def _labels(values):
+    """A text column as category labels (missing cells become None)."""
+    return np.array([None if _is_missing(v) else v.strip() for v in values], dtype=object)
+
+
+def _features(header, rows, columns, path, label_columns=()):
+    """The feature matrix: a float array, or -- when a column holds text (or is
+    in ``label_columns``, the model's categorical text columns) -- a pandas
+    DataFrame whose text columns the estimators treat as categorical."""
     missing = [c for c in columns if c not in header]
     if missing:
         raise DataError(f"{path!r} has no column(s) {missing}; its columns are {header}")
     idx = [header.index(c) for c in columns]
-    return np.column_stack([_to_float([r[j] for r in rows], header[j], path) for j in idx]) \
-        if rows else np.empty((0, len(columns)))
+    if not rows:
+        return np.empty((0, len(columns)))
+    cols = [[r[j] for r in rows] for j in idx]
+    text = [c in label_columns or not _is_numeric_column(v) for c, v in zip(columns, cols)]
+    if not any(text):
+        return np.column_stack([_to_float(v, header[j], path) for j, v in zip(idx, cols)])
+    import pandas as pd
+    return pd.DataFrame({c: (_labels(v) if t else _to_float(v, c, path))
+                         for c, v, t in zip(columns, cols, text)}, columns=columns)
 
 
 def _infer_task(target_values):
@@ -260,7 +286,10 @@ def _cmd_predict(args):
     if columns is None:
         raise DataError("the model file does not record its feature columns "
                         "(it was not written by `dartboost fit`)")
-    X = _features(header, rows, columns, args.data)
+    cats = getattr(model, "_categories", None) or []
+    text_columns = [c for c, cat in zip(columns, cats)
+                    if cat is not None and any(isinstance(v, str) for v in cat)]
+    X = _features(header, rows, columns, args.data, text_columns)
     if args.proba and not hasattr(model, "predict_proba"):
         raise UsageError("--proba needs a classification model")
     if args.proba:
