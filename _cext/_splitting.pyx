@@ -2,6 +2,7 @@
 from cython.parallel import prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
+from libc.math cimport INFINITY
 
 import numpy as np
 
@@ -35,6 +36,15 @@ cdef struct cat_config:
     unsigned int max_cat_threshold
 
 
+cdef struct gain_config:
+    Y_DTYPE_C l1
+    # monotonic constraints: children's values are clipped to the node's
+    # [lower, upper] and gains are those of the clipped values
+    bint bounded
+    Y_DTYPE_C lower
+    Y_DTYPE_C upper
+
+
 cdef inline Y_DTYPE_C _threshold_l1(Y_DTYPE_C g, Y_DTYPE_C l1) noexcept nogil:
     # soft-thresholding of a gradient sum (LightGBM's ThresholdL1)
     if g > l1:
@@ -53,12 +63,32 @@ cdef inline Y_DTYPE_C _score(Y_DTYPE_C g, Y_DTYPE_C h, Y_DTYPE_C l2,
     return t * t / (h + l2)
 
 
+cdef inline Y_DTYPE_C _value(Y_DTYPE_C g, Y_DTYPE_C h, Y_DTYPE_C l2,
+                             const gain_config* gc) noexcept nogil:
+    """The leaf value -T(g)/(h+l2), clipped to the node's bounds."""
+    cdef Y_DTYPE_C v = -_threshold_l1(g, gc.l1) / (h + l2)
+    if v < gc.lower:
+        return gc.lower
+    if v > gc.upper:
+        return gc.upper
+    return v
+
+
+cdef inline Y_DTYPE_C _score_at(Y_DTYPE_C g, Y_DTYPE_C h, Y_DTYPE_C l2, Y_DTYPE_C l1,
+                                Y_DTYPE_C v) noexcept nogil:
+    # twice the loss reduction of leaf value v (second-order, L1 included):
+    # -(2 T(g) v + (h + l2) v^2), which is _score at the unclipped optimum
+    return -(2. * _threshold_l1(g, l1) * v + (h + l2) * v * v)
+
+
 cdef inline void _consider(split_struct* best, int f, unsigned int b, unsigned char miss_left,
                            Y_DTYPE_C gl, Y_DTYPE_C hl, unsigned int nl,
                            Y_DTYPE_C g, Y_DTYPE_C h, unsigned int n, Y_DTYPE_C parent_score,
                            Y_DTYPE_C l2, unsigned int min_samples_leaf,
-                           Y_DTYPE_C min_child_weight, Y_DTYPE_C l1) noexcept nogil:
+                           Y_DTYPE_C min_child_weight, const gain_config* gc,
+                           signed char mono) noexcept nogil:
     cdef Y_DTYPE_C gr = g - gl
+    cdef Y_DTYPE_C vl, vr
     cdef Y_DTYPE_C hr = h - hl
     cdef unsigned int nr = n - nl
     cdef Y_DTYPE_C gain
@@ -66,7 +96,14 @@ cdef inline void _consider(split_struct* best, int f, unsigned int b, unsigned c
         return
     if hl < min_child_weight or hr < min_child_weight:
         return
-    gain = _score(gl, hl, l2, l1) + _score(gr, hr, l2, l1) - parent_score
+    if gc.bounded:
+        vl = _value(gl, hl, l2, gc)
+        vr = _value(gr, hr, l2, gc)
+        if (mono > 0 and vl > vr) or (mono < 0 and vl < vr):
+            return  # would break the monotonic constraint
+        gain = _score_at(gl, hl, l2, gc.l1, vl) + _score_at(gr, hr, l2, gc.l1, vr) - parent_score
+    else:
+        gain = _score(gl, hl, l2, gc.l1) + _score(gr, hr, l2, gc.l1) - parent_score
     if gain > best.gain:
         best.gain = gain
         best.feature_idx = f
@@ -82,7 +119,8 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
                                Y_DTYPE_C sum_hessians, unsigned int n_samples,
                                Y_DTYPE_C parent_score, Y_DTYPE_C l2,
                                unsigned int min_samples_leaf,
-                               Y_DTYPE_C min_child_weight, Y_DTYPE_C l1) noexcept nogil:
+                               Y_DTYPE_C min_child_weight, const gain_config* gc,
+                               signed char mono) noexcept nogil:
     """Best split of feature ``f`` (``nb`` non-missing bins). The running best
     is a local, written out once, so threads scanning neighbouring features do
     not share a cache line while they scan."""
@@ -106,7 +144,7 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
         if b == nb - 1 and nm == 0:
             break  # everything would go left
         _consider(&best, f, b, 0, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
-                  parent_score, l2, min_samples_leaf, min_child_weight, l1)
+                  parent_score, l2, min_samples_leaf, min_child_weight, gc, mono)
     if nm > 0 and nb > 1:
         # missing values go left: left = missing + bins 0..b
         gl = gm
@@ -117,7 +155,7 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
             hl = hl + hist[f, b].sum_hessians
             nl = nl + hist[f, b].count
             _consider(&best, f, b, 1, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
-                      parent_score, l2, min_samples_leaf, min_child_weight, l1)
+                      parent_score, l2, min_samples_leaf, min_child_weight, gc, mono)
     return best
 
 
@@ -126,7 +164,7 @@ cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsig
                                     Y_DTYPE_C sum_hessians, unsigned int n_samples,
                                     Y_DTYPE_C parent_score, Y_DTYPE_C l2,
                                     unsigned int min_samples_leaf,
-                                    Y_DTYPE_C min_child_weight, Y_DTYPE_C l1,
+                                    Y_DTYPE_C min_child_weight, const gain_config* gc,
                                     const cat_config* cfg) noexcept nogil:
     """Best set split of categorical feature ``f`` (LightGBM's method).
 
@@ -167,7 +205,7 @@ cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsig
             c = cand[i]
             _consider(&best, f, <unsigned int>i, 0, hist[f, c].sum_gradients,
                       hist[f, c].sum_hessians, hist[f, c].count, sum_gradients, sum_hessians,
-                      n_samples, parent_score, l2, min_samples_leaf, min_child_weight, l1)
+                      n_samples, parent_score, l2, min_samples_leaf, min_child_weight, gc, 0)
         if best.feature_idx >= 0:
             best_code = <int>best.bin_idx
             c = cand[best_code]
@@ -224,7 +262,7 @@ cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsig
             cnt_group = 0
             _consider(&best, f, <unsigned int>(direction * 256 + i), 0, gl, hl, nl,
                       sum_gradients, sum_hessians, n_samples, parent_score, l2_cat,
-                      min_samples_leaf, min_child_weight, l1)
+                      min_samples_leaf, min_child_weight, gc, 0)
     if best.feature_idx >= 0:
         direction = <int>best.bin_idx // 256
         best.missing_go_to_left = 0
@@ -256,7 +294,10 @@ def find_best_split(const hist_struct[:, ::1] hist,
                     Y_DTYPE_C cat_l2=10.,
                     unsigned int min_data_per_group=100,
                     unsigned int max_cat_threshold=32,
-                    Y_DTYPE_C l1_regularization=0.):
+                    Y_DTYPE_C l1_regularization=0.,
+                    const signed char[::1] monotonic_cst=None,
+                    Y_DTYPE_C lower_bound=-INFINITY,
+                    Y_DTYPE_C upper_bound=INFINITY):
     """Best split of a node over the features in ``feature_mask``.
 
     A numerical feature is scanned twice: missing values sent right (which
@@ -266,7 +307,11 @@ def find_best_split(const hist_struct[:, ::1] hist,
     ``max_cat_to_onehot``, ``cat_smooth``, ``cat_l2``, ``min_data_per_group``
     and ``max_cat_threshold``, with LightGBM's defaults). Gains
     soft-threshold gradient sums by ``l1_regularization`` (LightGBM's
-    ``lambda_l1``).
+    ``lambda_l1``). With ``monotonic_cst`` (-1/0/1 per feature, as
+    scikit-learn's HistGradientBoosting) every child value is clipped to the
+    node's ``[lower_bound, upper_bound]``, gains are those of the clipped
+    values, and a split on a constrained feature whose left and right values
+    are in the wrong order is not considered.
 
     Returns ``None`` when no split has a gain above ``min_split_gain``, else
     a tuple ``(gain, feature, bin, missing_go_to_left, sum_gradient_left,
@@ -279,8 +324,10 @@ def find_best_split(const hist_struct[:, ::1] hist,
     cdef:
         Py_ssize_t n_features = hist.shape[0]
         Py_ssize_t f
-        Y_DTYPE_C parent_score = _score(sum_gradients, sum_hessians, l2_regularization,
-                                        l1_regularization)
+        Y_DTYPE_C parent_score
+        gain_config gc
+        const signed char* mono = NULL
+        signed char mono_f
         split_struct* per_feature = <split_struct*> malloc(n_features * sizeof(split_struct))
         split_struct best
         int best_f = -1
@@ -292,6 +339,21 @@ def find_best_split(const hist_struct[:, ::1] hist,
     cfg.cat_l2 = cat_l2
     cfg.min_data_per_group = min_data_per_group
     cfg.max_cat_threshold = max_cat_threshold
+    gc.l1 = l1_regularization
+    gc.bounded = monotonic_cst is not None
+    gc.lower = lower_bound
+    gc.upper = upper_bound
+    if gc.bounded:
+        if monotonic_cst.shape[0] != n_features:
+            free(per_feature)
+            raise ValueError("monotonic_cst must have one entry per feature")
+        mono = &monotonic_cst[0]
+        parent_score = _score_at(sum_gradients, sum_hessians, l2_regularization,
+                                 l1_regularization,
+                                 _value(sum_gradients, sum_hessians, l2_regularization, &gc))
+    else:
+        parent_score = _score(sum_gradients, sum_hessians, l2_regularization,
+                              l1_regularization)
     if any_cat:
         if is_categorical.shape[0] != n_features:
             free(per_feature)
@@ -308,13 +370,14 @@ def find_best_split(const hist_struct[:, ::1] hist,
                 per_feature[f] = _scan_categorical(
                     hist, <int>f, n_bins_non_missing[f], missing_bin_idx, sum_gradients,
                     sum_hessians, n_samples, parent_score, l2_regularization, min_samples_leaf,
-                    min_child_weight, l1_regularization, &cfg)
+                    min_child_weight, &gc, &cfg)
             else:
+                mono_f = 0 if mono == NULL else mono[f]
                 per_feature[f] = _scan_feature(hist, <int>f, n_bins_non_missing[f],
                                                missing_bin_idx, sum_gradients, sum_hessians,
                                                n_samples, parent_score, l2_regularization,
-                                               min_samples_leaf, min_child_weight,
-                                               l1_regularization)
+                                               min_samples_leaf, min_child_weight, &gc,
+                                               mono_f)
 
     for f in range(n_features):
         if per_feature[f].feature_idx >= 0 and per_feature[f].gain > min_split_gain \

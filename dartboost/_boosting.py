@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import _categorical
+from . import _categorical, _constraints
 from ._binning import BinMapper
 from ._booster import Booster
 from ._cext import _predictor
@@ -129,6 +129,8 @@ class BaseBoosting(BaseEstimator, ABC):
         "min_data_per_group": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_cat_threshold": [Interval(numbers.Integral, 1, None, closed="left")],
         "reg_alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "monotonic_cst": ["array-like", dict, None],
+        "interaction_cst": [list, tuple, StrOptions({"pairwise", "no_interactions"}), None],
     }
 
     @abstractmethod
@@ -140,7 +142,9 @@ class BaseBoosting(BaseEstimator, ABC):
                  eval_metric, importance_type, warm_start, callbacks, random_state, n_jobs,
                  verbose, categorical_features="from_dtype", max_cat_to_onehot=4,
                  cat_smooth=10.0, cat_l2=10.0, min_data_per_group=100, max_cat_threshold=32,
-                 reg_alpha=0.0):
+                 reg_alpha=0.0, monotonic_cst=None, interaction_cst=None):
+        self.monotonic_cst = monotonic_cst
+        self.interaction_cst = interaction_cst
         self.categorical_features = categorical_features
         self.max_cat_to_onehot = max_cat_to_onehot
         self.cat_smooth = cat_smooth
@@ -215,6 +219,21 @@ class BaseBoosting(BaseEstimator, ABC):
         return {"max_cat_to_onehot": self.max_cat_to_onehot, "cat_smooth": self.cat_smooth,
                 "cat_l2": self.cat_l2, "min_data_per_group": self.min_data_per_group,
                 "max_cat_threshold": self.max_cat_threshold}
+
+    def _resolve_constraints(self, n_features, is_categorical):
+        """``monotonic_cst`` as int8 per feature (or None) and
+        ``interaction_cst`` as a list of feature-index groups (or None)."""
+        names = getattr(self, "feature_names_in_", None)
+        mono = _constraints.resolve_monotonic(self.monotonic_cst, n_features, names)
+        if mono is not None:
+            if is_categorical is not None and np.any(mono[is_categorical] != 0):
+                raise ValueError("monotonic_cst: categorical features cannot be monotonic "
+                                 "(their categories have no order).")
+            if self.n_trees_per_iteration_ > 1 and self._is_classifier:
+                raise ValueError("monotonic_cst is not supported for multiclass "
+                                 "classification.")
+        groups = _constraints.resolve_interactions(self.interaction_cst, n_features)
+        return mono, groups
 
     def _fit_categorical(self, X):
         """Decide the categorical features of a new fit and encode ``X``."""
@@ -322,6 +341,7 @@ class BaseBoosting(BaseEstimator, ABC):
             self.validation_score_ = []
         booster = self.booster_
         booster.bin_mapper.n_threads = n_threads
+        self._fit_constraints = self._resolve_constraints(X.shape[1], self.is_categorical_)
         scheme = self._scheme()
 
         X_binned = booster.bin_mapper.transform(X_train)
@@ -597,11 +617,16 @@ class BaseBoosting(BaseEstimator, ABC):
                     buffers=buffers, bin_thresholds=mapper.bin_thresholds_,
                     hessians_are_constant=loss.unit_hessians and sw is None,
                     is_categorical=mapper.is_categorical_, reg_alpha=self.reg_alpha,
-                    **self._categorical_split_options(),
+                    **self._categorical_split_options(), monotonic_cst=self._fit_constraints[0],
+                    interaction_cst=self._fit_constraints[1],
                 )
                 nodes, leaves = grower.grow()
                 if loss.refits_leaves:
                     self._refit_leaves(loss, nodes, leaves, grower.partition, y, train.raw, sw)
+                    if self._fit_constraints[0] is not None:
+                        # refitted values stay inside the monotonic bounds
+                        for idx, (low, high) in grower.leaf_bounds.items():
+                            nodes["value"][idx] = min(max(nodes["value"][idx], low), high)
                 leaf_ids = None
                 if scheme.keeps_leaf_ids and sample_indices is None and len(leaves) <= 256:
                     leaf_ids = np.empty(n_samples, dtype=np.uint8)
@@ -813,10 +838,7 @@ class BaseBoosting(BaseEstimator, ABC):
                 continue
             if name == "random_state" and not (value is None or isinstance(value, numbers.Integral)):
                 value = None  # a RandomState object is not data; the resolved seed is kept
-            if isinstance(value, np.ndarray):
-                value = value.tolist()
-            elif isinstance(value, tuple):
-                value = list(value)
+            value = _constraints.plain(value)
             params[name] = value.item() if isinstance(value, np.generic) else value
         booster_header, arrays = self.booster_.to_state()
         header = {

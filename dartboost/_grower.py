@@ -31,9 +31,14 @@ assert NODE_DTYPE.names == ("value", "count", "feature_idx", "num_threshold",
 class _Node:
     """A node under construction: its rows are ``partition[start:stop]``."""
 
-    __slots__ = ("idx", "start", "stop", "depth", "sum_g", "sum_h", "hist", "split", "value")
+    __slots__ = ("idx", "start", "stop", "depth", "sum_g", "sum_h", "hist", "split", "value",
+                 "lower", "upper", "groups")
 
-    def __init__(self, idx, start, stop, depth, sum_g, sum_h, value):
+    def __init__(self, idx, start, stop, depth, sum_g, sum_h, value, lower=-np.inf,
+                 upper=np.inf, groups=None):
+        self.lower = lower    # bounds of the values under this node (monotonic_cst)
+        self.upper = upper
+        self.groups = groups  # interaction groups still open on this path
         self.idx = idx
         self.start = start
         self.stop = stop
@@ -83,6 +88,16 @@ class TreeGrower:
     reg_alpha : float
         L1 regularisation: gradient sums are soft-thresholded by it in gains
         and leaf values (LightGBM's ``lambda_l1``).
+    monotonic_cst : ndarray of int8 or None
+        -1/0/1 per feature (scikit-learn's HistGradientBoosting semantics):
+        a split on a constrained feature must order its children's values;
+        the children of such a split get the bounds ``[lower, mid]`` and
+        ``[mid, upper]`` (``mid`` the mean of their values; swapped for -1),
+        the children of any other split inherit the node's bounds, and every
+        value is clipped to its node's bounds. So every tree is monotonic.
+    interaction_cst : list of array-like of int, or None
+        Groups of features that may interact: a path may only split on the
+        features of one group that holds every feature already on it.
 
     Attributes
     ----------
@@ -97,8 +112,18 @@ class TreeGrower:
                  colsample_bynode=1.0, rng=None, n_threads=1, buffers=None,
                  bin_thresholds=None, hessians_are_constant=False, is_categorical=None,
                  max_cat_to_onehot=4, cat_smooth=10.0, cat_l2=10.0, min_data_per_group=100,
-                 max_cat_threshold=32, reg_alpha=0.0):
+                 max_cat_threshold=32, reg_alpha=0.0, monotonic_cst=None,
+                 interaction_cst=None):
         self.X_binned = X_binned
+        self.monotonic_cst = (
+            None if monotonic_cst is None or not np.any(monotonic_cst)
+            else np.ascontiguousarray(monotonic_cst, dtype=np.int8))
+        self.group_masks = None
+        if interaction_cst is not None:
+            self.group_masks = np.zeros((len(interaction_cst), X_binned.shape[1]), dtype=bool)
+            for k, group in enumerate(interaction_cst):
+                self.group_masks[k, np.asarray(list(group), dtype=np.intp)] = True
+        self.leaf_bounds = {}
         self.is_categorical = (
             None if is_categorical is None or not np.any(is_categorical)
             else np.ascontiguousarray(is_categorical, dtype=np.uint8))
@@ -140,11 +165,11 @@ class TreeGrower:
         self.n_bins = missing_values_bin_idx + 1
 
     # -- helpers --------------------------------------------------------------
-    def _leaf_value(self, sum_g, sum_h):
+    def _leaf_value(self, sum_g, sum_h, lower=-np.inf, upper=np.inf):
         a = self.reg_alpha
         if a > 0:  # soft-thresholding (LightGBM's ThresholdL1)
             sum_g = np.sign(sum_g) * max(abs(sum_g) - a, 0.0)
-        return -sum_g / (sum_h + self.l2_regularization)
+        return min(max(-sum_g / (sum_h + self.l2_regularization), lower), upper)
 
     @property
     def cat_bitsets(self):
@@ -152,7 +177,14 @@ class TreeGrower:
             return np.zeros((0, _splitting.CATEGORY_BITSET_WORDS), dtype=np.uint32)
         return np.stack(self._cat_bitsets)
 
-    def _node_mask(self):
+    def _node_mask(self, node=None):
+        mask = self._colsample_mask()
+        if self.group_masks is None or node is None:
+            return mask
+        allowed = self.group_masks[node.groups].any(axis=0)
+        return np.ascontiguousarray(mask & allowed, dtype=np.uint8)
+
+    def _colsample_mask(self):
         if self.colsample_bynode >= 1.0:
             return self.feature_mask
         allowed = np.flatnonzero(self.feature_mask)
@@ -187,10 +219,11 @@ class TreeGrower:
     def _find_split(self, node):
         node.split = _splitting.find_best_split(
             node.hist, node.sum_g, node.sum_h, node.n_samples, self.n_bins_non_missing,
-            self._node_mask(), self.missing_values_bin_idx, self.l2_regularization,
+            self._node_mask(node), self.missing_values_bin_idx, self.l2_regularization,
             self.min_samples_leaf, self.min_child_weight, self.min_split_gain,
             threads_for(self.n_features * self.n_bins * 4, self.n_threads),
             self.is_categorical, l1_regularization=self.reg_alpha, **self.cat_options,
+            monotonic_cst=self.monotonic_cst, lower_bound=node.lower, upper_bound=node.upper,
         )
 
     # -- growth ---------------------------------------------------------------
@@ -212,7 +245,9 @@ class TreeGrower:
         sum_g = float(np.sum(g, dtype=np.float64))
         sum_h = float(np.sum(h, dtype=np.float64))
         nodes = [self._new_node_record(0, rows.size, sum_h, self._leaf_value(sum_g, sum_h))]
-        root = _Node(0, 0, rows.size, 0, sum_g, sum_h, nodes[0][_VALUE])
+        groups = (None if self.group_masks is None
+                  else np.ones(self.group_masks.shape[0], dtype=bool))
+        root = _Node(0, 0, rows.size, 0, sum_g, sum_h, nodes[0][_VALUE], groups=groups)
         heap = []
         n_leaves = 1
         if self._can_split(root) and self.max_leaf_nodes > 1:
@@ -236,6 +271,7 @@ class TreeGrower:
         leaves_final.extend(item[2] for item in heap)
         for leaf in leaves_final:
             self._free_hist(leaf)
+            self.leaf_bounds[leaf.idx] = (leaf.lower, leaf.upper)
         nodes_arr = np.array([tuple(rec) for rec in nodes], dtype=NODE_DTYPE)
         leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
         return nodes_arr, leaves
@@ -280,12 +316,23 @@ class TreeGrower:
         left_idx, right_idx = len(nodes), len(nodes) + 1
         rec[_LEFT], rec[_RIGHT] = left_idx, right_idx
         depth = node.depth + 1
-        nodes.append(self._new_node_record(depth, nl, hl, self._leaf_value(gl, hl)))
-        nodes.append(self._new_node_record(depth, node.n_samples - nl, hr, self._leaf_value(gr, hr)))
-        left = _Node(left_idx, node.start, node.start + nl, depth, gl, hl,
-                     nodes[left_idx][_VALUE])
-        right = _Node(right_idx, node.start + nl, node.stop, depth, gr, hr,
-                      nodes[right_idx][_VALUE])
+        vl = self._leaf_value(gl, hl, node.lower, node.upper)
+        vr = self._leaf_value(gr, hr, node.lower, node.upper)
+        nodes.append(self._new_node_record(depth, nl, hl, vl))
+        nodes.append(self._new_node_record(depth, node.n_samples - nl, hr, vr))
+        bounds_l = bounds_r = (node.lower, node.upper)
+        sign = 0 if self.monotonic_cst is None else int(self.monotonic_cst[feature])
+        if sign:
+            mid = (vl + vr) / 2
+            low, high = (node.lower, mid), (mid, node.upper)
+            bounds_l, bounds_r = (low, high) if sign > 0 else (high, low)
+        groups = None
+        if node.groups is not None:
+            groups = node.groups & self.group_masks[:, feature]
+        left = _Node(left_idx, node.start, node.start + nl, depth, gl, hl, vl, *bounds_l,
+                     groups=groups)
+        right = _Node(right_idx, node.start + nl, node.stop, depth, gr, hr, vr, *bounds_r,
+                      groups=groups)
         return left, right
 
     def _prepare_children(self, parent, left, right, room):

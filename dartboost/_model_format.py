@@ -348,13 +348,32 @@ def check_params(cls, params):
     unknown = sorted(set(params) - known)
     _require(not unknown, "params", f"unknown parameter(s) {unknown} for {cls.__name__}")
     for name, value in params.items():
-        if isinstance(value, list):
-            # a feature list (categorical_features): bounded, plain scalars
-            _require(len(value) <= _MAX_PARAM_LIST and all(
-                isinstance(v, (bool, numbers.Real, str)) for v in value),
-                f"params.{name}", f"a list must hold at most {_MAX_PARAM_LIST} plain "
-                                  "numbers, strings or booleans")
-            continue
-        _require(value is None or isinstance(value, (bool, numbers.Real, str)),
-                 f"params.{name}", "must be a plain number, string, boolean or null")
+        _require(_plain_param(value, depth=2) <= _MAX_PARAM_LIST, f"params.{name}",
+                 "must be a plain number, string, boolean or null, or a list or object of "
+                 f"those (lists of lists for feature groups), at most {_MAX_PARAM_LIST} "
+                 "entries")
     return params
+
+
+def _plain_param(value, depth):
+    """Entries of a stored parameter value, or a huge number when it is not
+    plain data: a scalar; a list (of lists, ``depth`` levels) or a str-keyed
+    object of scalars (per-feature lists and groups, e.g. categorical_features,
+    monotonic_cst, interaction_cst)."""
+    bad = _MAX_PARAM_LIST + 1
+    if value is None or isinstance(value, (bool, numbers.Real, str)):
+        return 1
+    if isinstance(value, dict) and depth > 0:
+        if len(value) > _MAX_PARAM_LIST or not all(isinstance(k, str) for k in value):
+            return bad
+        return sum(min(bad, _plain_param(v, 0)) for v in value.values())
+    if isinstance(value, list) and depth > 0:
+        if len(value) > _MAX_PARAM_LIST:
+            return bad
+        total = 0
+        for v in value:
+            total += _plain_param(v, depth - 1)
+            if total > _MAX_PARAM_LIST:
+                return bad
+        return total
+    return bad

@@ -128,6 +128,17 @@ default="from_dtype"
         L1 penalty on leaf values: gradient sums are soft-thresholded by it
         (``sign(G) max(|G| - reg_alpha, 0)``) in split gains and leaf values
         (LightGBM's ``lambda_l1``).
+    monotonic_cst : array-like of int of shape (n_features,), dict or None, default=None
+        -1/0/1 per feature (decreasing / none / increasing), or a dict from
+        feature names to those; as scikit-learn's HistGradientBoosting: split
+        values are bounded so every tree, hence the raw score, is monotonic
+        in each constrained feature. Not for categorical features or
+        multiclass classification.
+    interaction_cst : list of groups of int, "pairwise", "no_interactions" or None, \
+default=None
+        Feature groups that may interact (scikit-learn's semantics): the
+        splits along any root-to-leaf path use features of one group only;
+        features in no group form one more group.
 """
 
 
@@ -162,7 +173,8 @@ def _shared_init_params(locals_):
         "early_stopping", "validation_fraction", "n_iter_no_change", "early_stopping_rounds",
         "tol", "eval_metric", "importance_type", "warm_start", "callbacks", "random_state",
         "n_jobs", "verbose", "categorical_features", "max_cat_to_onehot", "cat_smooth",
-        "cat_l2", "min_data_per_group", "max_cat_threshold", "reg_alpha")}
+        "cat_l2", "min_data_per_group", "max_cat_threshold", "reg_alpha", "monotonic_cst",
+        "interaction_cst")}
 
 
 @register_model_class
@@ -220,7 +232,8 @@ default="squared_error"
                  importance_type="gain", warm_start=False, callbacks=None, random_state=None,
                  n_jobs=None, verbose=0, categorical_features="from_dtype",
                  max_cat_to_onehot=4, cat_smooth=10.0, cat_l2=10.0, min_data_per_group=100,
-                 max_cat_threshold=32, reg_alpha=0.0):
+                 max_cat_threshold=32, reg_alpha=0.0,
+                 monotonic_cst=None, interaction_cst=None):
         super().__init__(**_shared_init_params(locals()))
         self.loss = loss
         self.quantile = quantile
@@ -365,7 +378,8 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
                  tol=1e-7, eval_metric=None, importance_type="gain", warm_start=False,
                  callbacks=None, random_state=None, n_jobs=None, verbose=0,
                  categorical_features="from_dtype", max_cat_to_onehot=4, cat_smooth=10.0,
-                 cat_l2=10.0, min_data_per_group=100, max_cat_threshold=32, reg_alpha=0.0):
+                 cat_l2=10.0, min_data_per_group=100, max_cat_threshold=32, reg_alpha=0.0,
+                 monotonic_cst=None, interaction_cst=None):
         super().__init__(**_shared_init_params(locals()))
 
     def _encode_y(self, y, sample_weight):

@@ -224,7 +224,8 @@ class DartRanker(BaseBoosting):
                  importance_type="gain", warm_start=False, callbacks=None, random_state=None,
                  n_jobs=None, verbose=0, categorical_features="from_dtype",
                  max_cat_to_onehot=4, cat_smooth=10.0, cat_l2=10.0, min_data_per_group=100,
-                 max_cat_threshold=32, reg_alpha=0.0):
+                 max_cat_threshold=32, reg_alpha=0.0,
+                 monotonic_cst=None, interaction_cst=None):
         super().__init__(**_shared_init_params(locals()))
         self.eval_at = eval_at
         self.lambdarank_truncation_level = lambdarank_truncation_level
