@@ -5,6 +5,7 @@ scikit-learn's HistGradientBoosting), so fitting the binner is cheap on large
 data; every row is then mapped by the compiled kernel.
 """
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils import check_random_state
 
 from ._cext import _binning
@@ -49,6 +50,14 @@ def _find_categories(col, max_bins):
         order = np.argsort(-counts, kind="stable")[:keep]
         values = np.sort(values[order])
     return np.ascontiguousarray(values, dtype=X_DTYPE)
+
+
+def _sparse_column(X, f):
+    """Column ``f`` of a CSC matrix with its zeros (one column at a time)."""
+    lo, hi = X.indptr[f], X.indptr[f + 1]
+    col = np.zeros(X.shape[0], dtype=X_DTYPE)
+    col[X.indices[lo:hi]] = X.data[lo:hi]
+    return col
 
 
 def _map_features(fn, n_features, n_threads):
@@ -101,20 +110,27 @@ class BinMapper:
         return np.ascontiguousarray(flags)
 
     def fit(self, X):
-        """Learn thresholds from ``X`` (float64, NaN for missing)."""
+        """Learn thresholds from ``X`` (float64, NaN for missing; a scipy
+        sparse matrix is read column by column, never densified whole)."""
         if not 2 <= self.max_bins <= MAX_BINS:
             raise ValueError(f"max_bins={self.max_bins} must be in [2, {MAX_BINS}].")
-        X = np.asarray(X, dtype=X_DTYPE)
+        sparse = sp.issparse(X)
+        X = X.astype(X_DTYPE) if sparse else np.asarray(X, dtype=X_DTYPE)
         if self.subsample is not None and X.shape[0] > self.subsample:
             rng = check_random_state(self.random_state)
             rows = np.sort(rng.choice(X.shape[0], self.subsample, replace=False))
             X = X[rows]
         self.is_categorical_ = self._categorical_flags(X.shape[1])
+        if sparse:
+            X = sp.csc_matrix(X)
+            column = lambda f: _sparse_column(X, f)  # noqa: E731
+        else:
+            column = lambda f: X[:, f]  # noqa: E731
 
         def find(f):
             if self.is_categorical_[f]:
-                return _find_categories(X[:, f], self.max_bins)
-            return _find_thresholds(X[:, f], self.max_bins)
+                return _find_categories(column(f), self.max_bins)
+            return _find_thresholds(column(f), self.max_bins)
 
         self.bin_thresholds_ = _map_features(find, X.shape[1], self.n_threads)
         self.n_bins_non_missing_ = np.array(
@@ -135,13 +151,35 @@ class BinMapper:
         )
 
     def transform(self, X):
-        """Bin ``X`` into a column-contiguous uint8 array."""
+        """Bin ``X`` into a column-contiguous uint8 array. A scipy sparse
+        ``X`` is binned column by column: its implicit zeros get the bin of
+        0.0 (as in a dense ``X``), its stored entries their own bins."""
+        if sp.issparse(X):
+            return self._transform_sparse(X)
         X = np.ascontiguousarray(X, dtype=X_DTYPE)
         binned = np.empty(X.shape, dtype=X_BINNED_DTYPE, order="F")
         _binning.map_to_bins(
             X, self._flat, self._offsets, self.missing_values_bin_idx_,
             threads_for(X.size * 8, self.n_threads), binned, self.is_categorical_
         )
+        return binned
+
+    def _transform_sparse(self, X):
+        X = sp.csc_matrix(X, dtype=X_DTYPE)
+        X.sort_indices()
+        n, n_features = X.shape
+        binned = np.empty((n, n_features), dtype=X_BINNED_DTYPE, order="F")
+        for f in range(n_features):
+            lo, hi = X.indptr[f], X.indptr[f + 1]
+            # zero first, then the stored entries: one kernel call per column
+            values = np.concatenate([[0.0], X.data[lo:hi]])[:, None]
+            out = np.empty((values.shape[0], 1), dtype=X_BINNED_DTYPE, order="F")
+            _binning.map_to_bins(
+                np.ascontiguousarray(values), self.bin_thresholds_[f],
+                np.array([0, self.bin_thresholds_[f].size], dtype=np.int64),
+                self.missing_values_bin_idx_, 1, out, self.is_categorical_[f:f + 1])
+            binned[:, f] = out[0, 0]
+            binned[X.indices[lo:hi], f] = out[1:, 0]
         return binned
 
     def fit_transform(self, X):

@@ -15,6 +15,7 @@ index of its left set in :attr:`Booster.cat_bitsets` (8 uint32 words a split,
 one bit per bin; the splits of all trees back to back, in tree order).
 """
 import numpy as np
+import scipy.sparse as sp
 
 from ._binning import BinMapper
 from ._cext import _predictor, _splitting
@@ -59,6 +60,24 @@ class _GrowableArray:
     def __getstate__(self):
         self.compact()
         return self.__dict__
+
+
+#: Bytes of dense float64 rows a sparse input is expanded to at a time.
+SPARSE_BLOCK_BYTES = 4 << 20
+
+
+def _dense_blocks(X):
+    """``(start, stop, dense rows)`` of ``X``: itself when dense; a CSR
+    matrix in blocks of rows (memory: one block, not the whole matrix)."""
+    if not sp.issparse(X):
+        yield 0, X.shape[0], X
+        return
+    step = max(1, SPARSE_BLOCK_BYTES // (8 * max(X.shape[1], 1)))
+    for start in range(0, X.shape[0], step):
+        stop = min(start + step, X.shape[0])
+        yield start, stop, np.ascontiguousarray(X[start:stop].toarray(), dtype=X_DTYPE)
+    if X.shape[0] == 0:
+        yield 0, 0, np.zeros((0, X.shape[1]), dtype=X_DTYPE)
 
 
 class Booster:
@@ -236,6 +255,11 @@ class Booster:
 
     # ----------------------------------------------------------- prediction
     def _check_X(self, X):
+        if sp.issparse(X):
+            if X.ndim != 2 or X.shape[1] != self.n_features:
+                raise ValueError(f"X has shape {X.shape}; this model needs "
+                                 f"(n_samples, {self.n_features}).")
+            return sp.csr_matrix(X, dtype=X_DTYPE)
         X = np.ascontiguousarray(X, dtype=X_DTYPE)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X has shape {X.shape}; this model needs "
@@ -279,9 +303,11 @@ class Booster:
         offsets = np.ascontiguousarray(self.tree_offsets[start * K:stop * K + 1])
         out = np.tile(self.baseline, (X.shape[0], 1))
         n_trees = per_tree.shape[0]
-        _predictor.predict_raw(self.nodes, offsets, per_tree, K, X,
-                               threads_for(X.shape[0] * max(n_trees, 1) * 8, n_threads), out,
-                               **self._cat_tables())
+        tables = self._cat_tables()
+        for start, stop, block in _dense_blocks(X):
+            _predictor.predict_raw(self.nodes, offsets, per_tree, K, block,
+                                   threads_for(block.shape[0] * max(n_trees, 1) * 8, n_threads),
+                                   out[start:stop], **tables)
         return out
 
     def staged_predict_raw(self, X, n_threads=1):
@@ -305,9 +331,13 @@ class Booster:
             WeightLog.apply(weights, dropped, scale, new_weight)
             # the kernel reads tree j's root at roots[j]; tree (j % K) is output j % K
             roots = np.append(o[trees], 0).astype(np.int64)
-            _predictor.predict_raw(self.nodes, roots, np.asarray(factors, dtype=np.float64),
-                                   K, X, threads_for(X.shape[0] * len(trees) * 8, n_threads),
-                                   raw, **tables)
+            # a sparse X is expanded block by block at every stage: memory
+            # stays one block, at the cost of re-expanding it
+            for start, stop, block in _dense_blocks(X):
+                _predictor.predict_raw(self.nodes, roots, np.asarray(factors, dtype=np.float64),
+                                       K, block,
+                                       threads_for(block.shape[0] * len(trees) * 8, n_threads),
+                                       raw[start:stop], **tables)
             yield raw.copy()
 
     def predict_leaf(self, X, n_threads=1, iteration_range=None, numbering="node"):
@@ -333,9 +363,12 @@ class Booster:
         K = self.n_trees_per_iteration
         offsets = np.ascontiguousarray(self.tree_offsets[start * K:stop * K + 1])
         out = np.empty((X.shape[0], offsets.shape[0] - 1), dtype=np.uint32)
-        _predictor.predict_leaves_raw(
-            self.nodes, offsets, X, threads_for(X.shape[0] * max(out.shape[1], 1) * 8,
-                                                n_threads), out, **self._cat_tables())
+        tables = self._cat_tables()
+        for start, stop, block in _dense_blocks(X):
+            _predictor.predict_leaves_raw(
+                self.nodes, offsets, block,
+                threads_for(block.shape[0] * max(out.shape[1], 1) * 8, n_threads),
+                out[start:stop], **tables)
         if numbering == "node":
             return out
         # rank of every node among its tree's leaves: leaves before it

@@ -251,6 +251,8 @@ class BaseBoosting(BaseEstimator, ABC):
         if not mask.any():
             return X
         self.is_categorical_ = mask
+        if hasattr(X, "tocsc"):  # scipy sparse: numbers only, used as labels
+            return X
         cats = _categorical.fit_categories(X, mask)
         self._categories = cats if any(c is not None for c in cats) else None
         return self._encode_categorical(X)
@@ -297,6 +299,7 @@ class BaseBoosting(BaseEstimator, ABC):
         X = self._encode_categorical(X) if warm else self._fit_categorical(X)
         X, y = validate_data(
             self, X, y, dtype=X_DTYPE, ensure_all_finite="allow-nan", order="C",
+            accept_sparse=("csr", "csc"),
             multi_output=not self._is_classifier, y_numeric=not self._is_classifier,
             reset=not warm,
         )
@@ -470,7 +473,7 @@ class BaseBoosting(BaseEstimator, ABC):
                                  "eval_sample_weight; give them once.")
             sw = item[2] if len(item) == 3 else weights[i]
             X_val, y_val = validate_data(self, self._encode_categorical(item[0]), item[1],
-                                         dtype=X_DTYPE,
+                                         dtype=X_DTYPE, accept_sparse=("csr", "csc"),
                                          ensure_all_finite="allow-nan", order="C",
                                          multi_output=not self._is_classifier,
                                          y_numeric=not self._is_classifier, reset=False)
@@ -721,7 +724,8 @@ class BaseBoosting(BaseEstimator, ABC):
     def _validate_X_predict(self, X):
         check_is_fitted(self, "booster_")
         return validate_data(self, self._encode_categorical(X), dtype=X_DTYPE,
-                             ensure_all_finite="allow-nan", order="C", reset=False)
+                             ensure_all_finite="allow-nan", order="C", reset=False,
+                             accept_sparse=("csr", "csc"))
 
     def _raw_predict(self, X, iteration_range=None):
         """Raw scores of shape ``(K, n)`` (the losses' layout)."""
@@ -917,4 +921,5 @@ class BaseBoosting(BaseEstimator, ABC):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
+        tags.input_tags.sparse = True
         return tags
