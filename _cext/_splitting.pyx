@@ -214,7 +214,7 @@ cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsig
             else:
                 best.missing_go_to_left = 0
                 best.cat_bitset[c >> 5] |= (<unsigned int>1) << (c & 31)
-        best.bin_idx = 0
+        best.bin_idx = 0  # one-vs-rest: children's values use l2
         return best
     # many-vs-many: drop thin categories, then a stable insertion sort on
     # the smoothed gradient ratio (<= 256 keys: cheaper than a library sort)
@@ -272,7 +272,7 @@ cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsig
                 best.missing_go_to_left = 1
             else:
                 best.cat_bitset[c >> 5] |= (<unsigned int>1) << (c & 31)
-    best.bin_idx = 0
+    best.bin_idx = 1  # many-vs-many: children's values use l2 + cat_l2
     return best
 
 
@@ -318,7 +318,9 @@ def find_best_split(const hist_struct[:, ::1] hist,
     sum_hessian_left, n_samples_left, cat_bitset)``; ``cat_bitset`` is
     ``None`` for a numerical split, else a uint32 array of
     :data:`CATEGORY_BITSET_WORDS` words with bit ``b`` set for the bins that
-    go left (``bin`` is then 0). Ties go to the lower feature index so the
+    go left; ``bin`` is then 0 for a one-vs-rest split and 1 for a
+    many-vs-many one, whose children's values take ``l2 + cat_l2`` (as
+    LightGBM's leaf outputs do). Ties go to the lower feature index so the
     result does not depend on the number of threads.
     """
     cdef:

@@ -63,7 +63,7 @@ def load(name, rows, seed=0):
     keep = np.sort(rng.permutation(len(X))[:rows])
     X, y = X.iloc[keep].reset_index(drop=True), y[keep]
     for c in X.columns:
-        if X[c].dtype == object:
+        if not pd.api.types.is_numeric_dtype(X[c]):
             X[c] = X[c].astype("category")
     return X, y
 

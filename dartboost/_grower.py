@@ -165,11 +165,11 @@ class TreeGrower:
         self.n_bins = missing_values_bin_idx + 1
 
     # -- helpers --------------------------------------------------------------
-    def _leaf_value(self, sum_g, sum_h, lower=-np.inf, upper=np.inf):
+    def _leaf_value(self, sum_g, sum_h, lower=-np.inf, upper=np.inf, extra_l2=0.0):
         a = self.reg_alpha
         if a > 0:  # soft-thresholding (LightGBM's ThresholdL1)
             sum_g = np.sign(sum_g) * max(abs(sum_g) - a, 0.0)
-        return min(max(-sum_g / (sum_h + self.l2_regularization), lower), upper)
+        return min(max(-sum_g / (sum_h + self.l2_regularization + extra_l2), lower), upper)
 
     @property
     def cat_bitsets(self):
@@ -302,8 +302,12 @@ class TreeGrower:
         rec[_BIN_THRESHOLD] = bin_idx
         rec[_MISSING_LEFT] = int(missing_left)
         rec[_GAIN] = gain
+        extra_l2 = 0.0
         if bitset is not None:
-            # a set split: num_threshold indexes the tree's bitsets
+            # a set split: num_threshold indexes the tree's bitsets; a
+            # many-vs-many one (bin_idx 1) regularises its children by cat_l2
+            extra_l2 = self.cat_options["cat_l2"] if bin_idx == 1 else 0.0
+            rec[_BIN_THRESHOLD] = 0
             rec[_NUM_THRESHOLD] = float(len(self._cat_bitsets))
             self._cat_bitsets.append(bitset)
         else:
@@ -316,8 +320,8 @@ class TreeGrower:
         left_idx, right_idx = len(nodes), len(nodes) + 1
         rec[_LEFT], rec[_RIGHT] = left_idx, right_idx
         depth = node.depth + 1
-        vl = self._leaf_value(gl, hl, node.lower, node.upper)
-        vr = self._leaf_value(gr, hr, node.lower, node.upper)
+        vl = self._leaf_value(gl, hl, node.lower, node.upper, extra_l2)
+        vr = self._leaf_value(gr, hr, node.lower, node.upper, extra_l2)
         nodes.append(self._new_node_record(depth, nl, hl, vl))
         nodes.append(self._new_node_record(depth, node.n_samples - nl, hr, vr))
         bounds_l = bounds_r = (node.lower, node.upper)

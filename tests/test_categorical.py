@@ -397,3 +397,20 @@ def test_treelite_export_of_categorical_splits(cat_model):
     tl = to_treelite(est)
     pred = treelite.gtil.predict(tl, X).reshape(-1)
     np.testing.assert_allclose(pred, est.predict(X), rtol=1e-9, atol=1e-9)
+
+
+def test_warm_start_and_eval_sets_with_string_categories():
+    rng = np.random.default_rng(11)
+    n = 2000
+    c = rng.integers(0, 15, n)
+    y = (c % 4).astype(float) + rng.normal(scale=0.1, size=n)
+    df = pd.DataFrame({"c": [f"k{v}" for v in c], "x": rng.normal(size=n)})
+    est = DartRegressor(n_estimators=10, min_data_per_group=10, random_state=0,
+                        warm_start=True)
+    est.fit(df[:1500], y[:1500], eval_set=[(df[1500:], y[1500:])])
+    first = est.predict(df)
+    assert len(est.evals_result_["valid_0"]["l2"]) == 10
+    est.set_params(n_estimators=20).fit(df[:1500], y[:1500])
+    assert est.n_iter_ == 20
+    assert np.mean((est.predict(df[1500:]) - y[1500:]) ** 2) < np.mean(
+        (first[1500:] - y[1500:]) ** 2)
