@@ -141,23 +141,13 @@ def _plain(label):
 def _encode(col, categories):
     """Codes of a label column against ``categories`` (float64)."""
     import pandas as pd
-    values = col.astype(object) if isinstance(col, pd.Series) else np.asarray(col, dtype=object)
-    values = pd.Series(np.asarray(values, dtype=object))
-    missing = values.isna().to_numpy()
-    index = pd.Index(categories, dtype=object)
-    codes = index.get_indexer(values.map(_plain_or_nan)).astype(np.float64)
+    values = np.asarray(col.astype(object) if isinstance(col, pd.Series) else col, dtype=object)
+    missing = pd.isna(values)
+    # a hash lookup of every label at once (numpy scalars hash as Python's)
+    codes = pd.Index(categories, dtype=object).get_indexer(values).astype(np.float64)
     codes[codes < 0] = UNSEEN_CODE
     codes[missing] = np.nan
     return codes
-
-
-def _plain_or_nan(v):
-    try:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return v
-    except TypeError:
-        pass
-    return _plain(v)
 
 
 def fit_categories(X, mask):
