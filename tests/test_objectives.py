@@ -9,6 +9,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.class_weight import compute_sample_weight
 
 from dartboost import DartClassifier, DartRegressor, FormatError
+from dartboost._tree_view import ensemble_view
 from dartboost.store import dumps, loads
 
 def _round_trip(est):
@@ -180,6 +181,7 @@ def test_log_link_models_round_trip_the_model_format(loss):
     assert back.get_params()["tweedie_variance_power"] == 1.7
     np.testing.assert_array_equal(back.predict(X), est.predict(X))
     np.testing.assert_allclose(est.predict(X), np.exp(est.predict(X, raw_score=True)))
+    assert ensemble_view(back).link == "log"  # exports apply exp as predict does
 
 
 # -------------------------------------------------------- callable objectives
@@ -296,6 +298,7 @@ def test_custom_objective_model_saves_and_predicts_raw_scores_identically():
     np.testing.assert_array_equal(_round_trip(reg).predict(Xr), reg.predict(Xr))
     header, arrays = reg._get_state()
     assert header["custom_objective"] is True
+    assert ensemble_view(reg).link == "identity"
     with pytest.raises(FormatError, match="custom_objective"):
         DartRegressor()._set_state({**header, "custom_objective": "yes"}, arrays)
 
