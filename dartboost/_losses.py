@@ -289,41 +289,58 @@ def make_classification_loss(n_classes):
 
 
 class CustomObjective(BaseLoss):
-    """A user's objective ``func(y_true, y_pred[, sample_weight]) -> (grad, hess)``
-    (LightGBM's scikit-learn convention).
+    """A user's objective ``func(y_true, y_pred[, sample_weight[, group]]) ->
+    (grad, hess)`` (LightGBM's scikit-learn convention: the number of
+    positional parameters says which arguments it takes).
 
     ``y_true`` is the target in the user's layout (class indices for
-    classifiers), ``y_pred`` the raw scores, ``(n,)`` for one output and
-    ``(n, K)`` for ``K``; ``grad``/``hess`` have the shape of ``y_pred``. A
-    two-argument ``func`` gets its gradients multiplied by the sample weights
-    here; a three-argument one receives them and must apply them itself. The
-    baseline is 0 (LightGBM does not boost from the average for a custom
-    objective) and the link the identity: predictions are raw scores.
+    classifiers, grades for rankers), ``y_pred`` the raw scores, ``(n,)`` for
+    one output and ``(n, K)`` for ``K``; ``grad``/``hess`` have the shape of
+    ``y_pred``. A two-argument ``func`` gets its output multiplied by the
+    sample weights here; one with more arguments receives them (``None``
+    when unweighted) and must apply them itself. The baseline is 0 (LightGBM
+    does not boost from the average for a custom objective) and the link the
+    identity: predictions are raw scores.
 
-    ``func=None`` is a loaded model's objective: it predicts but cannot train.
+    Parameters
+    ----------
+    func : callable or None
+        ``None`` is a loaded model's objective: it predicts but cannot train.
+    n_outputs : int
+    targets : callable, optional
+        ``targets(y) -> (y_true, extra)``: the user's ``y_true`` and the
+        arguments after ``sample_weight`` (the ranker's ``(group,)``) of the
+        loss-layout targets ``y``; default :meth:`user_layout` and none.
     """
 
     name = "custom"
 
-    def __init__(self, func, n_outputs=1, extra=()):
+    def __init__(self, func, n_outputs=1, targets=None):
         super().__init__(n_outputs)
         self.func = func
-        self.extra = tuple(extra)
+        self.targets = targets or (lambda y: (self.user_layout(y), ()))
         self.label = getattr(func, "__name__", repr(func))
 
     def baseline(self, y, sample_weight):
         return np.zeros(self.n_trees_per_iteration)
 
-    def _takes_weights(self):
+    def _n_arguments(self, n_extra):
+        """How many of ``(y_true, y_pred, sample_weight, *extra)`` ``func`` takes."""
         import inspect
+        most = 3 + n_extra
         try:
             params = inspect.signature(self.func).parameters.values()
         except (TypeError, ValueError):  # builtins without a signature
-            return False
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY,
-                                                      p.POSITIONAL_OR_KEYWORD)]
-        varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
-        return varargs or len(positional) >= 3 + len(self.extra)
+            return 2
+        if any(p.kind == p.VAR_POSITIONAL for p in params):
+            return most
+        n = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        if n < 2 or n > most:
+            raise TypeError(f"objective {self.label} takes {n} positional arguments; expected "
+                            f"f(y_true, y_pred), f(y_true, y_pred, sample_weight)"
+                            + (", or f(y_true, y_pred, sample_weight, group)" if n_extra else "")
+                            + ".")
+        return n
 
     @staticmethod
     def user_layout(values):
@@ -336,24 +353,23 @@ class CustomObjective(BaseLoss):
         if self.func is None:
             raise ValueError("This model was fitted with a callable objective, which is not "
                              "stored in model files; set objective= to train it further.")
-        y_true, y_pred = self.user_layout(y), self.user_layout(raw)
-        if self._takes_weights():
-            out = self.func(y_true, y_pred, sample_weight, *self.extra)
-            weights = None
-        else:
-            out = self.func(y_true, y_pred, *self.extra)
-            weights = sample_weight
-        grad, hess = self._check_output(out, y_pred.shape)
-        if weights is not None:
-            w = weights if grad.ndim == 1 else weights[:, None]
+        y_true, extra = self.targets(y)
+        y_pred = self.user_layout(raw)
+        n_args = self._n_arguments(len(extra))
+        args = (y_true, y_pred, None if sample_weight is None else sample_weight.copy(),
+                *extra)
+        grad, hess = self._check_output(self.func(*args[:n_args]), y_pred.shape)
+        if n_args == 2 and sample_weight is not None:
+            w = sample_weight if grad.ndim == 1 else sample_weight[:, None]
             grad, hess = grad * w, hess * w
         K = self.n_trees_per_iteration
-        gradients[...] = (grad[None] if K == 1 else grad.T).astype(np.float32)
-        hessians[...] = (hess[None] if K == 1 else hess.T).astype(np.float32)
+        with np.errstate(over="ignore"):  # reported below, by name
+            gradients[...] = (grad[None] if K == 1 else grad.T).astype(np.float32)
+            hessians[...] = (hess[None] if K == 1 else hess.T).astype(np.float32)
         if not (np.all(np.isfinite(gradients)) and np.all(np.isfinite(hessians))):
             raise ValueError(f"objective {self.label} returned gradients or hessians too "
                              "large for float32 (after weighting); rescale them.")
-        if np.any(hessians.sum(axis=1) <= 0):
+        if np.any(hessians.sum(axis=1, dtype=np.float64) <= 0):
             raise ValueError(f"objective {self.label} returned hessians that sum to 0 over "
                              "the rows of an output: no leaf value (-G/H) is defined.")
 
@@ -361,7 +377,9 @@ class CustomObjective(BaseLoss):
         """``(grad, hess)`` as float64 arrays of ``shape``; any mistake names itself."""
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
             raise TypeError(f"objective {self.label} must return a tuple (grad, hess), got "
-                            f"a {type(out).__name__}.")
+                            f"a {type(out).__name__}"
+                            + (f" of length {len(out)}." if isinstance(out, (tuple, list))
+                               else "."))
         checked = []
         for what, values in zip(("grad", "hess"), out):
             try:

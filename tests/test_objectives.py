@@ -355,3 +355,31 @@ def test_multi_output_custom_objective_gets_two_dimensional_scores():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert custom.predict(X).shape == (400, 2)
+
+
+def test_ranker_custom_objective_gets_grades_weights_and_query_sizes():
+    from dartboost.ranking import DartRanker, make_ranking_data, ndcg_score
+    X, y, qid = make_ranking_data(120, random_state=0)
+    _, group = np.unique(qid, return_counts=True)
+    seen = {}
+
+    def pointwise(y_true, y_pred, sample_weight, group):
+        seen.update(y_true=y_true, sample_weight=sample_weight, group=group)
+        return y_pred - y_true, np.ones_like(y_pred)
+
+    ranker = DartRanker(objective=pointwise, **FAST).fit(X, y, group=group)
+    np.testing.assert_array_equal(seen["y_true"], y)
+    np.testing.assert_array_equal(seen["group"], group)
+    assert seen["sample_weight"] is None
+    # the same pointwise formula through the regressor: the same trees
+    reg = DartRegressor(objective=_squared_error, **FAST).fit(X, y)
+    np.testing.assert_array_equal(_nodes(ranker), _nodes(reg))
+    assert ndcg_score(y, ranker.predict(X), group=group) > \
+        ndcg_score(y, np.zeros(y.size), group=group) + 0.1
+    back = _round_trip(ranker)
+    np.testing.assert_array_equal(back.predict(X), ranker.predict(X))
+    stopped = DartRanker(objective=pointwise, eval_metric="ndcg", n_estimators=200,
+                         n_iter_no_change=3, random_state=0).fit(X, y, group=group)
+    assert stopped.n_iter_ < 200 and "ndcg@10" in stopped.best_score_["validation"]
+    with pytest.raises(TypeError, match="takes 5 positional arguments"):
+        DartRanker(objective=lambda a, b, c, d, e: None, **FAST).fit(X, y, group=group)
