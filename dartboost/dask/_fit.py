@@ -25,6 +25,7 @@ import numpy as np
 from .._binning import BinMapper
 from .._booster import Booster
 from .._common import X_DTYPE, effective_n_threads
+from .._model_format import FormatError
 from .._losses import BinaryLogLoss, Poisson, SoftmaxLogLoss, SquaredError
 from ..callbacks import check_callbacks
 from . import _worker
@@ -218,16 +219,35 @@ def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given):
 
 
 def _resume_state(checkpoint):
-    """``(header, arrays)`` of the newest intact checkpoint, or None."""
+    """``(header, arrays)`` of the newest intact checkpoint, or None.
+
+    Read through the callback's store object (``versions``/``get_state``)
+    rather than by importing ``dartboost.store``: the core never imports the
+    store. A version that does not read back is skipped with a warning, as
+    ``resume_fit`` does.
+    """
     if checkpoint is None:
         return None
-    from ..store._checkpoint import _newest_intact
-    from ..store._objects import ObjectNotFoundError
+    import warnings
+    store, name = checkpoint.store, checkpoint.name
     try:
-        header, arrays = _newest_intact(checkpoint.store, checkpoint.name)
-    except ObjectNotFoundError:
+        versions = store.versions(name)
+    except KeyError:  # the store's ObjectNotFoundError: no checkpoint yet
         return None
-    return header["state"], arrays
+    for version in reversed(versions):
+        try:
+            header, arrays = store.get_state(name, version)
+        except Exception as exc:
+            # a damaged version raises the store's or the format's errors;
+            # anything else is a bug and propagates
+            if not (type(exc).__module__.startswith("dartboost.store")
+                    or isinstance(exc, FormatError)):
+                raise
+            warnings.warn(f"checkpoint {name!r} v{version} is damaged and was skipped: {exc}",
+                          RuntimeWarning, stacklevel=2)
+            continue
+        return header["state"], arrays
+    return None
 
 
 def _iterations(fit, est, loss, objects, sample_weight_given):
