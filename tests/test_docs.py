@@ -24,14 +24,8 @@ _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.S | re.M)
 #: page -> {sha1(block)[:12]: why} of blocks that do not run on their own today
 #: (all need names defined by an earlier block of their page).
 KNOWN_FAILING = {
-    "coded.md": {"f47180840014": "raw_output block: 'cp' undefined",
-                 "711cd69d061a": "LearnedCode block: 'base' undefined",
-                 "20bc1dc6045e": "degraded_mode_report block: not imported"},
     "gpu.md": {"55390bc74f56": "dg.protect block: 'dg' undefined"},
     "guide.md": {"531fd1c06e7c": "StopWhenGoodEnough block: DartClassifier, X, y undefined"},
-    "ranking.md": {"3ff6707d01a7": "early-stopping block: DartRanker undefined",
-                   "0be472217810": "clone block: X undefined",
-                   "d8132655daf0": "metadata-routing block: DartRanker undefined"},
     "store.md": {"a70c8df103b8": "checkpoint block: ModelStore undefined",
                  "59dd744c5e9d": "S3 block: ModelStore undefined"},
 }
