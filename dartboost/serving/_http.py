@@ -67,7 +67,7 @@ class _ServerState:
     """What the routes share: the pool, limits, counters and metrics."""
 
     def __init__(self, pool, model_name, max_body, max_rows, max_concurrency,
-                 request_timeout, body_timeout, auth_token, close_pool):
+                 request_timeout, body_timeout, auth_token, close_pool, micro_batch):
         from dartboost.coded import raw_gives_proba
 
         self.pool = pool
@@ -89,6 +89,14 @@ class _ServerState:
         self.proba = row is not None and raw_gives_proba(pool.base, row)
         self.classes = getattr(pool.base, "classes_", None)
         self.metrics = _Metrics(pool)
+        self.batcher = None
+        if micro_batch:
+            from ._microbatch import MicroBatcher
+
+            # Merged requests of up to one pool batch each, as many in the pool as
+            # there are base workers plus one (so a worker never waits for the next).
+            self.batcher = MicroBatcher(pool, max_rows=max(1, int(pool.batch_size)),
+                                        max_inflight=int(pool.n_base) + 1)
 
     def count_error(self, code):
         self.errors[str(code)] = self.errors.get(str(code), 0) + 1
@@ -148,7 +156,7 @@ class _PoolCollector:
 
 def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
              max_concurrency=256, request_timeout=None, body_timeout=10.0, auth_token=None,
-             close_pool=True):
+             close_pool=True, micro_batch=True):
     """A Starlette (ASGI) app answering predictions from ``pool``.
 
     Parameters
@@ -175,13 +183,18 @@ def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
         ``Authorization: Bearer <token>`` (401 otherwise).
     close_pool : bool, default=True
         Close the pool when the app shuts down (lifespan).
+    micro_batch : bool, default=True
+        Merge small requests that arrive together into one pool request
+        (:class:`~dartboost.serving._microbatch.MicroBatcher`: no added wait;
+        each request is validated alone, and a model failure is retried per
+        request, so one client's bad request still fails only its own).
     """
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     state = _ServerState(pool, model_name, max_body, max_rows, max_concurrency,
-                         request_timeout, body_timeout, auth_token, close_pool)
+                         request_timeout, body_timeout, auth_token, close_pool, micro_batch)
 
     def error(code, msg, headers=None):
         state.count_error(code)
@@ -266,7 +279,10 @@ def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
         state.metrics.inflight.inc()
         try:
             try:
-                fut = pool.submit(X)
+                if state.batcher is not None:
+                    fut = state.batcher.submit(X)
+                else:
+                    fut = asyncio.wrap_future(pool.submit(X))
             except (PoolClosedError, PoolBrokenError) as exc:
                 raise _HTTPError(503, str(exc)) from None
             except ValueError as exc:
@@ -274,7 +290,7 @@ def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
             try:
                 # shield: a deadline must not cancel the pool's future (the pool
                 # answers it anyway, and drops answers nobody waits for).
-                res = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout)
+                res = await asyncio.wait_for(asyncio.shield(fut), timeout)
             except asyncio.TimeoutError:
                 raise _HTTPError(504, f"no answer within {timeout} s") from None
             except QueryTimeout as exc:

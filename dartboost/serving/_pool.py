@@ -518,6 +518,21 @@ class CodedPool:
                              "the model needs finite features")
         return np.ascontiguousarray(X)
 
+    def check_input(self, X):
+        """``X`` as the pool's checked float64 2-D array; ``ValueError`` naming the problem.
+
+        What :meth:`submit` checks first, for callers that merge requests
+        (the HTTP server's micro-batcher validates each one on its own).
+        """
+        return self._check_X(X)
+
+    def raise_if_unavailable(self):
+        """Raise :class:`PoolClosedError` / :class:`PoolBrokenError` as :meth:`submit` would."""
+        if self._closed:
+            raise PoolClosedError("the pool is closed")
+        if self._broken is not None:
+            raise PoolBrokenError(f"the pool is broken: {self._broken!r}")
+
     def submit(self, X):
         """Queue a request; returns a ``concurrent.futures.Future`` of a :class:`ServeResult`.
 
