@@ -179,7 +179,7 @@ def _warn(message):
 # ------------------------------------------------------------ commands
 def _cmd_fit(args):
     from .estimators import DartClassifier, DartRegressor
-    from .store import save
+    from ._model_file import save
 
     _check_output_path(args.model, "--model")
     extra = _parse_params(args.param)
@@ -236,8 +236,8 @@ def _cmd_fit(args):
 
 
 def _load_model_file(path):
-    from .store import FormatError, load
-    from .store._format import loads_state
+    from ._model_file import FormatError, load
+    from ._model_file import loads_state
 
     try:
         with open(path, "rb") as f:

@@ -135,6 +135,19 @@ def test_tree_range_shards_hold_only_their_trees(multiclass):
     np.testing.assert_allclose(total, est.decision_function(X), rtol=1e-10, atol=1e-12)
 
 
+def test_shipped_tree_range_shards_cost_one_model(multiclass):
+    """k pickled shards (what workers receive) weigh about one model, not k."""
+    est, X = multiclass
+    bounds = [(0, 10), (10, 20), (20, 30)]
+    shards = [TreeRangeShard(est, a, b, include_baseline=a == 0).fit() for a, b in bounds]
+    shipped = [pickle.dumps(s) for s in shards]
+    assert sum(map(len, shipped)) < 1.3 * len(pickle.dumps(est)) + 8192
+    workers = [pickle.loads(b) for b in shipped]
+    assert all(w.estimator is None for w in workers)
+    total = sum(w.predict(X) for w in workers)
+    np.testing.assert_allclose(total, est.decision_function(X), rtol=1e-10, atol=1e-12)
+
+
 def test_compat_version_range():
     import sklearn
     v = _compat.parse_version(sklearn.__version__)

@@ -24,10 +24,6 @@ _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.S | re.M)
 #: page -> {sha1(block)[:12]: why} of blocks that do not run on their own today
 #: (all need names defined by an earlier block of their page).
 KNOWN_FAILING = {
-    "gpu.md": {"55390bc74f56": "dg.protect block: 'dg' undefined"},
-    "guide.md": {"531fd1c06e7c": "StopWhenGoodEnough block: DartClassifier, X, y undefined"},
-    "store.md": {"a70c8df103b8": "checkpoint block: ModelStore undefined",
-                 "59dd744c5e9d": "S3 block: ModelStore undefined"},
 }
 
 #: imports that mean "needs a CUDA device".

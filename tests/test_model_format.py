@@ -12,7 +12,7 @@ import dartboost
 from dartboost import DartClassifier, DartRanker, DartRegressor, FormatError
 from dartboost.model_io import estimator_from_state
 from dartboost.store import ModelStore, loads, resume_fit
-from dartboost.store._format import dumps_state
+from dartboost._model_file import dumps_state
 from store_fixtures import local_locations
 
 FAST = dict(n_estimators=8, max_leaf_nodes=6, random_state=0, early_stopping=False,

@@ -20,7 +20,7 @@ from sklearn.datasets import make_classification, make_regression
 
 from dartboost import DartClassifier, DartRanker, DartRegressor, FormatError
 from dartboost.model_io import estimator_from_state
-from dartboost.store._format import dumps_state
+from dartboost._model_file import dumps_state
 
 FAST = dict(n_estimators=6, max_leaf_nodes=5, random_state=0, early_stopping=False,
             skip_drop=0.0, drop_rate=0.5, n_jobs=1)

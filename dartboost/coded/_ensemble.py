@@ -52,6 +52,12 @@ class TreeRangeShard(BaseEstimator):
     -----
     ``predict`` returns the raw contribution (n,) or (n, d): shards are
     regressors in raw-output space whatever the task of the full model.
+
+    A fitted shard of a dartboost model pickles with its own trees only (what
+    a worker needs): the ``estimator`` parameter, the whole model, is left out
+    and reads ``None`` after unpickling, so k shipped shards cost one model,
+    not k. Such a shard predicts as before; to re-shard, build new shards from
+    the full model.
     """
 
     _estimator_type = "regressor"
@@ -101,7 +107,14 @@ class TreeRangeShard(BaseEstimator):
         if self._kind == "dartboost":
             # only the range's trees (k shards cost one model, not k)
             self._part = est.booster_.slice(self.start, stop, self.include_baseline)
+            self._n_threads = effective_n_threads(est.n_jobs)
         return self
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if state.get("_kind") == "dartboost":
+            state["estimator"] = None  # the shard's trees are in _part
+        return state
 
     def _contribution(self, X):
         est = self.estimator
@@ -119,7 +132,7 @@ class TreeRangeShard(BaseEstimator):
                         all_trees[:, c] += tree.predict(X)
                 out += raw_output(est, X) - est.learning_rate * all_trees
             return out
-        return self._part.predict_raw(X, n_threads=effective_n_threads(est.n_jobs))
+        return self._part.predict_raw(X, n_threads=self._n_threads)
 
     def predict(self, X):
         """Raw contribution of the shard, shape (n,) for one output else (n, d)."""

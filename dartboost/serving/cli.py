@@ -94,8 +94,8 @@ def _load_file(path, allow_pickle=False):
     file that has dartboost's magic bytes but does not parse is an error, not
     a reason to try joblib.
     """
-    from dartboost.store import FormatError, load
-    from dartboost.store._format import MAGIC
+    from dartboost._model_file import FormatError, load
+    from dartboost._model_file import MAGIC
 
     try:
         with open(path, "rb") as f:

@@ -12,7 +12,9 @@ a dartboost fit into a store, updating parity incrementally, and
 
 See ``docs/store.md`` for a guide.
 """
-from ._format import FormatError, dumps, load, loads, loads_state, save
+# The model file container is the core's (dartboost._model_file); re-exported
+# here because a store holds such files.
+from .._model_file import FormatError, dumps, load, loads, loads_state, save
 from ._locations import InvalidNameError, StoreError
 from ._rs import ReedSolomon
 from ._objects import (ConcurrentWriteError, ConfigMismatchError, GcReport, ManifestError,

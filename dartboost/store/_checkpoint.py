@@ -14,7 +14,7 @@ uninterrupted one (integer ``random_state`` required).
 """
 import warnings
 
-from ._format import FormatError
+from .._model_file import FormatError
 from ._objects import ManifestError, ObjectNotFoundError, UnrecoverableError
 
 

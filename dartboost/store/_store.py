@@ -2,7 +2,7 @@
 
 The thin model layer over :class:`~dartboost.store._objects.ObjectStore`: it
 turns an estimator (or a dict of arrays, or a pickle for trusted data) into the
-bytes of the model file format (:mod:`dartboost.store._format`, whose states
+bytes of the model file format (:mod:`dartboost._model_file`, whose states
 come from and go back through the core's :mod:`dartboost.model_io`), stores
 them as an object, and loads them back. Everything about storage (versions,
 erasure coding, commits, scrub, repair, gc) is the object store's; the one
@@ -12,7 +12,7 @@ store can update it incrementally.
 """
 import threading
 
-from . import _format
+from .. import _model_file as _format
 from ._objects import DEFAULT_CHUNK_SIZE, ObjectStore
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from ._format import FormatError
+from .._model_file import FormatError
 from ._locations import StoreError
 from ._store import ModelStore
 

@@ -41,7 +41,7 @@ _ALIGN = 64
 KINDS = ("dartboost", "arrays", "pickle")
 
 
-from .._model_format import FormatError  # one error type for every malformed model
+from ._model_format import FormatError  # one error type for every malformed model
 
 
 def _round_up(n, m):
@@ -341,7 +341,7 @@ def dumps(obj, *, metadata=None, layout=None, expected_growth=None):
 def _estimator_from_state(header, arrays):
     """Rebuild a dartboost estimator through the core's class registry: a
     header never makes the loader import a module."""
-    from dartboost.model_io import estimator_from_state
+    from .model_io import estimator_from_state
 
     return estimator_from_state(header.get("state"), arrays, class_name=header.get("class"))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dartboost.store import FormatError, dumps, load, loads, save
-from dartboost.store import _format
+from dartboost import _model_file as _format
 from store_fixtures import assert_arrays_equal, sample_arrays
 
 
