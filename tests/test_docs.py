@@ -23,8 +23,7 @@ _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.S | re.M)
 
 #: page -> {sha1(block)[:12]: why} of blocks that do not run on their own today
 #: (all need names defined by an earlier block of their page).
-KNOWN_FAILING = {
-}
+KNOWN_FAILING = {}
 
 #: imports that mean "needs a CUDA device".
 _GPU_MODULES = {"torch", "triton", "dartboost.gpu"}
