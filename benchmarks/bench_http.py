@@ -6,7 +6,16 @@ Starlette, a CodedPool) in its own process, serving a saved DartClassifier
 asyncio task per connection, each with one request in flight (keep-alive,
 closed loop), for 1-row and 100-row requests at 1, 8 and 64 connections.
 Every response is checked (status 200 and the number of predictions);
-anything else is an error.
+anything else is an error (a 429 from the concurrency limit is counted apart).
+
+Three server configurations: the default (small concurrent requests merged
+into one pool request by the micro-batcher), ``--no-micro-batch`` (every
+request its own pool request), and ``--max-concurrency 16`` at 64 connections
+(excess requests get a fast 429 instead of queueing). Per point it also
+records where the time goes: the server's own handler latency (from its
+Prometheus histogram, bucket upper bounds), the load generator's event-loop
+wake-up delay (its own queueing), and Little's law's mean latency
+(connections / throughput), which no scheduling can beat in a closed loop.
 
 Poisoning run: one connection sends bodies with ``Infinity`` / ``1e999`` /
 400-digit numbers while the others send valid rows; the valid ones must all
@@ -18,7 +27,7 @@ the JSON records the load average.
 
 Usage::
 
-    python benchmarks/bench_http.py            # ~1.5 min (3 runs per point, medians)
+    python benchmarks/bench_http.py            # ~2.5 min (3 runs per point, medians)
     python benchmarks/bench_http.py --quick    # ~20 s
 """
 
