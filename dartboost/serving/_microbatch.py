@@ -57,13 +57,17 @@ class MicroBatcher:
     def submit(self, X):
         """Queue ``X``; returns an asyncio future of its :class:`ServeResult`.
 
+        Cancelling the returned future (a client's deadline) only drops this
+        request's answer; it never cancels other requests or the pool's work.
+
         Raises ``ValueError`` at once for a malformed ``X``, and the pool's
         closed/broken errors, as :meth:`CodedPool.submit` does.
         """
         X = self.pool.check_input(X)
         loop = asyncio.get_running_loop()
         if len(X) > self.max_rows:
-            return asyncio.wrap_future(self.pool.submit(X))
+            # shield: a deadline cancels the caller's wait, never the pool's future.
+            return asyncio.shield(asyncio.wrap_future(self.pool.submit(X)))
         self.pool.raise_if_unavailable()
         fut = loop.create_future()
         self._pending.append((X, fut, time.perf_counter()))
