@@ -25,6 +25,8 @@ Usage::
 
     python benchmarks/bench_tail.py           # ~3 min on 2 cores (5 runs per pool, medians)
     python benchmarks/bench_tail.py --quick   # ~1 min
+    python benchmarks/bench_tail.py --workers 12 --queries 6000 --repeats 3 \
+        --out benchmarks/results/tail_m12.json  # ParM's pool size, 12 base workers
 """
 
 import argparse

@@ -305,10 +305,10 @@ def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
                 raise _HTTPError(400, str(exc)) from None
             try:
                 res = await _within(fut, timeout)
+            except QueryTimeout as exc:  # the pool's own deadline (a TimeoutError too)
+                raise _HTTPError(504, str(exc)) from None
             except (asyncio.TimeoutError, TimeoutError):
                 raise _HTTPError(504, f"no answer within {timeout} s") from None
-            except QueryTimeout as exc:
-                raise _HTTPError(504, str(exc)) from None
             except (PoolClosedError, PoolBrokenError) as exc:
                 raise _HTTPError(503, str(exc)) from None
             except ModelError as exc:
