@@ -16,6 +16,7 @@ output ``k`` is ``baseline[k] + sum`` of the contributions of the trees with
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from ._losses import LOG_LINK_LOSSES
 
 #: Link functions from the raw score to a prediction (see :attr:`EnsembleView.link`).
 LINKS = ("identity", "log", "logistic", "softmax")
@@ -155,7 +156,9 @@ def _link(header):
     cls = header["class"]
     if cls == "DartClassifier":
         return "logistic" if header["n_trees_per_iteration"] == 1 else "softmax"
-    if cls == "DartRegressor" and header["params"].get("loss") == "poisson":
+    if header.get("custom_objective"):
+        return "identity"  # a callable objective's raw scores are the output
+    if cls == "DartRegressor" and header["params"].get("loss") in LOG_LINK_LOSSES:
         return "log"
     return "identity"
 
