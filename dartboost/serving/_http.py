@@ -385,6 +385,8 @@ def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
     async def stats(request):
         st = pool.stats()
         st["http_errors"] = dict(state.errors)
+        if state.batcher is not None:  # pool requests that carried several HTTP requests
+            st["http_merged_requests"] = state.batcher.merged_requests
         return JSONResponse(st)
 
     routes.append(stats)
