@@ -33,6 +33,12 @@ cdef struct Poisson:
 cdef struct BinaryLogLoss:
     Y_DTYPE_C unused     # raw is the log-odds
 
+cdef struct Gamma:
+    Y_DTYPE_C unused     # raw is log(mu); loss = y * exp(-raw) + raw
+
+cdef struct Tweedie:
+    Y_DTYPE_C rho        # variance power in (1, 2); raw is log(mu)
+
 ctypedef fused Loss:
     SquaredError
     AbsoluteError
@@ -40,6 +46,8 @@ ctypedef fused Loss:
     Huber
     Poisson
     BinaryLogLoss
+    Gamma
+    Tweedie
 
 
 cdef inline void _point(Loss* loss, Y_DTYPE_C y, Y_DTYPE_C raw, Y_DTYPE_C w,
@@ -47,7 +55,7 @@ cdef inline void _point(Loss* loss, Y_DTYPE_C y, Y_DTYPE_C raw, Y_DTYPE_C w,
     """Gradient and hessian of one row's loss w.r.t. ``raw``, times its weight
     ``w``. (Written through pointers into the output arrays so that the
     parallel loop has no shared temporaries.)"""
-    cdef Y_DTYPE_C r, p, g, h
+    cdef Y_DTYPE_C r, p, q, g, h
     if Loss is SquaredError:
         g = raw - y
         h = 1.
@@ -78,6 +86,18 @@ cdef inline void _point(Loss* loss, Y_DTYPE_C y, Y_DTYPE_C raw, Y_DTYPE_C w,
             p = exp(raw) / (1. + exp(raw))
         g = p - y
         h = p * (1. - p)
+    elif Loss is Gamma:
+        # the negative log-likelihood y / mu + log(mu) in raw = log(mu)
+        p = y * exp(-raw)
+        g = 1. - p
+        h = p
+    elif Loss is Tweedie:
+        # loss = -y mu^(1-rho) / (1-rho) + mu^(2-rho) / (2-rho) (LightGBM's);
+        # both hessian terms are >= 0 for rho in (1, 2)
+        p = exp((1. - loss.rho) * raw)
+        q = exp((2. - loss.rho) * raw)
+        g = q - y * p
+        h = (2. - loss.rho) * q - (1. - loss.rho) * y * p
     grad[0] = <G_H_DTYPE_C>(w * g)
     hess[0] = <G_H_DTYPE_C>(w * h)
 
@@ -95,7 +115,7 @@ cdef void _gradients(Loss* loss, const Y_DTYPE_C[::1] y, const Y_DTYPE_C[::1] ra
 
 #: Losses ``gradient_hessian`` knows.
 POINTWISE_LOSSES = ("squared_error", "absolute_error", "quantile", "huber", "poisson",
-                    "binary_log_loss")
+                    "binary_log_loss", "gamma", "tweedie")
 
 
 def gradient_hessian(str name, const Y_DTYPE_C[::1] y, const Y_DTYPE_C[::1] raw,
@@ -110,8 +130,8 @@ def gradient_hessian(str name, const Y_DTYPE_C[::1] y, const Y_DTYPE_C[::1] raw,
     y, raw : float64 arrays of shape (n,)
     sample_weight : float64 array of shape (n,), or (0,) for unit weights
     param : float
-        The quantile level for ``"quantile"``, ``delta`` for ``"huber"``;
-        ignored by the others.
+        The quantile level for ``"quantile"``, ``delta`` for ``"huber"``, the
+        variance power for ``"tweedie"``; ignored by the others.
     n_threads : int
     gradients, hessians : float32 arrays of shape (n,), written
     """
@@ -121,6 +141,8 @@ def gradient_hessian(str name, const Y_DTYPE_C[::1] y, const Y_DTYPE_C[::1] raw,
     cdef Huber hu
     cdef Poisson po
     cdef BinaryLogLoss bl
+    cdef Gamma ga
+    cdef Tweedie tw
     if name == "squared_error":
         with nogil:
             _gradients(&se, y, raw, sample_weight, n_threads, gradients, hessians)
@@ -141,6 +163,13 @@ def gradient_hessian(str name, const Y_DTYPE_C[::1] y, const Y_DTYPE_C[::1] raw,
     elif name == "binary_log_loss":
         with nogil:
             _gradients(&bl, y, raw, sample_weight, n_threads, gradients, hessians)
+    elif name == "gamma":
+        with nogil:
+            _gradients(&ga, y, raw, sample_weight, n_threads, gradients, hessians)
+    elif name == "tweedie":
+        tw.rho = param
+        with nogil:
+            _gradients(&tw, y, raw, sample_weight, n_threads, gradients, hessians)
     else:
         raise ValueError(f"Unknown pointwise loss {name!r}; expected one of {POINTWISE_LOSSES}.")
 

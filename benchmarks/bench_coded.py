@@ -7,7 +7,8 @@ Runs, for k in {2, 3, 4} (r = 1):
     encoders "image"/"concat" (digits) or "concat"/"sum" (tabular);
 (a'') the same with r = 2 at k = 4, one and two slots lost;
 (b) a DART base (dartboost) with a DART parity model at the same tree budget
-    (concat encoder), plus a parity-budget sweep at k = 2;
+    (concat encoder), the library's default parity (2x the trees) beside an
+    equal-cost backup trained on the labels, and a parity-budget sweep at k = 2;
 (c) learned codes (torch encoder/decoder, the MLP base run on the parity);
 (a', c') on digits also a torch CNN base (dartboost.gpu) with a CNN parity model
     on the image code, and a learned code around the CNN;
@@ -49,6 +50,7 @@ from dartboost.coded import (
     ParityEnsemble,
     TreeRangeShard,
     degraded_mode_report,
+    equal_cost_backup,
     raw_output,
 )
 
@@ -169,6 +171,24 @@ def run_parm_dart(name, task, Xtr, Xte, ytr, yte, ks, quick, log):
                  base_fit_s=base_fit, parity_fit_s=fit_s)
         rows.append(s)
         log(f"  ParM DART concat k={k}: {fmt(s)}  (parity fit {fit_s:.1f}s)")
+    # The library's defaults (concat code, 2x the base's trees, two groups per row) beside
+    # an equal-cost backup: 1/k of the parity's trees, trained on the labels, run on every query.
+    for k in ks:
+        t0 = time.perf_counter()
+        cp = CodedPredictor(base, k=k, random_state=0).fit(Xtr)
+        fit_s = time.perf_counter() - t0
+        backup = equal_cost_backup(cp, Xtr, ytr, random_state=0)
+        rep = degraded_mode_report(cp, Xte, yte, backup=backup)
+        s = summary(rep)
+        s.update(method="parm_dart_default", encoder="concat", k=k, parity_budget=2.0,
+                 parity_fit_s=fit_s, backup=rep["backup"],
+                 parity_trees_per_query=rep["cost"].get("parity_trees_per_query"),
+                 backup_trees_per_query=rep["cost"].get("backup_trees_per_query"))
+        rows.append(s)
+        bk = rep["backup"]
+        bk_txt = (f"A_d {bk['A_d']:.3f}" if "A_d" in bk else f"RMSE {bk['rmse_degraded']:.3f}")
+        log(f"  ParM DART default k={k}: {fmt(s)}  | equal-cost backup {bk_txt}"
+            f"  (parity fit {fit_s:.1f}s)")
     # A_d against the parity's tree budget (k = 2)
     for mult in ([0.5, 2.0] if quick else [0.25, 0.5, 2.0, 4.0]):
         n_est = max(1, int(round(params["n_estimators"] * mult)))
@@ -278,6 +298,7 @@ def plot(results, path):
               ("parm_mlp", "concat"): ("ParM MLP, concat", "C1"),
               ("parm_mlp", "sum"): ("ParM MLP, sum", "C4"),
               ("parm_dart", "concat"): ("ParM DART, concat (equal trees)", "C2"),
+              ("parm_dart_default", "concat"): ("ParM DART, default (2x trees)", "C7"),
               ("learned", None): ("learned code (MLP base)", "C3"),
               ("parm_cnn", "image"): ("ParM CNN base+parity, image", "C5"),
               ("learned_cnn", None): ("learned code (CNN base)", "C6")}
@@ -290,6 +311,11 @@ def plot(results, path):
                          if r["method"] == method and r.get("encoder") == enc)
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=label, color=color)
+        pts = sorted((r["k"], r["backup"][key]) for r in rows
+                     if r["method"] == "parm_dart_default")
+        if pts:
+            ax.plot(*zip(*pts), marker="s", ls="--", color="C8",
+                    label="equal-cost backup of the default DART parity")
         avail = [r for r in rows if r["method"] == "parm_mlp"][0]
         dart = [r for r in rows if r["method"] == "parm_dart"][0]
         a_key = "rmse_available" if reg else "A_a"

@@ -25,6 +25,8 @@ Usage::
 
     python benchmarks/bench_tail.py           # ~3 min on 2 cores (5 runs per pool, medians)
     python benchmarks/bench_tail.py --quick   # ~1 min
+    python benchmarks/bench_tail.py --workers 12 --queries 6000 --repeats 3 \
+        --out benchmarks/results/tail_m12.json  # ParM's pool size, 12 base workers
 """
 
 import argparse
@@ -59,6 +61,9 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5,
                     help="measured runs per pool (different arrivals); medians are reported")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="base workers m for every k (default: 4, 3, 4 for k = 2, 3, 4); "
+                         "e.g. 12 for a pool the size of ParM's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(RESULTS, "tail.json"))
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
@@ -93,7 +98,7 @@ def main(argv=None):
     points, models = [], {}
     t_all = time.perf_counter()
     for k in args.ks:
-        m = M_FOR_K[k]
+        m = args.workers or M_FOR_K[k]
         cap = m * args.batch_size / (args.service_ms / 1e3 + args.per_row_ms / 1e3 *
                                      args.batch_size)
         rate = args.load * cap

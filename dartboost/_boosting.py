@@ -33,8 +33,9 @@ from . import _scores
 from ._metrics import CallableMetric, as_metric_list
 from .callbacks import CallbackEnv, EarlyStopException, ProgressBar, check_callbacks
 
-# params that are not plain data (code, lists) and are not stored
-_UNSTORED_PARAMS = ("callbacks", "eval_metric")
+# params that are not plain data (code, lists) and are not stored; a model
+# fitted with a callable objective says so in the header ("custom_objective")
+_UNSTORED_PARAMS = ("callbacks", "eval_metric", "objective")
 
 
 _MAX_ABS_TARGET = 1e30
@@ -194,6 +195,33 @@ class BaseBoosting(BaseEstimator, ABC):
         """The loss object; called after ``_encode_y``."""
 
     _is_classifier = False
+    #: whether the model is (being) fitted with a callable ``objective``
+    _objective_is_custom = False
+
+    def _training_weights(self, y, sample_weight):
+        """The weights of the training rows (hook: ``class_weight``)."""
+        return sample_weight
+
+    def _baseline(self, loss, y, sample_weight):
+        """The raw score every output starts from: ``base_score`` when the
+        estimator has it set, else the loss's best constant (0 for a
+        callable objective)."""
+        base_score = getattr(self, "base_score", None)
+        if base_score is None:
+            return loss.baseline(y, sample_weight)
+        if not np.isfinite(base_score):
+            raise ValueError(f"base_score must be finite, got {base_score!r}.")
+        return np.full(loss.n_trees_per_iteration, float(base_score))
+
+    def _check_objective(self, warm):
+        """Record whether this fit uses a callable ``objective``; a warm start
+        keeps the kind of objective its trees were grown with."""
+        custom = callable(getattr(self, "objective", None))
+        if warm and custom != self._objective_is_custom:
+            raise ValueError("warm_start=True continues the fitted model, which was grown "
+                             f"with {'a callable' if not custom else 'the built-in'} "
+                             "objective; it cannot change.")
+        self._objective_is_custom = custom
 
     # ------------------------------------------------------------------- fit
     def _is_fitted(self):
@@ -314,9 +342,14 @@ class BaseBoosting(BaseEstimator, ABC):
         patience = self._patience(X.shape[0])
         if not warm:
             self._seed = self._resolve_seed()
+        sample_weight = self._training_weights(y, sample_weight)
+        self._check_objective(warm)
         y_enc = self._encode_y(y, sample_weight)
         loss = self._make_loss()
         user_metric = eval_metric if eval_metric is not None else self.eval_metric
+        if patience is not None and self._objective_is_custom and user_metric is None:
+            raise ValueError("Early stopping with a callable objective needs an eval_metric "
+                             "(a custom objective has no loss value to score).")
         metrics = self._metrics(user_metric)
         n_threads = effective_n_threads(self.n_jobs)
         eval_sets = self._eval_sets(X_given, y_given, eval_set, eval_names, eval_sample_weight)
@@ -338,7 +371,7 @@ class BaseBoosting(BaseEstimator, ABC):
         if not warm:
             mapper = BinMapper(self.max_bins, random_state=self._seed, n_threads=n_threads,
                                is_categorical=self.is_categorical_).fit(X_train)
-            self.booster_ = Booster(mapper, loss.baseline(y_train, sw_train))
+            self.booster_ = Booster(mapper, self._baseline(loss, y_train, sw_train))
             self.n_trees_per_iteration_ = loss.n_trees_per_iteration
             self.train_score_ = []
             self.validation_score_ = []
@@ -520,7 +553,9 @@ class BaseBoosting(BaseEstimator, ABC):
 
     def _metrics(self, eval_metric):
         """The metrics of ``eval_metric`` (the default one if ``None``)."""
-        items = as_metric_list(eval_metric) or [self._default_metric()]
+        items = as_metric_list(eval_metric)
+        if not items and not self._objective_is_custom:
+            items = [self._default_metric()]  # a callable objective has none of its own
         metrics = []
         for item in items:
             if callable(item):
@@ -842,6 +877,8 @@ class BaseBoosting(BaseEstimator, ABC):
                 continue
             if name == "random_state" and not (value is None or isinstance(value, numbers.Integral)):
                 value = None  # a RandomState object is not data; the resolved seed is kept
+            if name == "class_weight" and isinstance(value, dict):
+                value = None  # a dict (class_weight) is stored by _extra_state
             value = _constraints.plain(value)
             params[name] = value.item() if isinstance(value, np.generic) else value
         booster_header, arrays = self.booster_.to_state()
@@ -862,6 +899,8 @@ class BaseBoosting(BaseEstimator, ABC):
         cats = getattr(self, "_categories", None)
         if cats is not None:
             header["categories"] = cats
+        if self._objective_is_custom:
+            header["custom_objective"] = True
         header.update(self._extra_state())
         return header, arrays
 
@@ -886,6 +925,12 @@ class BaseBoosting(BaseEstimator, ABC):
         except ValueError as exc:
             raise FormatError(f"params: {exc}") from None
         fresh.n_trees_per_iteration_ = header["n_trees_per_iteration"]
+        custom = header.get("custom_objective", False)
+        if not isinstance(custom, bool) or (custom and "objective" not in
+                                            fresh.get_params(deep=False)):
+            raise FormatError(f"custom_objective: must be true or false, and true only for "
+                              f"estimators with an objective parameter, got {custom!r}")
+        fresh._objective_is_custom = custom
         fresh._load_extra_state(header)
         try:
             loss = fresh._make_loss()

@@ -237,17 +237,13 @@ class TreeGrower:
         leaves : list of (node_index, start, stop)
             Each leaf's slice of :attr:`partition` (its training rows).
         """
-        rows = self.partition
-        if rows.size == 0:
+        n_rows, sum_g, sum_h = self._root_sums()
+        if n_rows == 0:
             raise ValueError("Cannot grow a tree on zero samples.")
-        g = self.gradients if self.all_rows else self.gradients[rows]
-        h = self.hessians if self.all_rows else self.hessians[rows]
-        sum_g = float(np.sum(g, dtype=np.float64))
-        sum_h = float(np.sum(h, dtype=np.float64))
-        nodes = [self._new_node_record(0, rows.size, sum_h, self._leaf_value(sum_g, sum_h))]
+        nodes = [self._new_node_record(0, n_rows, sum_h, self._leaf_value(sum_g, sum_h))]
         groups = (None if self.group_masks is None
                   else np.ones(self.group_masks.shape[0], dtype=bool))
-        root = _Node(0, 0, rows.size, 0, sum_g, sum_h, nodes[0][_VALUE], groups=groups)
+        root = _Node(0, 0, n_rows, 0, sum_g, sum_h, nodes[0][_VALUE], groups=groups)
         heap = []
         n_leaves = 1
         if self._can_split(root) and self.max_leaf_nodes > 1:
@@ -276,6 +272,28 @@ class TreeGrower:
         leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
         return nodes_arr, leaves
 
+    # -- the three steps that read rows (a distributed grower overrides them;
+    # dartboost.dask sums the histograms of every worker's rows) -------------
+    def _root_sums(self):
+        """``(n_rows, sum_gradients, sum_hessians)`` of the rows grown on."""
+        rows = self.partition
+        g = self.gradients if self.all_rows else self.gradients[rows]
+        h = self.hessians if self.all_rows else self.hessians[rows]
+        return rows.size, float(np.sum(g, dtype=np.float64)), float(np.sum(h, dtype=np.float64))
+
+    def _partition_rows(self, node, feature, bin_idx, missing_left, n_left=None, bitset=None):
+        """Reorder ``node``'s rows, those going left first; return how many go
+        left (checked against ``n_left``, the histogram's count, if given).
+        ``bitset``: the left set of a categorical split (else ``None``)."""
+        rows = self.partition[node.start:node.stop]
+        found = _splitting.split_indices(
+            self.X_binned, rows, feature, bin_idx, missing_left,
+            self.missing_values_bin_idx, self.buffers.left, self.buffers.right,
+            threads_for(rows.size * PARTITION_WORK_PER_ROW, self.n_threads), bitset,
+        )
+        assert n_left is None or found == n_left, (found, n_left)
+        return found
+
     def _new_node_record(self, depth, count, sum_h, value):
         # a list in NODE_DTYPE's field order (cheaper to fill than a numpy
         # record; the tree's array is built once at the end of grow())
@@ -288,13 +306,10 @@ class TreeGrower:
             # missing values where most training rows went. (No row here is
             # missing, so the partition below is unaffected.)
             missing_left = nl >= node.n_samples - nl
-        rows = self.partition[node.start:node.stop]
-        n_left = _splitting.split_indices(
-            self.X_binned, rows, feature, bin_idx, missing_left,
-            self.missing_values_bin_idx, self.buffers.left, self.buffers.right,
-            threads_for(rows.size * PARTITION_WORK_PER_ROW, self.n_threads), bitset,
-        )
-        assert n_left == nl, (n_left, nl)
+        if bitset is None:
+            self._partition_rows(node, feature, bin_idx, missing_left, nl)
+        else:
+            self._partition_rows(node, feature, bin_idx, missing_left, nl, bitset=bitset)
         gr, hr = node.sum_g - gl, node.sum_h - hl
         rec = nodes[node.idx]
         rec[_IS_LEAF] = 0

@@ -173,6 +173,40 @@ class Poisson(BaseLoss):
         return np.exp(raw)
 
 
+class Gamma(Poisson):
+    """Gamma negative log-likelihood with a log link (LightGBM's ``gamma``):
+    ``y / mu + log(mu)`` per row, ``raw = log(mu)``; targets must be > 0."""
+
+    name = "gamma"
+    kernel_name = "gamma"
+
+    def loss(self, y, raw, sample_weight=None):
+        return _mean(y[0] * np.exp(-raw[0]) + raw[0], sample_weight)
+
+
+class Tweedie(Poisson):
+    """Tweedie negative log-likelihood (up to terms free of ``mu``) with a log
+    link, LightGBM's ``tweedie``: ``-y mu^(1-rho)/(1-rho) + mu^(2-rho)/(2-rho)``
+    for the variance power ``rho`` in (1, 2) (compound Poisson-gamma: exact
+    zeros and positive amounts)."""
+
+    name = "tweedie"
+    kernel_name = "tweedie"
+
+    def __init__(self, variance_power=1.5):
+        super().__init__(1)
+        self.variance_power = variance_power
+
+    def kernel_param(self):
+        return self.variance_power
+
+    def loss(self, y, raw, sample_weight=None):
+        rho = self.variance_power
+        val = (-y[0] * np.exp((1 - rho) * raw[0]) / (1 - rho)
+               + np.exp((2 - rho) * raw[0]) / (2 - rho))
+        return _mean(val, sample_weight)
+
+
 class BinaryLogLoss(BaseLoss):
     name = "log_loss"
     kernel_name = "binary_log_loss"
@@ -217,10 +251,14 @@ class SoftmaxLogLoss(BaseLoss):
         return softmax(raw, axis=0)
 
 
-REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber", "quantile", "poisson")
+REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber", "quantile", "poisson",
+                     "gamma", "tweedie")
+#: regression losses whose raw score is ``log(mu)`` (prediction ``exp(raw)``)
+LOG_LINK_LOSSES = ("poisson", "gamma", "tweedie")
 
 
-def make_regression_loss(name, n_outputs=1, quantile=None, alpha=0.9):
+def make_regression_loss(name, n_outputs=1, quantile=None, alpha=0.9,
+                         tweedie_variance_power=1.5):
     """The loss object for a regressor's ``loss`` parameter."""
     if n_outputs > 1 and name != "squared_error":
         raise ValueError(
@@ -239,8 +277,128 @@ def make_regression_loss(name, n_outputs=1, quantile=None, alpha=0.9):
         return Quantile(quantile)
     if name == "poisson":
         return Poisson(1)
+    if name == "gamma":
+        return Gamma(1)
+    if name == "tweedie":
+        return Tweedie(tweedie_variance_power)
     raise ValueError(f"Unknown loss {name!r}; expected one of {REGRESSION_LOSSES}.")
 
 
 def make_classification_loss(n_classes):
     return BinaryLogLoss(1) if n_classes <= 2 else SoftmaxLogLoss(n_classes)
+
+
+class CustomObjective(BaseLoss):
+    """A user's objective ``func(y_true, y_pred[, sample_weight[, group]]) ->
+    (grad, hess)`` (LightGBM's scikit-learn convention: the number of
+    positional parameters says which arguments it takes).
+
+    ``y_true`` is the target in the user's layout (class indices for
+    classifiers, grades for rankers), ``y_pred`` the raw scores, ``(n,)`` for
+    one output and ``(n, K)`` for ``K``; ``grad``/``hess`` have the shape of
+    ``y_pred``. A two-argument ``func`` gets its output multiplied by the
+    sample weights here; one with more arguments receives them (``None``
+    when unweighted) and must apply them itself. The baseline is 0 (LightGBM
+    does not boost from the average for a custom objective) and the link the
+    identity: predictions are raw scores.
+
+    Parameters
+    ----------
+    func : callable or None
+        ``None`` is a loaded model's objective: it predicts but cannot train.
+    n_outputs : int
+    targets : callable, optional
+        ``targets(y) -> (y_true, extra)``: the user's ``y_true`` and the
+        arguments after ``sample_weight`` (the ranker's ``(group,)``) of the
+        loss-layout targets ``y``; default :meth:`user_layout` and none.
+    """
+
+    name = "custom"
+
+    def __init__(self, func, n_outputs=1, targets=None):
+        super().__init__(n_outputs)
+        self.func = func
+        self.targets = targets or (lambda y: (self.user_layout(y), ()))
+        self.label = getattr(func, "__name__", repr(func))
+
+    def baseline(self, y, sample_weight):
+        return np.zeros(self.n_trees_per_iteration)
+
+    def _n_arguments(self, n_extra):
+        """How many of ``(y_true, y_pred, sample_weight, *extra)`` ``func`` takes."""
+        import inspect
+        most = 3 + n_extra
+        try:
+            params = inspect.signature(self.func).parameters.values()
+        except (TypeError, ValueError):  # builtins without a signature
+            return 2
+        if any(p.kind == p.VAR_POSITIONAL for p in params):
+            return most
+        n = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        if n < 2 or n > most:
+            raise TypeError(f"objective {self.label} takes {n} positional arguments; expected "
+                            f"f(y_true, y_pred), f(y_true, y_pred, sample_weight)"
+                            + (", or f(y_true, y_pred, sample_weight, group)" if n_extra else "")
+                            + ".")
+        return n
+
+    @staticmethod
+    def user_layout(values):
+        """``(K, n)`` (or ``(n,)`` class indices) in the user's layout."""
+        if values.ndim == 1:
+            return values.copy()
+        return values[0].copy() if values.shape[0] == 1 else values.T.copy()
+
+    def gradients(self, y, raw, sample_weight, n_threads, gradients, hessians):
+        if self.func is None:
+            raise ValueError("This model was fitted with a callable objective, which is not "
+                             "stored in model files; set objective= to train it further.")
+        y_true, extra = self.targets(y)
+        y_pred = self.user_layout(raw)
+        n_args = self._n_arguments(len(extra))
+        args = (y_true, y_pred, None if sample_weight is None else sample_weight.copy(),
+                *extra)
+        grad, hess = self._check_output(self.func(*args[:n_args]), y_pred.shape)
+        if n_args == 2 and sample_weight is not None:
+            w = sample_weight if grad.ndim == 1 else sample_weight[:, None]
+            grad, hess = grad * w, hess * w
+        K = self.n_trees_per_iteration
+        with np.errstate(over="ignore"):  # reported below, by name
+            gradients[...] = (grad[None] if K == 1 else grad.T).astype(np.float32)
+            hessians[...] = (hess[None] if K == 1 else hess.T).astype(np.float32)
+        if not (np.all(np.isfinite(gradients)) and np.all(np.isfinite(hessians))):
+            raise ValueError(f"objective {self.label} returned gradients or hessians too "
+                             "large for float32 (after weighting); rescale them.")
+        if np.any(hessians.sum(axis=1, dtype=np.float64) <= 0):
+            raise ValueError(f"objective {self.label} returned hessians that sum to 0 over "
+                             "the rows of an output: no leaf value (-G/H) is defined.")
+
+    def _check_output(self, out, shape):
+        """``(grad, hess)`` as float64 arrays of ``shape``; any mistake names itself."""
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"objective {self.label} must return a tuple (grad, hess), got "
+                            f"a {type(out).__name__}"
+                            + (f" of length {len(out)}." if isinstance(out, (tuple, list))
+                               else "."))
+        checked = []
+        for what, values in zip(("grad", "hess"), out):
+            try:
+                arr = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"objective {self.label} returned a {what} that is not numeric "
+                                f"({exc}).") from None
+            if arr.shape != shape:
+                raise ValueError(f"objective {self.label} returned {what} of shape {arr.shape}; "
+                                 f"expected {shape}, the shape of y_pred.")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"objective {self.label} returned a {what} with NaN or "
+                                 "infinite values.")
+            checked.append(arr)
+        if np.any(checked[1] < 0):
+            raise ValueError(f"objective {self.label} returned negative hessians; hess must "
+                             "be >= 0 (a Newton step needs a convex local model).")
+        return checked
+
+    def loss(self, y, raw, sample_weight=None):
+        raise ValueError("A callable objective has no loss value: early stopping with "
+                         "objective=callable needs an eval_metric.")

@@ -76,6 +76,46 @@ def _poisson(d, p):
     return _wmean(mu - d.y_true * np.log(mu), d.sample_weight)
 
 
+def _gamma(d, p):
+    # LightGBM's "gamma": the negative log-likelihood y / mu + log(mu)
+    mu = np.maximum(p, _EPS)
+    return _wmean(d.y_true / mu + np.log(mu), d.sample_weight)
+
+
+def _positive_targets(d, metric):
+    if np.any(d.y_true <= 0):
+        raise ValueError(f"eval_metric {metric!r} needs targets y > 0; eval set {d.name!r} "
+                         "has y <= 0.")
+
+
+def _gamma_deviance(d, p):
+    # the mean unit deviance 2 (y/mu - log(y/mu) - 1), scikit-learn's
+    # mean_gamma_deviance (LightGBM reports the sum instead of the mean)
+    _positive_targets(d, "gamma_deviance")
+    ratio = d.y_true / np.maximum(p, _EPS)
+    return _wmean(2.0 * (ratio - np.log(ratio) - 1.0), d.sample_weight)
+
+
+def _tweedie_metric(rho):
+    def tweedie(d, p):
+        # LightGBM's "tweedie": the negative log-likelihood up to terms free of mu
+        mu = np.maximum(p, _EPS)
+        val = -d.y_true * mu ** (1 - rho) / (1 - rho) + mu ** (2 - rho) / (2 - rho)
+        return _wmean(val, d.sample_weight)
+    return tweedie
+
+
+def _tweedie_deviance_metric(rho):
+    def tweedie_deviance(d, p):
+        # scikit-learn's mean_tweedie_deviance for 1 < power < 2
+        mu = np.maximum(p, _EPS)
+        y = d.y_true
+        dev = 2.0 * (np.maximum(y, 0) ** (2 - rho) / ((1 - rho) * (2 - rho))
+                     - y * mu ** (1 - rho) / (1 - rho) + mu ** (2 - rho) / (2 - rho))
+        return _wmean(dev, d.sample_weight)
+    return tweedie_deviance
+
+
 def _proba_matrix(p):
     """``(n, n_classes)`` probabilities from either classification layout."""
     return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
@@ -141,7 +181,9 @@ REGRESSION_METRICS = {"l2": ("mse", "mean_squared_error", "regression"),
                       "rmse": ("root_mean_squared_error",),
                       "l1": ("mae", "mean_absolute_error"),
                       "mape": ("mean_absolute_percentage_error",),
-                      "poisson": (), "quantile": (), "huber": ()}
+                      "poisson": (), "quantile": (), "huber": (),
+                      "gamma": (), "gamma_deviance": (),
+                      "tweedie": (), "tweedie_deviance": ()}
 CLASSIFICATION_METRICS = {"binary_logloss": ("binary",), "binary_error": (),
                           "auc": (), "average_precision": (),
                           "multi_logloss": ("multiclass", "softmax"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from ._model_format import CAT_BITSET_WORDS
 
 import numpy as np
+from ._losses import LOG_LINK_LOSSES
 
 #: Link functions from the raw score to a prediction (see :attr:`EnsembleView.link`).
 LINKS = ("identity", "log", "logistic", "softmax")
@@ -177,7 +178,9 @@ def _link(header):
     cls = header["class"]
     if cls == "DartClassifier":
         return "logistic" if header["n_trees_per_iteration"] == 1 else "softmax"
-    if cls == "DartRegressor" and header["params"].get("loss") == "poisson":
+    if header.get("custom_objective"):
+        return "identity"  # a callable objective's raw scores are the output
+    if cls == "DartRegressor" and header["params"].get("loss") in LOG_LINK_LOSSES:
         return "log"
     return "identity"
 

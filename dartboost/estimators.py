@@ -1,17 +1,37 @@
 """scikit-learn estimators: thin layers over :class:`~dartboost._boosting.BaseBoosting`."""
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.class_weight import compute_sample_weight
 from ._compat import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 
 from ._boosting import BaseBoosting
-from ._losses import REGRESSION_LOSSES, make_classification_loss, make_regression_loss
+from ._losses import (REGRESSION_LOSSES, CustomObjective, make_classification_loss,
+                      make_regression_loss)
 from . import _metrics
 from ._metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, EvalData, Metric
 from ._model_format import FormatError, check_bool, check_classes, register_model_class
+
+_OBJECTIVE_DOC = """
+    objective : callable or None, default=None
+        A custom objective ``f(y_true, y_pred) -> (grad, hess)`` or
+        ``f(y_true, y_pred, sample_weight) -> (grad, hess)`` (LightGBM's
+        scikit-learn convention) used instead of the built-in loss.
+        ``y_pred`` holds raw scores, ``(n,)`` for one output and ``(n, K)``
+        for ``K``; ``grad`` and ``hess`` (``>= 0``) have its shape. Weights
+        are applied to the two-argument form's output here; the
+        three-argument form receives them and must apply them itself. The
+        baseline is 0 and predictions are raw scores (no link). Not stored
+        in model files: a loaded model predicts the same raw scores.
+    base_score : float or None, default=None
+        The raw score every output starts from (XGBoost's name). ``None``:
+        the built-in loss's best constant (the weighted mean, median,
+        log-odds or log-mean of ``y``), and 0 for a callable ``objective``.
+"""
 
 _SHARED_DOC = """
     boosting : {"dart", "mart"}, default="dart"
@@ -183,17 +203,22 @@ class DartRegressor(RegressorMixin, BaseBoosting):
 
     Parameters
     ----------
-    loss : {"squared_error", "absolute_error", "huber", "quantile", "poisson"}, \
-default="squared_error"
+    loss : {"squared_error", "absolute_error", "huber", "quantile", "poisson", \
+"gamma", "tweedie"}, default="squared_error"
         ``squared_error`` also accepts a 2-D ``y`` (multi-output: one tree per
         output per iteration). ``absolute_error`` and ``quantile`` refit leaf
-        values to the residuals' median/quantile; ``poisson`` uses a log link.
+        values to the residuals' median/quantile; ``poisson`` (``y >= 0``),
+        ``gamma`` (``y > 0``) and ``tweedie`` (``y >= 0``) use a log link
+        (``raw = log(mu)``, as LightGBM's objectives of these names).
     quantile : float or None, default=None
         The quantile for ``loss="quantile"``.
     alpha : float, default=0.9
         Huber: the threshold between quadratic and linear is the ``alpha``
         quantile of the absolute residuals, re-estimated each iteration.
-""" + _SHARED_DOC + """
+    tweedie_variance_power : float, default=1.5
+        ``loss="tweedie"``: the power ``rho`` in (1, 2) of ``Var(y) ~ mu^rho``
+        (near 1: Poisson-like, near 2: gamma-like).
+""" + _OBJECTIVE_DOC + _SHARED_DOC + """
     Attributes
     ----------
     n_iter_ : int
@@ -219,9 +244,13 @@ default="squared_error"
         "loss": [StrOptions(set(REGRESSION_LOSSES))],
         "quantile": [Interval(numbers.Real, 0, 1, closed="neither"), None],
         "alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "tweedie_variance_power": [Interval(numbers.Real, 1, 2, closed="neither")],
+        "objective": [callable, None],
+        "base_score": [numbers.Real, None],
     }
 
-    def __init__(self, loss="squared_error", *, quantile=None, alpha=0.9, boosting="dart",
+    def __init__(self, loss="squared_error", *, quantile=None, alpha=0.9,
+                 tweedie_variance_power=1.5, objective=None, base_score=None, boosting="dart",
                  n_estimators=100, learning_rate=0.1, max_leaf_nodes=31, max_depth=None,
                  min_samples_leaf=20, min_child_weight=1e-3, min_split_gain=0.0,
                  l2_regularization=0.0, max_bins=255, subsample=1.0, colsample_bytree=1.0,
@@ -238,15 +267,33 @@ default="squared_error"
         self.loss = loss
         self.quantile = quantile
         self.alpha = alpha
+        self.tweedie_variance_power = tweedie_variance_power
+        self.objective = objective
+        self.base_score = base_score
+
+    def _check_target_domain(self, y, sample_weight, what="y"):
+        """Targets outside the loss's support are an error, not a NaN model."""
+        if self._objective_is_custom:
+            return  # the callable's business
+        if self.loss == "gamma" and np.any(y <= 0):
+            raise ValueError(f"loss='gamma' requires positive targets; {what} has values <= 0.")
+        if self.loss in ("poisson", "tweedie"):
+            if np.any(y < 0):
+                raise ValueError(f"loss={self.loss!r} requires non-negative targets; {what} "
+                                 "has negative values.")
+            if what == "y" and np.sum(y if sample_weight is None else y * sample_weight) <= 0:
+                raise ValueError(f"loss={self.loss!r} requires targets y with a positive "
+                                 "(weighted) sum: the baseline is log(mean(y)).")
+
+    def _encode_eval_y(self, index, y, sample_weight):
+        y = self._encode_y_transform(y)
+        self._check_target_domain(y, sample_weight, f"eval_set[{index}]'s y")
+        return y
 
     def _encode_y(self, y, sample_weight):
         y_1d = np.ndim(y) == 1
         y = self._encode_y_transform(y)
-        if self.loss == "poisson":
-            if np.any(y < 0):
-                raise ValueError("loss='poisson' requires non-negative targets y.")
-            if np.sum(y if sample_weight is None else y * sample_weight) <= 0:
-                raise ValueError("loss='poisson' requires targets with a positive sum.")
+        self._check_target_domain(y, sample_weight)
         if not (self.warm_start and self._is_fitted()):
             self._n_outputs = y.shape[0]
             self._y_1d = y_1d
@@ -260,7 +307,11 @@ default="squared_error"
         return np.ascontiguousarray(y.reshape(1, -1) if y.ndim == 1 else y.T)
 
     def _make_loss(self):
-        return make_regression_loss(self.loss, self._n_outputs, self.quantile, self.alpha)
+        if self._objective_is_custom:
+            return CustomObjective(self.objective if callable(self.objective) else None,
+                                   self._n_outputs)
+        return make_regression_loss(self.loss, self._n_outputs, self.quantile, self.alpha,
+                                    self.tweedie_variance_power)
 
     def _extra_state(self):
         return {"n_outputs": int(self._n_outputs), "y_was_1d": bool(self._y_1d)}
@@ -282,7 +333,8 @@ default="squared_error"
     # --- evaluation hooks (see BaseBoosting._metrics)
     _metric_names = tuple(REGRESSION_METRICS)
     _DEFAULT_METRICS = {"squared_error": "l2", "absolute_error": "l1", "quantile": "quantile",
-                        "huber": "huber", "poisson": "poisson"}
+                        "huber": "huber", "poisson": "poisson", "gamma": "gamma",
+                        "tweedie": "tweedie"}
 
     def _default_metric(self):
         return self._DEFAULT_METRICS[self.loss]
@@ -298,6 +350,8 @@ default="squared_error"
             fn = _metrics._quantile_metric(self.quantile)
         elif canon == "huber":
             fn = _metrics._huber_metric(self.alpha)
+        elif canon in ("tweedie", "tweedie_deviance"):
+            fn = getattr(_metrics, f"_{canon}_metric")(self.tweedie_variance_power)
         else:
             fn = getattr(_metrics, f"_{canon}")
         return Metric(canon, fn, False)
@@ -351,6 +405,18 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
 
     Parameters
     ----------
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, ``{label: weight}`` (classes not named weigh
+        1) or ``"balanced"`` (``n_samples / (n_classes * count)``), multiplied
+        into ``sample_weight`` for the training rows, as scikit-learn's
+        ``compute_sample_weight``; eval sets keep their own weights.
+""" + _OBJECTIVE_DOC + """
+        For a classifier ``y_true`` holds class indices (positions in
+        ``classes_``) as floats; ``K`` is 1 for two classes, else
+        ``n_classes``. As in LightGBM, :meth:`predict_proba` then returns
+        the raw scores (with a warning: there is no known link);
+        :meth:`predict` returns labels by scikit-learn's decision rule
+        (``raw > 0`` for two classes, else the largest raw score).
 """ + _SHARED_DOC + """
     Attributes
     ----------
@@ -368,7 +434,14 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
 
     _is_classifier = True
 
-    def __init__(self, *, boosting="dart", n_estimators=100, learning_rate=0.1,
+    _parameter_constraints = {
+        **BaseBoosting._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "objective": [callable, None],
+        "base_score": [numbers.Real, None],
+    }
+
+    def __init__(self, *, class_weight=None, objective=None, base_score=None, boosting="dart", n_estimators=100, learning_rate=0.1,
                  max_leaf_nodes=31, max_depth=None, min_samples_leaf=20,
                  min_child_weight=1e-3, min_split_gain=0.0, l2_regularization=0.0,
                  max_bins=255, subsample=1.0, colsample_bytree=1.0, colsample_bynode=1.0,
@@ -381,6 +454,16 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
                  cat_l2=10.0, min_data_per_group=100, max_cat_threshold=32, reg_alpha=0.0,
                  monotonic_cst=None, interaction_cst=None):
         super().__init__(**_shared_init_params(locals()))
+        self.class_weight = class_weight
+        self.objective = objective
+        self.base_score = base_score
+
+    def _training_weights(self, y, sample_weight):
+        if self.class_weight is None:
+            return sample_weight
+        check_classification_targets(y)
+        weights = compute_sample_weight(self.class_weight, y)
+        return weights if sample_weight is None else weights * sample_weight
 
     def _encode_y(self, y, sample_weight):
         check_classification_targets(y)
@@ -422,14 +505,23 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
         return y_enc[..., idx]
 
     def _make_loss(self):
-        return make_classification_loss(self.classes_.shape[0])
+        n_classes = self.classes_.shape[0]
+        if self._objective_is_custom:
+            return CustomObjective(self.objective if callable(self.objective) else None,
+                                   1 if n_classes == 2 else n_classes)
+        return make_classification_loss(n_classes)
 
     def _extra_state(self):
         classes = self.classes_
         if classes.dtype.kind not in "biufU":
             raise TypeError("Only numeric, boolean or string class labels can be stored in "
                             f"the dartboost model format, got dtype {classes.dtype}.")
-        return {"classes": classes.tolist(), "classes_dtype": classes.dtype.str}
+        state = {"classes": classes.tolist(), "classes_dtype": classes.dtype.str}
+        if isinstance(self.class_weight, dict):
+            # JSON keys are strings: pairs keep the labels' types
+            state["class_weight"] = [[np.asarray(label).item(), float(w)]
+                                     for label, w in self.class_weight.items()]
+        return state
 
     def _load_extra_state(self, header):
         K = header["n_trees_per_iteration"]
@@ -437,6 +529,16 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
             raise FormatError("n_trees_per_iteration: a classifier has 1 tree per iteration "
                               "(binary) or one per class (3 or more), never 2")
         self.classes_ = check_classes(header, 2 if K == 1 else K)
+        pairs = header.get("class_weight")
+        if pairs is not None:
+            known = self.classes_.tolist()
+            if not (isinstance(pairs, list) and len(pairs) <= len(known) and all(
+                    isinstance(p, list) and len(p) == 2 and p[0] in known
+                    and isinstance(p[1], numbers.Real) and not isinstance(p[1], bool)
+                    and np.isfinite(p[1]) and p[1] >= 0 for p in pairs)):
+                raise FormatError("class_weight: must be a list of [label, weight] pairs of "
+                                  "the model's classes with finite weights >= 0")
+            self.class_weight = {label: float(w) for label, w in pairs}
 
     # --- evaluation hooks (see BaseBoosting._metrics)
     _metric_names = tuple(CLASSIFICATION_METRICS)
@@ -445,10 +547,17 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
     def _default_metric(self):
         return "binary_logloss" if self.classes_.shape[0] == 2 else "multi_logloss"
 
+    #: metrics that read only the order of the scores, valid on raw scores
+    _RAW_SCORE_METRICS = ("auc", "average_precision", "multi_error")
+
     def _builtin_metric(self, name):
         canon = _metrics.canonical_name(name, CLASSIFICATION_METRICS)
         if canon is None:
             return None
+        if self._objective_is_custom and canon not in self._RAW_SCORE_METRICS:
+            raise ValueError(f"eval_metric {name!r} needs probabilities, but a callable "
+                             "objective gives raw scores with no known link; use one of "
+                             f"{self._RAW_SCORE_METRICS} or a callable eval_metric.")
         if canon in self._BINARY_ONLY and self.classes_.shape[0] != 2:
             raise ValueError(f"eval_metric {name!r} is for binary classification; y has "
                              f"{self.classes_.shape[0]} classes (use multi_logloss or "
@@ -460,8 +569,28 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
         return EvalData(name, y_enc.ravel().astype(np.intp), sample_weight)
 
     def _eval_prediction(self, loss, raw):
+        if self._objective_is_custom:
+            return self._raw_output(raw)
         proba = loss.predict(raw)
         return proba[1] if proba.shape[0] == 2 else proba.T
+
+    def _proba_or_raw(self, loss, raw):
+        """``predict_proba``'s output for raw scores ``(K, n)``."""
+        if self._objective_is_custom:
+            warnings.warn("predict_proba of a model fitted with a callable objective "
+                          "returns raw scores: the link of a custom objective is unknown.",
+                          UserWarning, stacklevel=3)
+            return self._raw_output(raw)
+        return loss.predict(raw).T
+
+    def _labels(self, raw):
+        """Class labels of raw scores ``(K, n)``: the largest probability, or
+        for a callable objective scikit-learn's rule on the margins."""
+        if self._objective_is_custom:
+            idx = (raw[0] > 0).astype(np.intp) if raw.shape[0] == 1 else np.argmax(raw, axis=0)
+        else:
+            idx = np.argmax(self._make_loss().predict(raw), axis=0)
+        return self.classes_[idx]
 
     def decision_function(self, X, iteration_range=None):
         """Raw margins: ``(n,)`` for binary, ``(n, n_classes)`` for multiclass.
@@ -487,7 +616,7 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
         if special is not None:
             return special
         raw = self._raw_predict(X, iteration_range)
-        return self._make_loss().predict(raw).T
+        return self._proba_or_raw(self._make_loss(), raw)
 
     predict_proba.__doc__ = """Class probabilities, shape ``(n, n_classes)``.
 
@@ -498,7 +627,7 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
     def staged_predict_proba(self, X):
         loss = self._make_loss()
         for raw in self._staged_raw_predict(X):
-            yield loss.predict(raw).T
+            yield self._proba_or_raw(loss, raw)
 
     def predict(self, X, iteration_range=None, raw_score=False, pred_leaf=False,
                 pred_contrib=False):
@@ -508,9 +637,8 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
         special = self._special_predict(X, iteration_range, raw_score, pred_leaf, pred_contrib)
         if special is not None:
             return special
-        proba = self.predict_proba(X, iteration_range)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return self._labels(self._raw_predict(X, iteration_range))
 
     def staged_predict(self, X):
-        for proba in self.staged_predict_proba(X):
-            yield self.classes_[np.argmax(proba, axis=1)]
+        for raw in self._staged_raw_predict(X):
+            yield self._labels(raw)

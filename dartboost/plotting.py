@@ -60,20 +60,41 @@ def plot_importance(model, *, importance_type="gain", max_num_features=None, ax=
     return ax
 
 
-def plot_metric(model, *, ax=None, title="Score per iteration"):
-    """``train_score_`` and ``validation_score_`` (negative loss, or NDCG for
-    rankers; higher is better) against the iteration (0: before any tree)."""
-    view = ensemble_view(model)
-    if not view.train_score and not view.validation_score:
-        raise ValueError("The model recorded no scores: fit with early stopping "
-                         "(early_stopping=True or an eval_set) to record them.")
+def plot_metric(model, metric=None, *, ax=None, title=None):
+    """One evaluation metric per iteration for every eval set (LightGBM's
+    ``plot_metric``), from ``evals_result_``.
+
+    Parameters
+    ----------
+    metric : str, optional
+        Which metric of ``evals_result_`` to draw (default: the first one
+        recorded). A model with no ``evals_result_`` (a model file of an older
+        version) falls back to ``train_score_`` / ``validation_score_``.
+    """
+    results = getattr(model, "evals_result_", None) or {}
+    curves = {}
+    if results:
+        recorded = list(dict.fromkeys(m for per_set in results.values() for m in per_set))
+        metric = recorded[0] if metric is None else metric
+        if metric not in recorded:
+            raise ValueError(f"metric {metric!r} was not recorded; the model has {recorded}.")
+        curves = {name: per_set[metric] for name, per_set in results.items() if metric in per_set}
+        ylabel = metric
+    else:
+        view = ensemble_view(model)
+        curves = {name: scores for name, scores in (("train", view.train_score),
+                                                    ("validation", view.validation_score))
+                  if scores}
+        ylabel = "score (higher is better)"
+    if not curves:
+        raise ValueError("The model recorded no scores: fit with an eval_set (or with "
+                         "early_stopping=True) to record them.")
     ax = _axes(ax)
-    for name, scores in (("train", view.train_score), ("validation", view.validation_score)):
-        if scores:
-            ax.plot(np.arange(len(scores)), scores, label=name)
+    for name, values in curves.items():
+        ax.plot(np.arange(len(values)), values, label=name)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("score (higher is better)")
-    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel} per iteration")
     ax.legend()
     return ax
 

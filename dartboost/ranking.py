@@ -18,6 +18,7 @@ from ._compat import Interval, StrOptions
 
 from ._boosting import BaseBoosting
 from ._common import effective_n_threads
+from ._losses import CustomObjective
 from ._ranking_loss import LambdaRankLoss, RankingTarget, query_offsets
 from ._metrics import EvalData, Metric, _ndcg_metric
 from ._model_format import FormatError, register_model_class
@@ -170,6 +171,14 @@ class DartRanker(BaseBoosting):
         already separated pairs and long queries do not dominate.
     label_gain : {"exponential", "linear"}, default="exponential"
         Gain ``2**label - 1`` or ``label``.
+    objective : callable or None, default=None
+        A custom objective instead of LambdaRank, LightGBM's convention:
+        ``f(y_true, y_pred, sample_weight, group) -> (grad, hess)`` (or the
+        shorter ``f(y_true, y_pred)``, ``f(y_true, y_pred, sample_weight)``)
+        with ``y_true`` the grades, ``y_pred`` the raw scores ``(n,)`` and
+        ``group`` the query sizes in row order. As for
+        :class:`~dartboost.DartRegressor`'s ``objective``: baseline 0, no
+        default metric (pass ``eval_metric="ndcg"``), not stored in model files.
 """ + _SHARED_DOC + """
     Attributes
     ----------
@@ -210,10 +219,12 @@ class DartRanker(BaseBoosting):
         "sigma": [Interval(numbers.Real, 0, None, closed="neither")],
         "lambdarank_norm": ["boolean"],
         "label_gain": [StrOptions({"exponential", "linear"})],
+        "objective": [callable, None],
     }
 
     def __init__(self, *, eval_at=10, lambdarank_truncation_level=None, sigma=1.0,
-                 lambdarank_norm=True, label_gain="exponential", boosting="dart",
+                 lambdarank_norm=True, label_gain="exponential", objective=None,
+                 boosting="dart",
                  n_estimators=100, learning_rate=0.1, max_leaf_nodes=31, max_depth=None,
                  min_samples_leaf=20, min_child_weight=1e-3, min_split_gain=0.0,
                  l2_regularization=0.0, max_bins=255, subsample=1.0, colsample_bytree=1.0,
@@ -232,6 +243,7 @@ class DartRanker(BaseBoosting):
         self.sigma = sigma
         self.lambdarank_norm = lambdarank_norm
         self.label_gain = label_gain
+        self.objective = objective
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, group=None, qid=None, sample_weight=None, eval_set=None,
@@ -301,6 +313,9 @@ class DartRanker(BaseBoosting):
         return target
 
     def _make_loss(self):
+        if self._objective_is_custom:
+            return CustomObjective(self.objective if callable(self.objective) else None, 1,
+                                   targets=lambda y: (y.labels.copy(), (np.diff(y.offsets),)))
         return LambdaRankLoss(self.eval_at, self.lambdarank_truncation_level, self.sigma,
                               self.lambdarank_norm, effective_n_threads(self.n_jobs))
 

@@ -23,14 +23,7 @@ _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.S | re.M)
 
 #: page -> {sha1(block)[:12]: why} of blocks that do not run on their own today
 #: (all need names defined by an earlier block of their page).
-KNOWN_FAILING = {
-    "coded.md": {"f47180840014": "raw_output block: 'cp' undefined",
-                 "711cd69d061a": "LearnedCode block: 'base' undefined",
-                 "20bc1dc6045e": "degraded_mode_report block: not imported"},
-    "ranking.md": {"3ff6707d01a7": "early-stopping block: DartRanker undefined",
-                   "0be472217810": "clone block: X undefined",
-                   "d8132655daf0": "metadata-routing block: DartRanker undefined"},
-}
+KNOWN_FAILING = {}
 
 #: imports that mean "needs a CUDA device".
 _GPU_MODULES = {"torch", "triton", "dartboost.gpu"}

@@ -18,8 +18,11 @@ def _make(name):
         loss = _losses.Huber(0.9)
         loss.delta = 0.7
         return loss
+    if name == "tweedie":
+        return _losses.Tweedie(1.3)
     return {"squared_error": _losses.SquaredError, "absolute_error": _losses.AbsoluteError,
-            "poisson": _losses.Poisson, "binary_log_loss": _losses.BinaryLogLoss}[name](1)
+            "poisson": _losses.Poisson, "binary_log_loss": _losses.BinaryLogLoss,
+            "gamma": _losses.Gamma}[name](1)
 
 
 def _targets(name, rng, n):
@@ -27,7 +30,18 @@ def _targets(name, rng, n):
         return rng.integers(0, 2, n).astype(np.float64)
     if name == "poisson":
         return rng.poisson(2.0, n).astype(np.float64)
+    if name == "gamma":
+        return rng.gamma(2.0, 1.5, n)
+    if name == "tweedie":
+        return _compound_poisson_gamma(rng, n)
     return rng.normal(size=n)
+
+
+def _compound_poisson_gamma(rng, n):
+    """Tweedie (1 < rho < 2) targets: a Poisson number of gamma amounts,
+    so exact zeros occur."""
+    counts = rng.poisson(1.0, n)
+    return np.array([rng.gamma(2.0, 1.0, c).sum() for c in counts])
 
 
 def _raw_away_from_kinks(name, y, rng):
@@ -36,7 +50,7 @@ def _raw_away_from_kinks(name, y, rng):
     offset = rng.choice([-1.0, 1.0], y.size) * rng.uniform(0.1, 2.0, y.size)
     if name == "huber":
         offset = rng.choice([-1.0, 1.0], y.size) * rng.choice([0.3, 1.5], y.size)
-    if name in ("poisson", "binary_log_loss"):
+    if name in ("poisson", "binary_log_loss", "gamma", "tweedie"):
         return rng.normal(scale=1.5, size=y.size)
     return y + offset
 
@@ -159,3 +173,26 @@ def test_unknown_kernel_name_is_rejected():
     buf = np.empty(1, np.float32)
     with pytest.raises(ValueError, match="Unknown pointwise loss 'nope'"):
         _loss.gradient_hessian("nope", np.zeros(1), np.zeros(1), np.empty(0), 0.0, 1, buf, buf)
+
+
+def test_tweedie_targets_include_zeros_and_the_hessian_stays_positive():
+    rng = np.random.default_rng(5)
+    y = _compound_poisson_gamma(rng, 400)
+    assert np.any(y == 0)
+    for rho in (1.01, 1.5, 1.99):
+        loss = _losses.Tweedie(rho)
+        raw = rng.normal(scale=3.0, size=y.size)
+        _, h = _kernel(loss, y[None], raw[None])
+        assert np.all(h > 0), rho
+
+
+@pytest.mark.parametrize("loss", [_losses.Gamma(1), _losses.Tweedie(1.4), _losses.Poisson(1)])
+def test_log_link_baseline_minimises_the_loss(loss):
+    rng = np.random.default_rng(6)
+    y = rng.gamma(2.0, 1.0, (1, 300))
+    w = rng.uniform(0.5, 2.0, 300)
+    b = loss.baseline(y, w)[0]
+    assert b == pytest.approx(np.log(np.average(y[0], weights=w)))
+    at = loss.loss(y, np.full((1, 300), b), w)
+    for step in (-1e-3, 1e-3):
+        assert loss.loss(y, np.full((1, 300), b + step), w) > at

@@ -40,11 +40,26 @@ def test_importance(model):
 def test_metric_curves(model):
     ax = plot_metric(model)
     lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
-    np.testing.assert_allclose(lines["train"], model.train_score_)
-    np.testing.assert_allclose(lines["validation"], model.validation_score_)
+    ((name, per_set),) = model.evals_result_.items()
+    (metric,) = per_set
+    np.testing.assert_allclose(lines[name], per_set[metric])
+    assert ax.get_ylabel() == metric
+    with pytest.raises(ValueError, match="not recorded"):
+        plot_metric(model, "auc")
     unscored = DartRegressor(n_estimators=2, early_stopping=False).fit([[0], [1]] * 5, range(10))
     with pytest.raises(ValueError, match="no scores"):
         plot_metric(unscored)
+
+
+def test_metric_curves_of_several_eval_sets():
+    X, y = make_regression(300, 4, random_state=1)
+    est = DartRegressor(n_estimators=6, random_state=0).fit(
+        X[:200], y[:200], eval_set=[(X[:200], y[:200]), (X[200:], y[200:])],
+        eval_names=["train", "test"], eval_metric=["l1", "l2"])
+    ax = plot_metric(est, "l2")
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    assert set(lines) == {"train", "test"}
+    np.testing.assert_allclose(lines["test"], est.evals_result_["test"]["l2"])
 
 
 def test_tree(model):

@@ -19,8 +19,9 @@ def test_dask_pool_exact_decoded_and_worker_kill():
     base = LogisticRegression(max_iter=500).fit(X, y)
     cp = CodedPredictor(base, k=2, parity_estimator=LinearRegression(), random_state=0).fit(X)
     # The pool starts (and owns) a LocalCluster on 127.0.0.1 with one worker
-    # process per slot; slot 0 is slow so some of its batches are decoded.
-    pool = CodedPool(cp, backend="dask", n_workers=2, batch_size=1, group_timeout=0.005,
+    # process per slot; slot 0 is slow and, with ParM's first-k policy
+    # (decode_wait=0), some of its batches are decoded.
+    pool = CodedPool(cp, backend="dask", n_workers=2, batch_size=1, group_timeout=0.005, decode_wait=0,
                      faults={0: FaultSpec(service_time=0.05), 1: FaultSpec(service_time=0.005),
                              2: FaultSpec(service_time=0.005)}, hang_timeout=20.0)
     try:

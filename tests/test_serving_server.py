@@ -310,6 +310,7 @@ def test_poisoning_client_never_fails_others(data):
         for t in threads:
             t.join(60)
         assert len(results["good"]) == 120 and len(results["bad"]) == 40
+        assert _req(port, "GET", "/stats")[1]["http_merged_requests"] >= 0
         for status, doc, i in results["good"]:
             assert status == 200 and doc["predictions"] == base.predict(
                 X[i % 50:i % 50 + 1]).tolist()

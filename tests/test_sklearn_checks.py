@@ -29,6 +29,8 @@ def _expected(estimator):
         DartRegressor(boosting="mart", n_estimators=10, min_samples_leaf=1, random_state=0),
         DartClassifier(n_estimators=10, min_samples_leaf=1, random_state=0),
         DartClassifier(boosting="mart", n_estimators=10, min_samples_leaf=1, random_state=0),
+        DartClassifier(class_weight="balanced", n_estimators=10, min_samples_leaf=1,
+                       random_state=0),
     ],
     expected_failed_checks=_expected,
 )

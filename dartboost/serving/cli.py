@@ -79,6 +79,11 @@ def _add_arguments(p):
     p.add_argument("--switch-interval", type=float, default=0.0005, metavar="SECONDS",
                    help="CPython GIL switch interval of the server process (default 0.5 ms; "
                         "Python's own default is 5 ms)")
+    p.add_argument("--no-micro-batch", dest="micro_batch", action="store_false",
+                   help="submit every HTTP request to the pool on its own (by default small "
+                        "requests that arrive together are merged into one pool request)")
+    p.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                   help="event loop (default auto: uvloop when installed)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
@@ -183,7 +188,7 @@ def run_serve(args):
         server = make_server(pool, host=args.host, port=args.port, verbose=args.verbose,
                              model_name=args.model_name, max_rows=args.max_rows,
                              max_body=args.max_body, max_concurrency=args.max_concurrency,
-                             auth_token=token)
+                             auth_token=token, micro_batch=args.micro_batch, loop=args.loop)
     except BaseException:
         pool.close()
         raise

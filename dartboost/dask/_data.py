@@ -1,0 +1,96 @@
+"""Dask collections -> aligned row partitions (checked before any training).
+
+X is a ``dask.array`` (2-D, known row chunks) or a ``dask.dataframe``; y and
+sample_weight are 1-D arrays or Series (y may be 2-D for multi-output
+regression) partitioned like X. The partitions stay where Dask computes
+them; the client only keeps futures.
+"""
+import numpy as np
+
+
+def _is_dask_collection(obj):
+    from dask.base import is_dask_collection
+    return is_dask_collection(obj)
+
+
+def _is_dataframe(obj):
+    # by module, not isinstance: dask.dataframe needs pyarrow, which array
+    # users may not have
+    return type(obj).__module__.startswith("dask.dataframe")
+
+
+def as_dask_array(obj, what):
+    """``(dask.array, column names or None)`` of a dask array or dataframe."""
+    if not _is_dask_collection(obj):
+        raise TypeError(f"{what} must be a dask.array or dask.dataframe collection, got a "
+                        f"{type(obj).__name__}; use the local estimator (to_local()) for "
+                        "in-memory data.")
+    names = None
+    if _is_dataframe(obj):
+        if hasattr(obj, "columns"):
+            names = np.asarray(obj.columns, dtype=object)
+        obj = obj.to_dask_array(lengths=True)
+    import dask.array as da
+    if not isinstance(obj, da.Array):
+        raise TypeError(f"{what} must be a dask.array or dask.dataframe collection, got a "
+                        f"{type(obj).__name__}.")
+    return obj, names
+
+
+def _row_chunks(arr, what):
+    chunks = arr.chunks[0]
+    if any(np.isnan(c) for c in chunks):
+        raise ValueError(f"{what} has unknown chunk sizes; call {what}.compute_chunk_sizes() "
+                         "(or use a dataframe, whose partition lengths are computed).")
+    return tuple(int(c) for c in chunks)
+
+
+def training_partitions(X, y, sample_weight):
+    """Check and align the training collections.
+
+    Returns
+    -------
+    parts : list of (delayed X, delayed y, delayed sample_weight or None)
+    row_counts : tuple of int
+    n_features : int
+    feature_names : ndarray or None
+    """
+    X, names = as_dask_array(X, "X")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D, got {X.ndim}-D.")
+    rows = _row_chunks(X, "X")
+    if 0 in rows:
+        raise ValueError(f"X has empty partitions (row chunks {rows}); repartition so that "
+                         "every partition has rows.")
+    if len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})  # one block per row partition
+    y, _ = as_dask_array(y, "y")
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be 1-D or 2-D, got {y.ndim}-D.")
+    if _row_chunks(y, "y") != rows:
+        raise ValueError(f"X and y are partitioned differently (row chunks {rows} vs "
+                         f"{_row_chunks(y, 'y')}); rechunk y to X.chunks[0].")
+    if y.ndim == 2 and len(y.chunks[1]) > 1:
+        y = y.rechunk({1: -1})
+    w_parts = [None] * len(rows)
+    if sample_weight is not None:
+        w, _ = as_dask_array(sample_weight, "sample_weight")
+        if w.ndim != 1:
+            raise ValueError(f"sample_weight must be 1-D, got {w.ndim}-D.")
+        if _row_chunks(w, "sample_weight") != rows:
+            raise ValueError(f"X and sample_weight are partitioned differently (row chunks "
+                             f"{rows} vs {_row_chunks(w, 'sample_weight')}).")
+        w_parts = list(w.to_delayed().ravel())
+    x_parts = list(X.to_delayed().ravel())
+    y_parts = list(y.to_delayed().ravel())
+    return list(zip(x_parts, y_parts, w_parts)), rows, int(X.shape[1]), names
+
+
+def as_blocks(X):
+    """A dask array of X with one block per row partition (for prediction)."""
+    X, _ = as_dask_array(X, "X") if _is_dataframe(X) else (X, None)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D, got {X.ndim}-D.")
+    if len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})
+    return X

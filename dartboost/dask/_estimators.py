@@ -1,0 +1,194 @@
+"""Dask estimators: a dartboost estimator whose ``fit`` trains on the workers.
+
+``DaskDartRegressor`` *is* a :class:`~dartboost.DartRegressor` (same
+parameters plus ``client`` and ``max_recoveries``): after ``fit`` it holds
+an ordinary fitted model, ``to_local()`` returns it as a plain estimator, and
+``predict`` on a dask collection runs block-wise on the workers (in-memory
+input is predicted locally).
+"""
+import inspect
+
+import numpy as np
+
+from ..estimators import DartClassifier, DartRegressor
+from . import _data
+from ._fit import DaskFit, baseline_statistics, run_fit
+
+_DASK_PARAMS = (
+    inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None),
+    inspect.Parameter("max_recoveries", inspect.Parameter.KEYWORD_ONLY, default=3),
+)
+
+
+def _dask_init(local_cls):
+    """``__init__`` with ``local_cls``'s parameters plus ``client`` and
+    ``max_recoveries`` (scikit-learn reads parameters off the signature)."""
+    sig = inspect.signature(local_cls.__init__)
+
+    def __init__(self, *args, client=None, max_recoveries=3, **params):
+        local_cls.__init__(self, *args, **params)
+        self.client = client
+        self.max_recoveries = max_recoveries
+
+    params = list(sig.parameters.values()) + list(_DASK_PARAMS)
+    __init__.__signature__ = sig.replace(parameters=params)
+    return __init__
+
+
+class _DaskMixin:
+    _local_class = None
+
+    def _get_client(self):
+        if self.client is not None:
+            return self.client
+        from distributed import default_client
+        return default_client()
+
+    def _local_params(self):
+        params = self.get_params(deep=False)
+        params.pop("client")
+        params.pop("max_recoveries")
+        return params
+
+    def _unsupported(self):
+        if self.early_stopping is True or self.n_iter_no_change is not None or \
+                self.early_stopping_rounds is not None:
+            raise ValueError("early stopping is not supported by dartboost.dask yet; set "
+                             "early_stopping=False ('auto' is off on Dask).")
+        if self.warm_start:
+            raise ValueError("warm_start is not supported by dartboost.dask; a fit that "
+                             "loses a worker resumes from its checkpoint by itself.")
+        if not isinstance(self.max_recoveries, (int, np.integer)) or self.max_recoveries < 0:
+            raise ValueError(f"max_recoveries must be a non-negative int, got "
+                             f"{self.max_recoveries!r}.")
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on dask collections whose partitions stay on the workers.
+
+        Parameters
+        ----------
+        X : dask.array (n_samples, n_features) or dask.dataframe
+            Known row chunks; NaN marks a missing value.
+        y : dask.array or dask Series, partitioned like ``X``
+        sample_weight : dask.array or dask Series, default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        self._unsupported()
+        client = self._get_client()
+        parts, row_counts, n_features, names = _data.training_partitions(X, y, sample_weight)
+        local = self._local_class(**self._local_params())
+        local._validate_params()
+        local._seed = local._resolve_seed()
+        local.n_features_in_ = n_features
+        if names is not None:
+            local.feature_names_in_ = names
+        local.train_score_, local.validation_score_ = [], []
+        y_arr, _ = _data.as_dask_array(y, "y")
+        encode_y = self._prepare_targets(local, y_arr, client)
+        loss = local._make_loss()
+        baseline_statistics(loss)  # an unsupported loss fails before any work
+        if sum(row_counts) < 2:
+            raise ValueError("at least 2 training samples are required.")
+        fit = DaskFit(client, local, parts, row_counts, n_features, self.max_recoveries)
+        run_fit(fit, local, loss, encode_y, _checker(self._local_class),
+                sample_weight is not None)
+        local.evals_result_, local.best_score_ = {}, {}
+        self.recoveries_ = fit.recoveries
+        self._adopt(local)
+        return self
+
+    def _adopt(self, local):
+        for name, value in vars(local).items():
+            if name.endswith("_") or name.startswith("_") and not name.startswith("__"):
+                setattr(self, name, value)
+        self._local = local
+
+    def to_local(self):
+        """The fitted model as a plain local estimator (a copy)."""
+        import copy
+        from sklearn.utils.validation import check_is_fitted
+        check_is_fitted(self, "booster_")
+        return copy.deepcopy(self._local)
+
+    # ------------------------------------------------------------ predict
+    def _blockwise(self, X, method, n_columns):
+        from dask.base import is_dask_collection
+        if not is_dask_collection(X):
+            return getattr(self._local, method)(X)
+        blocks = _data.as_blocks(X)
+        model = self.to_local()
+        if n_columns is None:
+            return blocks.map_blocks(_predict_block, model, method, drop_axis=1,
+                                     dtype=self._output_dtype(method))
+        return blocks.map_blocks(_predict_block, model, method, dtype=np.float64,
+                                 chunks=(blocks.chunks[0], (n_columns,)))
+
+    def _output_dtype(self, method):
+        return np.float64
+
+    def predict(self, X, **kwargs):
+        if kwargs:
+            return self._local.predict(X, **kwargs)
+        return self._blockwise(X, "predict", None)
+
+
+def _predict_block(block, model, method):
+    return getattr(model, method)(block)
+
+
+def _checker(local_class):
+    return local_class()._check_y
+
+
+class DaskDartRegressor(_DaskMixin, DartRegressor):
+    __doc__ = """Distributed :class:`~dartboost.DartRegressor` on Dask.
+
+    Same parameters as :class:`~dartboost.DartRegressor`, plus ``client``
+    (default: the current ``distributed`` client) and ``max_recoveries``
+    (lost workers survived per fit, resuming from the newest checkpoint of a
+    :class:`~dartboost.store.CheckpointCallback` in ``callbacks``). Losses:
+    ``squared_error``, ``poisson``. See ``docs/dask.md``.
+    """
+    _local_class = DartRegressor
+    __init__ = _dask_init(DartRegressor)
+
+    def _prepare_targets(self, local, y, client):
+        local._n_outputs = 1 if y.ndim == 1 else int(y.shape[1])
+        local._y_1d = y.ndim == 1
+        return DartRegressor()._encode_y_transform
+
+
+class DaskDartClassifier(_DaskMixin, DartClassifier):
+    __doc__ = """Distributed :class:`~dartboost.DartClassifier` on Dask.
+
+    Same parameters as :class:`~dartboost.DartClassifier`, plus ``client``
+    and ``max_recoveries`` (see :class:`DaskDartRegressor`). The classes are
+    the distinct labels of all partitions (one small reduction).
+    """
+    _local_class = DartClassifier
+    __init__ = _dask_init(DartClassifier)
+
+    def _prepare_targets(self, local, y, client):
+        from . import _worker
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D for a classifier, got {y.ndim}-D.")
+        labels = client.gather([client.submit(_worker.class_labels, part, pure=False)
+                                for part in client.compute(list(y.to_delayed().ravel()))])
+        classes = np.unique(np.concatenate(labels))
+        if classes.shape[0] < 2:
+            raise ValueError(f"y contains only one class ({classes.tolist()[:1]}); a "
+                             "classifier needs at least 2 classes.")
+        local.classes_ = classes
+        encoder = DartClassifier()
+        encoder.classes_ = classes
+        return encoder._encode_y_transform
+
+    def _output_dtype(self, method):
+        return self.classes_.dtype
+
+    def predict_proba(self, X):
+        return self._blockwise(X, "predict_proba", self.classes_.shape[0])

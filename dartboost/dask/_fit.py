@@ -1,0 +1,302 @@
+"""Data-parallel boosting on Dask: the client runs the boosting loop once.
+
+The loop mirrors :meth:`dartboost._boosting.BaseBoosting._run_iterations`
+step for step, and draws from the same random streams in the same order
+(``default_rng([seed, t])``: DART's drops, the row subsample, the feature
+subsample, then the grower's per-node draws), so the model equals the one a
+single machine trains on the concatenated partitions:
+
+1. binning: the rows :class:`~dartboost._binning.BinMapper` would sample
+   (the same seed and ``subsample``) are fetched from their partitions and the
+   thresholds learned from them on the client;
+2. each partition is binned where it lies and registered on its worker;
+3. per iteration the scheme's decision (dropped iterations, new weight,
+   scale) is taken on the client and sent to every worker, the workers
+   compute gradients, and :class:`~dartboost.dask._grower.DistributedTreeGrower`
+   grows each tree from per-partition histograms summed in partition order;
+4. the workers add the new trees to their rows' scores.
+
+A worker lost mid-fit: the fit resumes from the newest checkpoint of a
+:class:`~dartboost.store.CheckpointCallback` in ``callbacks`` (else from
+scratch) on the workers that remain, Dask recomputing the lost partitions.
+"""
+import numpy as np
+
+from .._binning import BinMapper
+from .._booster import Booster
+from .._common import X_DTYPE, effective_n_threads
+from .._model_format import FormatError
+from .._losses import BinaryLogLoss, Poisson, SoftmaxLogLoss, SquaredError
+from ..callbacks import check_callbacks
+from . import _worker
+from ._distributed import DataLost, Rounds, WorkerLost, new_fit_id, split_by_partition
+from ._grower import DistributedTreeGrower
+
+#: Rows the binner learns thresholds from (BinMapper's default ``subsample``).
+BIN_SUBSAMPLE = 200_000
+
+
+def _mean_stats(y_enc, sw):
+    """Weighted sums of every output and the total weight."""
+    y2 = np.atleast_2d(np.asarray(y_enc, dtype=np.float64))
+    if sw is None:
+        return np.sum(y2, axis=1), float(y2.shape[1])
+    return y2 @ sw, float(np.sum(sw))
+
+
+class _ClassCounts:
+    def __init__(self, n_classes):
+        self.n_classes = n_classes
+
+    def __call__(self, y_enc, sw):
+        return np.bincount(np.asarray(y_enc, dtype=np.intp), weights=sw,
+                           minlength=self.n_classes).astype(np.float64), None
+
+
+def baseline_statistics(loss):
+    """The per-partition statistics a loss's baseline needs (a function of
+    ``(y_enc, sw)``), or an error for a loss whose baseline or leaf values
+    need global order statistics (quantiles)."""
+    if isinstance(loss, SoftmaxLogLoss):
+        return _ClassCounts(loss.n_trees_per_iteration)
+    if isinstance(loss, (SquaredError, Poisson, BinaryLogLoss)):
+        return _mean_stats
+    raise ValueError(f"loss {getattr(loss, 'name', type(loss).__name__)!r} is not supported "
+                     "by distributed training (its baseline or leaf values are quantiles "
+                     "of all rows); use squared_error, poisson or log_loss.")
+
+
+def combine_baseline(loss, stats):
+    """The loss's baseline from per-partition statistics (partition order)."""
+    if isinstance(loss, SoftmaxLogLoss):
+        counts = np.zeros(loss.n_trees_per_iteration)
+        for c, _ in stats:
+            counts += c
+        return loss.baseline(np.arange(counts.size, dtype=np.float64), counts), counts
+    sums, total = None, 0.0
+    for s, w in stats:
+        sums = s.copy() if sums is None else sums + s
+        total += w
+    if total <= 0:
+        raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+    means = sums / total
+    return loss.baseline(means[:, None], None), means
+
+
+class DaskFit:
+    """One distributed fit of ``local`` (a configured local estimator)."""
+
+    def __init__(self, client, local, parts, row_counts, n_features, max_recoveries):
+        self.client = client
+        self.local = local
+        self.parts = parts
+        self.row_counts = row_counts
+        self.offsets = np.concatenate([[0], np.cumsum(row_counts)]).astype(np.int64)
+        self.n_samples = int(self.offsets[-1])
+        self.n_features = n_features
+        self.max_recoveries = max_recoveries
+        self.n_threads = effective_n_threads(local.n_jobs)
+        self.rounds = None
+        self.recoveries = []
+        # persist the partitions (futures keep them on the workers; Dask
+        # recomputes a lost one from its graph)
+        flat = client.compute([item for p in parts for item in p if item is not None])
+        flat = iter(flat)
+        self.futures = [tuple(next(flat) if item is not None else None for item in p)
+                        for p in parts]
+
+    # ---------------------------------------------------------------- setup
+    def _check_futures(self):
+        lost = [i for i, part in enumerate(self.futures)
+                if any(f is not None and f.status in ("lost", "cancelled")
+                       for f in part)]
+        if lost:
+            raise DataLost(f"training partitions {lost} were lost with their worker and "
+                           "cannot be recomputed (scattered in-memory data); build the "
+                           "collections from a graph (e.g. da.from_array, read_parquet) "
+                           "to survive a lost worker.")
+
+    def bin_mapper(self, seed):
+        """The thresholds a local fit learns: its row sample, fetched."""
+        est = self.local
+        if self.n_samples > BIN_SUBSAMPLE:
+            rng = np.random.RandomState(seed)
+            rows = np.sort(rng.choice(self.n_samples, BIN_SUBSAMPLE, replace=False))
+            by_part = split_by_partition(rows, self.offsets)
+        else:
+            by_part = {p: np.arange(n) for p, n in enumerate(self.row_counts)}
+        pieces = [self.client.submit(_worker.sample_rows, self.futures[p][0], rows, pure=False)
+                  for p, rows in by_part.items() if rows.size]
+        sample = np.concatenate(self.client.gather(pieces), axis=0).astype(X_DTYPE)
+        return BinMapper(est.max_bins, random_state=seed, n_threads=self.n_threads).fit(sample)
+
+    def setup(self, mapper, encode_y, check_y, loss):
+        """Bin and register every partition; return the baseline."""
+        self._check_futures()
+        fit_id = new_fit_id()
+        stats_fn = baseline_statistics(loss)
+        arrays = (mapper.to_arrays()["bin_thresholds"], mapper.to_arrays()["bin_offsets"])
+        futures = [self.client.submit(
+            _worker.init_partition, fit_id, i, x, y, w, arrays, mapper.max_bins, encode_y,
+            check_y, stats_fn, self.n_threads, pure=False)
+            for i, (x, y, w) in enumerate(self.futures)]
+        self.rounds = Rounds(self.client, fit_id, {})
+        try:
+            results = self.client.gather(futures)
+        except Exception as exc:
+            self.drop()
+            if isinstance(exc, ValueError):
+                raise
+            self._check_futures()
+            raise
+        placement = {}
+        for i, (addr, _, _) in enumerate(results):
+            placement.setdefault(addr, []).append(i)
+        self.rounds = Rounds(self.client, fit_id, placement)
+        return [stats for _, _, stats in results]
+
+    def register(self, baseline, mapper):
+        params = {"n_bins_non_missing": mapper.n_bins_non_missing_,
+                  "missing_bin": mapper.missing_values_bin_idx_}
+        self.rounds.run(_worker.set_baseline, baseline, params, self.n_threads)
+
+    def drop(self):
+        if self.rounds is not None:
+            try:
+                self.client.run(_worker.drop_fit, self.rounds.fit_id)
+            except Exception:  # a worker that is gone holds nothing
+                pass
+
+
+def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given):
+    """Fit ``est`` (the local estimator) on the workers; returns it fitted."""
+    objects, before, after = check_callbacks(est.callbacks)
+    if before or after:
+        raise ValueError("dartboost.dask supports callback objects (e.g. CheckpointCallback), "
+                         "not LightGBM-style callables.")
+    checkpoint = next((cb for cb in objects if hasattr(cb, "store") and hasattr(cb, "name")),
+                      None)
+    seed = est._seed
+    mapper = fit.bin_mapper(seed)
+    K = loss.n_trees_per_iteration
+    est.n_trees_per_iteration_ = K
+    for cb in objects:
+        if hasattr(cb, "on_fit_begin"):
+            cb.on_fit_begin(est)
+    start_state = None
+    while True:
+        try:
+            stats = fit.setup(mapper, encode_y, check_y, loss)
+            baseline, _ = combine_baseline(loss, stats)
+            if start_state is None:
+                est.booster_ = Booster(mapper, baseline)
+            else:
+                est._set_state(*start_state)
+                est.n_trees_per_iteration_ = K
+            fit.register(est.booster_.baseline, est.booster_.bin_mapper)
+            booster = est.booster_
+            if booster.n_trees:
+                fit.rounds.run(_worker.add_trees, booster.trees, booster.weights, K,
+                               est.boosting == "dart")
+            _iterations(fit, est, loss, objects, sample_weight_given)
+            break
+        except WorkerLost as exc:
+            fit.drop()
+            if len(fit.recoveries) >= fit.max_recoveries:
+                raise RuntimeError(f"dartboost.dask: gave up after {len(fit.recoveries)} "
+                                   f"recoveries from lost workers; last: {exc}") from exc
+            start_state = _resume_state(checkpoint)
+            n_from = 0 if start_state is None else start_state[0]["n_iter"]
+            fit.recoveries.append({"error": str(exc), "resumed_at_iteration": n_from})
+            fit._check_futures()
+        finally:
+            fit.drop()
+    for cb in objects:
+        if hasattr(cb, "on_fit_end"):
+            cb.on_fit_end(est)
+    est.booster_.compact()
+    return est
+
+
+def _resume_state(checkpoint):
+    """``(header, arrays)`` of the newest intact checkpoint, or None.
+
+    Read through the callback's store object (``versions``/``get_state``)
+    rather than by importing ``dartboost.store``: the core never imports the
+    store. A version that does not read back is skipped with a warning, as
+    ``resume_fit`` does.
+    """
+    if checkpoint is None:
+        return None
+    import warnings
+    store, name = checkpoint.store, checkpoint.name
+    try:
+        versions = store.versions(name)
+    except KeyError:  # the store's ObjectNotFoundError: no checkpoint yet
+        return None
+    for version in reversed(versions):
+        try:
+            header, arrays = store.get_state(name, version)
+        except Exception as exc:
+            # a damaged version raises the store's or the format's errors;
+            # anything else is a bug and propagates
+            if not (type(exc).__module__.startswith("dartboost.store")
+                    or isinstance(exc, FormatError)):
+                raise
+            warnings.warn(f"checkpoint {name!r} v{version} is damaged and was skipped: {exc}",
+                          RuntimeWarning, stacklevel=2)
+            continue
+        return header["state"], arrays
+    return None
+
+
+def _iterations(fit, est, loss, objects, sample_weight_given):
+    booster = est.booster_
+    mapper = booster.bin_mapper
+    K = loss.n_trees_per_iteration
+    dart = est.boosting == "dart"
+    policy = est._dart_policy() if dart else None
+    hessians_constant = loss.unit_hessians and not sample_weight_given
+    est.n_iter_ = booster.num_iterations()
+    for t in range(booster.num_iterations(), est.n_estimators):
+        rng = np.random.default_rng([est._seed, t])
+        weights = booster.weights
+        if dart:
+            dropped = policy.select_dropped(weights, rng)
+            new_weight, scale = policy.normalize(dropped.size)
+        else:
+            dropped, new_weight, scale = np.empty(0, dtype=np.int64), est.learning_rate, 1.0
+        fit.rounds.run(_worker.begin_iteration, loss, weights, dropped, new_weight, scale)
+        rows_by_part = None
+        if est.subsample < 1.0:
+            n_sub = max(1, int(round(est.subsample * fit.n_samples)))
+            rows = np.sort(rng.choice(fit.n_samples, n_sub, replace=False))
+            rows_by_part = split_by_partition(rows, fit.offsets)
+        feature_mask = None
+        if est.colsample_bytree < 1.0:
+            n_feat = max(1, int(round(est.colsample_bytree * fit.n_features)))
+            feature_mask = np.zeros(fit.n_features, dtype=np.uint8)
+            feature_mask[rng.choice(fit.n_features, n_feat, replace=False)] = 1
+        trees = []
+        for k in range(K):
+            roots = fit.rounds.by_partition(
+                _worker.begin_tree, k, feature_mask, hessians_constant,
+                per_worker=lambda idx: (None if rows_by_part is None
+                                        else {i: rows_by_part[i] for i in idx},))
+            grower = DistributedTreeGrower(
+                fit.rounds, roots, fit.n_features, mapper.n_bins_non_missing_,
+                mapper.missing_values_bin_idx_, feature_mask=feature_mask,
+                max_leaf_nodes=est.max_leaf_nodes, max_depth=est.max_depth,
+                min_samples_leaf=est.min_samples_leaf, min_child_weight=est.min_child_weight,
+                min_split_gain=est.min_split_gain, l2_regularization=est.l2_regularization,
+                colsample_bynode=est.colsample_bynode, rng=rng, n_threads=fit.n_threads,
+                bin_thresholds=mapper.bin_thresholds_, hessians_are_constant=hessians_constant)
+            nodes, _ = grower.grow()
+            trees.append(nodes)
+        fit.rounds.run(_worker.end_iteration, trees, t * K, new_weight, dart)
+        booster.append_iteration(trees, dropped, scale, new_weight)
+        est.n_iter_ = t + 1
+        est.best_iteration_ = est.n_iter_
+        for cb in objects:
+            if hasattr(cb, "on_iteration_end"):
+                cb.on_iteration_end(est, t, {})

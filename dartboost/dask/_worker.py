@@ -1,0 +1,230 @@
+"""What a Dask worker keeps and does for one distributed fit.
+
+Each training partition becomes a :class:`PartitionState` in this process's
+registry, keyed by ``(fit_id, partition_index)``: its binned rows, targets,
+weights, raw scores (a :class:`~dartboost._scores.ScoreKeeper`, so DART's
+drops are gathers of cached leaf ids as in a local fit) and, while a tree
+grows, a local :class:`~dartboost._grower.TreeGrower` whose row-reading steps
+(root sums, node histograms, row partition) the client calls remotely. The
+raw partition is read once, at :func:`init_partitions`; nothing but
+histograms, sums and counts go back to the client.
+
+Every function here is a task the client pins to the worker that holds the
+states (one task per worker per round, covering all its partitions); results
+are per partition, so the client sums them in partition order whatever the
+placement.
+"""
+import threading
+
+import numpy as np
+
+from .._binning import BinMapper
+from .._common import HISTOGRAM_DTYPE, X_DTYPE
+from .._dart import DartScheme
+from .._grower import GrowerBuffers, TreeGrower, _Node
+from .._scores import CacheBudget, LEAF_CACHE_BYTES, ScoreKeeper
+
+_STATES = {}
+_LOCK = threading.Lock()
+
+
+class _BroadcastDrops:
+    """A DART policy that replays the client's decision (drops and weights
+    are drawn once, on the client, and sent to every worker)."""
+
+    def __init__(self, dropped, new_weight, scale):
+        self.dropped = np.asarray(dropped, dtype=np.int64)
+        self.new_weight = new_weight
+        self.scale = scale
+
+    def select_dropped(self, weights, rng):
+        return self.dropped
+
+    def normalize(self, n_dropped):
+        return self.new_weight, self.scale
+
+
+class PartitionState:
+    """One training partition on its worker."""
+
+    def __init__(self, X_binned, y, sample_weight, baseline, missing_bin, grower_params,
+                 n_threads):
+        self.X_binned = X_binned
+        self.y = y
+        self.sample_weight = sample_weight
+        n = X_binned.shape[0]
+        self.keeper = ScoreKeeper(X_binned, np.tile(baseline[:, None], n), missing_bin,
+                                  CacheBudget(LEAF_CACHE_BYTES), n_threads)
+        self.buffers = GrowerBuffers(n)
+        K = baseline.shape[0]
+        self.gradients = np.empty((K, n), dtype=np.float32)
+        self.hessians = np.empty((K, n), dtype=np.float32)
+        self.grower_params = grower_params
+        self.n_threads = n_threads
+        self.grower = None
+        self.nodes = {}
+        self.scheme = None
+
+
+def _get(fit_id, index):
+    try:
+        return _STATES[(fit_id, index)]
+    except KeyError:
+        raise RuntimeError(f"dartboost.dask: no state of fit {fit_id} partition {index} on "
+                           "this worker (was it restarted?)") from None
+
+
+def check_partition(X, y, sample_weight, index, check_y):
+    """Validate one partition; ``(n_rows, n_features)``."""
+    X = np.asarray(X, dtype=X_DTYPE)
+    if X.ndim != 2:
+        raise ValueError(f"partition {index} of X is {X.ndim}-D; expected 2-D.")
+    if X.shape[0] == 0:
+        raise ValueError(f"partition {index} of X is empty; repartition so that every "
+                         "partition has rows.")
+    if np.isinf(X).any():
+        raise ValueError(f"partition {index} of X contains infinity (NaN marks missing).")
+    if np.shape(y)[0] != X.shape[0]:
+        raise ValueError(f"partition {index}: X has {X.shape[0]} rows, y has "
+                         f"{np.shape(y)[0]}; X and y must be partitioned alike.")
+    if sample_weight is not None and np.shape(sample_weight)[0] != X.shape[0]:
+        raise ValueError(f"partition {index}: X has {X.shape[0]} rows, sample_weight has "
+                         f"{np.shape(sample_weight)[0]}; they must be partitioned alike.")
+    check_y(y)
+    return X
+
+
+def sample_rows(X, rows):
+    """The rows ``rows`` of a partition (the binning sample)."""
+    return np.asarray(X, dtype=X_DTYPE)[rows]
+
+
+def class_labels(y):
+    return np.unique(np.asarray(y))
+
+
+def init_partition(fit_id, index, X, y, sample_weight, mapper_arrays, max_bins, encode_y,
+                   check_y, baseline_stats, n_threads):
+    """Validate, bin and register one partition (it runs where Dask put the
+    partition); return ``(worker_address, n_rows, baseline statistics)``."""
+    from ._distributed import worker_address
+    X = check_partition(X, y, sample_weight, index, check_y)
+    y_enc = encode_y(y)
+    sw = None
+    if sample_weight is not None:
+        sw = np.ascontiguousarray(sample_weight, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(sw)) or np.any(sw < 0):
+            raise ValueError(f"partition {index}: sample_weight must be finite and "
+                             "non-negative.")
+    mapper = BinMapper.from_arrays(max_bins, *mapper_arrays, n_threads=n_threads)
+    binned = mapper.transform(X)
+    with _LOCK:  # completed by set_baseline once the client knows the baseline
+        _STATES[(fit_id, index)] = (binned, y_enc, sw, mapper.missing_values_bin_idx_)
+    return worker_address(), X.shape[0], baseline_stats(y_enc, sw)
+
+
+def set_baseline(fit_id, indices, baseline, grower_params, n_threads):
+    for index in indices:
+        binned, y_enc, sw, missing = _get(fit_id, index)
+        _STATES[(fit_id, index)] = PartitionState(binned, y_enc, sw, baseline, missing,
+                                                  grower_params, n_threads)
+
+
+def add_trees(fit_id, indices, trees, weights, K, cache):
+    """Register existing trees (a resumed fit) and add them to the scores."""
+    for index in indices:
+        st = _get(fit_id, index)
+        for j, nodes in enumerate(trees):
+            st.keeper.register_tree(nodes, cache=cache)
+            st.keeper.add_contribution(j, weights[j // K], st.keeper.raw[j % K])
+
+
+def begin_iteration(fit_id, indices, loss, weights, dropped, new_weight, scale):
+    """DART's removal of the dropped trees, then gradients of every partition."""
+    for index in indices:
+        st = _get(fit_id, index)
+        if len(dropped):
+            st.scheme = DartScheme(_BroadcastDrops(dropped, new_weight, scale),
+                                   st.keeper.raw.shape[0])
+            st.scheme.begin_iteration(weights, None, [st.keeper])
+        else:
+            st.scheme = None
+        loss.prepare(st.y, st.keeper.raw, st.sample_weight)
+        loss.gradients(st.y, st.keeper.raw, st.sample_weight, st.n_threads, st.gradients,
+                       st.hessians)
+
+
+def begin_tree(fit_id, indices, sample_rows_by_part, k, feature_mask, hessians_constant):
+    """Start tree ``k`` of the iteration; per partition ``(n, sum_g, sum_h)``."""
+    out = []
+    for index in indices:
+        st = _get(fit_id, index)
+        rows = None if sample_rows_by_part is None else sample_rows_by_part[index]
+        st.grower = TreeGrower(
+            st.X_binned, st.gradients[k], st.hessians[k],
+            st.grower_params["n_bins_non_missing"], st.grower_params["missing_bin"],
+            sample_indices=rows, feature_mask=feature_mask, n_threads=st.n_threads,
+            buffers=st.buffers, hessians_are_constant=hessians_constant)
+        n, sum_g, sum_h = st.grower._root_sums()
+        st.nodes = {0: _Node(0, 0, n, 0, 0.0, 0.0, 0.0)}
+        st.next_node = 1
+        out.append((n, sum_g, sum_h))
+    return out
+
+
+def histograms(fit_id, indices, splits, node_idx):
+    """Apply the client's pending ``splits`` (in order), then return each
+    partition's histogram of node ``node_idx`` and its left counts."""
+    hists, counts = [], []
+    for index in indices:
+        st = _get(fit_id, index)
+        grower, nodes = st.grower, st.nodes
+        part_counts = []
+        for parent, feature, bin_idx, missing_left in splits:
+            # the grower numbers the two children of each split next, in order
+            left_idx, right_idx = st.next_node, st.next_node + 1
+            st.next_node += 2
+            node = nodes.pop(parent)
+            # the partition's left count; the client checks their sum
+            n_left = grower._partition_rows(node, feature, bin_idx, missing_left)
+            nodes[left_idx] = _Node(left_idx, node.start, node.start + n_left, 0, 0, 0, 0)
+            nodes[right_idx] = _Node(right_idx, node.start + n_left, node.stop, 0, 0, 0, 0)
+            part_counts.append(n_left)
+        counts.append(part_counts)
+        node = nodes[node_idx]
+        if node.n_samples == 0:
+            # none of this partition's rows reached the node (the kernel
+            # writes nothing for zero rows)
+            hists.append(np.zeros((grower.n_features, grower.n_bins), dtype=HISTOGRAM_DTYPE))
+            continue
+        hist = grower._build_hist(node)
+        out = hist.copy()
+        out[grower.feature_mask == 0] = 0  # the kernel leaves masked-out features unset
+        hists.append(out)
+        grower.buffers.give_histogram(hist)
+    return np.stack(hists), counts
+
+
+def end_iteration(fit_id, indices, trees, first_tree, new_weight, cache):
+    """Add the iteration's trees to the scores; put DART's dropped trees back."""
+    for index in indices:
+        st = _get(fit_id, index)
+        st.grower, st.nodes = None, {}
+        if st.scheme is not None:
+            st.scheme.end_iteration([st.keeper])
+            st.scheme = None
+        for k, nodes in enumerate(trees):
+            st.keeper.register_tree(nodes, cache=cache)
+            st.keeper.add_contribution(first_tree + k, new_weight, st.keeper.raw[k])
+
+
+def drop_fit(fit_id):
+    """Forget every state of ``fit_id`` in this process."""
+    with _LOCK:
+        for key in [key for key in _STATES if key[0] == fit_id]:
+            del _STATES[key]
+    return True
+
+
+def n_states(fit_id=None):
+    return sum(1 for key in _STATES if fit_id is None or key[0] == fit_id)

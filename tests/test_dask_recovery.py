@@ -1,0 +1,49 @@
+"""A worker lost mid-fit: resume from the coded checkpoint (dartboost.dask)."""
+import os
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+from dartboost import DartRegressor  # noqa: E402
+from dartboost.dask import DaskDartRegressor  # noqa: E402
+from dartboost.store import CheckpointCallback, ModelStore  # noqa: E402
+
+PARAMS = dict(boosting="dart", n_estimators=6, max_leaf_nodes=6, random_state=0,
+              early_stopping=False, skip_drop=0.0, drop_rate=0.3)
+
+
+class KillAt:
+    """Callback that kills one worker process at the end of iteration ``at``."""
+
+    def __init__(self, client, at):
+        self.client, self.at, self.done = client, at, False
+
+    def on_iteration_end(self, est, t, logs=None):
+        if t == self.at and not self.done:
+            self.done = True
+            victim = sorted(self.client.nthreads())[0]
+            self.kill = self.client.submit(os._exit, 1, workers=[victim], pure=False)
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(900, 4))
+    y = X[:, 0] + np.sin(X[:, 1]) + rng.normal(size=900) * 0.1
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        # k + r = 3 + 2 shards, each in its own folder of the shared location
+        store = ModelStore([str(tmp_path / f"shard{i}") for i in range(5)], k=3, r=2)
+        cb = CheckpointCallback(store, "run", every=2)
+        est = DaskDartRegressor(**PARAMS, callbacks=[cb, KillAt(client, 3)])
+        est.fit(da.from_array(X, chunks=(300, 4)), da.from_array(y, chunks=300))
+        assert len(est.recoveries_) == 1
+        assert est.recoveries_[0]["resumed_at_iteration"] == 4
+    local = DartRegressor(**PARAMS).fit(X, y)
+    np.testing.assert_allclose(est.predict(X), local.predict(X), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(est.booster_.nodes["feature_idx"],
+                                  local.booster_.nodes["feature_idx"])
