@@ -199,7 +199,8 @@ class BinMapper:
     def from_arrays(cls, max_bins, bin_thresholds, bin_offsets, n_threads=1,
                     is_categorical=None):
         """Rebuild a fitted mapper from :meth:`to_arrays` output."""
-        mapper = cls(max_bins=max_bins, n_threads=n_threads, is_categorical=is_categorical)
+        mapper = cls(max_bins=max_bins, n_threads=n_threads)
+        mapper.is_categorical = is_categorical
         bin_offsets = np.asarray(bin_offsets, dtype=np.int64)
         bin_thresholds = np.asarray(bin_thresholds, dtype=X_DTYPE)
         mapper.bin_thresholds_ = [

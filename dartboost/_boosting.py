@@ -369,8 +369,9 @@ class BaseBoosting(BaseEstimator, ABC):
                              "least 2 training samples are required.")
 
         if not warm:
-            mapper = BinMapper(self.max_bins, random_state=self._seed, n_threads=n_threads,
-                               is_categorical=self.is_categorical_).fit(X_train)
+            mapper = BinMapper(self.max_bins, random_state=self._seed, n_threads=n_threads)
+            mapper.is_categorical = self.is_categorical_
+            mapper.fit(X_train)
             self.booster_ = Booster(mapper, self._baseline(loss, y_train, sw_train))
             self.n_trees_per_iteration_ = loss.n_trees_per_iteration
             self.train_score_ = []
