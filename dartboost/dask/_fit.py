@@ -162,6 +162,7 @@ class DaskFit:
 
     def drop(self):
         if self.rounds is not None:
+            self.rounds.close()
             try:
                 self.client.run(_worker.drop_fit, self.rounds.fit_id)
             except Exception:  # a worker that is gone holds nothing

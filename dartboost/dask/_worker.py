@@ -66,6 +66,14 @@ class PartitionState:
         self.scheme = None
 
 
+class FitActor:
+    """The worker's end of the client's rounds (a Dask actor, one per worker
+    and fit): runs one of this module's functions on the states it names."""
+
+    def call(self, fn, fit_id, indices, *args):
+        return fn(fit_id, indices, *args)
+
+
 def _get(fit_id, index):
     try:
         return _STATES[(fit_id, index)]
