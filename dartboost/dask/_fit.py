@@ -107,9 +107,11 @@ class DaskFit:
 
     # ---------------------------------------------------------------- setup
     def _check_futures(self):
+        # a partition lost with its worker is "lost" while the scheduler
+        # recomputes it from its graph; one that cannot be recomputed (its
+        # scattered input is gone) is cancelled
         lost = [i for i, part in enumerate(self.futures)
-                if any(f is not None and f.status in ("lost", "cancelled")
-                       for f in part)]
+                if any(f is not None and f.status == "cancelled" for f in part)]
         if lost:
             raise DataLost(f"training partitions {lost} were lost with their worker and "
                            "cannot be recomputed (scattered in-memory data); build the "

@@ -175,41 +175,41 @@ def begin_tree(fit_id, indices, sample_rows_by_part, k, feature_mask, hessians_c
             buffers=st.buffers, hessians_are_constant=hessians_constant)
         n, sum_g, sum_h = st.grower._root_sums()
         st.nodes = {0: _Node(0, 0, n, 0, 0.0, 0.0, 0.0)}
-        st.next_node = 1
         out.append((n, sum_g, sum_h))
     return out
 
 
-def histograms(fit_id, indices, splits, node_idx):
-    """Apply the client's pending ``splits`` (in order), then return each
-    partition's histogram of node ``node_idx`` and its left counts."""
+def histograms(fit_id, indices, splits, node_keys):
+    """Apply the client's pending ``splits`` (in order; each names its
+    parent's key and its children's keys), then return each partition's
+    histograms of the nodes ``node_keys`` and its left counts."""
     hists, counts = [], []
     for index in indices:
         st = _get(fit_id, index)
         grower, nodes = st.grower, st.nodes
         part_counts = []
-        for parent, feature, bin_idx, missing_left in splits:
-            # the grower numbers the two children of each split next, in order
-            left_idx, right_idx = st.next_node, st.next_node + 1
-            st.next_node += 2
+        for parent, feature, bin_idx, missing_left, left_key, right_key in splits:
             node = nodes.pop(parent)
             # the partition's left count; the client checks their sum
             n_left = grower._partition_rows(node, feature, bin_idx, missing_left)
-            nodes[left_idx] = _Node(left_idx, node.start, node.start + n_left, 0, 0, 0, 0)
-            nodes[right_idx] = _Node(right_idx, node.start + n_left, node.stop, 0, 0, 0, 0)
+            nodes[left_key] = _Node(left_key, node.start, node.start + n_left, 0, 0, 0, 0)
+            nodes[right_key] = _Node(right_key, node.start + n_left, node.stop, 0, 0, 0, 0)
             part_counts.append(n_left)
         counts.append(part_counts)
-        node = nodes[node_idx]
-        if node.n_samples == 0:
-            # none of this partition's rows reached the node (the kernel
-            # writes nothing for zero rows)
-            hists.append(np.zeros((grower.n_features, grower.n_bins), dtype=HISTOGRAM_DTYPE))
-            continue
-        hist = grower._build_hist(node)
-        out = hist.copy()
-        out[grower.feature_mask == 0] = 0  # the kernel leaves masked-out features unset
-        hists.append(out)
-        grower.buffers.give_histogram(hist)
+        part_hists = np.empty((len(node_keys), grower.n_features, grower.n_bins),
+                              dtype=HISTOGRAM_DTYPE)
+        for j, key in enumerate(node_keys):
+            node = nodes[key]
+            if node.n_samples == 0:
+                # none of this partition's rows reached the node (the kernel
+                # writes nothing for zero rows)
+                part_hists[j] = np.zeros((), dtype=HISTOGRAM_DTYPE)
+                continue
+            hist = grower._build_hist(node)
+            part_hists[j] = hist
+            part_hists[j][grower.feature_mask == 0] = 0  # the kernel leaves them unset
+            grower.buffers.give_histogram(hist)
+        hists.append(part_hists)
     return np.stack(hists), counts
 
 
