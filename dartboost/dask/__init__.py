@@ -8,6 +8,6 @@ same data and seed, and a fit survives a lost worker by resuming from its
 coded checkpoint. See ``docs/dask.md``.
 """
 from ._distributed import DataLost
-from ._estimators import DaskDartClassifier, DaskDartRegressor
+from ._estimators import DaskDartClassifier, DaskDartRanker, DaskDartRegressor
 
-__all__ = ["DaskDartClassifier", "DaskDartRegressor", "DataLost"]
+__all__ = ["DaskDartClassifier", "DaskDartRanker", "DaskDartRegressor", "DataLost"]

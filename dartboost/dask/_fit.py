@@ -27,6 +27,7 @@ from .._booster import Booster
 from .._common import X_DTYPE, effective_n_threads
 from .._model_format import FormatError
 from .._losses import BinaryLogLoss, Poisson, SoftmaxLogLoss, SquaredError
+from .._ranking_loss import LambdaRankLoss
 from ..callbacks import check_callbacks
 from . import _worker
 from ._distributed import DataLost, Rounds, WorkerLost, new_fit_id, split_by_partition
@@ -61,6 +62,8 @@ def baseline_statistics(loss):
         return _ClassCounts(loss.n_trees_per_iteration)
     if isinstance(loss, (SquaredError, Poisson, BinaryLogLoss)):
         return _mean_stats
+    if isinstance(loss, LambdaRankLoss):
+        return _worker.ranking_stats
     raise ValueError(f"loss {getattr(loss, 'name', type(loss).__name__)!r} is not supported "
                      "by distributed training (its baseline or leaf values are quantiles "
                      "of all rows); use squared_error, poisson or log_loss.")
@@ -68,6 +71,11 @@ def baseline_statistics(loss):
 
 def combine_baseline(loss, stats):
     """The loss's baseline from per-partition statistics (partition order)."""
+    if isinstance(loss, LambdaRankLoss):
+        if not any(stats):
+            raise ValueError("No query has documents with different relevance grades: there "
+                             "is no pair to rank, so nothing to learn.")
+        return loss.baseline(None, None), None
     if isinstance(loss, SoftmaxLogLoss):
         counts = np.zeros(loss.n_trees_per_iteration)
         for c, _ in stats:
@@ -139,9 +147,9 @@ class DaskFit:
         stats_fn = baseline_statistics(loss)
         arrays = (mapper.to_arrays()["bin_thresholds"], mapper.to_arrays()["bin_offsets"])
         futures = [self.client.submit(
-            _worker.init_partition, fit_id, i, x, y, w, arrays, mapper.max_bins, encode_y,
+            _worker.init_partition, fit_id, i, x, y, w, q, arrays, mapper.max_bins, encode_y,
             check_y, stats_fn, self.n_threads, pure=False)
-            for i, (x, y, w) in enumerate(self.futures)]
+            for i, (x, y, w, q) in enumerate(self.futures)]
         self.rounds = Rounds(self.client, fit_id, {})
         try:
             results = self.client.gather(futures)

@@ -107,17 +107,39 @@ def sample_rows(X, rows):
     return np.asarray(X, dtype=X_DTYPE)[rows]
 
 
+def ranking_target(make_target, kind, y, query, sample_weight):
+    """A ranker's per-partition target (its queries lie within it)."""
+    structure = (query, None) if kind == "group" else (None, query)
+    return make_target(y, structure, sample_weight)
+
+
+def ranking_stats(y_enc, sw):
+    """Whether the partition has a pair to order (a baseline needs nothing
+    else: NDCG ignores a constant shift)."""
+    lo = np.minimum.reduceat(y_enc.labels, y_enc.offsets[:-1])
+    hi = np.maximum.reduceat(y_enc.labels, y_enc.offsets[:-1])
+    return bool(np.any(hi > lo))
+
+
 def class_labels(y):
     return np.unique(np.asarray(y))
 
 
-def init_partition(fit_id, index, X, y, sample_weight, mapper_arrays, max_bins, encode_y,
-                   check_y, baseline_stats, n_threads):
+def init_partition(fit_id, index, X, y, sample_weight, query, mapper_arrays, max_bins,
+                   encode_y, check_y, baseline_stats, n_threads):
     """Validate, bin and register one partition (it runs where Dask put the
-    partition); return ``(worker_address, n_rows, baseline statistics)``."""
+    partition); return ``(worker_address, n_rows, baseline statistics)``.
+    ``query`` (a ranker's group sizes or qids of the partition) goes to
+    ``encode_y`` with the targets."""
     from ._distributed import worker_address
     X = check_partition(X, y, sample_weight, index, check_y)
-    y_enc = encode_y(y)
+    if query is None:
+        y_enc = encode_y(y)
+    else:
+        try:
+            y_enc = encode_y(y, query, sample_weight)
+        except ValueError as exc:
+            raise ValueError(f"partition {index}: {exc}") from None
     sw = None
     if sample_weight is not None:
         sw = np.ascontiguousarray(sample_weight, dtype=np.float64).reshape(-1)
