@@ -156,3 +156,20 @@ def test_speculative_splits_fewer_requests_same_trees(client, monkeypatch, param
     _assert_same_model(fits[0], local)
     _assert_same_model(fits[3], local)
     assert requests[3] < 0.8 * requests[0], requests
+
+
+def test_dataframe_input_equals_local(client):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")  # needs pyarrow
+    X, y = _data(1200, seed=5)
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    ddf = dd.from_pandas(df, npartitions=3)
+    dy = dd.from_pandas(pd.Series(y, name="y"), npartitions=3)
+    dist = DaskDartRegressor(**PARAMS).fit(ddf, dy)
+    local = DartRegressor(**PARAMS).fit(df, y)
+    _assert_same_model(dist, local)
+    np.testing.assert_array_equal(dist.feature_names_in_, ["a", "b", "c", "d"])
+    pred = dist.predict(ddf)
+    np.testing.assert_allclose(pred.compute(), local.predict(df), rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="partitioned differently"):
+        dist.fit(ddf, dd.from_pandas(pd.Series(y), npartitions=2))

@@ -136,10 +136,11 @@ def check_queries(client, kind, q_futures, row_counts):
 
 
 def as_blocks(X):
-    """A dask array of X with one block per row partition (for prediction)."""
-    X, _ = as_dask_array(X, "X") if _is_dataframe(X) else (X, None)
+    """``(dask array of X with one block per row partition, a dataframe's
+    column names or None)`` (for prediction)."""
+    X, names = as_dask_array(X, "X") if _is_dataframe(X) else (X, None)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D, got {X.ndim}-D.")
     if len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})
-    return X
+    return X, names

@@ -126,12 +126,12 @@ class _DaskMixin:
         from dask.base import is_dask_collection
         if not is_dask_collection(X):
             return getattr(self._local, method)(X)
-        blocks = _data.as_blocks(X)
+        blocks, names = _data.as_blocks(X)
         model = self.to_local()
         if n_columns is None:
-            return blocks.map_blocks(_predict_block, model, method, drop_axis=1,
+            return blocks.map_blocks(_predict_block, model, method, names, drop_axis=1,
                                      dtype=self._output_dtype(method))
-        return blocks.map_blocks(_predict_block, model, method, dtype=np.float64,
+        return blocks.map_blocks(_predict_block, model, method, names, dtype=np.float64,
                                  chunks=(blocks.chunks[0], (n_columns,)))
 
     def _output_dtype(self, method):
@@ -143,7 +143,10 @@ class _DaskMixin:
         return self._blockwise(X, "predict", None)
 
 
-def _predict_block(block, model, method):
+def _predict_block(block, model, method, names):
+    if names is not None:  # a dataframe's partition: its columns, by name
+        import pandas as pd
+        block = pd.DataFrame(block, columns=names, copy=False)
     return getattr(model, method)(block)
 
 
