@@ -114,12 +114,20 @@ class DaskFit:
                         for p in parts]
 
     # ---------------------------------------------------------------- setup
-    def _check_futures(self):
+    def _check_futures(self, wait=0.0):
+        """Raise :class:`DataLost` if a partition can no longer be computed;
+        ``wait``: seconds to let the client learn of a cancellation."""
+        import time
         # a partition lost with its worker is "lost" while the scheduler
         # recomputes it from its graph; one that cannot be recomputed (its
         # scattered input is gone) is cancelled
-        lost = [i for i, part in enumerate(self.futures)
-                if any(f is not None and f.status == "cancelled" for f in part)]
+        deadline = time.monotonic() + wait
+        while True:
+            lost = [i for i, part in enumerate(self.futures)
+                    if any(f is not None and f.status == "cancelled" for f in part)]
+            if lost or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         if lost:
             raise DataLost(f"training partitions {lost} were lost with their worker and "
                            "cannot be recomputed (scattered in-memory data); build the "
@@ -158,6 +166,11 @@ class DaskFit:
             if isinstance(exc, ValueError):
                 raise
             self._check_futures()
+            from distributed.client import FutureCancelledError
+            if isinstance(exc, FutureCancelledError):
+                # a partition's input was cancelled before its future's
+                # status said so: the same lost, scattered data
+                self._check_futures(wait=2.0)
             raise
         placement = {}
         for i, (addr, _, _) in enumerate(results):
