@@ -124,3 +124,52 @@ def test_bad_input(client):
         est.fit(da.from_array(bad, chunks=(300, 4)), da.from_array(y, chunks=300))
     from dartboost.dask import _worker
     assert sum(client.run(_worker.n_states).values()) == 0
+
+
+@pytest.mark.parametrize("params", [
+    dict(max_leaf_nodes=31, boosting="dart", drop_rate=0.3, skip_drop=0.0),
+    dict(max_leaf_nodes=20, max_depth=3, min_samples_leaf=40, colsample_bynode=0.5),
+])
+def test_speculative_splits_fewer_requests_same_trees(client, monkeypatch, params):
+    # histogram requests carry the queued nodes' splits ahead of time: fewer
+    # round trips, the same trees as one request per histogram and as local
+    from dartboost.dask import _grower, _worker
+    X, y = _data(1500, seed=4)
+    dX, dy = da.from_array(X, chunks=(400, 4)), da.from_array(y, chunks=400)
+    params = dict(PARAMS, **params)
+    requests = {}
+    calls = []
+    real = _worker.histograms
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_grower, "histograms", counting)
+    fits = {}
+    for ahead in (0, 3):
+        monkeypatch.setattr(_grower, "SPECULATIVE_SPLITS", ahead)
+        calls.clear()
+        fits[ahead] = DaskDartRegressor(**params).fit(dX, dy)
+        requests[ahead] = len(calls)  # one call per worker per request
+    local = DartRegressor(**params).fit(X, y)
+    _assert_same_model(fits[0], local)
+    _assert_same_model(fits[3], local)
+    assert requests[3] < 0.8 * requests[0], requests
+
+
+def test_dataframe_input_equals_local(client):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")  # needs pyarrow
+    X, y = _data(1200, seed=5)
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    ddf = dd.from_pandas(df, npartitions=3)
+    dy = dd.from_pandas(pd.Series(y, name="y"), npartitions=3)
+    dist = DaskDartRegressor(**PARAMS).fit(ddf, dy)
+    local = DartRegressor(**PARAMS).fit(df, y)
+    _assert_same_model(dist, local)
+    np.testing.assert_array_equal(dist.feature_names_in_, ["a", "b", "c", "d"])
+    pred = dist.predict(ddf)
+    np.testing.assert_allclose(pred.compute(), local.predict(df), rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="partitioned differently"):
+        dist.fit(ddf, dd.from_pandas(pd.Series(y), npartitions=2))

@@ -47,3 +47,29 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
     np.testing.assert_allclose(est.predict(X), local.predict(X), rtol=0, atol=1e-9)
     np.testing.assert_array_equal(est.booster_.nodes["feature_idx"],
                                   local.booster_.nodes["feature_idx"])
+
+
+@pytest.mark.slow
+def test_scattered_data_lost_with_its_worker_is_a_clear_error():
+    # in-memory partitions scattered to the workers have no graph to recompute
+    # them from: DataLost, and nothing of the fit is left on the workers
+    import dask
+    from dartboost.dask import DataLost, _worker
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(900, 4))
+    y = X[:, 0] + rng.normal(size=900) * 0.1
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        workers = sorted(client.nthreads())
+        xs, ys = [], []
+        for i in range(3):
+            rows = slice(300 * i, 300 * (i + 1))
+            fx, fy = client.scatter([X[rows], y[rows]], workers=[workers[i % 2]])
+            xs.append(da.from_delayed(dask.delayed(fx), shape=(300, 4), dtype=float))
+            ys.append(da.from_delayed(dask.delayed(fy), shape=(300,), dtype=float))
+        est = DaskDartRegressor(**PARAMS, callbacks=[KillAt(client, 2)])
+        with pytest.raises(DataLost, match="cannot be recomputed"):
+            est.fit(da.concatenate(xs), da.concatenate(ys))
+        client.wait_for_workers(2, timeout=30)  # the nanny restarts the killed one
+        assert sum(client.run(_worker.n_states).values()) == 0

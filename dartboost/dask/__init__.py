@@ -5,9 +5,10 @@ bin them with globally agreed thresholds, build histograms of their rows and
 keep their rows' scores; the client sums the histograms, decides every split
 and runs the DART scheme once. The model equals a single-machine fit on the
 same data and seed, and a fit survives a lost worker by resuming from its
-coded checkpoint. See ``docs/dask.md``.
+coded checkpoint. Regressor, classifier and ranker (queries within one
+partition each). See ``docs/dask.md``.
 """
 from ._distributed import DataLost
-from ._estimators import DaskDartClassifier, DaskDartRegressor
+from ._estimators import DaskDartClassifier, DaskDartRanker, DaskDartRegressor
 
-__all__ = ["DaskDartClassifier", "DaskDartRegressor", "DataLost"]
+__all__ = ["DaskDartClassifier", "DaskDartRanker", "DaskDartRegressor", "DataLost"]

@@ -45,12 +45,17 @@ def _row_chunks(arr, what):
     return tuple(int(c) for c in chunks)
 
 
-def training_partitions(X, y, sample_weight):
+def training_partitions(X, y, sample_weight, query=None):
     """Check and align the training collections.
+
+    ``query`` is ``("qid", collection)`` (one id per row, partitioned like
+    X) or ``("group", collection)`` (query sizes, one chunk per X partition;
+    whether they sum to its rows is checked by :func:`check_queries`).
 
     Returns
     -------
-    parts : list of (delayed X, delayed y, delayed sample_weight or None)
+    parts : list of (delayed X, delayed y, delayed sample_weight or None,
+        delayed query array or None)
     row_counts : tuple of int
     n_features : int
     feature_names : ndarray or None
@@ -81,16 +86,61 @@ def training_partitions(X, y, sample_weight):
             raise ValueError(f"X and sample_weight are partitioned differently (row chunks "
                              f"{rows} vs {_row_chunks(w, 'sample_weight')}).")
         w_parts = list(w.to_delayed().ravel())
+    q_parts = [None] * len(rows)
+    if query is not None:
+        kind, q = query
+        q, _ = as_dask_array(q, kind)
+        if q.ndim != 1:
+            raise ValueError(f"{kind} must be 1-D, got {q.ndim}-D.")
+        if kind == "qid" and _row_chunks(q, "qid") != rows:
+            raise ValueError(f"X and qid are partitioned differently (row chunks {rows} vs "
+                             f"{_row_chunks(q, 'qid')}); a query must lie within one "
+                             "partition of X.")
+        if kind == "group" and len(q.chunks[0]) != len(rows):
+            raise ValueError(f"group has {len(q.chunks[0])} chunks but X has {len(rows)} "
+                             "partitions; give one chunk of query sizes per partition of X "
+                             "(a query must lie within one partition).")
+        q_parts = list(q.to_delayed().ravel())
     x_parts = list(X.to_delayed().ravel())
     y_parts = list(y.to_delayed().ravel())
-    return list(zip(x_parts, y_parts, w_parts)), rows, int(X.shape[1]), names
+    return (list(zip(x_parts, y_parts, w_parts, q_parts)), rows, int(X.shape[1]), names)
+
+
+def _query_summary(kind, q):
+    q = np.asarray(q)
+    if kind == "group":
+        return int(np.sum(q)) if q.dtype.kind in "iuf" else -1
+    return np.unique(q)
+
+
+def check_queries(client, kind, q_futures, row_counts):
+    """A query must not span partitions: with ``group``, each partition's
+    sizes sum to its rows; with ``qid``, no id occurs in two partitions."""
+    summaries = client.gather([client.submit(_query_summary, kind, q, pure=False)
+                               for q in q_futures])
+    if kind == "group":
+        for p, (total, n) in enumerate(zip(summaries, row_counts)):
+            if total != n:
+                raise ValueError(f"the query sizes of group chunk {p} sum to {total} but "
+                                 f"partition {p} of X has {n} rows: a query must not span "
+                                 "partitions (rechunk X, y and group at query boundaries).")
+        return
+    owner = {}
+    for p, ids in enumerate(summaries):
+        for qid in ids.tolist():
+            if qid in owner:
+                raise ValueError(f"query {qid!r} has rows in partitions {owner[qid]} and {p}: "
+                                 "a query must not span partitions (rechunk X, y and qid at "
+                                 "query boundaries).")
+            owner[qid] = p
 
 
 def as_blocks(X):
-    """A dask array of X with one block per row partition (for prediction)."""
-    X, _ = as_dask_array(X, "X") if _is_dataframe(X) else (X, None)
+    """``(dask array of X with one block per row partition, a dataframe's
+    column names or None)`` (for prediction)."""
+    X, names = as_dask_array(X, "X") if _is_dataframe(X) else (X, None)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D, got {X.ndim}-D.")
     if len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})
-    return X
+    return X, names

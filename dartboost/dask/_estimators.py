@@ -11,6 +11,7 @@ import inspect
 import numpy as np
 
 from ..estimators import DartClassifier, DartRegressor
+from ..ranking import DartRanker
 from . import _data
 from ._fit import DaskFit, baseline_statistics, run_fit
 
@@ -76,10 +77,14 @@ class _DaskMixin:
         -------
         self
         """
+        return self._fit_dask(X, y, sample_weight)
+
+    def _fit_dask(self, X, y, sample_weight, query=None):
         self._validate_params()
         self._unsupported()
         client = self._get_client()
-        parts, row_counts, n_features, names = _data.training_partitions(X, y, sample_weight)
+        parts, row_counts, n_features, names = _data.training_partitions(
+            X, y, sample_weight, query)
         local = self._local_class(**self._local_params())
         local._validate_params()
         local._seed = local._resolve_seed()
@@ -94,6 +99,8 @@ class _DaskMixin:
         if sum(row_counts) < 2:
             raise ValueError("at least 2 training samples are required.")
         fit = DaskFit(client, local, parts, row_counts, n_features, self.max_recoveries)
+        if query is not None:
+            _data.check_queries(client, query[0], [f[3] for f in fit.futures], row_counts)
         run_fit(fit, local, loss, encode_y, _checker(self._local_class),
                 sample_weight is not None)
         local.evals_result_, local.best_score_ = {}, {}
@@ -119,12 +126,12 @@ class _DaskMixin:
         from dask.base import is_dask_collection
         if not is_dask_collection(X):
             return getattr(self._local, method)(X)
-        blocks = _data.as_blocks(X)
+        blocks, names = _data.as_blocks(X)
         model = self.to_local()
         if n_columns is None:
-            return blocks.map_blocks(_predict_block, model, method, drop_axis=1,
+            return blocks.map_blocks(_predict_block, model, method, names, drop_axis=1,
                                      dtype=self._output_dtype(method))
-        return blocks.map_blocks(_predict_block, model, method, dtype=np.float64,
+        return blocks.map_blocks(_predict_block, model, method, names, dtype=np.float64,
                                  chunks=(blocks.chunks[0], (n_columns,)))
 
     def _output_dtype(self, method):
@@ -136,7 +143,10 @@ class _DaskMixin:
         return self._blockwise(X, "predict", None)
 
 
-def _predict_block(block, model, method):
+def _predict_block(block, model, method, names):
+    if names is not None:  # a dataframe's partition: its columns, by name
+        import pandas as pd
+        block = pd.DataFrame(block, columns=names, copy=False)
     return getattr(model, method)(block)
 
 
@@ -192,3 +202,56 @@ class DaskDartClassifier(_DaskMixin, DartClassifier):
 
     def predict_proba(self, X):
         return self._blockwise(X, "predict_proba", self.classes_.shape[0])
+
+
+class DaskDartRanker(_DaskMixin, DartRanker):
+    __doc__ = """Distributed :class:`~dartboost.ranking.DartRanker` on Dask.
+
+    Same parameters as :class:`~dartboost.ranking.DartRanker`, plus
+    ``client`` and ``max_recoveries`` (see :class:`DaskDartRegressor`).
+    Queries come as ``group`` (query sizes, one chunk per partition of X) or
+    ``qid`` (one id per row, partitioned like X); a query must lie within one
+    partition (checked: a clear error otherwise), so LambdaRank's gradients
+    are computed where the rows are.
+    """
+    _local_class = DartRanker
+    __init__ = _dask_init(DartRanker)
+
+    def fit(self, X, y, *, group=None, qid=None, sample_weight=None):
+        """Fit on dask collections whose partitions stay on the workers.
+
+        Parameters
+        ----------
+        X : dask.array (n_samples, n_features) or dask.dataframe
+        y : dask.array or dask Series of relevance grades, partitioned like X
+        group : dask.array of int, optional
+            Query sizes in row order, one chunk per partition of X summing to
+            its rows.
+        qid : dask.array, optional
+            Query id per row, partitioned like X; a query's rows contiguous
+            and within one partition.
+        sample_weight : dask.array, optional
+            Query weights repeated on every row of the query.
+
+        Returns
+        -------
+        self
+        """
+        if (group is None) == (qid is None):
+            raise ValueError("Ranking needs query groups: pass exactly one of group= (query "
+                             "sizes) or qid= (a query id per row).")
+        if self.objective is not None:
+            raise ValueError("a custom objective is not supported by dartboost.dask.")
+        query = ("group", group) if group is not None else ("qid", qid)
+        self._query_kind = query[0]
+        return self._fit_dask(X, y, sample_weight, query)
+
+    def _prepare_targets(self, local, y, client):
+        import functools
+        from . import _worker
+        if y.ndim != 1:
+            raise ValueError(f"DaskDartRanker needs a 1-D y of relevance grades, got "
+                             f"{y.ndim}-D.")
+        maker = DartRanker(label_gain=local.label_gain)._make_target
+        kind = "group" if self._query_kind == "group" else "qid"
+        return functools.partial(_worker.ranking_target, maker, kind)

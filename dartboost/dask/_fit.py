@@ -27,6 +27,7 @@ from .._booster import Booster
 from .._common import X_DTYPE, effective_n_threads
 from .._model_format import FormatError
 from .._losses import BinaryLogLoss, Poisson, SoftmaxLogLoss, SquaredError
+from .._ranking_loss import LambdaRankLoss
 from ..callbacks import check_callbacks
 from . import _worker
 from ._distributed import DataLost, Rounds, WorkerLost, new_fit_id, split_by_partition
@@ -61,6 +62,8 @@ def baseline_statistics(loss):
         return _ClassCounts(loss.n_trees_per_iteration)
     if isinstance(loss, (SquaredError, Poisson, BinaryLogLoss)):
         return _mean_stats
+    if isinstance(loss, LambdaRankLoss):
+        return _worker.ranking_stats
     raise ValueError(f"loss {getattr(loss, 'name', type(loss).__name__)!r} is not supported "
                      "by distributed training (its baseline or leaf values are quantiles "
                      "of all rows); use squared_error, poisson or log_loss.")
@@ -68,6 +71,11 @@ def baseline_statistics(loss):
 
 def combine_baseline(loss, stats):
     """The loss's baseline from per-partition statistics (partition order)."""
+    if isinstance(loss, LambdaRankLoss):
+        if not any(stats):
+            raise ValueError("No query has documents with different relevance grades: there "
+                             "is no pair to rank, so nothing to learn.")
+        return loss.baseline(None, None), None
     if isinstance(loss, SoftmaxLogLoss):
         counts = np.zeros(loss.n_trees_per_iteration)
         for c, _ in stats:
@@ -106,10 +114,20 @@ class DaskFit:
                         for p in parts]
 
     # ---------------------------------------------------------------- setup
-    def _check_futures(self):
-        lost = [i for i, part in enumerate(self.futures)
-                if any(f is not None and f.status in ("lost", "cancelled")
-                       for f in part)]
+    def _check_futures(self, wait=0.0):
+        """Raise :class:`DataLost` if a partition can no longer be computed;
+        ``wait``: seconds to let the client learn of a cancellation."""
+        import time
+        # a partition lost with its worker is "lost" while the scheduler
+        # recomputes it from its graph; one that cannot be recomputed (its
+        # scattered input is gone) is cancelled
+        deadline = time.monotonic() + wait
+        while True:
+            lost = [i for i, part in enumerate(self.futures)
+                    if any(f is not None and f.status == "cancelled" for f in part)]
+            if lost or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         if lost:
             raise DataLost(f"training partitions {lost} were lost with their worker and "
                            "cannot be recomputed (scattered in-memory data); build the "
@@ -137,9 +155,9 @@ class DaskFit:
         stats_fn = baseline_statistics(loss)
         arrays = (mapper.to_arrays()["bin_thresholds"], mapper.to_arrays()["bin_offsets"])
         futures = [self.client.submit(
-            _worker.init_partition, fit_id, i, x, y, w, arrays, mapper.max_bins, encode_y,
+            _worker.init_partition, fit_id, i, x, y, w, q, arrays, mapper.max_bins, encode_y,
             check_y, stats_fn, self.n_threads, pure=False)
-            for i, (x, y, w) in enumerate(self.futures)]
+            for i, (x, y, w, q) in enumerate(self.futures)]
         self.rounds = Rounds(self.client, fit_id, {})
         try:
             results = self.client.gather(futures)
@@ -148,6 +166,11 @@ class DaskFit:
             if isinstance(exc, ValueError):
                 raise
             self._check_futures()
+            from distributed.client import FutureCancelledError
+            if isinstance(exc, FutureCancelledError):
+                # a partition's input was cancelled before its future's
+                # status said so: the same lost, scattered data
+                self._check_futures(wait=2.0)
             raise
         placement = {}
         for i, (addr, _, _) in enumerate(results):
@@ -162,6 +185,7 @@ class DaskFit:
 
     def drop(self):
         if self.rounds is not None:
+            self.rounds.close()
             try:
                 self.client.run(_worker.drop_fit, self.rounds.fit_id)
             except Exception:  # a worker that is gone holds nothing

@@ -19,7 +19,7 @@ import threading
 import numpy as np
 
 from .._binning import BinMapper
-from .._common import HISTOGRAM_DTYPE, X_DTYPE
+from .._common import HISTOGRAM_DTYPE, X_BINNED_DTYPE, X_DTYPE
 from .._dart import DartScheme
 from .._grower import GrowerBuffers, TreeGrower, _Node
 from .._scores import CacheBudget, LEAF_CACHE_BYTES, ScoreKeeper
@@ -66,6 +66,14 @@ class PartitionState:
         self.scheme = None
 
 
+class FitActor:
+    """The worker's end of the client's rounds (a Dask actor, one per worker
+    and fit): runs one of this module's functions on the states it names."""
+
+    def call(self, fn, fit_id, indices, *args):
+        return fn(fit_id, indices, *args)
+
+
 def _get(fit_id, index):
     try:
         return _STATES[(fit_id, index)]
@@ -74,16 +82,21 @@ def _get(fit_id, index):
                            "this worker (was it restarted?)") from None
 
 
+#: Rows converted to float64 and binned at a time: a partition is never
+#: copied whole (a float32 partition of 1.5M rows x 20 features would
+#: otherwise take a 240 MB transient float64 copy).
+BIN_BLOCK_ROWS = 65_536
+
+
 def check_partition(X, y, sample_weight, index, check_y):
-    """Validate one partition; ``(n_rows, n_features)``."""
-    X = np.asarray(X, dtype=X_DTYPE)
+    """Validate one partition's shapes and targets; return X as an array
+    (its own dtype: values are checked block by block in :func:`bin_partition`)."""
+    X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"partition {index} of X is {X.ndim}-D; expected 2-D.")
     if X.shape[0] == 0:
         raise ValueError(f"partition {index} of X is empty; repartition so that every "
                          "partition has rows.")
-    if np.isinf(X).any():
-        raise ValueError(f"partition {index} of X contains infinity (NaN marks missing).")
     if np.shape(y)[0] != X.shape[0]:
         raise ValueError(f"partition {index}: X has {X.shape[0]} rows, y has "
                          f"{np.shape(y)[0]}; X and y must be partitioned alike.")
@@ -94,22 +107,60 @@ def check_partition(X, y, sample_weight, index, check_y):
     return X
 
 
+def bin_partition(mapper, X, index):
+    """``mapper.transform(X)``, :data:`BIN_BLOCK_ROWS` rows at a time (the
+    same bins: binning is row-wise); infinity is an error."""
+    binned = np.empty(X.shape, dtype=X_BINNED_DTYPE, order="F")
+    for start in range(0, X.shape[0], BIN_BLOCK_ROWS):
+        try:
+            block = np.asarray(X[start:start + BIN_BLOCK_ROWS], dtype=X_DTYPE)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"partition {index} of X is not numeric: {exc}") from None
+        if np.isinf(block).any():
+            raise ValueError(f"partition {index} of X contains infinity (NaN marks "
+                             "missing).")
+        binned[start:start + block.shape[0]] = mapper.transform(block)
+    return binned
+
+
 def sample_rows(X, rows):
     """The rows ``rows`` of a partition (the binning sample)."""
-    return np.asarray(X, dtype=X_DTYPE)[rows]
+    return np.asarray(np.asarray(X)[rows], dtype=X_DTYPE)
+
+
+def ranking_target(make_target, kind, y, query, sample_weight):
+    """A ranker's per-partition target (its queries lie within it)."""
+    structure = (query, None) if kind == "group" else (None, query)
+    return make_target(y, structure, sample_weight)
+
+
+def ranking_stats(y_enc, sw):
+    """Whether the partition has a pair to order (a baseline needs nothing
+    else: NDCG ignores a constant shift)."""
+    lo = np.minimum.reduceat(y_enc.labels, y_enc.offsets[:-1])
+    hi = np.maximum.reduceat(y_enc.labels, y_enc.offsets[:-1])
+    return bool(np.any(hi > lo))
 
 
 def class_labels(y):
     return np.unique(np.asarray(y))
 
 
-def init_partition(fit_id, index, X, y, sample_weight, mapper_arrays, max_bins, encode_y,
-                   check_y, baseline_stats, n_threads):
+def init_partition(fit_id, index, X, y, sample_weight, query, mapper_arrays, max_bins,
+                   encode_y, check_y, baseline_stats, n_threads):
     """Validate, bin and register one partition (it runs where Dask put the
-    partition); return ``(worker_address, n_rows, baseline statistics)``."""
+    partition); return ``(worker_address, n_rows, baseline statistics)``.
+    ``query`` (a ranker's group sizes or qids of the partition) goes to
+    ``encode_y`` with the targets."""
     from ._distributed import worker_address
     X = check_partition(X, y, sample_weight, index, check_y)
-    y_enc = encode_y(y)
+    if query is None:
+        y_enc = encode_y(y)
+    else:
+        try:
+            y_enc = encode_y(y, query, sample_weight)
+        except ValueError as exc:
+            raise ValueError(f"partition {index}: {exc}") from None
     sw = None
     if sample_weight is not None:
         sw = np.ascontiguousarray(sample_weight, dtype=np.float64).reshape(-1)
@@ -117,7 +168,7 @@ def init_partition(fit_id, index, X, y, sample_weight, mapper_arrays, max_bins, 
             raise ValueError(f"partition {index}: sample_weight must be finite and "
                              "non-negative.")
     mapper = BinMapper.from_arrays(max_bins, *mapper_arrays, n_threads=n_threads)
-    binned = mapper.transform(X)
+    binned = bin_partition(mapper, X, index)
     with _LOCK:  # completed by set_baseline once the client knows the baseline
         _STATES[(fit_id, index)] = (binned, y_enc, sw, mapper.missing_values_bin_idx_)
     return worker_address(), X.shape[0], baseline_stats(y_enc, sw)
@@ -167,41 +218,41 @@ def begin_tree(fit_id, indices, sample_rows_by_part, k, feature_mask, hessians_c
             buffers=st.buffers, hessians_are_constant=hessians_constant)
         n, sum_g, sum_h = st.grower._root_sums()
         st.nodes = {0: _Node(0, 0, n, 0, 0.0, 0.0, 0.0)}
-        st.next_node = 1
         out.append((n, sum_g, sum_h))
     return out
 
 
-def histograms(fit_id, indices, splits, node_idx):
-    """Apply the client's pending ``splits`` (in order), then return each
-    partition's histogram of node ``node_idx`` and its left counts."""
+def histograms(fit_id, indices, splits, node_keys):
+    """Apply the client's pending ``splits`` (in order; each names its
+    parent's key and its children's keys), then return each partition's
+    histograms of the nodes ``node_keys`` and its left counts."""
     hists, counts = [], []
     for index in indices:
         st = _get(fit_id, index)
         grower, nodes = st.grower, st.nodes
         part_counts = []
-        for parent, feature, bin_idx, missing_left in splits:
-            # the grower numbers the two children of each split next, in order
-            left_idx, right_idx = st.next_node, st.next_node + 1
-            st.next_node += 2
+        for parent, feature, bin_idx, missing_left, left_key, right_key in splits:
             node = nodes.pop(parent)
             # the partition's left count; the client checks their sum
             n_left = grower._partition_rows(node, feature, bin_idx, missing_left)
-            nodes[left_idx] = _Node(left_idx, node.start, node.start + n_left, 0, 0, 0, 0)
-            nodes[right_idx] = _Node(right_idx, node.start + n_left, node.stop, 0, 0, 0, 0)
+            nodes[left_key] = _Node(left_key, node.start, node.start + n_left, 0, 0, 0, 0)
+            nodes[right_key] = _Node(right_key, node.start + n_left, node.stop, 0, 0, 0, 0)
             part_counts.append(n_left)
         counts.append(part_counts)
-        node = nodes[node_idx]
-        if node.n_samples == 0:
-            # none of this partition's rows reached the node (the kernel
-            # writes nothing for zero rows)
-            hists.append(np.zeros((grower.n_features, grower.n_bins), dtype=HISTOGRAM_DTYPE))
-            continue
-        hist = grower._build_hist(node)
-        out = hist.copy()
-        out[grower.feature_mask == 0] = 0  # the kernel leaves masked-out features unset
-        hists.append(out)
-        grower.buffers.give_histogram(hist)
+        part_hists = np.empty((len(node_keys), grower.n_features, grower.n_bins),
+                              dtype=HISTOGRAM_DTYPE)
+        for j, key in enumerate(node_keys):
+            node = nodes[key]
+            if node.n_samples == 0:
+                # none of this partition's rows reached the node (the kernel
+                # writes nothing for zero rows)
+                part_hists[j] = np.zeros((), dtype=HISTOGRAM_DTYPE)
+                continue
+            hist = grower._build_hist(node)
+            part_hists[j] = hist
+            part_hists[j][grower.feature_mask == 0] = 0  # the kernel leaves them unset
+            grower.buffers.give_histogram(hist)
+        hists.append(part_hists)
     return np.stack(hists), counts
 
 
