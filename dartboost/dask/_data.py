@@ -19,6 +19,14 @@ def _is_dataframe(obj):
     return type(obj).__module__.startswith("dask.dataframe")
 
 
+def _is_numpy_dtype(t):
+    try:
+        np.dtype(t)
+    except TypeError:  # pandas extension dtypes (category, string, ...)
+        return False
+    return True
+
+
 def as_dask_array(obj, what):
     """``(dask.array, column names or None)`` of a dask array or dataframe."""
     if not _is_dask_collection(obj):
@@ -29,6 +37,17 @@ def as_dask_array(obj, what):
     if _is_dataframe(obj):
         if hasattr(obj, "columns"):
             names = np.asarray(obj.columns, dtype=object)
+            # categorical and text columns need the local engine's category
+            # mapping, which distributed training does not agree on yet: refuse
+            # them instead of training on codes or failing deep in a worker
+            dtypes = obj.dtypes if hasattr(obj.dtypes, "items") else {names[0]: obj.dtypes}
+            non_numeric = [str(c) for c, t in dtypes.items()
+                           if not (np.issubdtype(np.dtype(t), np.number)
+                                   if _is_numpy_dtype(t) else False)]
+            if non_numeric:
+                raise TypeError(f"{what} has non-numeric columns {non_numeric[:5]}: "
+                                "categorical features are not supported by dartboost.dask "
+                                "yet; encode them as numbers, or fit the local estimator.")
         obj = obj.to_dask_array(lengths=True)
     import dask.array as da
     if not isinstance(obj, da.Array):

@@ -51,7 +51,21 @@ class _DaskMixin:
         params.pop("max_recoveries")
         return params
 
+    #: engine options the distributed path does not implement yet, with the
+    #: value that means "off"; anything else is refused rather than ignored.
+    _LOCAL_ONLY = {"objective": None, "class_weight": None, "base_score": None,
+                   "monotonic_cst": None, "interaction_cst": None, "reg_alpha": 0.0}
+
     def _unsupported(self):
+        params = self.get_params(deep=False)
+        for name, off in self._LOCAL_ONLY.items():
+            value = params.get(name, off)
+            if value is not off and not (off is not None and value == off):
+                raise ValueError(f"{name}={value!r} is not supported by dartboost.dask yet; "
+                                 "fit the local estimator instead.")
+        if params.get("categorical_features", "from_dtype") not in ("from_dtype", None):
+            raise ValueError("categorical_features is not supported by dartboost.dask yet; "
+                             "encode categories as numbers, or fit the local estimator.")
         if self.early_stopping is True or self.n_iter_no_change is not None or \
                 self.early_stopping_rounds is not None:
             raise ValueError("early stopping is not supported by dartboost.dask yet; set "

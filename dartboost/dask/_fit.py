@@ -162,6 +162,14 @@ class DaskFit:
         try:
             results = self.client.gather(futures)
         except Exception as exc:
+            # gather stops at the first failed partition while the others may
+            # still be running: let them finish, so none registers its state on
+            # a worker after the drop below (a failed fit leaves nothing behind)
+            from distributed import wait
+            try:
+                wait(futures, timeout=30)
+            except Exception:  # timeout or lost workers: they hold nothing we can drop
+                pass
             self.drop()
             if isinstance(exc, ValueError):
                 raise

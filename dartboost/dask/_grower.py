@@ -85,7 +85,9 @@ class DistributedTreeGrower(TreeGrower):
         self.children = (len(nodes), len(nodes) + 1)  # the grower appends them next
         return super()._split(node, nodes)
 
-    def _partition_rows(self, node, feature, bin_idx, missing_left, n_left=None):
+    def _partition_rows(self, node, feature, bin_idx, missing_left, n_left=None, bitset=None):
+        if bitset is not None:  # refused at fit (categorical features); never silently wrong
+            raise NotImplementedError("categorical splits are not supported by dartboost.dask")
         left, right = self.children
         if node.idx in self.speculated:  # already applied on the workers
             self.key[left], self.key[right] = self.speculated.pop(node.idx)
@@ -106,7 +108,7 @@ class DistributedTreeGrower(TreeGrower):
                       key=lambda n: (-n.split[0], n.idx))
         out = []
         for node in best[:count]:
-            gain, feature, bin_idx, missing_left, gl, hl, nl = node.split
+            gain, feature, bin_idx, missing_left, gl, hl, nl = node.split[:7]
             nr = node.n_samples - nl
             depth = node.depth + 1
             left = _Node(-1, 0, nl, depth, gl, hl, 0.0)
