@@ -17,27 +17,12 @@ import argparse
 import json
 import os
 import platform
-import time
-
 import warnings
 
-import numpy as np
+from bench_explain import paired_medians  # noqa: E402 (one timing helper)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-
-
-def paired_medians(fns, repeat):
-    """Median seconds of each function, timed in alternating rounds (the order
-    flips every round) so load from other processes hits all of them alike."""
-    times = [[] for _ in fns]
-    for r in range(repeat):
-        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
-        for i in order:
-            t0 = time.perf_counter()
-            fns[i]()
-            times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
 
 
 def run(n_train, n_val, n_features, n_trees, n_leaves, repeat, threads):

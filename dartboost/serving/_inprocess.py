@@ -19,27 +19,13 @@ import itertools
 import queue
 import threading
 
-import numpy as np
 
 from ._errors import WorkerLost
+from ._worker import compute_task
 
 __all__ = ["ThreadBackend", "ManualBackend", "ManualClock", "compute_task"]
 
 _FAKE_PIDS = itertools.count(1_000_000)
-
-
-def compute_task(payload, kind, index, X):
-    """Raw output of one task as a worker computes it (see ``_worker.run_task``)."""
-    if kind == "base":
-        raw = payload["raw_output"](payload["base"], X)
-    elif kind == "parity":
-        raw = payload["coded"].parity_predict(X, index)
-    elif kind == "backup":
-        raw = payload["raw_output"](payload["backup"], X)
-    else:
-        raise ValueError(f"unknown task kind {kind!r}")
-    raw = np.asarray(raw, dtype=np.float64)
-    return raw[:, None] if raw.ndim == 1 else raw
 
 
 class ManualClock:

@@ -13,6 +13,24 @@ import numpy as np
 
 from ._faults import WorkerFaults
 
+
+def compute_task(payload, kind, index, X):
+    """Raw output (n, d) of one task: the base, parity ``index`` or backup model on ``X``.
+
+    The one definition of a task's computation, shared by worker processes and
+    the in-process backends.
+    """
+    if kind == "base":
+        raw = payload["raw_output"](payload["base"], X)
+    elif kind == "parity":
+        raw = payload["coded"].parity_predict(X, index)
+    elif kind == "backup":
+        raw = payload["raw_output"](payload["backup"], X)
+    else:
+        raise ValueError(f"unknown task kind {kind!r}")
+    raw = np.asarray(raw, dtype=np.float64)
+    return raw[:, None] if raw.ndim == 1 else raw
+
 # Per-process state. One process serves one pool (loky), or, on Dask, possibly
 # several pools that registered under different names.
 _STATE = {}
@@ -106,18 +124,7 @@ def run_task(kind, index, X, slot, name="default", spec=None):
     t0 = time.perf_counter()
     if faults is not None:
         faults.before()
-    p = st["payload"]
-    if kind == "base":
-        raw = p["raw_output"](p["base"], X)
-    elif kind == "parity":
-        raw = p["coded"].parity_predict(X, index)
-    elif kind == "backup":
-        raw = p["raw_output"](p["backup"], X)
-    else:
-        raise ValueError(f"unknown task kind {kind!r}")
-    raw = np.asarray(raw, dtype=np.float64)
-    if raw.ndim == 1:
-        raw = raw[:, None]
+    raw = compute_task(st["payload"], kind, index, X)
     if faults is not None:
         faults.after(t0, X.shape[0])
     return raw, os.getpid()
