@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import _categorical, _constraints
+from . import _categorical, _constraints, _frames
 from ._binning import BinMapper
 from ._feature_map import FeatureMap, split_features
 from ._booster import Booster
@@ -266,6 +266,7 @@ class BaseBoosting(BaseEstimator, ABC):
 
     def _fit_categorical(self, X):
         """Decide the categorical features of a new fit and encode ``X``."""
+        X = _frames.as_frame(X)  # pyarrow / polars: a pandas frame, per column
         spec = self.categorical_features
         self.is_categorical_, self._categories = None, None
         is_frame = _categorical._is_frame(X)
@@ -288,6 +289,7 @@ class BaseBoosting(BaseEstimator, ABC):
 
     def _encode_categorical(self, X):
         """Label columns of ``X`` as the fitted category codes."""
+        X = _frames.as_frame(X)
         cats = getattr(self, "_categories", None)
         if cats is None or len(getattr(X, "shape", ())) != 2:
             return X
