@@ -228,3 +228,11 @@ def test_classifier_on_a_wide_sparse_matrix_uses_only_original_indices():
     assert set(clf.booster_.nodes["feature_idx"][inner]) == {p}
     assert clf.score(X, y) > 0.95
     np.testing.assert_array_equal(clf.predict(X), clf.predict(X.toarray()))
+
+
+def test_sparse_arrays_are_accepted_like_matrices():
+    X = _wide_sparse(500, 6, nan=False)
+    y = np.asarray(X[:, 0].todense()).ravel() + np.asarray(X[:, 1].todense()).ravel()
+    a = DartRegressor(n_estimators=5, random_state=0).fit(sp.csr_array(X), y)
+    b = DartRegressor(n_estimators=5, random_state=0).fit(X.toarray(), y)
+    np.testing.assert_array_equal(a.predict(sp.csc_array(X)), b.predict(X.toarray()))
