@@ -633,6 +633,8 @@ class BaseBoosting(BaseEstimator, ABC):
         kept = None  # iterations to keep, as asked by an EarlyStopException
         mapper = booster.bin_mapper
         is_categorical = fmap.take(mapper.is_categorical_)
+        n_bins, thresholds = fmap.take(mapper.n_bins_non_missing_), fmap.take(
+            mapper.bin_thresholds_)
         for t in range(begin, self.n_estimators):
             try:
                 for cb in before:
@@ -657,14 +659,14 @@ class BaseBoosting(BaseEstimator, ABC):
             new_trees = []
             for k in range(K):
                 grower = TreeGrower(
-                    X_binned, gradients[k], hessians[k], fmap.take(mapper.n_bins_non_missing_),
+                    X_binned, gradients[k], hessians[k], n_bins,
                     mapper.missing_values_bin_idx_, sample_indices=sample_indices,
                     feature_mask=feature_mask, max_leaf_nodes=self.max_leaf_nodes,
                     max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
                     min_child_weight=self.min_child_weight, min_split_gain=self.min_split_gain,
                     l2_regularization=self.l2_regularization,
                     colsample_bynode=self.colsample_bynode, rng=rng, n_threads=n_threads,
-                    buffers=buffers, bin_thresholds=fmap.take(mapper.bin_thresholds_),
+                    buffers=buffers, bin_thresholds=thresholds,
                     hessians_are_constant=loss.unit_hessians and sw is None,
                     is_categorical=is_categorical, reg_alpha=self.reg_alpha,
                     **self._categorical_split_options(), monotonic_cst=self._fit_constraints[0],
