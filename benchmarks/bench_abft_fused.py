@@ -145,6 +145,58 @@ def section_layers(out, reps, quick):
     out["layers"] = rows
 
 
+def section_breakdown(out, reps, quick):
+    """Where a fused-scheme layer's time goes: baseline, the augmented GEMM alone,
+    and the full checked layer with ||x|| read from x or handed over (chained)."""
+    from dartboost.gpu._augmented import check_workspace
+    rows = []
+    shapes = ((4096, 4096, "relu"), (4096, 4096, None), (1024, 1024, "relu"),
+              (4096, 16384, "gelu"))
+    for dname, dt in DTYPES.items():
+        tf32(dname == "tf32")
+        for k, n, act in shapes:
+            for b in ((1, 64, 4096) if quick else BATCHES):
+                _, pairs = build([(k, n, act)], dt)
+                lin = pairs[0][0]
+                x = torch.randn(b, k, device="cuda", dtype=dt)
+                inner = max(1, min(50, int(2e-3 / max(1e-6, 1e-12 * b * k * n))))
+                base = fastest_forward(pairs)
+                t_base = time_graph(lambda: base(x), reps, inner)
+                aug = AugmentedWeight(lin.weight, lin.bias, tf32=(dname == "tf32"))
+                if act is None:
+                    t_gemm = time_graph(lambda: torch.addmm(aug.gemm_bias, x,
+                                                            aug.gemm_weight.t()), reps, inner)
+                else:
+                    t_gemm = time_graph(lambda: torch.mm(x, aug.gemm_weight.t()), reps, inner)
+                ws = check_workspace(b, x.device)
+                xn = x.float().pow(2).sum(1)
+                on = torch.empty(b, device="cuda")
+                side = torch.cuda.Stream()
+
+                def full(xn_=None):
+                    r = fused_linear(x, aug, act, side if act is None else None,
+                                     x_norm2=xn_, out_norm2=on, workspace=ws)
+                    torch.cuda.current_stream().wait_stream(side)
+                    return r
+                t_full = time_graph(lambda: full(None), reps, inner)
+                t_chain = time_graph(lambda: full(xn), reps, inner)
+                r = fused_linear(x, aug, act, x_norm2=None, workspace=ws)[1]
+                row = {"K": k, "N": n, "act": act, "dtype": dname, "batch": b,
+                       "baseline_us": t_base * 1e6, "aug_gemm_us": t_gemm * 1e6,
+                       "fused_us": t_full * 1e6, "fused_chained_us": t_chain * 1e6,
+                       "aug_gemm_overhead": t_gemm / t_base - 1,
+                       "fused_overhead": t_full / t_base - 1,
+                       "fused_chained_overhead": t_chain / t_base - 1,
+                       "clean_max_ratio": float(r.max())}
+                rows.append(row)
+                log(f"breakdown {k:>5}->{n:<5} {str(act):5} {dname} b={b:<5} base "
+                    f"{t_base * 1e6:8.1f}us gemm+16 {100 * row['aug_gemm_overhead']:+6.1f}% "
+                    f"fused {100 * row['fused_overhead']:+6.1f}% chained "
+                    f"{100 * row['fused_chained_overhead']:+6.1f}% ratio {row['clean_max_ratio']:.2f}")
+    tf32(False)
+    out["breakdown"] = rows
+
+
 def section_networks(out, reps, quick):
     rows = []
     for net_name, spec in NETWORKS.items():
@@ -312,7 +364,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="abft_fused.json")
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--only", default="layers,networks,false_positives,sweep,campaign")
+    ap.add_argument("--only", default="breakdown,layers,networks,false_positives,sweep,campaign")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--fp-gemms", type=int, default=100_000)
     ap.add_argument("--sweep-trials", type=int, default=100)
@@ -334,7 +386,8 @@ def main():
     def save():
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=1)
-    for name, fn, kw in (("sweep", section_sweep, {"trials": args.sweep_trials}),
+    for name, fn, kw in (("breakdown", section_breakdown, {"reps": args.reps, "quick": args.quick}),
+                         ("sweep", section_sweep, {"trials": args.sweep_trials}),
                          ("campaign", section_campaign, {"n_trials": args.campaign_trials}),
                          ("false_positives", section_false_positives,
                           {"n_gemms": args.fp_gemms}),

@@ -109,7 +109,7 @@ def _gemm_time(M, N, K, e, cal):
 
 
 def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
-               candidates=("fused", "global", "tile")):
+               candidates=("fused", "global", "tile"), norm_known=False):
     """Pick a checking scheme for one layer call from a cost model (a pure function).
 
     Every candidate's *extra* time over the fastest unprotected form of the layer
@@ -117,8 +117,9 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
 
     * ``fused``: the 16 extra weight rows of the augmented GEMM; with an
       activation, one dependent elementwise pass over the output (read the
-      ``N + 16`` columns, write ``N``) plus a launch; without, the whole check
-      runs on a side stream and only ``side_share`` of it counts;
+      ``N + 16`` columns, write ``N``, read the input unless ``norm_known``)
+      plus a launch; without, the whole check runs on a side stream and only
+      ``side_share`` of it counts;
     * ``global``: a dependent check kernel reading the input and output;
     * ``tile``: the Triton GEMM's shortfall against cuBLAS (``tile_efficiency``),
       plus a separate activation pass when there is one.
@@ -135,6 +136,8 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
     calibration : dict
         :func:`default_calibration` or measured constants.
     candidates : tuple of str
+    norm_known : bool
+        The input's row norms come from the check of the layer that produced it.
 
     Returns
     -------
@@ -149,13 +152,15 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
     bw, launch = cal["bandwidth"], cal["launch"]
     costs = {}
     if "fused" in candidates and e <= 4:
+        # One check launch per call; it reads the input for ||x|| only when no
+        # checked layer produced it (norm_known=False, a network's first layer).
         extra_rows = _gemm_time(M, N + 16, K, e, cal) - base
-        check_bytes = e * M * (N + 16 + K) + 64.0 * M
+        x_bytes = 0.0 if norm_known else e * M * K
         if activation is None:
-            costs["fused"] = extra_rows + cal["side_share"] * (launch + check_bytes / bw)
+            costs["fused"] = extra_rows + cal["side_share"] * (
+                launch + (e * M * (N + 16) + x_bytes) / bw)
         else:
-            costs["fused"] = extra_rows + launch + e * M * (2 * N + 16) / bw \
-                + cal["side_share"] * (launch + check_bytes / bw)
+            costs["fused"] = extra_rows + launch + (e * M * (2 * N + 16) + x_bytes) / bw
     if "global" in candidates:
         costs["global"] = launch + e * (M * K + M * N) / bw \
             + (0.0 if activation is None else launch + 2 * e * M * N / bw)

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from ._abft import ConvGeometry, LayerChecksums, accumulation_roundoff, global_check, \
     unit_roundoff, use_triton_for
-from ._augmented import AugmentedWeight, apply_activation, fused_linear, \
+from ._augmented import AugmentedWeight, apply_activation, check_workspace, fused_linear, \
     fused_linear_reference, tf32_enabled
 from ._auto import plan_layer
 from ._calibration import default_calibration
@@ -54,6 +54,7 @@ class _Checked(nn.Module):
         self._aug = None
         self._auto_cache = {}
         self._plans = {}
+        self._workspaces = {}
         #: Activation fused after the GEMM by :func:`protect` (None, 'relu', ...).
         self.activation = None
 
@@ -136,7 +137,8 @@ class _Checked(nn.Module):
                 if st.calibration is None:
                     st.calibration = default_calibration(x.device)
                 plan = plan_layer(geo.M, geo.N, geo.K, x.element_size(), self.activation,
-                                  geo.is_conv, st.calibration)
+                                  geo.is_conv, st.calibration,
+                                  norm_known=not geo.is_conv and st.norms_of(x) is not None)
                 self._plans[geo.M] = plan
                 hit = plan["scheme"]
             else:
@@ -226,7 +228,18 @@ class _Checked(nn.Module):
         with _ReducedPrecisionOff():
             if use_triton_for(x, st.backend):
                 side = st.side_stream(x.device) if x.is_cuda else None
-                out, ratio, y_aug = fused_linear(x, aug, self.activation, side, corrupt)
+                M = x.shape[0]
+                ws = self._workspaces.get((M, x.device))
+                if ws is None:
+                    # Zeroed once; the check kernel leaves it zeroed (graph replays).
+                    ws = self._workspaces[(M, x.device)] = check_workspace(M, x.device)
+                on = (t.empty(M, dtype=t.float32, device=x.device)
+                      if self.activation is not None else None)
+                out, ratio, y_aug = fused_linear(x, aug, self.activation, side, corrupt,
+                                                 x_norm2=st.norms_of(x), out_norm2=on,
+                                                 workspace=ws)
+                if on is not None:
+                    st.remember_norms(out, on)
             else:
                 out, ratio, y_aug = fused_linear_reference(x, aug, self.activation, corrupt)
         return self._record(x, y_aug, ratio, "fused", out=out)

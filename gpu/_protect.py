@@ -64,6 +64,7 @@ def _pre_hook(module, args, kwargs):
         return None
     state.in_root = True
     state.ledger = []
+    state.norms = {}
     return None
 
 
@@ -72,6 +73,7 @@ def _post_hook(module, args, kwargs, output):
     if state.inner:
         return None
     state.in_root = False
+    state.norms = {}
     state.counts["forwards"] += 1
     confirmed = resolve_pending(state)
     if not confirmed:
