@@ -197,6 +197,48 @@ def section_breakdown(out, reps, quick):
     out["breakdown"] = rows
 
 
+def section_tune(out, reps, quick):
+    """Tiling of the check kernel: (BM, BN, CHUNKS, warps) against the default."""
+    from dartboost.gpu._augmented import _pick_blocks, check_workspace
+    rows = []
+    for dname, k, n, act, b in (("fp16", 4096, 4096, "relu", 64), ("fp16", 4096, 4096, "relu", 4096),
+                                ("bf16", 1024, 1024, "relu", 4096), ("tf32", 4096, 4096, "relu", 4096),
+                                ("fp16", 4096, 16384, "gelu", 512)):
+        dt = DTYPES[dname]
+        tf32(dname == "tf32")
+        _, pairs = build([(k, n, act)], dt)
+        lin = pairs[0][0]
+        x = torch.randn(b, k, device="cuda", dtype=dt)
+        aug = AugmentedWeight(lin.weight, lin.bias, tf32=(dname == "tf32"))
+        ws = check_workspace(b, x.device)
+        xn = x.float().pow(2).sum(1)
+        inner = max(1, min(50, int(2e-3 / max(1e-6, 1e-12 * b * k * n))))
+        base = fastest_forward(pairs)
+        t_base = time_graph(lambda: base(x), reps, inner)
+        d = _pick_blocks(b, n)
+        cands = [d + (4,), d + (8,)]
+        for bm in (16, 64):
+            for bn in (128, 256):
+                for ch in (1, 4):
+                    for w in (4, 8):
+                        if (bm, bn, ch, w) not in cands and -(-b // bm) * -(-n // (bn * ch)) >= 100:
+                            cands.append((bm, bn, ch, w))
+        cands = cands[:12]
+        for blk in cands:
+            tt = time_graph(lambda: fused_linear(x, aug, act, x_norm2=xn, workspace=ws,
+                                                 blocks=blk), reps, inner)
+            rows.append({"dtype": dname, "K": k, "N": n, "act": act, "batch": b,
+                         "blocks": list(blk), "default": blk[:3] == d and blk[3] == 4,
+                         "baseline_us": t_base * 1e6, "us": tt * 1e6,
+                         "overhead": tt / t_base - 1})
+        best = min(rows[-len(cands):], key=lambda r: r["us"])
+        dflt = next(r for r in rows[-len(cands):] if r["default"])
+        log(f"tune {dname} {k}->{n} {act} b={b}: base {t_base * 1e6:.1f}us default {dflt['blocks']} "
+            f"{100 * dflt['overhead']:+.1f}% best {best['blocks']} {100 * best['overhead']:+.1f}%")
+    tf32(False)
+    out["tune"] = rows
+
+
 def section_networks(out, reps, quick):
     rows = []
     for net_name, spec in NETWORKS.items():
@@ -364,7 +406,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="abft_fused.json")
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--only", default="breakdown,layers,networks,false_positives,sweep,campaign")
+    ap.add_argument("--only", default="breakdown,tune,layers,networks,false_positives,sweep,campaign")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--fp-gemms", type=int, default=100_000)
     ap.add_argument("--sweep-trials", type=int, default=100)
@@ -387,6 +429,7 @@ def main():
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=1)
     for name, fn, kw in (("breakdown", section_breakdown, {"reps": args.reps, "quick": args.quick}),
+                         ("tune", section_tune, {"reps": args.reps, "quick": args.quick}),
                          ("sweep", section_sweep, {"trials": args.sweep_trials}),
                          ("campaign", section_campaign, {"n_trials": args.campaign_trials}),
                          ("false_positives", section_false_positives,
@@ -395,7 +438,12 @@ def main():
                          ("networks", section_networks, {"reps": args.reps, "quick": args.quick})):
         if name in only:
             t0 = time.time()
-            fn(out, **kw)
+            try:
+                fn(out, **kw)
+            except Exception:  # keep the other sections' results
+                import traceback
+                out.setdefault("section_errors", {})[name] = traceback.format_exc()
+                log(traceback.format_exc())
             out.setdefault("section_seconds", {})[name] = time.time() - t0
             save()
     save()

@@ -247,7 +247,7 @@ def check_workspace(M, device):
 
 
 def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
-                 x_norm2=None, out_norm2=None, workspace=None):
+                 x_norm2=None, out_norm2=None, workspace=None, blocks=None):
     """Checked ``act(x2 @ W^T + b)`` through the augmented cuBLAS GEMM.
 
     One cuBLAS GEMM computes the outputs and their checksum columns; one Triton
@@ -273,6 +273,8 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
         for the next layer's ``x_norm2``.
     workspace : tuple, optional
         :func:`check_workspace` of this ``M`` (allocated per call if omitted).
+    blocks : tuple, optional
+        ``(BM, BN, CHUNKS, num_warps)`` overriding the default tiling (tuning).
 
     Returns
     -------
@@ -305,6 +307,9 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
         return out, ratio, y_aug
     write = act != 0
     bm, bn, chunks = _pick_blocks(M, N)
+    warps = 4
+    if blocks is not None:
+        bm, bn, chunks, warps = blocks
     n_cb = -(-(-(-N // bn)) // chunks)
     one_pass = n_cb == 1
     if not one_pass and workspace is None:
@@ -315,7 +320,7 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
     bk = min(128, max(16, 1 << math.ceil(math.log2(max(1, min(k_per, K))))))
     on = out_norm2 if (write and out_norm2 is not None) else ratio
     bias = aug.gemm_bias
-    kw = {} if interp else {"num_warps": 4}
+    kw = {} if interp else {"num_warps": warps}
 
     def launch():
         abft_check_kernel[(-(-M // bm), n_cb)](
