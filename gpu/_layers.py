@@ -227,7 +227,10 @@ class _Checked(nn.Module):
                                                      with_bias=self.activation is None))
         with _ReducedPrecisionOff():
             if use_triton_for(x, st.backend):
-                side = st.side_stream(x.device) if x.is_cuda else None
+                # Only a layer without activation checks on the side stream (forked
+                # here, joined when the forward pass ends).
+                side = (st.side_stream(x.device) if x.is_cuda and self.activation is None
+                        else None)
                 M = x.shape[0]
                 ws = self._workspaces.get((M, x.device))
                 if ws is None:
