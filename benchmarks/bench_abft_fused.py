@@ -240,20 +240,20 @@ def section_tune(out, reps, quick):
     out["tune"] = rows
 
 
-def section_networks(out, reps, quick):
+def section_networks(out, reps, quick, schemes=("fused", "auto")):
     rows = []
     for net_name, spec in NETWORKS.items():
         for dname, dt in DTYPES.items():
             tf32(dname == "tf32")
             for b in (BATCHES if not quick else (1, 512)):
-                t0, res, _ = bench_pair(spec, dt, b, reps, ("fused", "auto"))
+                t0, res, _ = bench_pair(spec, dt, b, reps, schemes)
                 row = {"network": net_name, "dtype": dname, "batch": b,
                        "baseline_us": t0 * 1e6,
                        **{f"{s}_us": v * 1e6 for s, v in res.items()},
                        **{f"{s}_overhead": v / t0 - 1 for s, v in res.items()}}
                 rows.append(row)
-                log(f"net {net_name:18} {dname} b={b:<5} base {t0 * 1e6:8.1f}us fused "
-                    f"{100 * row['fused_overhead']:+6.1f}% auto {100 * row['auto_overhead']:+6.1f}%")
+                log(f"net {net_name:18} {dname} b={b:<5} base {t0 * 1e6:8.1f}us " + " ".join(
+                    f"{s} {100 * row[s + '_overhead']:+6.1f}%" for s in schemes))
     tf32(False)
     out["networks"] = rows
 
@@ -412,6 +412,7 @@ def main():
     ap.add_argument("--fp-gemms", type=int, default=100_000)
     ap.add_argument("--sweep-trials", type=int, default=100)
     ap.add_argument("--campaign-trials", type=int, default=4000)
+    ap.add_argument("--network-schemes", default="fused,auto")
     args = ap.parse_args()
     # The tolerance assumes fp32 reductions inside half-precision GEMMs (the
     # protected layers switch this per call; the direct kernel calls here need it).
@@ -436,7 +437,9 @@ def main():
                          ("false_positives", section_false_positives,
                           {"n_gemms": args.fp_gemms}),
                          ("layers", section_layers, {"reps": args.reps, "quick": args.quick}),
-                         ("networks", section_networks, {"reps": args.reps, "quick": args.quick})):
+                         ("networks", section_networks,
+                          {"reps": args.reps, "quick": args.quick,
+                           "schemes": tuple(args.network_schemes.split(","))})):
         if name in only:
             t0 = time.time()
             try:

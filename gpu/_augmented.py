@@ -55,7 +55,7 @@ from ._lazy import interpreter_active, torch
 
 __all__ = ["N_VECTORS", "AUG_ROWS", "ACTIVATIONS", "AugmentedWeight", "check_signs",
            "round_tf32", "tf32_enabled", "fused_linear", "fused_ratios_reference",
-           "check_workspace"]
+           "check_workspace", "check_on_side", "SIDE_CHECK_BYTES"]
 
 #: Independent ±1 check vectors per layer.
 N_VECTORS = 8
@@ -235,6 +235,18 @@ def _pick_blocks(M, N):
     return bm, bn, chunks
 
 
+#: Largest GEMM output (bytes) whose check leaves the critical path when a side
+#: stream is given: below it a layer with an activation lets cuBLASLt add the bias,
+#: applies the activation in one plain elementwise kernel and checks on the side
+#: stream (overlapping the next layer); above it one fused pass does both.
+SIDE_CHECK_BYTES = 1 << 20
+
+
+def check_on_side(M, N, element_size, activation):
+    """True when :func:`fused_linear` checks this call on a side stream (if given)."""
+    return activation is None or element_size * M * (N + AUG_ROWS) <= SIDE_CHECK_BYTES
+
+
 def check_workspace(M, device):
     """A zeroed ``(M, 16)`` fp32 workspace and ``ceil(M / 16)`` int32 tickets.
 
@@ -260,8 +272,8 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
     activation : str or None
         Key of :data:`ACTIVATIONS`.
     side_stream : torch.cuda.Stream, optional
-        Where the check runs when there is no activation (then nothing of the
-        check is on the critical path); ``None`` runs it on the current stream.
+        Where the check runs when :func:`check_on_side` says so (then nothing of
+        the check is on the critical path); ``None`` runs it on the current stream.
     corrupt : callable, optional
         Applied to the GEMM output in place before anything reads it (fault
         injection, :mod:`dartboost.gpu._faults`).
@@ -292,7 +304,11 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
     N = aug.N
     act = ACTIVATIONS[activation]
     interp = interpreter_active()
-    if act == 0:
+    # Small outputs with an activation and a side stream: the check leaves the
+    # critical path (bias in the GEMM epilogue, activation as its own kernel).
+    split = (act != 0 and side_stream is not None
+             and check_on_side(M, N, x2.element_size(), activation))
+    if act == 0 or split:
         # cuBLASLt adds the bias; the output is a view; the whole check is off-path.
         y_aug = (t.addmm(aug.gemm_bias, x2, aug.gemm_weight.t()) if aug.gemm_bias is not None
                  else t.mm(x2, aug.gemm_weight.t()))
@@ -304,8 +320,8 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
         corrupt(y_aug)
     ratio = t.empty(M, dtype=t.float32, device=x2.device)
     if M == 0:
-        return out, ratio, y_aug
-    write = act != 0
+        return (apply_activation(out, activation) if split else out), ratio, y_aug
+    write = act != 0 and not split
     bm, bn, chunks = _pick_blocks(M, N)
     warps = 4
     if blocks is not None:
@@ -338,6 +354,8 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
             launch()
     else:
         launch()
+    if split:  # after the fork: the side check need not wait for it
+        out = apply_activation(out, activation)
     return out, ratio, y_aug
 
 
