@@ -378,6 +378,11 @@ def section_campaign(out, n_trials):
         n, d = pc["trials"], pc["detected"]
         # one-sided 95% lower bound on the detection rate (Clopper-Pearson)
         rep["prediction_changing"]["lower95"] = _cp_lower(d, n)
+        # Where the missed prediction-changing flips were (site -> [changed, detected]).
+        rep["prediction_changing"]["by_site"] = {
+            site: [sum(b["prediction_changed"] for b in bl),
+                   sum(b["prediction_changed_detected"] for b in bl)]
+            for site, bl in rep["by_bit"].items()}
         res[dname] = rep
         log(f"campaign {dname}: prediction-changing {d}/{n} (lower95 "
             f"{rep['prediction_changing']['lower95']:.5f}), by site "

@@ -330,3 +330,12 @@ def test_plan_layer_counts_the_input_read_only_for_a_first_layer():
                                norm_known=True)["costs"]["fused"]
     assert chained < first
     assert first - chained == pytest.approx(2 * 4096 * 4096 / cal["bandwidth"])
+
+
+def test_side_check_only_for_small_outputs_or_no_activation():
+    from dartboost.gpu._augmented import AUG_ROWS, SIDE_CHECK_BYTES, check_on_side
+    assert check_on_side(4096, 4096, 2, None)  # no activation: always off the critical path
+    rows = SIDE_CHECK_BYTES // (2 * (1024 + AUG_ROWS))
+    assert check_on_side(rows, 1024, 2, "relu")
+    assert not check_on_side(rows + 1, 1024, 2, "relu")
+    assert not check_on_side(rows, 1024, 4, "relu")  # fp32 outputs are twice the bytes
