@@ -339,3 +339,21 @@ def test_side_check_only_for_small_outputs_or_no_activation():
     assert check_on_side(rows, 1024, 2, "relu")
     assert not check_on_side(rows + 1, 1024, 2, "relu")
     assert not check_on_side(rows, 1024, 4, "relu")  # fp32 outputs are twice the bytes
+
+
+def test_plan_layer_charges_the_check_its_measured_latency():
+    cal = dict(_auto.DEFAULT_CALIBRATION)
+    # A tiny layer with a large output on the main path: the check's fixed latency
+    # decides (a chain of trivial kernels would underestimate it).
+    slow = _auto.plan_layer(4096, 128, 256, 2, "relu", False, {**cal, "check_latency": 6e-6})
+    fast = _auto.plan_layer(4096, 128, 256, 2, "relu", False, {**cal, "check_latency": 0.5e-6})
+    assert slow["costs"]["fused"] - fast["costs"]["fused"] == pytest.approx(5.5e-6)
+    # Small outputs check on the side stream: only side_share of the latency counts.
+    a = _auto.plan_layer(8, 128, 256, 2, "relu", False, {**cal, "check_latency": 6e-6})
+    b = _auto.plan_layer(8, 128, 256, 2, "relu", False, {**cal, "check_latency": 0.5e-6})
+    assert a["costs"]["fused"] - b["costs"]["fused"] == pytest.approx(cal["side_share"] * 5.5e-6)
+    # Older caches without the constant fall back to the launch cost.
+    old = {k: v for k, v in cal.items() if k != "check_latency"}
+    assert _auto.plan_layer(4096, 128, 256, 2, "relu", False, old)["costs"]["fused"] == \
+        pytest.approx(_auto.plan_layer(4096, 128, 256, 2, "relu", False,
+                                       {**old, "check_latency": old["launch"]})["costs"]["fused"])
