@@ -418,6 +418,8 @@ def main():
     ap.add_argument("--sweep-trials", type=int, default=100)
     ap.add_argument("--campaign-trials", type=int, default=4000)
     ap.add_argument("--network-schemes", default="fused,auto")
+    ap.add_argument("--skip-cost-model", action="store_true",
+                    help="do not measure the cost model first (sections without 'auto')")
     args = ap.parse_args()
     # The tolerance assumes fp32 reductions inside half-precision GEMMs (the
     # protected layers switch this per call; the direct kernel calls here need it).
@@ -426,6 +428,8 @@ def main():
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "python": platform.python_version(), "reps": args.reps}
     try:
+        if args.skip_cost_model:
+            raise RuntimeError("skipped (--skip-cost-model)")
         out["cost_model"] = dg.measure_cost_model(store=True)
         log("cost model", out["cost_model"])
     except Exception as exc:  # measurement is informative, not required
