@@ -333,7 +333,7 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
     ws, cnt = workspace if not one_pass else (ratio, ratio)
     has_xn = x_norm2 is not None
     k_per = -(-K // n_cb)
-    bk = min(128, max(16, 1 << math.ceil(math.log2(max(1, min(k_per, K))))))
+    bk = 16 if k_per <= 16 else (64 if k_per <= 64 else 128)  # few variants
     on = out_norm2 if (write and out_norm2 is not None) else ratio
     bias = aug.gemm_bias
     kw = {} if interp else {"num_warps": warps}

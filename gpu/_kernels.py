@@ -282,7 +282,9 @@ def _signed_sums(y, sg, acc, UPCAST: tl.constexpr, F32: tl.constexpr):
     return acc
 
 
-@triton.jit(do_not_specialize=["n_cb", "k_per", "sigma", "c_y", "c_z", "c_x"])
+# M and K are not specialised on (a new batch size does not compile a new variant);
+# N and the strides are: their divisibility lets Triton vectorise the masked loads.
+@triton.jit(do_not_specialize=["M", "K", "n_cb", "k_per", "sigma", "c_y", "c_z", "c_x"])
 def abft_check_kernel(
     y_ptr, b_ptr, s_ptr, out_ptr, x_ptr, xn_ptr, ws_ptr, cnt_ptr, ratio_ptr, on_ptr,
     M, N, K, n_cb, k_per, sy0, so0, sx0,
