@@ -360,7 +360,7 @@ def section_sweep(out, trials, alpha=8.0):
     out["sweep"] = res
 
 
-def section_campaign(out, n_trials):
+def section_campaign(out, n_trials, scrub=False):
     res = {}
     for dname, dt in DTYPES.items():
         tf32(dname == "tf32")
@@ -371,7 +371,8 @@ def section_campaign(out, n_trials):
         p = dg.protect(net, scheme="fused", on_fault="flag", warn=False)
         t0 = time.time()
         rep = dg.detection_report(p, X, n_trials=n_trials, n_clean=200, random_state=11,
-                                  sites=("output", "accumulator", "input", "weight"))
+                                  sites=("output", "accumulator", "input", "weight"),
+                                 scrub=scrub)
         trials = rep.pop("trials")
         rep["seconds"] = time.time() - t0
         pc = rep["prediction_changing"]
@@ -418,6 +419,8 @@ def main():
     ap.add_argument("--sweep-trials", type=int, default=100)
     ap.add_argument("--campaign-trials", type=int, default=4000)
     ap.add_argument("--network-schemes", default="fused,auto")
+    ap.add_argument("--scrub", action="store_true",
+                    help="campaign: also verify the weights exactly after every forward")
     ap.add_argument("--skip-cost-model", action="store_true",
                     help="do not measure the cost model first (sections without 'auto')")
     args = ap.parse_args()
@@ -442,7 +445,8 @@ def main():
     for name, fn, kw in (("breakdown", section_breakdown, {"reps": args.reps, "quick": args.quick}),
                          ("tune", section_tune, {"reps": args.reps, "quick": args.quick}),
                          ("sweep", section_sweep, {"trials": args.sweep_trials}),
-                         ("campaign", section_campaign, {"n_trials": args.campaign_trials}),
+                         ("campaign", section_campaign, {"n_trials": args.campaign_trials,
+                                                         "scrub": args.scrub}),
                          ("false_positives", section_false_positives,
                           {"n_gemms": args.fp_gemms}),
                          ("layers", section_layers, {"reps": args.reps, "quick": args.quick}),
