@@ -178,7 +178,6 @@ def test_dataframe_input_equals_local(client):
 @pytest.mark.parametrize("params", [{"monotonic_cst": [1, 0, 0, 0]},
                                     {"interaction_cst": "pairwise"},
                                     {"reg_alpha": 1.0},
-                                    {"categorical_features": [0]},
                                     {"objective": lambda y, p: (p - y, np.ones_like(p))}])
 def test_engine_options_without_a_distributed_path_are_refused(client, params):
     # they would otherwise be silently ignored by the distributed fit
@@ -190,11 +189,11 @@ def test_engine_options_without_a_distributed_path_are_refused(client, params):
         DaskDartRegressor(client=client, n_estimators=2, **params).fit(X, y)
 
 
-def test_dataframe_with_category_columns_is_refused(client):
+def test_category_columns_not_declared_categorical_are_refused(client):
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
     df = pd.DataFrame({"a": np.arange(40.0), "c": pd.Categorical(["x", "y"] * 20)})
     X = dd.from_pandas(df, npartitions=2)
     y = dd.from_pandas(pd.Series(np.arange(40.0)), npartitions=2)
-    with pytest.raises(TypeError, match="categorical"):
-        DaskDartRegressor(client=client, n_estimators=2).fit(X, y)
+    with pytest.raises(TypeError, match="not categorical features"):
+        DaskDartRegressor(client=client, n_estimators=2, categorical_features=None).fit(X, y)

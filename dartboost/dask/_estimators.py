@@ -12,7 +12,7 @@ import numpy as np
 
 from ..estimators import DartClassifier, DartRegressor
 from ..ranking import DartRanker
-from . import _data
+from . import _categories, _data
 from ._fit import DaskFit, baseline_statistics, run_fit
 
 _DASK_PARAMS = (
@@ -63,9 +63,6 @@ class _DaskMixin:
             if value is not off and not (off is not None and value == off):
                 raise ValueError(f"{name}={value!r} is not supported by dartboost.dask yet; "
                                  "fit the local estimator instead.")
-        if params.get("categorical_features", "from_dtype") not in ("from_dtype", None):
-            raise ValueError("categorical_features is not supported by dartboost.dask yet; "
-                             "encode categories as numbers, or fit the local estimator.")
         if self.early_stopping is True or self.n_iter_no_change is not None or \
                 self.early_stopping_rounds is not None:
             raise ValueError("early stopping is not supported by dartboost.dask yet; set "
@@ -97,14 +94,20 @@ class _DaskMixin:
         self._validate_params()
         self._unsupported()
         client = self._get_client()
+        X, is_categorical, categories, lengths, held = _categories.prepare(
+            client, X, self.categorical_features)
         parts, row_counts, n_features, names = _data.training_partitions(
-            X, y, sample_weight, query)
+            X, y, sample_weight, query, lengths if lengths is not None else True)
         local = self._local_class(**self._local_params())
         local._validate_params()
         local._seed = local._resolve_seed()
         local.n_features_in_ = n_features
         if names is not None:
             local.feature_names_in_ = names
+        # as a local fit sets them (_fit_categorical): None when no feature
+        # is categorical / no feature has labels
+        local.is_categorical_ = is_categorical if is_categorical.any() else None
+        local._categories = categories
         local.train_score_, local.validation_score_ = [], []
         y_arr, _ = _data.as_dask_array(y, "y")
         encode_y = self._prepare_targets(local, y_arr, client)
@@ -113,6 +116,7 @@ class _DaskMixin:
         if sum(row_counts) < 2:
             raise ValueError("at least 2 training samples are required.")
         fit = DaskFit(client, local, parts, row_counts, n_features, self.max_recoveries)
+        del held, parts, X  # the fit holds its partitions (futures) now
         if query is not None:
             _data.check_queries(client, query[0], [f[3] for f in fit.futures], row_counts)
         run_fit(fit, local, loss, encode_y, _checker(self._local_class),
@@ -142,11 +146,14 @@ class _DaskMixin:
             return getattr(self._local, method)(X)
         blocks, names = _data.as_blocks(X)
         model = self.to_local()
+        # meta given: Dask would otherwise call the model on an empty block
         if n_columns is None:
+            dtype = self._output_dtype(method)
             return blocks.map_blocks(_predict_block, model, method, names, drop_axis=1,
-                                     dtype=self._output_dtype(method))
+                                     dtype=dtype, meta=np.empty(0, dtype=dtype))
         return blocks.map_blocks(_predict_block, model, method, names, dtype=np.float64,
-                                 chunks=(blocks.chunks[0], (n_columns,)))
+                                 chunks=(blocks.chunks[0], (n_columns,)),
+                                 meta=np.empty((0, 0), dtype=np.float64))
 
     def _output_dtype(self, method):
         return np.float64

@@ -97,7 +97,6 @@ class DaskFit:
     def __init__(self, client, local, parts, row_counts, n_features, max_recoveries):
         self.client = client
         self.local = local
-        self.parts = parts
         self.row_counts = row_counts
         self.offsets = np.concatenate([[0], np.cumsum(row_counts)]).astype(np.int64)
         self.n_samples = int(self.offsets[-1])
@@ -134,8 +133,9 @@ class DaskFit:
                            "collections from a graph (e.g. da.from_array, read_parquet) "
                            "to survive a lost worker.")
 
-    def bin_mapper(self, seed):
-        """The thresholds a local fit learns: its row sample, fetched."""
+    def bin_mapper(self, seed, is_categorical=None):
+        """The thresholds (and kept categories) a local fit learns: its row
+        sample, fetched."""
         est = self.local
         if self.n_samples > BIN_SUBSAMPLE:
             rng = np.random.RandomState(seed)
@@ -146,14 +146,17 @@ class DaskFit:
         pieces = [self.client.submit(_worker.sample_rows, self.futures[p][0], rows, pure=False)
                   for p, rows in by_part.items() if rows.size]
         sample = np.concatenate(self.client.gather(pieces), axis=0).astype(X_DTYPE)
-        return BinMapper(est.max_bins, random_state=seed, n_threads=self.n_threads).fit(sample)
+        mapper = BinMapper(est.max_bins, random_state=seed, n_threads=self.n_threads)
+        mapper.is_categorical = is_categorical
+        return mapper.fit(sample)
 
     def setup(self, mapper, encode_y, check_y, loss):
         """Bin and register every partition; return the baseline."""
         self._check_futures()
         fit_id = new_fit_id()
         stats_fn = baseline_statistics(loss)
-        arrays = (mapper.to_arrays()["bin_thresholds"], mapper.to_arrays()["bin_offsets"])
+        flat = mapper.to_arrays()
+        arrays = (flat["bin_thresholds"], flat["bin_offsets"], flat["is_categorical"])
         futures = [self.client.submit(
             _worker.init_partition, fit_id, i, x, y, w, q, arrays, mapper.max_bins, encode_y,
             check_y, stats_fn, self.n_threads, pure=False)
@@ -209,7 +212,7 @@ def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given):
     checkpoint = next((cb for cb in objects if hasattr(cb, "store") and hasattr(cb, "name")),
                       None)
     seed = est._seed
-    mapper = fit.bin_mapper(seed)
+    mapper = fit.bin_mapper(seed, getattr(est, "is_categorical_", None))
     K = loss.n_trees_per_iteration
     est.n_trees_per_iteration_ = K
     for cb in objects:
@@ -229,7 +232,7 @@ def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given):
             booster = est.booster_
             if booster.n_trees:
                 fit.rounds.run(_worker.add_trees, booster.trees, booster.weights, K,
-                               est.boosting == "dart")
+                               est.boosting == "dart", booster.binned_tables())
             _iterations(fit, est, loss, objects, sample_weight_given)
             break
         except WorkerLost as exc:
@@ -309,7 +312,7 @@ def _iterations(fit, est, loss, objects, sample_weight_given):
             n_feat = max(1, int(round(est.colsample_bytree * fit.n_features)))
             feature_mask = np.zeros(fit.n_features, dtype=np.uint8)
             feature_mask[rng.choice(fit.n_features, n_feat, replace=False)] = 1
-        trees = []
+        trees, bitsets = [], []
         for k in range(K):
             roots = fit.rounds.by_partition(
                 _worker.begin_tree, k, feature_mask, hessians_constant,
@@ -322,11 +325,16 @@ def _iterations(fit, est, loss, objects, sample_weight_given):
                 min_samples_leaf=est.min_samples_leaf, min_child_weight=est.min_child_weight,
                 min_split_gain=est.min_split_gain, l2_regularization=est.l2_regularization,
                 colsample_bynode=est.colsample_bynode, rng=rng, n_threads=fit.n_threads,
-                bin_thresholds=mapper.bin_thresholds_, hessians_are_constant=hessians_constant)
+                bin_thresholds=mapper.bin_thresholds_, hessians_are_constant=hessians_constant,
+                is_categorical=mapper.is_categorical_, **est._categorical_split_options())
             nodes, _ = grower.grow()
             trees.append(nodes)
-        fit.rounds.run(_worker.end_iteration, trees, t * K, new_weight, dart)
-        booster.append_iteration(trees, dropped, scale, new_weight)
+            bitsets.append(grower.cat_bitsets)
+        tables = [{} if not mapper.has_categorical else
+                  {"is_categorical": mapper.is_categorical_,
+                   "cat_bitsets": np.ascontiguousarray(b.reshape(-1))} for b in bitsets]
+        fit.rounds.run(_worker.end_iteration, trees, tables, t * K, new_weight, dart)
+        booster.append_iteration(trees, dropped, scale, new_weight, bitsets)
         est.n_iter_ = t + 1
         est.best_iteration_ = est.n_iter_
         for cb in objects:

@@ -167,7 +167,9 @@ def init_partition(fit_id, index, X, y, sample_weight, query, mapper_arrays, max
         if not np.all(np.isfinite(sw)) or np.any(sw < 0):
             raise ValueError(f"partition {index}: sample_weight must be finite and "
                              "non-negative.")
-    mapper = BinMapper.from_arrays(max_bins, *mapper_arrays, n_threads=n_threads)
+    thresholds, offsets, is_categorical = mapper_arrays
+    mapper = BinMapper.from_arrays(max_bins, thresholds, offsets, n_threads=n_threads,
+                                   is_categorical=is_categorical)
     binned = bin_partition(mapper, X, index)
     with _LOCK:  # completed by set_baseline once the client knows the baseline
         _STATES[(fit_id, index)] = (binned, y_enc, sw, mapper.missing_values_bin_idx_)
@@ -181,12 +183,13 @@ def set_baseline(fit_id, indices, baseline, grower_params, n_threads):
                                                   grower_params, n_threads)
 
 
-def add_trees(fit_id, indices, trees, weights, K, cache):
-    """Register existing trees (a resumed fit) and add them to the scores."""
+def add_trees(fit_id, indices, trees, weights, K, cache, tables):
+    """Register existing trees (a resumed fit) and add them to the scores;
+    ``tables``: the booster's categorical tables (its trees index them)."""
     for index in indices:
         st = _get(fit_id, index)
         for j, nodes in enumerate(trees):
-            st.keeper.register_tree(nodes, cache=cache)
+            st.keeper.register_tree(nodes, cache=cache, tables=tables)
             st.keeper.add_contribution(j, weights[j // K], st.keeper.raw[j % K])
 
 
@@ -224,17 +227,19 @@ def begin_tree(fit_id, indices, sample_rows_by_part, k, feature_mask, hessians_c
 
 def histograms(fit_id, indices, splits, node_keys):
     """Apply the client's pending ``splits`` (in order; each names its
-    parent's key and its children's keys), then return each partition's
+    parent's key and its children's keys, and ends with a categorical split's
+    left set or ``None``), then return each partition's
     histograms of the nodes ``node_keys`` and its left counts."""
     hists, counts = [], []
     for index in indices:
         st = _get(fit_id, index)
         grower, nodes = st.grower, st.nodes
         part_counts = []
-        for parent, feature, bin_idx, missing_left, left_key, right_key in splits:
+        for parent, feature, bin_idx, missing_left, left_key, right_key, bitset in splits:
             node = nodes.pop(parent)
             # the partition's left count; the client checks their sum
-            n_left = grower._partition_rows(node, feature, bin_idx, missing_left)
+            n_left = grower._partition_rows(node, feature, bin_idx, missing_left,
+                                            bitset=bitset)
             nodes[left_key] = _Node(left_key, node.start, node.start + n_left, 0, 0, 0, 0)
             nodes[right_key] = _Node(right_key, node.start + n_left, node.stop, 0, 0, 0, 0)
             part_counts.append(n_left)
@@ -256,8 +261,9 @@ def histograms(fit_id, indices, splits, node_keys):
     return np.stack(hists), counts
 
 
-def end_iteration(fit_id, indices, trees, first_tree, new_weight, cache):
-    """Add the iteration's trees to the scores; put DART's dropped trees back."""
+def end_iteration(fit_id, indices, trees, tables, first_tree, new_weight, cache):
+    """Add the iteration's trees to the scores; put DART's dropped trees back.
+    ``tables[k]``: tree ``k``'s categorical tables (its own bitsets)."""
     for index in indices:
         st = _get(fit_id, index)
         st.grower, st.nodes = None, {}
@@ -265,7 +271,7 @@ def end_iteration(fit_id, indices, trees, first_tree, new_weight, cache):
             st.scheme.end_iteration([st.keeper])
             st.scheme = None
         for k, nodes in enumerate(trees):
-            st.keeper.register_tree(nodes, cache=cache)
+            st.keeper.register_tree(nodes, cache=cache, tables=tables[k])
             st.keeper.add_contribution(first_tree + k, new_weight, st.keeper.raw[k])
 
 
