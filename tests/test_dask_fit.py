@@ -175,20 +175,6 @@ def test_dataframe_input_equals_local(client):
         dist.fit(ddf, dd.from_pandas(pd.Series(y), npartitions=2))
 
 
-@pytest.mark.parametrize("params", [{"monotonic_cst": [1, 0, 0, 0]},
-                                    {"interaction_cst": "pairwise"},
-                                    {"reg_alpha": 1.0},
-                                    {"objective": lambda y, p: (p - y, np.ones_like(p))}])
-def test_engine_options_without_a_distributed_path_are_refused(client, params):
-    # they would otherwise be silently ignored by the distributed fit
-    import dask.array as da
-    X = da.from_array(np.random.default_rng(0).normal(size=(40, 4)), chunks=20)
-    y = da.from_array(np.arange(40.0), chunks=20)
-    name = next(iter(params))
-    with pytest.raises(ValueError, match=name):
-        DaskDartRegressor(client=client, n_estimators=2, **params).fit(X, y)
-
-
 def test_category_columns_not_declared_categorical_are_refused(client):
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")

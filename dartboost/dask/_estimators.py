@@ -51,18 +51,7 @@ class _DaskMixin:
         params.pop("max_recoveries")
         return params
 
-    #: engine options the distributed path does not implement yet, with the
-    #: value that means "off"; anything else is refused rather than ignored.
-    _LOCAL_ONLY = {"objective": None, "class_weight": None, "base_score": None,
-                   "monotonic_cst": None, "interaction_cst": None, "reg_alpha": 0.0}
-
     def _unsupported(self):
-        params = self.get_params(deep=False)
-        for name, off in self._LOCAL_ONLY.items():
-            value = params.get(name, off)
-            if value is not off and not (off is not None and value == off):
-                raise ValueError(f"{name}={value!r} is not supported by dartboost.dask yet; "
-                                 "fit the local estimator instead.")
         if self.early_stopping is True or self.n_iter_no_change is not None or \
                 self.early_stopping_rounds is not None:
             raise ValueError("early stopping is not supported by dartboost.dask yet; set "
@@ -110,9 +99,16 @@ class _DaskMixin:
         local._categories = categories
         local.train_score_, local.validation_score_ = [], []
         y_arr, _ = _data.as_dask_array(y, "y")
-        encode_y = self._prepare_targets(local, y_arr, client)
+        local._check_objective(False)  # a callable objective runs on the workers
+        encode_y, row_weights = self._prepare_targets(local, y_arr, client)
         loss = local._make_loss()
-        baseline_statistics(loss)  # an unsupported loss fails before any work
+        ranking = isinstance(self, DartRanker)
+        baseline_statistics(loss, ranking)  # an unsupported loss fails before any work
+        local.n_trees_per_iteration_ = loss.n_trees_per_iteration
+        # monotonic and interaction constraints are decided on the summed
+        # histograms, on the client: checked here as a local fit checks them
+        local._fit_constraints = local._resolve_constraints(n_features,
+                                                            local.is_categorical_)
         if sum(row_counts) < 2:
             raise ValueError("at least 2 training samples are required.")
         fit = DaskFit(client, local, parts, row_counts, n_features, self.max_recoveries)
@@ -120,7 +116,7 @@ class _DaskMixin:
         if query is not None:
             _data.check_queries(client, query[0], [f[3] for f in fit.futures], row_counts)
         run_fit(fit, local, loss, encode_y, _checker(self._local_class),
-                sample_weight is not None)
+                sample_weight is not None or row_weights is not None, row_weights, ranking)
         local.evals_result_, local.best_score_ = {}, {}
         self.recoveries_ = fit.recoveries
         self._adopt(local)
@@ -171,6 +167,17 @@ def _predict_block(block, model, method, names):
     return getattr(model, method)(block)
 
 
+def _class_weights(class_weight, classes, counts):
+    """Per-class weights of ``class_weight`` from the global class counts,
+    as scikit-learn's ``compute_sample_weight`` gives them on all labels:
+    ``"balanced"`` is ``n / (n_classes * count)``."""
+    from sklearn.utils.class_weight import compute_class_weight
+    if isinstance(class_weight, str):  # "balanced" (the only string allowed)
+        return counts.sum() / (classes.shape[0] * counts)
+    # a dict needs no counts: each class's labels are given once
+    return compute_class_weight(class_weight, classes=classes, y=classes)
+
+
 def _checker(local_class):
     return local_class()._check_y
 
@@ -190,7 +197,7 @@ class DaskDartRegressor(_DaskMixin, DartRegressor):
     def _prepare_targets(self, local, y, client):
         local._n_outputs = 1 if y.ndim == 1 else int(y.shape[1])
         local._y_1d = y.ndim == 1
-        return DartRegressor()._encode_y_transform
+        return DartRegressor()._encode_y_transform, None
 
 
 class DaskDartClassifier(_DaskMixin, DartClassifier):
@@ -207,16 +214,23 @@ class DaskDartClassifier(_DaskMixin, DartClassifier):
         from . import _worker
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D for a classifier, got {y.ndim}-D.")
-        labels = client.gather([client.submit(_worker.class_labels, part, pure=False)
-                                for part in client.compute(list(y.to_delayed().ravel()))])
-        classes = np.unique(np.concatenate(labels))
+        found = client.gather([client.submit(_worker.class_counts, part, pure=False)
+                               for part in client.compute(list(y.to_delayed().ravel()))])
+        classes = np.unique(np.concatenate([labels for labels, _ in found]))
         if classes.shape[0] < 2:
             raise ValueError(f"y contains only one class ({classes.tolist()[:1]}); a "
                              "classifier needs at least 2 classes.")
         local.classes_ = classes
         encoder = DartClassifier()
         encoder.classes_ = classes
-        return encoder._encode_y_transform
+        row_weights = None
+        if local.class_weight is not None:
+            counts = np.zeros(classes.shape[0], dtype=np.float64)
+            for labels, n in found:
+                counts[np.searchsorted(classes, labels)] += n
+            row_weights = _worker.ClassWeights(_class_weights(local.class_weight, classes,
+                                                              counts))
+        return encoder._encode_y_transform, row_weights
 
     def _output_dtype(self, method):
         return self.classes_.dtype
@@ -261,8 +275,6 @@ class DaskDartRanker(_DaskMixin, DartRanker):
         if (group is None) == (qid is None):
             raise ValueError("Ranking needs query groups: pass exactly one of group= (query "
                              "sizes) or qid= (a query id per row).")
-        if self.objective is not None:
-            raise ValueError("a custom objective is not supported by dartboost.dask.")
         query = ("group", group) if group is not None else ("qid", qid)
         self._query_kind = query[0]
         return self._fit_dask(X, y, sample_weight, query)
@@ -275,4 +287,4 @@ class DaskDartRanker(_DaskMixin, DartRanker):
                              f"{y.ndim}-D.")
         maker = DartRanker(label_gain=local.label_gain)._make_target
         kind = "group" if self._query_kind == "group" else "qid"
-        return functools.partial(_worker.ranking_target, maker, kind)
+        return functools.partial(_worker.ranking_target, maker, kind), None

@@ -26,7 +26,7 @@ from .._binning import BinMapper
 from .._booster import Booster
 from .._common import X_DTYPE, effective_n_threads
 from .._model_format import FormatError
-from .._losses import BinaryLogLoss, Poisson, SoftmaxLogLoss, SquaredError
+from .._losses import BinaryLogLoss, CustomObjective, Poisson, SoftmaxLogLoss, SquaredError
 from .._ranking_loss import LambdaRankLoss
 from ..callbacks import check_callbacks
 from . import _worker
@@ -54,16 +54,23 @@ class _ClassCounts:
                            minlength=self.n_classes).astype(np.float64), None
 
 
-def baseline_statistics(loss):
+def _no_statistics(y_enc, sw):
+    return None
+
+
+def baseline_statistics(loss, ranking=False):
     """The per-partition statistics a loss's baseline needs (a function of
     ``(y_enc, sw)``), or an error for a loss whose baseline or leaf values
-    need global order statistics (quantiles)."""
+    need global order statistics (quantiles). ``ranking``: a ranker's
+    targets, checked for a pair to order whatever the loss."""
+    if ranking:
+        return _worker.ranking_stats
     if isinstance(loss, SoftmaxLogLoss):
         return _ClassCounts(loss.n_trees_per_iteration)
     if isinstance(loss, (SquaredError, Poisson, BinaryLogLoss)):
         return _mean_stats
-    if isinstance(loss, LambdaRankLoss):
-        return _worker.ranking_stats
+    if isinstance(loss, CustomObjective):  # baseline 0
+        return _no_statistics
     raise ValueError(f"loss {getattr(loss, 'name', type(loss).__name__)!r} is not supported "
                      "by distributed training (its baseline or leaf values are quantiles "
                      "of all rows); use squared_error, poisson or log_loss.")
@@ -71,8 +78,8 @@ def baseline_statistics(loss):
 
 def combine_baseline(loss, stats):
     """The loss's baseline from per-partition statistics (partition order)."""
-    if isinstance(loss, LambdaRankLoss):
-        if not any(stats):
+    if isinstance(loss, (LambdaRankLoss, CustomObjective)):
+        if isinstance(stats[0], bool) and not any(stats):
             raise ValueError("No query has documents with different relevance grades: there "
                              "is no pair to rank, so nothing to learn.")
         return loss.baseline(None, None), None
@@ -150,16 +157,18 @@ class DaskFit:
         mapper.is_categorical = is_categorical
         return mapper.fit(sample)
 
-    def setup(self, mapper, encode_y, check_y, loss):
-        """Bin and register every partition; return the baseline."""
+    def setup(self, mapper, encode_y, check_y, loss, row_weights=None, ranking=False):
+        """Bin and register every partition; return the baseline statistics.
+        ``row_weights(y_enc, sw)``: the training weights of a partition's rows
+        (``class_weight``), else the sample weights."""
         self._check_futures()
         fit_id = new_fit_id()
-        stats_fn = baseline_statistics(loss)
+        stats_fn = baseline_statistics(loss, ranking)
         flat = mapper.to_arrays()
         arrays = (flat["bin_thresholds"], flat["bin_offsets"], flat["is_categorical"])
         futures = [self.client.submit(
             _worker.init_partition, fit_id, i, x, y, w, q, arrays, mapper.max_bins, encode_y,
-            check_y, stats_fn, self.n_threads, pure=False)
+            check_y, stats_fn, self.n_threads, row_weights, pure=False)
             for i, (x, y, w, q) in enumerate(self.futures)]
         self.rounds = Rounds(self.client, fit_id, {})
         try:
@@ -203,8 +212,10 @@ class DaskFit:
                 pass
 
 
-def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given):
-    """Fit ``est`` (the local estimator) on the workers; returns it fitted."""
+def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given, row_weights=None,
+            ranking=False):
+    """Fit ``est`` (the local estimator) on the workers; returns it fitted.
+    ``row_weights``: see :meth:`DaskFit.setup`; ``ranking``: a ranker's fit."""
     objects, before, after = check_callbacks(est.callbacks)
     if before or after:
         raise ValueError("dartboost.dask supports callback objects (e.g. CheckpointCallback), "
@@ -221,8 +232,10 @@ def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given):
     start_state = None
     while True:
         try:
-            stats = fit.setup(mapper, encode_y, check_y, loss)
+            stats = fit.setup(mapper, encode_y, check_y, loss, row_weights, ranking)
             baseline, _ = combine_baseline(loss, stats)
+            if getattr(est, "base_score", None) is not None:
+                baseline = est._baseline(loss, None, None)  # base_score, checked
             if start_state is None:
                 est.booster_ = Booster(mapper, baseline)
             else:
@@ -326,7 +339,9 @@ def _iterations(fit, est, loss, objects, sample_weight_given):
                 min_split_gain=est.min_split_gain, l2_regularization=est.l2_regularization,
                 colsample_bynode=est.colsample_bynode, rng=rng, n_threads=fit.n_threads,
                 bin_thresholds=mapper.bin_thresholds_, hessians_are_constant=hessians_constant,
-                is_categorical=mapper.is_categorical_, **est._categorical_split_options())
+                is_categorical=mapper.is_categorical_, **est._categorical_split_options(),
+                reg_alpha=est.reg_alpha, monotonic_cst=est._fit_constraints[0],
+                interaction_cst=est._fit_constraints[1])
             nodes, _ = grower.grow()
             trees.append(nodes)
             bitsets.append(grower.cat_bitsets)

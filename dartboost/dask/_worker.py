@@ -142,16 +142,30 @@ def ranking_stats(y_enc, sw):
     return bool(np.any(hi > lo))
 
 
-def class_labels(y):
-    return np.unique(np.asarray(y))
+def class_counts(y):
+    """A partition's distinct labels and their counts."""
+    return np.unique(np.asarray(y), return_counts=True)
+
+
+class ClassWeights:
+    """Training weights of ``class_weight``: the weight of each row's class
+    (``weights[class index]``), times its sample weight."""
+
+    def __init__(self, weights):
+        self.weights = np.asarray(weights, dtype=np.float64)
+
+    def __call__(self, y_enc, sw):
+        w = self.weights[np.asarray(y_enc, dtype=np.intp)]
+        return w if sw is None else w * sw
 
 
 def init_partition(fit_id, index, X, y, sample_weight, query, mapper_arrays, max_bins,
-                   encode_y, check_y, baseline_stats, n_threads):
+                   encode_y, check_y, baseline_stats, n_threads, row_weights=None):
     """Validate, bin and register one partition (it runs where Dask put the
     partition); return ``(worker_address, n_rows, baseline statistics)``.
     ``query`` (a ranker's group sizes or qids of the partition) goes to
-    ``encode_y`` with the targets."""
+    ``encode_y`` with the targets; ``row_weights(y_enc, sw)`` gives the
+    training weights (``class_weight``)."""
     from ._distributed import worker_address
     X = check_partition(X, y, sample_weight, index, check_y)
     if query is None:
@@ -167,6 +181,8 @@ def init_partition(fit_id, index, X, y, sample_weight, query, mapper_arrays, max
         if not np.all(np.isfinite(sw)) or np.any(sw < 0):
             raise ValueError(f"partition {index}: sample_weight must be finite and "
                              "non-negative.")
+    if row_weights is not None:
+        sw = row_weights(y_enc, sw)
     thresholds, offsets, is_categorical = mapper_arrays
     mapper = BinMapper.from_arrays(max_bins, thresholds, offsets, n_threads=n_threads,
                                    is_categorical=is_categorical)
