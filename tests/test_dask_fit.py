@@ -115,7 +115,7 @@ def test_bad_input(client):
         est.fit(X, y)
     with pytest.raises(ValueError, match="not supported by distributed"):
         DaskDartRegressor(loss="absolute_error", **PARAMS).fit(dX, da.from_array(y, chunks=300))
-    with pytest.raises(ValueError, match="early stopping"):
+    with pytest.raises(ValueError, match="validation_fraction is not supported"):
         DaskDartRegressor(**dict(PARAMS, early_stopping=True)).fit(
             dX, da.from_array(y, chunks=300))
     bad = X.copy()

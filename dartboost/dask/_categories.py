@@ -184,3 +184,18 @@ def _has_known_categories(meta_col):
 def _what(kind):
     return {"category": "a category column", "labels": "a string/object column",
             "numbers": "numeric"}[kind]
+
+
+def encode_like(X, categories, names):
+    """``(collection, lengths)``: eval data ``X`` encoded with the training
+    fit's category lists (a dataframe's columns must be the training ones)."""
+    if not _is_dask_dataframe(X):
+        return X, True
+    found = [str(c) for c in X.columns]
+    if names is not None and found != [str(c) for c in names]:
+        raise ValueError(f"its columns {found[:8]} differ from the training X's "
+                         f"{[str(c) for c in names][:8]}.")
+    if categories is None:
+        return X, True
+    float_meta = X._meta.astype(dict.fromkeys(X._meta.columns, np.float64))
+    return X.map_partitions(encode_partition, categories, meta=float_meta), True

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..estimators import DartClassifier, DartRegressor
 from ..ranking import DartRanker
-from . import _categories, _data
+from . import _categories, _data, _evaluation
 from ._fit import DaskFit, baseline_statistics, run_fit
 
 _DASK_PARAMS = (
@@ -52,10 +52,6 @@ class _DaskMixin:
         return params
 
     def _unsupported(self):
-        if self.early_stopping is True or self.n_iter_no_change is not None or \
-                self.early_stopping_rounds is not None:
-            raise ValueError("early stopping is not supported by dartboost.dask yet; set "
-                             "early_stopping=False ('auto' is off on Dask).")
         if self.warm_start:
             raise ValueError("warm_start is not supported by dartboost.dask; a fit that "
                              "loses a worker resumes from its checkpoint by itself.")
@@ -63,7 +59,8 @@ class _DaskMixin:
             raise ValueError(f"max_recoveries must be a non-negative int, got "
                              f"{self.max_recoveries!r}.")
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, eval_set=None, eval_names=None,
+            eval_sample_weight=None, eval_metric=None):
         """Fit on dask collections whose partitions stay on the workers.
 
         Parameters
@@ -72,17 +69,26 @@ class _DaskMixin:
             Known row chunks; NaN marks a missing value.
         y : dask.array or dask Series, partitioned like ``X``
         sample_weight : dask.array or dask Series, default=None
+        eval_set : list of tuples, or one tuple, default=None
+            ``(X_val, y_val[, sample_weight_val])`` of dask collections, scored
+            after every iteration on the workers (``evals_result_``); early
+            stopping, when on, scores the last one. Metrics must be means over
+            rows (not ``auc``, ``average_precision`` or callables).
+        eval_names, eval_sample_weight, eval_metric
+            As for the local estimator's ``fit``.
 
         Returns
         -------
         self
         """
-        return self._fit_dask(X, y, sample_weight)
+        return self._fit_dask(X, y, sample_weight,
+                              evals=(eval_set, eval_names, eval_sample_weight, eval_metric))
 
-    def _fit_dask(self, X, y, sample_weight, query=None):
+    def _fit_dask(self, X, y, sample_weight, query=None, evals=(None, None, None, None)):
         self._validate_params()
         self._unsupported()
         client = self._get_client()
+        X_given, y_given = X, y
         X, is_categorical, categories, lengths, held = _categories.prepare(
             client, X, self.categorical_features)
         parts, row_counts, n_features, names = _data.training_partitions(
@@ -111,13 +117,17 @@ class _DaskMixin:
                                                             local.is_categorical_)
         if sum(row_counts) < 2:
             raise ValueError("at least 2 training samples are required.")
+        evaluation, eval_parts = _evaluation.resolve(
+            local, X_given, y_given, *evals, sum(row_counts),
+            lambda i, X_val: _encode_eval_X(i, X_val, categories, names))
         fit = DaskFit(client, local, parts, row_counts, n_features, self.max_recoveries)
-        del held, parts, X  # the fit holds its partitions (futures) now
+        fit.add_eval_sets(eval_parts)
+        del held, parts, X, eval_parts  # the fit holds its partitions (futures) now
         if query is not None:
             _data.check_queries(client, query[0], [f[3] for f in fit.futures], row_counts)
         run_fit(fit, local, loss, encode_y, _checker(self._local_class),
-                sample_weight is not None or row_weights is not None, row_weights, ranking)
-        local.evals_result_, local.best_score_ = {}, {}
+                sample_weight is not None or row_weights is not None, row_weights, ranking,
+                evaluation)
         self.recoveries_ = fit.recoveries
         self._adopt(local)
         return self
@@ -165,6 +175,13 @@ def _predict_block(block, model, method, names):
         import pandas as pd
         block = pd.DataFrame(block, columns=names, copy=False)
     return getattr(model, method)(block)
+
+
+def _encode_eval_X(index, X, categories, names):
+    try:
+        return _categories.encode_like(X, categories, names)
+    except ValueError as exc:
+        raise ValueError(f"eval_set[{index}]: {exc}") from None
 
 
 def _class_weights(class_weight, classes, counts):
@@ -275,6 +292,9 @@ class DaskDartRanker(_DaskMixin, DartRanker):
         if (group is None) == (qid is None):
             raise ValueError("Ranking needs query groups: pass exactly one of group= (query "
                              "sizes) or qid= (a query id per row).")
+        if _evaluation.patience(self, 0) is not None:
+            raise ValueError("early stopping is not supported by DaskDartRanker: NDCG is a "
+                             "mean over queries, not rows; set early_stopping=False.")
         query = ("group", group) if group is not None else ("qid", qid)
         self._query_kind = query[0]
         return self._fit_dask(X, y, sample_weight, query)

@@ -31,6 +31,7 @@ from .._ranking_loss import LambdaRankLoss
 from ..callbacks import check_callbacks
 from . import _worker
 from ._distributed import DataLost, Rounds, WorkerLost, new_fit_id, split_by_partition
+from ._evaluation import ScorePlan
 from ._grower import DistributedTreeGrower
 
 #: Rows the binner learns thresholds from (BinMapper's default ``subsample``).
@@ -114,10 +115,19 @@ class DaskFit:
         self.recoveries = []
         # persist the partitions (futures keep them on the workers; Dask
         # recomputes a lost one from its graph)
-        flat = client.compute([item for p in parts for item in p if item is not None])
-        flat = iter(flat)
-        self.futures = [tuple(next(flat) if item is not None else None for item in p)
-                        for p in parts]
+        self.futures = self._persist(parts)
+        self.eval_futures = []  # (set index, partition index in the set, futures)
+        self.eval_rounds = None
+
+    def _persist(self, parts):
+        flat = iter(self.client.compute([item for p in parts for item in p
+                                         if item is not None]))
+        return [tuple(next(flat) if item is not None else None for item in p) for p in parts]
+
+    def add_eval_sets(self, sets):
+        """Persist the eval sets' partitions (``[(parts, row_counts)]``)."""
+        for s, (parts, _) in enumerate(sets):
+            self.eval_futures += [(s, i, f) for i, f in enumerate(self._persist(parts))]
 
     # ---------------------------------------------------------------- setup
     def _check_futures(self, wait=0.0):
@@ -129,7 +139,8 @@ class DaskFit:
         # scattered input is gone) is cancelled
         deadline = time.monotonic() + wait
         while True:
-            lost = [i for i, part in enumerate(self.futures)
+            parts = self.futures + [f for _, _, f in self.eval_futures]
+            lost = [i for i, part in enumerate(parts)
                     if any(f is not None and f.status == "cancelled" for f in part)]
             if lost or time.monotonic() >= deadline:
                 break
@@ -171,8 +182,35 @@ class DaskFit:
             check_y, stats_fn, self.n_threads, row_weights, pure=False)
             for i, (x, y, w, q) in enumerate(self.futures)]
         self.rounds = Rounds(self.client, fit_id, {})
+        results = self._registered(futures)
+        self.rounds = Rounds(self.client, fit_id, _placement(results))
+        return [stats for _, _, stats in results]
+
+    def setup_eval(self, mapper, proto, check_y):
+        """Bin and register the eval sets' partitions (after :meth:`setup`):
+        their targets encoded as ``proto`` (the estimator) encodes eval sets."""
+        if not self.eval_futures:
+            return
+        fit_id = self.rounds.fit_id + "-eval"
+        flat = mapper.to_arrays()
+        arrays = (flat["bin_thresholds"], flat["bin_offsets"], flat["is_categorical"])
+        futures = [self.client.submit(
+            _worker.init_partition, fit_id, g, x, y, w, None, arrays, mapper.max_bins,
+            _worker.EvalTarget(proto, s), check_y, _no_statistics, self.n_threads, None,
+            f"eval_set[{s}] partition {i}", pure=False)
+            for g, (s, i, (x, y, w, _)) in enumerate(self.eval_futures)]
+        self.eval_rounds = Rounds(self.client, fit_id, {})
+        self.eval_rounds = Rounds(self.client, fit_id, _placement(self._registered(futures)))
+
+    def eval_partitions(self, s):
+        """Indices (in :meth:`eval_partials`' results) of eval set ``s``."""
+        return [g for g, (set_index, _, _) in enumerate(self.eval_futures) if set_index == s]
+
+    def _registered(self, futures):
+        """The results of registering partitions; on a failure, nothing of
+        the fit stays on the workers."""
         try:
-            results = self.client.gather(futures)
+            return self.client.gather(futures)
         except Exception as exc:
             # gather stops at the first failed partition while the others may
             # still be running: let them finish, so none registers its state on
@@ -192,30 +230,128 @@ class DaskFit:
                 # status said so: the same lost, scattered data
                 self._check_futures(wait=2.0)
             raise
-        placement = {}
-        for i, (addr, _, _) in enumerate(results):
-            placement.setdefault(addr, []).append(i)
-        self.rounds = Rounds(self.client, fit_id, placement)
-        return [stats for _, _, stats in results]
 
-    def register(self, baseline, mapper):
+    def register(self, baseline, mapper, train_scorer=None, eval_scorer=None):
+        """Complete the registered states with the baseline (and the scorers
+        of early stopping and the eval sets)."""
         params = {"n_bins_non_missing": mapper.n_bins_non_missing_,
                   "missing_bin": mapper.missing_values_bin_idx_}
-        self.rounds.run(_worker.set_baseline, baseline, params, self.n_threads)
+        self.rounds.run(_worker.set_baseline, baseline, params, self.n_threads, train_scorer)
+        if self.eval_rounds is not None:
+            self.eval_rounds.run(_worker.set_eval_baseline, baseline, self.n_threads,
+                                 eval_scorer)
+
+    def all_rounds(self):
+        return [r for r in (self.rounds, self.eval_rounds) if r is not None]
 
     def drop(self):
-        if self.rounds is not None:
-            self.rounds.close()
+        for rounds in self.all_rounds():
+            rounds.close()
             try:
-                self.client.run(_worker.drop_fit, self.rounds.fit_id)
+                self.client.run(_worker.drop_fit, rounds.fit_id)
             except Exception:  # a worker that is gone holds nothing
                 pass
+        self.eval_rounds = None
+
+
+def _placement(results):
+    """``{worker address: [partition indices]}`` of registration results."""
+    placement = {}
+    for i, (addr, _, _) in enumerate(results):
+        placement.setdefault(addr, []).append(i)
+    return placement
+
+
+class Evaluation:
+    """Eval sets and early stopping of a fit, as the local estimator resolved
+    them (:meth:`~dartboost._boosting.BaseBoosting.fit`).
+
+    Parameters
+    ----------
+    names : list of str
+        The eval sets' names (their partitions are in :class:`DaskFit`).
+    metrics : list
+        The recorded metrics (``_metrics`` of the estimator).
+    user_metric : bool
+        Whether ``eval_metric`` was given: early stopping then compares its
+        first metric, else ``-loss``.
+    patience : int or None
+        Early stopping's ``n_iter_no_change`` (None: off).
+    tol : float
+    proto : estimator
+        A parameter-only copy of the local estimator (encodes eval targets,
+        formats predictions for the metrics on the workers).
+    """
+
+    def __init__(self, names, metrics, user_metric, patience, tol, proto):
+        self.names = list(names)
+        self.user_metric = user_metric
+        self.patience = patience
+        self.tol = tol
+        self.proto = proto
+        stopping = patience is not None
+        # no eval set: early stopping scores the training data, which is then
+        # the one eval set, "training" (as a local fit without
+        # validation_fraction)
+        self.on_training = stopping and not self.names
+        self.plan = ScorePlan(metrics, with_loss=stopping and not user_metric)
+        if self.on_training:
+            self.train_plan = self.plan
+        elif stopping:
+            self.train_plan = ScorePlan(metrics[:1] if user_metric else [],
+                                        with_loss=not user_metric)
+        else:
+            self.train_plan = None
+        self.last = {}
+
+    def set_names(self):
+        return self.names + (["training"] if self.on_training else [])
+
+    def scorers(self, est, loss):
+        """``(train scorer or None, eval scorer or None)`` for the workers."""
+        return (None if self.train_plan is None else self.train_plan.scorer(self.proto, loss),
+                self.plan.scorer(self.proto, loss) if self.names else None)
+
+    def read(self, fit, train_partials, eval_partials):
+        """Combine the partitions' partials of every set (kept in ``last``)."""
+        self.last = {}
+        for s, name in enumerate(self.names):
+            self.last[name] = self.plan.read([eval_partials[g]
+                                              for g in fit.eval_partitions(s)])
+        if self.train_plan is not None:
+            self.last[None] = self.train_plan.read(train_partials)
+            if self.on_training:
+                self.last["training"] = self.last[None]
+
+    def record(self, est):
+        """Record every metric of every set of the last :meth:`read` in
+        ``evals_result_``; return LightGBM's ``evaluation_result_list``."""
+        results = []
+        for name in self.set_names():
+            record = est.evals_result_.setdefault(name, {})
+            for metric_name, value, higher in self.last[name][1]:
+                record.setdefault(metric_name, []).append(value)
+                results.append((name, metric_name, value, higher))
+        return results
+
+    def _signed(self, loss, results):
+        if not self.user_metric:
+            return -loss
+        _, value, higher = results[0]
+        return value if higher else -value
+
+    def stopping_scores(self):
+        """``(train score, validation score)`` of the last :meth:`read`
+        (higher is better), as :class:`~dartboost._boosting._StoppingRule`."""
+        es_name = self.set_names()[-1]
+        return self._signed(*self.last[None]), self._signed(*self.last[es_name])
 
 
 def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given, row_weights=None,
-            ranking=False):
+            ranking=False, evaluation=None):
     """Fit ``est`` (the local estimator) on the workers; returns it fitted.
-    ``row_weights``: see :meth:`DaskFit.setup`; ``ranking``: a ranker's fit."""
+    ``row_weights``: see :meth:`DaskFit.setup`; ``ranking``: a ranker's fit;
+    ``evaluation``: an :class:`Evaluation` (eval sets, early stopping)."""
     objects, before, after = check_callbacks(est.callbacks)
     if before or after:
         raise ValueError("dartboost.dask supports callback objects (e.g. CheckpointCallback), "
@@ -230,23 +366,35 @@ def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given, row_weights=
         if hasattr(cb, "on_fit_begin"):
             cb.on_fit_begin(est)
     start_state = None
+    est.evals_result_ = ({} if evaluation is None else
+                         {name: {} for name in evaluation.set_names()})
+    scorers = (None, None) if evaluation is None else evaluation.scorers(est, loss)
     while True:
         try:
             stats = fit.setup(mapper, encode_y, check_y, loss, row_weights, ranking)
+            if evaluation is not None:
+                fit.setup_eval(mapper, evaluation.proto, check_y)
             baseline, _ = combine_baseline(loss, stats)
             if getattr(est, "base_score", None) is not None:
                 baseline = est._baseline(loss, None, None)  # base_score, checked
             if start_state is None:
                 est.booster_ = Booster(mapper, baseline)
             else:
+                history = est.evals_result_
                 est._set_state(*start_state)
                 est.n_trees_per_iteration_ = K
-            fit.register(est.booster_.baseline, est.booster_.bin_mapper)
+                # the metrics recorded before the loss are the resumed model's
+                # (one entry per iteration), the rest is recomputed
+                est.evals_result_ = {name: {m: curve[:est.n_iter_] for m, curve in
+                                            metrics.items()}
+                                     for name, metrics in history.items()}
+            fit.register(est.booster_.baseline, est.booster_.bin_mapper, *scorers)
             booster = est.booster_
             if booster.n_trees:
-                fit.rounds.run(_worker.add_trees, booster.trees, booster.weights, K,
+                for rounds in fit.all_rounds():
+                    rounds.run(_worker.add_trees, booster.trees, booster.weights, K,
                                est.boosting == "dart", booster.binned_tables())
-            _iterations(fit, est, loss, objects, sample_weight_given)
+            _iterations(fit, est, loss, objects, sample_weight_given, evaluation)
             break
         except WorkerLost as exc:
             fit.drop()
@@ -298,15 +446,26 @@ def _resume_state(checkpoint):
     return None
 
 
-def _iterations(fit, est, loss, objects, sample_weight_given):
+def _iterations(fit, est, loss, objects, sample_weight_given, evaluation):
     booster = est.booster_
     mapper = booster.bin_mapper
     K = loss.n_trees_per_iteration
     dart = est.boosting == "dart"
     policy = est._dart_policy() if dart else None
     hessians_constant = loss.unit_hessians and not sample_weight_given
+    stopping = evaluation is not None and evaluation.patience is not None
+    if stopping and not est.validation_score_:
+        # the baseline's scores (the local fit's first entries)
+        evaluation.read(fit, fit.rounds.by_partition(_worker.partials),
+                        _eval_round(fit, _worker.partials))
+        train_score, validation_score = evaluation.stopping_scores()
+        est.train_score_.append(train_score)
+        est.validation_score_.append(validation_score)
     est.n_iter_ = booster.num_iterations()
-    for t in range(booster.num_iterations(), est.n_estimators):
+    best_iter, best_score = est._best_so_far() if stopping else (None, None)
+    begin = booster.num_iterations()
+    kept = None
+    for t in range(begin, est.n_estimators):
         rng = np.random.default_rng([est._seed, t])
         weights = booster.weights
         if dart:
@@ -348,10 +507,48 @@ def _iterations(fit, est, loss, objects, sample_weight_given):
         tables = [{} if not mapper.has_categorical else
                   {"is_categorical": mapper.is_categorical_,
                    "cat_bitsets": np.ascontiguousarray(b.reshape(-1))} for b in bitsets]
-        fit.rounds.run(_worker.end_iteration, trees, tables, t * K, new_weight, dart)
+        train_partials = fit.rounds.by_partition(_worker.end_iteration, trees, tables, t * K,
+                                                 new_weight, dart)
+        eval_partials = _eval_round(fit, _worker.update_eval, weights, dropped, new_weight,
+                                    scale, trees, tables, t * K, dart)
         booster.append_iteration(trees, dropped, scale, new_weight, bitsets)
         est.n_iter_ = t + 1
         est.best_iteration_ = est.n_iter_
+        results = []
+        if evaluation is not None:
+            evaluation.read(fit, train_partials, eval_partials)
+            results = evaluation.record(est)
+        logs = {f"{set_name}_{name}": value for set_name, name, value, _ in results}
+        if stopping:
+            train_score, validation_score = evaluation.stopping_scores()
+            est.train_score_.append(train_score)
+            est.validation_score_.append(validation_score)
+            logs = {"train_score": train_score, "validation_score": validation_score, **logs}
+            if validation_score > best_score + evaluation.tol:
+                best_iter, best_score = t + 1, validation_score
+        stop = False
         for cb in objects:
-            if hasattr(cb, "on_iteration_end"):
-                cb.on_iteration_end(est, t, {})
+            if hasattr(cb, "on_iteration_end") and cb.on_iteration_end(est, t, logs):
+                stop = True
+        if stopping and t + 1 - best_iter >= evaluation.patience:
+            stop = True
+        if stop:
+            break
+    if stopping:
+        kept = best_iter
+    if kept is not None and kept < est.n_iter_:
+        booster.truncate(kept)
+        est.n_iter_ = kept
+    est.best_iteration_ = kept if kept is not None else est.n_iter_
+    # LightGBM's best_score_: every recorded metric at the kept model
+    at = est.best_iteration_ - 1
+    est.best_score_ = {name: {m: curve[at] for m, curve in metrics_.items()
+                              if 0 <= at < len(curve)}
+                       for name, metrics_ in est.evals_result_.items()}
+
+
+def _eval_round(fit, fn, *args):
+    """``fn`` on the eval partitions (their results in order), if any."""
+    if fit.eval_rounds is None:
+        return []
+    return fit.eval_rounds.by_partition(fn, *args)

@@ -1,0 +1,217 @@
+"""Eval sets and early stopping on Dask: metrics computed where the rows are.
+
+Every supported score is a weighted mean over rows (the loss, and LightGBM's
+``l2``, ``l1``, ``binary_logloss``, ``multi_error``, ...; ``rmse`` is the
+square root of one), so each partition sends ``(weight, [mean, ...])`` and
+the client combines them in partition order: ``sum(W_p m_p) / sum(W_p)``.
+The values equal a local fit's up to floating-point rounding (~1e-15
+relative), so the early-stopping decisions -- which compare them against
+``tol`` -- are the local ones. Metrics that need all rows at once (``auc``,
+``average_precision``, NDCG, callables) are refused with a clear error rather
+than evaluated on a gathered copy of the set.
+
+The stopping rule is :class:`dartboost._boosting._StoppingRule`'s: the
+first metric of ``eval_metric`` (or ``-loss`` when none is given), higher
+is better, on the last eval set; patience ``n_iter_no_change``.
+"""
+import numpy as np
+
+from .. import _metrics
+
+#: Built-in metrics that are weighted means over rows (``_metrics._wmean``).
+MEAN_METRICS = ("l2", "l1", "mape", "poisson", "gamma", "gamma_deviance", "tweedie",
+                "tweedie_deviance", "quantile", "huber", "binary_logloss", "binary_error",
+                "multi_logloss", "multi_error")
+
+
+class PartialScores:
+    """A partition's weighted means (runs on the workers).
+
+    Parameters
+    ----------
+    est : estimator
+        A parameter-only copy of the local estimator (its ``_eval_data`` and
+        ``_eval_prediction`` hooks; no model).
+    loss : loss object
+    fns : list of callable
+        ``fn(EvalData, y_pred) -> float`` weighted means.
+    with_loss : bool
+        Also the loss's weighted mean (the default stopping score).
+    """
+
+    def __init__(self, est, loss, fns, with_loss):
+        self.est = est
+        self.loss = loss
+        self.fns = fns
+        self.with_loss = with_loss
+
+    def __call__(self, y_enc, sample_weight, raw):
+        n = raw.shape[1]
+        weight = float(n) if sample_weight is None else float(np.sum(sample_weight))
+        if weight <= 0:
+            return 0.0, None  # a partition of zero weight adds nothing
+        values = []
+        if self.with_loss:
+            values.append(float(self.loss.loss(y_enc, raw, sample_weight)))
+        if self.fns:
+            data = self.est._eval_data("", y_enc, sample_weight)
+            pred = self.est._eval_prediction(self.loss, raw)
+            values.extend(float(fn(data, pred)) for fn in self.fns)
+        return weight, values
+
+
+def combine(partials):
+    """Weighted means of all partitions from their ``(weight, values)``."""
+    total, sums = 0.0, None
+    for weight, values in partials:
+        if values is None:
+            continue
+        part = np.asarray(values, dtype=np.float64) * weight
+        sums = part if sums is None else sums + part
+        total += weight
+    if sums is None:
+        raise ValueError("an eval set has zero total sample weight.")
+    return sums / total
+
+
+class ScorePlan:
+    """What is evaluated each iteration, and how the results read.
+
+    ``metrics``: the fit's :class:`~dartboost._metrics.Metric` list (as the
+    local fit resolves it); ``stop_on_metric``: early stopping compares the
+    first metric (else ``-loss``).
+    """
+
+    def __init__(self, metrics, with_loss):
+        self.metrics = []
+        fns = []
+        for metric in metrics:
+            name = getattr(metric, "name", "")
+            if isinstance(metric, _metrics.CallableMetric):
+                raise ValueError(f"eval_metric {name!r} (a callable) is not supported by "
+                                 "dartboost.dask: it needs all rows of a set at once; use a "
+                                 f"built-in mean metric ({', '.join(MEAN_METRICS)}, rmse).")
+            if name == "rmse":
+                fns.append(_metrics._l2)
+                self.metrics.append((metric, np.sqrt))
+            elif name in MEAN_METRICS:
+                fns.append(metric.fn)
+                self.metrics.append((metric, None))
+            else:
+                raise ValueError(f"eval_metric {name!r} is not supported by dartboost.dask: "
+                                 "it is not a mean over rows, so it cannot be computed "
+                                 "partition by partition; use one of "
+                                 f"{', '.join(MEAN_METRICS)}, rmse.")
+        self.fns = fns
+        self.with_loss = with_loss
+
+    def scorer(self, est, loss):
+        return PartialScores(est, loss, self.fns, self.with_loss)
+
+    def read(self, partials):
+        """``(loss or None, [(name, value, higher_is_better)])`` of one set."""
+        values = list(combine(partials))
+        loss = values.pop(0) if self.with_loss else None
+        results = []
+        for (metric, post), value in zip(self.metrics, values):
+            value = float(post(value)) if post is not None else float(value)
+            results.append((metric.name, value, metric.higher_is_better))
+        return loss, results
+
+
+def _as_set_list(eval_set):
+    """``eval_set`` (one tuple or a list of them) as a list, checked."""
+    if eval_set is None:
+        return []
+    if isinstance(eval_set, tuple) and not (eval_set and isinstance(eval_set[0], tuple)):
+        sets = [eval_set]
+    elif isinstance(eval_set, (list, tuple)):
+        sets = list(eval_set)
+    else:
+        raise TypeError("eval_set must be a list of (X_val, y_val) or (X_val, y_val, "
+                        f"sample_weight_val) tuples, or one such tuple; got a "
+                        f"{type(eval_set).__name__}.")
+    for i, item in enumerate(sets):
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise TypeError(f"eval_set[{i}] must be a tuple (X_val, y_val) or (X_val, y_val, "
+                            "sample_weight_val) of dask collections.")
+    return sets
+
+
+def patience(est, n_samples):
+    """Early stopping's patience on Dask, or None. As a local fit, except
+    that ``early_stopping="auto"`` turns it on only when
+    ``n_iter_no_change``/``early_stopping_rounds`` is set: scikit-learn's
+    more-than-10,000-rows rule would hold for every distributed data set and
+    hold out a validation split, which a Dask fit takes as an ``eval_set``."""
+    if est.early_stopping == "auto" and est.n_iter_no_change is None and \
+            est.early_stopping_rounds is None:
+        return None
+    return est._patience(n_samples)
+
+
+def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, n_samples,
+            prepare_X):
+    """The eval sets of a Dask fit and how they are scored.
+
+    Parameters
+    ----------
+    local : the configured local estimator (targets, loss and constraints set)
+    X, y : the training collections as given (a set of the same objects is
+        named ``"training"``)
+    prepare_X : callable
+        ``prepare_X(i, X_val) -> (collection, lengths)``: an eval set's X
+        encoded like the training X.
+
+    Returns
+    -------
+    evaluation : :class:`~dartboost.dask._fit.Evaluation` or None
+    sets : list of (parts, row_counts)
+    """
+    from . import _data
+    from ._fit import Evaluation
+    stop_after = patience(local, n_samples)
+    sets = _as_set_list(eval_set)
+    if stop_after is None and not sets:
+        return None, []
+    user_metric = eval_metric if eval_metric is not None else local.eval_metric
+    if stop_after is not None and local._objective_is_custom and user_metric is None:
+        raise ValueError("Early stopping with a callable objective needs an eval_metric "
+                         "(a custom objective has no loss value to score).")
+    if stop_after is not None and not sets and local.validation_fraction is not None:
+        raise ValueError("validation_fraction is not supported by dartboost.dask (a random "
+                         "split of distributed rows); pass eval_set=[(X_val, y_val)] of dask "
+                         "collections, or validation_fraction=None to stop on the training "
+                         "data.")
+    metrics = local._metrics(user_metric)
+    names = local._check_eval_list(eval_names, len(sets), "eval_names")
+    weights = local._check_eval_list(eval_sample_weight, len(sets), "eval_sample_weight")
+    parts = []
+    for i, item in enumerate(sets):
+        if names[i] is None:
+            names[i] = "training" if item[0] is X and item[1] is y else f"valid_{i}"
+        elif not isinstance(names[i], str):
+            raise TypeError(f"eval_names[{i}] must be a str, got {names[i]!r}.")
+        if len(item) == 3 and weights[i] is not None:
+            raise ValueError(f"eval_set[{i}] has weights both as its third item and in "
+                             "eval_sample_weight; give them once.")
+        sw = item[2] if len(item) == 3 else weights[i]
+        X_val, lengths = prepare_X(i, item[0])
+        try:
+            set_parts, rows, n_features, _ = _data.training_partitions(
+                X_val, item[1], sw, lengths=lengths)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"eval_set[{i}]: {exc}") from None
+        if n_features != local.n_features_in_:
+            raise ValueError(f"eval_set[{i}] has {n_features} features, but the training X "
+                             f"has {local.n_features_in_}.")
+        parts.append((set_parts, rows))
+    if len(set(names)) != len(names):
+        raise ValueError(f"eval set names must be unique, got {names}; pass eval_names.")
+    proto = type(local)(**{**local.get_params(deep=False), "callbacks": None})
+    for name, value in vars(local).items():
+        if name not in proto.get_params(deep=False) and name != "booster_":
+            setattr(proto, name, value)
+    evaluation = Evaluation(names, metrics, user_metric is not None, stop_after, local.tol,
+                            proto)
+    return evaluation, parts
