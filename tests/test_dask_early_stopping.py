@@ -93,6 +93,37 @@ def test_stopping_on_the_training_data(client):
     _assert_same_run(dist, local)
 
 
+@pytest.mark.parametrize("boosting", ["mart", "dart"])
+def test_validation_fraction_holds_out_the_local_rows(client, boosting):
+    X, y = _data(1600, 13)
+    params = dict(STOP, boosting=boosting, validation_fraction=0.2, skip_drop=0.0)
+    dist = DaskDartRegressor(**params).fit(*_dask(X, y, chunks=500))
+    local = DartRegressor(**params).fit(X, y)
+    assert list(dist.evals_result_) == ["validation"]
+    _assert_same_run(dist, local)
+
+
+def test_stratified_validation_fraction_with_class_weight(client):
+    X, y = _data(1500, 14)
+    labels = np.array(["a", "b", "c"])[np.digitize(y, np.quantile(y, [0.2, 0.6]))]
+    params = dict(STOP, validation_fraction=0.25, class_weight="balanced")
+    dist = DaskDartClassifier(**params).fit(*_dask(X, labels, chunks=400))
+    local = DartClassifier(**params).fit(X, labels)
+    _assert_same_run(dist, local)
+
+
+def test_auto_early_stopping_follows_the_local_rule(client):
+    # early_stopping="auto" is on past 10,000 rows: a validation_fraction split
+    X, y = _data(10_200, 15)
+    params = dict(n_estimators=200, max_leaf_nodes=7, random_state=0, learning_rate=0.5)
+    dist = DaskDartRegressor(**params).fit(*_dask(X, y, chunks=3500))
+    local = DartRegressor(**params).fit(X, y)
+    assert local.n_iter_ < 200
+    _assert_same_run(dist, local)
+    small = DaskDartRegressor(**params).fit(*_dask(X[:900], y[:900], chunks=300))
+    assert small.n_iter_ == 200 and small.validation_score_ == []
+
+
 def test_eval_set_without_early_stopping_records_metrics(client):
     X, y = _data(900, 7)
     Xv, yv = _data(300, 8)
@@ -153,8 +184,6 @@ def test_a_lost_worker_resumes_with_the_stopping_history(client, tmp_path):
 def test_unsupported_evaluation_is_a_clear_error(client):
     X, y = _data(600, 12)
     dX, dy = _dask(X, y, chunks=300)
-    with pytest.raises(ValueError, match="validation_fraction is not supported"):
-        DaskDartRegressor(**dict(STOP, validation_fraction=0.1)).fit(dX, dy)
     labels = (y > 0).astype(int)
     dl = da.from_array(labels, chunks=300)
     with pytest.raises(ValueError, match="'auc' is not supported by dartboost.dask"):

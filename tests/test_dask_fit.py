@@ -115,9 +115,6 @@ def test_bad_input(client):
         est.fit(X, y)
     with pytest.raises(ValueError, match="not supported by distributed"):
         DaskDartRegressor(loss="absolute_error", **PARAMS).fit(dX, da.from_array(y, chunks=300))
-    with pytest.raises(ValueError, match="validation_fraction is not supported"):
-        DaskDartRegressor(**dict(PARAMS, early_stopping=True)).fit(
-            dX, da.from_array(y, chunks=300))
     bad = X.copy()
     bad[5, 1] = np.inf
     with pytest.raises(ValueError, match="infinity"):

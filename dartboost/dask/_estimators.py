@@ -117,11 +117,19 @@ class _DaskMixin:
                                                             local.is_categorical_)
         if sum(row_counts) < 2:
             raise ValueError("at least 2 training samples are required.")
-        evaluation, eval_parts = _evaluation.resolve(
-            local, X_given, y_given, *evals, sum(row_counts),
-            lambda i, X_val: _encode_eval_X(i, X_val, categories, names))
+        evaluation, eval_parts = None, []
+        if not ranking:  # (the ranker refuses early stopping and has no eval sets)
+            evaluation, eval_parts = _evaluation.resolve(
+                local, X_given, y_given, *evals, sum(row_counts),
+                lambda i, X_val: _encode_eval_X(i, X_val, categories, names))
         fit = DaskFit(client, local, parts, row_counts, n_features, self.max_recoveries)
         fit.add_eval_sets(eval_parts)
+        if evaluation is not None and evaluation.held_out:
+            labels = (fit.class_indices(local.classes_) if local._is_classifier else None)
+            fit.hold_out(*_evaluation.validation_rows(local, fit.n_samples, labels))
+            if fit.n_samples < 2:
+                raise ValueError(f"n_samples = {fit.n_samples} after the validation split; "
+                                 "at least 2 training samples are required.")
         del held, parts, X, eval_parts  # the fit holds its partitions (futures) now
         if query is not None:
             _data.check_queries(client, query[0], [f[3] for f in fit.futures], row_counts)
@@ -292,7 +300,8 @@ class DaskDartRanker(_DaskMixin, DartRanker):
         if (group is None) == (qid is None):
             raise ValueError("Ranking needs query groups: pass exactly one of group= (query "
                              "sizes) or qid= (a query id per row).")
-        if _evaluation.patience(self, 0) is not None:
+        if self.early_stopping is True or self.n_iter_no_change is not None or \
+                self.early_stopping_rounds is not None:
             raise ValueError("early stopping is not supported by DaskDartRanker: NDCG is a "
                              "mean over queries, not rows; set early_stopping=False.")
         query = ("group", group) if group is not None else ("qid", qid)

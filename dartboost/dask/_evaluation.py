@@ -138,16 +138,20 @@ def _as_set_list(eval_set):
     return sets
 
 
-def patience(est, n_samples):
-    """Early stopping's patience on Dask, or None. As a local fit, except
-    that ``early_stopping="auto"`` turns it on only when
-    ``n_iter_no_change``/``early_stopping_rounds`` is set: scikit-learn's
-    more-than-10,000-rows rule would hold for every distributed data set and
-    hold out a validation split, which a Dask fit takes as an ``eval_set``."""
-    if est.early_stopping == "auto" and est.n_iter_no_change is None and \
-            est.early_stopping_rounds is None:
-        return None
-    return est._patience(n_samples)
+def validation_rows(est, n_samples, labels=None):
+    """``(train rows, validation rows)``, sorted global indices: the split
+    of :meth:`~dartboost._boosting.BaseBoosting._validation_split` (the same
+    ``train_test_split`` call on the row indices, stratified by the class
+    ``labels`` of a classifier), so the held-out rows are the local ones."""
+    from sklearn.model_selection import train_test_split
+    idx = np.arange(n_samples)
+    try:
+        tr, va = train_test_split(idx, test_size=est.validation_fraction,
+                                  random_state=est._seed, stratify=labels)
+    except ValueError:
+        tr, va = train_test_split(idx, test_size=est.validation_fraction,
+                                  random_state=est._seed)
+    return np.sort(tr), np.sort(va)
 
 
 def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, n_samples,
@@ -166,11 +170,13 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
     Returns
     -------
     evaluation : :class:`~dartboost.dask._fit.Evaluation` or None
+        ``evaluation.held_out``: early stopping on a ``validation_fraction``
+        of the training rows, which the fit must hold out.
     sets : list of (parts, row_counts)
     """
     from . import _data
     from ._fit import Evaluation
-    stop_after = patience(local, n_samples)
+    stop_after = local._patience(n_samples)
     sets = _as_set_list(eval_set)
     if stop_after is None and not sets:
         return None, []
@@ -178,11 +184,6 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
     if stop_after is not None and local._objective_is_custom and user_metric is None:
         raise ValueError("Early stopping with a callable objective needs an eval_metric "
                          "(a custom objective has no loss value to score).")
-    if stop_after is not None and not sets and local.validation_fraction is not None:
-        raise ValueError("validation_fraction is not supported by dartboost.dask (a random "
-                         "split of distributed rows); pass eval_set=[(X_val, y_val)] of dask "
-                         "collections, or validation_fraction=None to stop on the training "
-                         "data.")
     metrics = local._metrics(user_metric)
     names = local._check_eval_list(eval_names, len(sets), "eval_names")
     weights = local._check_eval_list(eval_sample_weight, len(sets), "eval_sample_weight")
@@ -206,6 +207,9 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
             raise ValueError(f"eval_set[{i}] has {n_features} features, but the training X "
                              f"has {local.n_features_in_}.")
         parts.append((set_parts, rows))
+    held_out = stop_after is not None and not sets and local.validation_fraction is not None
+    if held_out:  # the fit holds out the rows (DaskFit.hold_out)
+        names = ["validation"]
     if len(set(names)) != len(names):
         raise ValueError(f"eval set names must be unique, got {names}; pass eval_names.")
     proto = type(local)(**{**local.get_params(deep=False), "callbacks": None})
@@ -214,4 +218,5 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
             setattr(proto, name, value)
     evaluation = Evaluation(names, metrics, user_metric is not None, stop_after, local.tol,
                             proto)
+    evaluation.held_out = held_out
     return evaluation, parts

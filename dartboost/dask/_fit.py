@@ -118,11 +118,43 @@ class DaskFit:
         self.futures = self._persist(parts)
         self.eval_futures = []  # (set index, partition index in the set, futures)
         self.eval_rounds = None
+        self.eval_row_weights = False
 
     def _persist(self, parts):
         flat = iter(self.client.compute([item for p in parts for item in p
                                          if item is not None]))
         return [tuple(next(flat) if item is not None else None for item in p) for p in parts]
+
+    def hold_out(self, train_rows, validation_rows):
+        """Train on the rows ``train_rows`` (sorted global indices) only and
+        make ``validation_rows`` eval set 0, each partition split where it
+        lies (the subsets are tasks on the persisted partitions, so Dask
+        recomputes a lost one)."""
+        train_parts, validation_parts, counts = [], [], []
+        for p, part in enumerate(self.futures):
+            for rows, out in ((split_by_partition(train_rows, self.offsets)[p], train_parts),
+                              (split_by_partition(validation_rows, self.offsets)[p],
+                               validation_parts)):
+                if rows.size:  # a partition without such rows is left out
+                    out.append(tuple(None if f is None else self.client.submit(
+                        _worker.take_rows, f, rows, pure=False) for f in part))
+                    if out is train_parts:
+                        counts.append(int(rows.size))
+        self.futures = train_parts
+        self.row_counts = tuple(counts)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.n_samples = int(self.offsets[-1])
+        self.eval_futures = [(0, i, f) for i, f in enumerate(validation_parts)]
+        self.eval_row_weights = True  # the held-out rows keep their training weights
+
+    def class_indices(self, classes):
+        """Every training row's class index (a classifier's stratified
+        validation split): the one per-row array the client fetches, in the
+        smallest integer type."""
+        dtype = np.min_scalar_type(max(len(classes) - 1, 0))
+        return np.concatenate(self.client.gather([
+            self.client.submit(_worker.class_indices, part[1], classes, dtype, pure=False)
+            for part in self.futures]))
 
     def add_eval_sets(self, sets):
         """Persist the eval sets' partitions (``[(parts, row_counts)]``)."""
@@ -186,9 +218,12 @@ class DaskFit:
         self.rounds = Rounds(self.client, fit_id, _placement(results))
         return [stats for _, _, stats in results]
 
-    def setup_eval(self, mapper, proto, check_y):
+    def setup_eval(self, mapper, proto, check_y, row_weights=None):
         """Bin and register the eval sets' partitions (after :meth:`setup`):
-        their targets encoded as ``proto`` (the estimator) encodes eval sets."""
+        their targets encoded as ``proto`` (the estimator) encodes eval sets;
+        held-out training rows (:meth:`hold_out`) weighted by ``row_weights``
+        as in training (``class_weight``)."""
+        row_weights = row_weights if self.eval_row_weights else None
         if not self.eval_futures:
             return
         fit_id = self.rounds.fit_id + "-eval"
@@ -196,7 +231,7 @@ class DaskFit:
         arrays = (flat["bin_thresholds"], flat["bin_offsets"], flat["is_categorical"])
         futures = [self.client.submit(
             _worker.init_partition, fit_id, g, x, y, w, None, arrays, mapper.max_bins,
-            _worker.EvalTarget(proto, s), check_y, _no_statistics, self.n_threads, None,
+            _worker.EvalTarget(proto, s), check_y, _no_statistics, self.n_threads, row_weights,
             f"eval_set[{s}] partition {i}", pure=False)
             for g, (s, i, (x, y, w, _)) in enumerate(self.eval_futures)]
         self.eval_rounds = Rounds(self.client, fit_id, {})
@@ -373,7 +408,7 @@ def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given, row_weights=
         try:
             stats = fit.setup(mapper, encode_y, check_y, loss, row_weights, ranking)
             if evaluation is not None:
-                fit.setup_eval(mapper, evaluation.proto, check_y)
+                fit.setup_eval(mapper, evaluation.proto, check_y, row_weights)
             baseline, _ = combine_baseline(loss, stats)
             if getattr(est, "base_score", None) is not None:
                 baseline = est._baseline(loss, None, None)  # base_score, checked

@@ -179,6 +179,16 @@ class EvalTarget:
         return self.est._encode_eval_y(self.index, y, None)
 
 
+def take_rows(part, rows):
+    """The rows ``rows`` of a partition's array (X, y, weights or query ids)."""
+    return np.asarray(part)[rows]
+
+
+def class_indices(y, classes, dtype):
+    """Each row's position in ``classes``."""
+    return np.searchsorted(classes, np.asarray(y)).astype(dtype)
+
+
 def class_counts(y):
     """A partition's distinct labels and their counts."""
     return np.unique(np.asarray(y), return_counts=True)
