@@ -202,6 +202,13 @@ def test_inconsistent_partitions_are_clear_errors(client):
     bad = dd.from_delayed([dask.delayed(p) for p in parts], meta=meta, verify_meta=False)
     with pytest.raises(ValueError, match="partition 1 of X has columns"):
         est.fit(bad, dy)
+    # a numeric column holding text in one partition
+    parts = [df.iloc[:300].copy(), df.iloc[300:].copy()]
+    parts[1]["x"] = parts[1]["x"].astype(object)
+    parts[1].iloc[5, 0] = "oops"
+    bad = dd.from_delayed([dask.delayed(p) for p in parts], meta=meta, verify_meta=False)
+    with pytest.raises(ValueError, match="partition 1 of X has values that are neither"):
+        est.fit(bad, dy)
     # a string column that is not categorical
     with pytest.raises(TypeError, match=r"non-numeric columns \['city'\]"):
         DaskDartRegressor(**dict(PARAMS, categorical_features=["color"])).fit(

@@ -57,9 +57,16 @@ def partition_summary(df, columns, label_columns):
     return len(df), found, out
 
 
-def encode_partition(df, categories):
-    """A partition with its label columns as category codes, all float64."""
-    return _categorical.encode(df, None, categories).astype(np.float64)
+def encode_partition(df, categories, partition_info=None):
+    """A partition with its label columns as category codes, all float64
+    (``partition_info``: Dask's, to name the partition in an error)."""
+    try:
+        return _categorical.encode(df, None, categories).astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        where = ("a partition" if not partition_info
+                 else f"partition {partition_info.get('number')}")
+        raise ValueError(f"{where} of X has values that are neither numbers nor labels of a "
+                         f"categorical column: {exc}") from None
 
 
 def _union_in_order(lists):
@@ -133,14 +140,14 @@ def prepare(client, X, spec):
     summarise = dask.delayed(partition_summary, pure=False)
     summaries = client.gather(client.compute(
         [summarise(part, columns, label_columns) for part in X.to_delayed()]))
-    categories = [None] * len(names)
-    for j in label_columns:
-        categories[j] = _agree(str(names[j]), kinds[j], meta.iloc[:, j],
-                               [s[2].get(j) for s in summaries])
     for p, (_, found, _) in enumerate(summaries):
         if found != columns:
             raise ValueError(f"partition {p} of X has columns {found[:8]}, the collection "
                              f"declares {columns[:8]}; all partitions need the same columns.")
+    categories = [None] * len(names)
+    for j in label_columns:
+        categories[j] = _agree(str(names[j]), kinds[j], meta.iloc[:, j],
+                               [s[2][j] for s in summaries])
     lengths = tuple(int(s[0]) for s in summaries)
     float_meta = meta.astype(dict.fromkeys(meta.columns, np.float64))
     encoded = X.map_partitions(encode_partition, categories, meta=float_meta)
@@ -152,13 +159,10 @@ def _agree(name, kind, meta_col, reports):
     ``(kind, labels)`` reports (partition order)."""
     import pandas as pd
     for p, report in enumerate(reports):
-        if report is None:
-            continue  # a partition with other columns: reported by the caller
         if report[0] != kind:
             raise ValueError(f"column {name!r} is {_what(kind)} in the collection's dtypes "
                              f"but {_what(report[0])} in partition {p} of X; give it one "
                              "dtype in every partition (e.g. astype('category')).")
-    reports = [r for r in reports if r is not None]
     if kind == "labels":
         merged = [label for _, labels in reports for label in labels]
         return _categorical._labels_of(pd.Series(merged, dtype=object))
