@@ -7,6 +7,7 @@ distributed = pytest.importorskip("distributed")
 
 from dartboost import DartClassifier, DartRegressor  # noqa: E402
 from dartboost.dask import DaskDartClassifier, DaskDartRanker, DaskDartRegressor  # noqa: E402
+from dartboost.ranking import DartRanker, make_ranking_data  # noqa: E402
 from test_dask_fit import _assert_same_model  # noqa: E402
 
 STOP = dict(n_estimators=200, max_leaf_nodes=15, random_state=0, learning_rate=0.3,
@@ -124,6 +125,51 @@ def test_auto_early_stopping_follows_the_local_rule(client):
     assert small.n_iter_ == 200 and small.validation_score_ == []
 
 
+def _queries(n_queries, seed, n_parts):
+    """Ranking data cut into ``n_parts`` partitions at query boundaries:
+    ``(X, y, qid, sizes, row chunks, queries per partition)``."""
+    X, y, qid = make_ranking_data(n_queries, random_state=seed)
+    sizes = np.diff(np.flatnonzero(np.r_[True, qid[1:] != qid[:-1], True]))
+    per_part = np.diff(np.linspace(0, sizes.size, n_parts + 1).round().astype(int))
+    ends = np.cumsum(sizes)[np.cumsum(per_part) - 1]
+    return X, y, qid, sizes, tuple(np.diff(np.r_[0, ends]).tolist()), tuple(per_part.tolist())
+
+
+RANK_STOP = dict(STOP, min_samples_leaf=5, n_iter_no_change=3)
+
+
+@pytest.mark.parametrize("query_kind", ["qid", "group"])
+def test_ranker_eval_set_early_stopping_on_ndcg(client, query_kind):
+    X, y, qid, sizes, chunks, per_part = _queries(60, 0, 3)
+    Xv, yv, qv, sv, cv, pv = _queries(20, 1, 2)
+    params = dict(RANK_STOP, eval_metric=["ndcg@5", "ndcg"])
+    dX, dy = da.from_array(X, chunks=(chunks, X.shape[1])), da.from_array(y, chunks=(chunks,))
+    dXv = da.from_array(Xv, chunks=(cv, X.shape[1]))
+    if query_kind == "qid":
+        train_q = {"qid": da.from_array(qid, chunks=(chunks,))}
+        eval_q = {"eval_qid": [da.from_array(qv, chunks=(cv,))]}
+    else:
+        train_q = {"group": da.from_array(sizes, chunks=(per_part,))}
+        eval_q = {"eval_group": [da.from_array(sv, chunks=(pv,))]}
+    dist = DaskDartRanker(**params).fit(dX, dy, **train_q, eval_set=[
+        (dXv, da.from_array(yv, chunks=(cv,)))], **eval_q)
+    local = DartRanker(**params).fit(X, y, qid=qid, eval_set=[(Xv, yv)], eval_qid=[qv])
+    _assert_same_run(dist, local)
+
+
+@pytest.mark.parametrize("query_kind", ["qid", "group"])
+def test_ranker_validation_fraction_holds_out_whole_queries(client, query_kind):
+    X, y, qid, sizes, chunks, per_part = _queries(60, 2, 3)
+    params = dict(RANK_STOP, validation_fraction=0.3)
+    train_q = ({"qid": da.from_array(qid, chunks=(chunks,))} if query_kind == "qid" else
+               {"group": da.from_array(sizes, chunks=(per_part,))})
+    dist = DaskDartRanker(**params).fit(da.from_array(X, chunks=(chunks, X.shape[1])),
+                                        da.from_array(y, chunks=(chunks,)), **train_q)
+    local = DartRanker(**params).fit(X, y, qid=qid)
+    assert list(dist.evals_result_) == ["validation"]
+    _assert_same_run(dist, local)
+
+
 def test_eval_set_without_early_stopping_records_metrics(client):
     X, y = _data(900, 7)
     Xv, yv = _data(300, 8)
@@ -201,8 +247,9 @@ def test_unsupported_evaluation_is_a_clear_error(client):
     with pytest.raises(ValueError, match="callable objective needs an eval_metric"):
         DaskDartRegressor(**dict(STOP, objective=lambda t, p: (p - t, np.ones_like(p)))).fit(
             dX, dy, eval_set=[(dX, dy)])
-    with pytest.raises(ValueError, match="early stopping is not supported by DaskDartRanker"):
+    with pytest.raises(ValueError, match=r"eval_set\[0\] needs its query structure"):
         DaskDartRanker(**STOP).fit(dX, dy, group=da.from_array(np.array([300, 300]),
-                                                               chunks=1))
+                                                               chunks=1),
+                                   eval_set=[(dX, dy)])
     from dartboost.dask import _worker
     assert sum(client.run(_worker.n_states).values()) == 0

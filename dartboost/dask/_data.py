@@ -141,16 +141,17 @@ def _query_summary(kind, q):
     return np.unique(q)
 
 
-def check_queries(client, kind, q_futures, row_counts):
+def check_queries(client, kind, q_futures, row_counts, what="X"):
     """A query must not span partitions: with ``group``, each partition's
-    sizes sum to its rows; with ``qid``, no id occurs in two partitions."""
+    sizes sum to its rows; with ``qid``, no id occurs in two partitions.
+    ``what``: the data set named in errors."""
     summaries = client.gather([client.submit(_query_summary, kind, q, pure=False)
                                for q in q_futures])
     if kind == "group":
         for p, (total, n) in enumerate(zip(summaries, row_counts)):
             if total != n:
                 raise ValueError(f"the query sizes of group chunk {p} sum to {total} but "
-                                 f"partition {p} of X has {n} rows: a query must not span "
+                                 f"partition {p} of {what} has {n} rows: a query must not span "
                                  "partitions (rechunk X, y and group at query boundaries).")
         return
     owner = {}

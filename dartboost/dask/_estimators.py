@@ -117,22 +117,28 @@ class _DaskMixin:
                                                             local.is_categorical_)
         if sum(row_counts) < 2:
             raise ValueError("at least 2 training samples are required.")
-        evaluation, eval_parts = None, []
-        if not ranking:  # (the ranker refuses early stopping and has no eval sets)
-            evaluation, eval_parts = _evaluation.resolve(
-                local, X_given, y_given, *evals, sum(row_counts),
-                lambda i, X_val: _encode_eval_X(i, X_val, categories, names))
+        evaluation, eval_parts = _evaluation.resolve(
+            local, X_given, y_given, *evals, sum(row_counts),
+            lambda i, X_val: _encode_eval_X(i, X_val, categories, names),
+            self._ranking_evaluation(local) if ranking else None)
         fit = DaskFit(client, local, parts, row_counts, n_features, self.max_recoveries)
         fit.add_eval_sets(eval_parts)
+        if query is not None:  # before any split: the partitions as given
+            _data.check_queries(client, query[0], [f[3] for f in fit.futures], row_counts)
+            for s, (kind, _) in enumerate(self._eval_queries):
+                _data.check_queries(client, kind, [f[3] for set_index, _, f in
+                                                   fit.eval_futures if set_index == s],
+                                    eval_parts[s][1], what=f"eval_set[{s}]")
         if evaluation is not None and evaluation.held_out:
-            labels = (fit.class_indices(local.classes_) if local._is_classifier else None)
-            fit.hold_out(*_evaluation.validation_rows(local, fit.n_samples, labels))
+            if ranking:
+                fit.hold_out(*self._held_out_queries(fit, local))
+            else:
+                labels = (fit.class_indices(local.classes_) if local._is_classifier else None)
+                fit.hold_out(*_evaluation.validation_rows(local, fit.n_samples, labels))
             if fit.n_samples < 2:
                 raise ValueError(f"n_samples = {fit.n_samples} after the validation split; "
                                  "at least 2 training samples are required.")
         del held, parts, X, eval_parts  # the fit holds its partitions (futures) now
-        if query is not None:
-            _data.check_queries(client, query[0], [f[3] for f in fit.futures], row_counts)
         run_fit(fit, local, loss, encode_y, _checker(self._local_class),
                 sample_weight is not None or row_weights is not None, row_weights, ranking,
                 evaluation)
@@ -272,12 +278,14 @@ class DaskDartRanker(_DaskMixin, DartRanker):
     Queries come as ``group`` (query sizes, one chunk per partition of X) or
     ``qid`` (one id per row, partitioned like X); a query must lie within one
     partition (checked: a clear error otherwise), so LambdaRank's gradients
-    are computed where the rows are.
+    and NDCG (eval sets, early stopping) are computed where the rows are.
     """
     _local_class = DartRanker
     __init__ = _dask_init(DartRanker)
 
-    def fit(self, X, y, *, group=None, qid=None, sample_weight=None):
+    def fit(self, X, y, *, group=None, qid=None, sample_weight=None, eval_set=None,
+            eval_group=None, eval_qid=None, eval_names=None, eval_sample_weight=None,
+            eval_metric=None):
         """Fit on dask collections whose partitions stay on the workers.
 
         Parameters
@@ -292,6 +300,11 @@ class DaskDartRanker(_DaskMixin, DartRanker):
             and within one partition.
         sample_weight : dask.array, optional
             Query weights repeated on every row of the query.
+        eval_set, eval_names, eval_sample_weight, eval_metric
+            As for :class:`DaskDartRegressor` (dask collections; NDCG, a mean
+            over queries, is computed partition-wise).
+        eval_group, eval_qid : list of dask.array, optional
+            The query structure of each eval set, as ``group``/``qid``.
 
         Returns
         -------
@@ -300,13 +313,51 @@ class DaskDartRanker(_DaskMixin, DartRanker):
         if (group is None) == (qid is None):
             raise ValueError("Ranking needs query groups: pass exactly one of group= (query "
                              "sizes) or qid= (a query id per row).")
-        if self.early_stopping is True or self.n_iter_no_change is not None or \
-                self.early_stopping_rounds is not None:
-            raise ValueError("early stopping is not supported by DaskDartRanker: NDCG is a "
-                             "mean over queries, not rows; set early_stopping=False.")
+        n_sets = len(_evaluation._as_set_list(eval_set))
+        groups = self._check_eval_list(eval_group, n_sets, "eval_group")
+        qids = self._check_eval_list(eval_qid, n_sets, "eval_qid")
+        self._eval_queries = []
+        for i, (g, q) in enumerate(zip(groups, qids)):
+            if (g is None) == (q is None):
+                raise ValueError(f"eval_set[{i}] needs its query structure: exactly one of "
+                                 "eval_group[i] or eval_qid[i].")
+            self._eval_queries.append(("group", g) if g is not None else ("qid", q))
         query = ("group", group) if group is not None else ("qid", qid)
         self._query_kind = query[0]
-        return self._fit_dask(X, y, sample_weight, query)
+        try:
+            return self._fit_dask(X, y, sample_weight, query,
+                                  evals=(eval_set, eval_names, eval_sample_weight,
+                                         eval_metric))
+        finally:
+            del self._eval_queries  # fit-scoped, as the local ranker's
+
+    def _ranking_evaluation(self, local):
+        import functools
+        from . import _worker
+        maker = DartRanker(label_gain=local.label_gain)._make_target
+        return (self._eval_queries.__getitem__,
+                lambda kind: functools.partial(_worker.ranking_target, maker, kind),
+                self._query_kind)
+
+    def _held_out_queries(self, fit, local):
+        """A local ranker's validation split of whole queries
+        (``DartRanker._validation_split``): ``(train rows, validation rows,
+        per-partition held-out queries or None)``."""
+        sizes = fit.query_sizes(self._query_kind)
+        n_queries = sum(s.size for s in sizes)
+        if n_queries < 2:
+            raise ValueError("Early stopping splits off whole queries for validation, but the "
+                             "data has only one query; pass eval_set or set "
+                             "early_stopping=False.")
+        rng = np.random.default_rng([local._seed, 0x5EED])
+        n_val = min(n_queries - 1, max(1, int(round(local.validation_fraction * n_queries))))
+        is_val = np.zeros(n_queries, dtype=bool)
+        is_val[rng.choice(n_queries, n_val, replace=False)] = True
+        row_is_val = np.repeat(is_val, np.concatenate(sizes))
+        bounds = np.cumsum([0] + [s.size for s in sizes])
+        held = {p: is_val[bounds[p]:bounds[p + 1]] for p in range(len(sizes))}
+        return (np.flatnonzero(~row_is_val), np.flatnonzero(row_is_val),
+                held if self._query_kind == "group" else None)
 
     def _prepare_targets(self, local, y, client):
         import functools

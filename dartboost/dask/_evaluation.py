@@ -2,12 +2,13 @@
 
 Every supported score is a weighted mean over rows (the loss, and LightGBM's
 ``l2``, ``l1``, ``binary_logloss``, ``multi_error``, ...; ``rmse`` is the
-square root of one), so each partition sends ``(weight, [mean, ...])`` and
+square root of one) or, for the ranker, over queries (NDCG; a query lies
+within one partition), so each partition sends ``(weight, [mean, ...])`` and
 the client combines them in partition order: ``sum(W_p m_p) / sum(W_p)``.
 The values equal a local fit's up to floating-point rounding (~1e-15
 relative), so the early-stopping decisions -- which compare them against
 ``tol`` -- are the local ones. Metrics that need all rows at once (``auc``,
-``average_precision``, NDCG, callables) are refused with a clear error rather
+``average_precision``, callables) are refused with a clear error rather
 than evaluated on a gathered copy of the set.
 
 The stopping rule is :class:`dartboost._boosting._StoppingRule`'s: the
@@ -46,8 +47,7 @@ class PartialScores:
         self.with_loss = with_loss
 
     def __call__(self, y_enc, sample_weight, raw):
-        n = raw.shape[1]
-        weight = float(n) if sample_weight is None else float(np.sum(sample_weight))
+        weight = _set_weight(y_enc, sample_weight, raw.shape[1])
         if weight <= 0:
             return 0.0, None  # a partition of zero weight adds nothing
         values = []
@@ -58,6 +58,16 @@ class PartialScores:
             pred = self.est._eval_prediction(self.loss, raw)
             values.extend(float(fn(data, pred)) for fn in self.fns)
         return weight, values
+
+
+def _set_weight(y_enc, sample_weight, n_rows):
+    """What a partition's means are weighted by: its rows' total weight, or
+    a ranking target's query weights (NDCG is a mean over queries, which lie
+    within a partition)."""
+    if hasattr(y_enc, "query_weight"):
+        qw = y_enc.query_weight
+        return float(y_enc.n_queries) if qw is None else float(np.sum(qw))
+    return float(n_rows) if sample_weight is None else float(np.sum(sample_weight))
 
 
 def combine(partials):
@@ -94,7 +104,8 @@ class ScorePlan:
             if name == "rmse":
                 fns.append(_metrics._l2)
                 self.metrics.append((metric, np.sqrt))
-            elif name in MEAN_METRICS:
+            elif name in MEAN_METRICS or name == "ndcg" or name.startswith("ndcg@"):
+                # (a ranker's NDCG: a mean over queries)
                 fns.append(metric.fn)
                 self.metrics.append((metric, None))
             else:
@@ -155,7 +166,7 @@ def validation_rows(est, n_samples, labels=None):
 
 
 def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, n_samples,
-            prepare_X):
+            prepare_X, ranking=None):
     """The eval sets of a Dask fit and how they are scored.
 
     Parameters
@@ -166,6 +177,10 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
     prepare_X : callable
         ``prepare_X(i, X_val) -> (collection, lengths)``: an eval set's X
         encoded like the training X.
+    ranking : (query_of, encoder_for, train_kind) or None
+        A ranker's: ``query_of(i)`` is eval set ``i``'s ``(kind, collection)``
+        (``"group"``/``"qid"``), ``encoder_for(kind)`` the target encoder of
+        partitions with such queries, ``train_kind`` the training data's.
 
     Returns
     -------
@@ -198,9 +213,10 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
                              "eval_sample_weight; give them once.")
         sw = item[2] if len(item) == 3 else weights[i]
         X_val, lengths = prepare_X(i, item[0])
+        query = None if ranking is None else ranking[0](i)
         try:
             set_parts, rows, n_features, _ = _data.training_partitions(
-                X_val, item[1], sw, lengths=lengths)
+                X_val, item[1], sw, query, lengths=lengths)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"eval_set[{i}]: {exc}") from None
         if n_features != local.n_features_in_:
@@ -216,7 +232,11 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
     for name, value in vars(local).items():
         if name not in proto.get_params(deep=False) and name != "booster_":
             setattr(proto, name, value)
+    encoders = None
+    if ranking is not None:
+        kinds = [ranking[2]] if held_out else [ranking[0](i)[0] for i in range(len(sets))]
+        encoders = [ranking[1](kind) for kind in kinds]
     evaluation = Evaluation(names, metrics, user_metric is not None, stop_after, local.tol,
-                            proto)
+                            proto, encoders)
     evaluation.held_out = held_out
     return evaluation, parts

@@ -125,27 +125,42 @@ class DaskFit:
                                          if item is not None]))
         return [tuple(next(flat) if item is not None else None for item in p) for p in parts]
 
-    def hold_out(self, train_rows, validation_rows):
+    def hold_out(self, train_rows, validation_rows, held_queries=None):
         """Train on the rows ``train_rows`` (sorted global indices) only and
         make ``validation_rows`` eval set 0, each partition split where it
         lies (the subsets are tasks on the persisted partitions, so Dask
-        recomputes a lost one)."""
-        train_parts, validation_parts, counts = [], [], []
-        for p, part in enumerate(self.futures):
-            for rows, out in ((split_by_partition(train_rows, self.offsets)[p], train_parts),
-                              (split_by_partition(validation_rows, self.offsets)[p],
-                               validation_parts)):
-                if rows.size:  # a partition without such rows is left out
-                    out.append(tuple(None if f is None else self.client.submit(
-                        _worker.take_rows, f, rows, pure=False) for f in part))
-                    if out is train_parts:
-                        counts.append(int(rows.size))
-        self.futures = train_parts
+        recomputes a lost one). ``held_queries``: per partition, which of its
+        queries are held out, when its query array holds group sizes."""
+        by_part = (split_by_partition(train_rows, self.offsets),
+                   split_by_partition(validation_rows, self.offsets))
+        subsets = ([], [])
+        for p, (x, y, w, q) in enumerate(self.futures):
+            for held, rows_of in enumerate(by_part):
+                rows = rows_of[p]
+                if not rows.size:  # a partition without such rows is left out
+                    continue
+                take = (lambda f, idx=rows: None if f is None else self.client.submit(
+                    _worker.take_rows, f, idx, pure=False))
+                if q is not None and held_queries is not None:
+                    queries = held_queries[p] if held else ~held_queries[p]
+                    q_sub = take(q, np.flatnonzero(queries))
+                else:
+                    q_sub = take(q)
+                subsets[held].append((take(x), take(y), take(w), q_sub))
+        counts = [int(rows.size) for rows in by_part[0].values() if rows.size]
+        self.futures = subsets[0]
         self.row_counts = tuple(counts)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.n_samples = int(self.offsets[-1])
-        self.eval_futures = [(0, i, f) for i, f in enumerate(validation_parts)]
+        self.eval_futures = [(0, i, f) for i, f in enumerate(subsets[1])]
         self.eval_row_weights = True  # the held-out rows keep their training weights
+
+    def query_sizes(self, kind):
+        """Each training partition's query sizes (a ranker's validation split
+        draws whole queries)."""
+        return self.client.gather([
+            self.client.submit(_worker.query_sizes, kind, part[3], pure=False)
+            for part in self.futures])
 
     def class_indices(self, classes):
         """Every training row's class index (a classifier's stratified
@@ -218,11 +233,11 @@ class DaskFit:
         self.rounds = Rounds(self.client, fit_id, _placement(results))
         return [stats for _, _, stats in results]
 
-    def setup_eval(self, mapper, proto, check_y, row_weights=None):
+    def setup_eval(self, mapper, encoders, check_y, row_weights=None):
         """Bin and register the eval sets' partitions (after :meth:`setup`):
-        their targets encoded as ``proto`` (the estimator) encodes eval sets;
-        held-out training rows (:meth:`hold_out`) weighted by ``row_weights``
-        as in training (``class_weight``)."""
+        the targets of set ``s`` encoded by ``encoders[s]``; held-out
+        training rows (:meth:`hold_out`) weighted by ``row_weights`` as in
+        training (``class_weight``)."""
         row_weights = row_weights if self.eval_row_weights else None
         if not self.eval_futures:
             return
@@ -230,10 +245,10 @@ class DaskFit:
         flat = mapper.to_arrays()
         arrays = (flat["bin_thresholds"], flat["bin_offsets"], flat["is_categorical"])
         futures = [self.client.submit(
-            _worker.init_partition, fit_id, g, x, y, w, None, arrays, mapper.max_bins,
-            _worker.EvalTarget(proto, s), check_y, _no_statistics, self.n_threads, row_weights,
+            _worker.init_partition, fit_id, g, x, y, w, q, arrays, mapper.max_bins,
+            encoders[s], check_y, _no_statistics, self.n_threads, row_weights,
             f"eval_set[{s}] partition {i}", pure=False)
-            for g, (s, i, (x, y, w, _)) in enumerate(self.eval_futures)]
+            for g, (s, i, (x, y, w, q)) in enumerate(self.eval_futures)]
         self.eval_rounds = Rounds(self.client, fit_id, {})
         self.eval_rounds = Rounds(self.client, fit_id, _placement(self._registered(futures)))
 
@@ -316,10 +331,17 @@ class Evaluation:
     proto : estimator
         A parameter-only copy of the local estimator (encodes eval targets,
         formats predictions for the metrics on the workers).
+    encoders : list, optional
+        Per set, an encoder of its targets instead of the estimator's (the
+        ranker's, which takes each partition's queries).
     """
 
-    def __init__(self, names, metrics, user_metric, patience, tol, proto):
+    def __init__(self, names, metrics, user_metric, patience, tol, proto, encoders=None):
         self.names = list(names)
+        # each set's target encoder: the estimator's own for eval sets, or
+        # the ranker's (the set's query kind, with its partition's queries)
+        self.encoders = [_worker.EvalTarget(proto, s) if encoders is None or
+                         encoders[s] is None else encoders[s] for s in range(len(names))]
         self.user_metric = user_metric
         self.patience = patience
         self.tol = tol
@@ -408,7 +430,7 @@ def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given, row_weights=
         try:
             stats = fit.setup(mapper, encode_y, check_y, loss, row_weights, ranking)
             if evaluation is not None:
-                fit.setup_eval(mapper, evaluation.proto, check_y, row_weights)
+                fit.setup_eval(mapper, evaluation.encoders, check_y, row_weights)
             baseline, _ = combine_baseline(loss, stats)
             if getattr(est, "base_score", None) is not None:
                 baseline = est._baseline(loss, None, None)  # base_score, checked

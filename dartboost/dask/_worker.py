@@ -184,6 +184,14 @@ def take_rows(part, rows):
     return np.asarray(part)[rows]
 
 
+def query_sizes(kind, query):
+    """A partition's query sizes from its group sizes or (contiguous) qids."""
+    query = np.asarray(query)
+    if kind == "group":
+        return query.astype(np.int64)
+    return np.diff(np.flatnonzero(np.r_[True, query[1:] != query[:-1], True]))
+
+
 def class_indices(y, classes, dtype):
     """Each row's position in ``classes``."""
     return np.searchsorted(classes, np.asarray(y)).astype(dtype)
