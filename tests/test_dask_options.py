@@ -50,11 +50,13 @@ def test_regressor_option_equals_local(client, boosting, option):
         assert np.all(np.diff(dist.predict(grid)) >= -1e-12)
 
 
-@pytest.mark.parametrize("class_weight", ["balanced", {"a": 3.0, "b": 1.0, "c": 0.5}])
-def test_class_weight_equals_local(client, class_weight):
+@pytest.mark.parametrize("class_weight,n_classes", [
+    ("balanced", 3), ({"a": 3.0, "b": 1.0, "c": 0.5}, 3), ("balanced", 2), ({"a": 0.2}, 2)])
+def test_class_weight_equals_local(client, class_weight, n_classes):
     X, y = _data(1200, seed=11)
     # unbalanced classes: "balanced" weights differ from 1
-    labels = np.array(["a", "b", "c"])[np.digitize(y, np.quantile(y, [0.15, 0.5]))]
+    cuts = [0.15, 0.5] if n_classes == 3 else [0.2]
+    labels = np.array(["a", "b", "c"])[np.digitize(y, np.quantile(y, cuts))]
     w = np.random.default_rng(3).uniform(0.5, 2.0, size=len(y))
     params = dict(PARAMS, boosting="dart", skip_drop=0.0, class_weight=class_weight)
     dist, local, dX = _fit_both(DaskDartClassifier, DartClassifier, params, X, labels, w)

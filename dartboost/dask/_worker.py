@@ -210,7 +210,8 @@ class ClassWeights:
         self.weights = np.asarray(weights, dtype=np.float64)
 
     def __call__(self, y_enc, sw):
-        w = self.weights[np.asarray(y_enc, dtype=np.intp)]
+        # (a binary classifier's targets are (1, n), a multiclass one's (n,))
+        w = self.weights[np.asarray(y_enc).reshape(-1).astype(np.intp)]
         return w if sw is None else w * sw
 
 
