@@ -18,6 +18,7 @@ is better, on the last eval set; patience ``n_iter_no_change``.
 import numpy as np
 
 from .. import _metrics
+from ._worker import EvalTarget
 
 #: Built-in metrics that are weighted means over rows (``_metrics._wmean``).
 MEAN_METRICS = ("l2", "l1", "mape", "poisson", "gamma", "gamma_deviance", "tweedie",
@@ -130,6 +131,98 @@ class ScorePlan:
         return loss, results
 
 
+class Evaluation:
+    """Eval sets and early stopping of a fit, as the local estimator resolved
+    them (:meth:`~dartboost._boosting.BaseBoosting.fit`).
+
+    Parameters
+    ----------
+    names : list of str
+        The eval sets' names (their partitions are in :class:`DaskFit`).
+    metrics : list
+        The recorded metrics (``_metrics`` of the estimator).
+    user_metric : bool
+        Whether ``eval_metric`` was given: early stopping then compares its
+        first metric, else ``-loss``.
+    patience : int or None
+        Early stopping's ``n_iter_no_change`` (None: off).
+    tol : float
+    proto : estimator
+        A parameter-only copy of the local estimator (encodes eval targets,
+        formats predictions for the metrics on the workers).
+    encoders : list, optional
+        Per set, an encoder of its targets instead of the estimator's (the
+        ranker's, which takes each partition's queries).
+    """
+
+    def __init__(self, names, metrics, user_metric, patience, tol, proto, encoders=None):
+        self.names = list(names)
+        # each set's target encoder: the estimator's own for eval sets, or
+        # the ranker's (the set's query kind, with its partition's queries)
+        self.encoders = [EvalTarget(proto, s) if encoders is None or
+                         encoders[s] is None else encoders[s] for s in range(len(names))]
+        self.user_metric = user_metric
+        self.patience = patience
+        self.tol = tol
+        self.proto = proto
+        stopping = patience is not None
+        # no eval set: early stopping scores the training data, which is then
+        # the one eval set, "training" (as a local fit without
+        # validation_fraction)
+        self.on_training = stopping and not self.names
+        self.plan = ScorePlan(metrics, with_loss=stopping and not user_metric)
+        if self.on_training:
+            self.train_plan = self.plan
+        elif stopping:
+            self.train_plan = ScorePlan(metrics[:1] if user_metric else [],
+                                        with_loss=not user_metric)
+        else:
+            self.train_plan = None
+        self.last = {}
+
+    def set_names(self):
+        return self.names + (["training"] if self.on_training else [])
+
+    def scorers(self, est, loss):
+        """``(train scorer or None, eval scorer or None)`` for the workers."""
+        return (None if self.train_plan is None else self.train_plan.scorer(self.proto, loss),
+                self.plan.scorer(self.proto, loss) if self.names else None)
+
+    def read(self, fit, train_partials, eval_partials):
+        """Combine the partitions' partials of every set (kept in ``last``)."""
+        self.last = {}
+        for s, name in enumerate(self.names):
+            self.last[name] = self.plan.read([eval_partials[g]
+                                              for g in fit.eval_partitions(s)])
+        if self.train_plan is not None:
+            self.last[None] = self.train_plan.read(train_partials)
+            if self.on_training:
+                self.last["training"] = self.last[None]
+
+    def record(self, est):
+        """Record every metric of every set of the last :meth:`read` in
+        ``evals_result_``; return LightGBM's ``evaluation_result_list``."""
+        results = []
+        for name in self.set_names():
+            record = est.evals_result_.setdefault(name, {})
+            for metric_name, value, higher in self.last[name][1]:
+                record.setdefault(metric_name, []).append(value)
+                results.append((name, metric_name, value, higher))
+        return results
+
+    def _signed(self, loss, results):
+        if not self.user_metric:
+            return -loss
+        _, value, higher = results[0]
+        return value if higher else -value
+
+    def stopping_scores(self):
+        """``(train score, validation score)`` of the last :meth:`read`
+        (higher is better), as :class:`~dartboost._boosting._StoppingRule`."""
+        es_name = self.set_names()[-1]
+        return self._signed(*self.last[None]), self._signed(*self.last[es_name])
+
+
 def _as_set_list(eval_set):
     """``eval_set`` (one tuple or a list of them) as a list, checked."""
     if eval_set is None:
@@ -184,13 +277,12 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
 
     Returns
     -------
-    evaluation : :class:`~dartboost.dask._fit.Evaluation` or None
+    evaluation : :class:`Evaluation` or None
         ``evaluation.held_out``: early stopping on a ``validation_fraction``
         of the training rows, which the fit must hold out.
     sets : list of (parts, row_counts)
     """
     from . import _data
-    from ._fit import Evaluation
     stop_after = local._patience(n_samples)
     sets = _as_set_list(eval_set)
     if stop_after is None and not sets:

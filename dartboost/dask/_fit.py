@@ -31,7 +31,6 @@ from .._ranking_loss import LambdaRankLoss
 from ..callbacks import check_callbacks
 from . import _worker
 from ._distributed import DataLost, Rounds, WorkerLost, new_fit_id, split_by_partition
-from ._evaluation import ScorePlan
 from ._grower import DistributedTreeGrower
 
 #: Rows the binner learns thresholds from (BinMapper's default ``subsample``).
@@ -312,103 +311,12 @@ def _placement(results):
     return placement
 
 
-class Evaluation:
-    """Eval sets and early stopping of a fit, as the local estimator resolved
-    them (:meth:`~dartboost._boosting.BaseBoosting.fit`).
-
-    Parameters
-    ----------
-    names : list of str
-        The eval sets' names (their partitions are in :class:`DaskFit`).
-    metrics : list
-        The recorded metrics (``_metrics`` of the estimator).
-    user_metric : bool
-        Whether ``eval_metric`` was given: early stopping then compares its
-        first metric, else ``-loss``.
-    patience : int or None
-        Early stopping's ``n_iter_no_change`` (None: off).
-    tol : float
-    proto : estimator
-        A parameter-only copy of the local estimator (encodes eval targets,
-        formats predictions for the metrics on the workers).
-    encoders : list, optional
-        Per set, an encoder of its targets instead of the estimator's (the
-        ranker's, which takes each partition's queries).
-    """
-
-    def __init__(self, names, metrics, user_metric, patience, tol, proto, encoders=None):
-        self.names = list(names)
-        # each set's target encoder: the estimator's own for eval sets, or
-        # the ranker's (the set's query kind, with its partition's queries)
-        self.encoders = [_worker.EvalTarget(proto, s) if encoders is None or
-                         encoders[s] is None else encoders[s] for s in range(len(names))]
-        self.user_metric = user_metric
-        self.patience = patience
-        self.tol = tol
-        self.proto = proto
-        stopping = patience is not None
-        # no eval set: early stopping scores the training data, which is then
-        # the one eval set, "training" (as a local fit without
-        # validation_fraction)
-        self.on_training = stopping and not self.names
-        self.plan = ScorePlan(metrics, with_loss=stopping and not user_metric)
-        if self.on_training:
-            self.train_plan = self.plan
-        elif stopping:
-            self.train_plan = ScorePlan(metrics[:1] if user_metric else [],
-                                        with_loss=not user_metric)
-        else:
-            self.train_plan = None
-        self.last = {}
-
-    def set_names(self):
-        return self.names + (["training"] if self.on_training else [])
-
-    def scorers(self, est, loss):
-        """``(train scorer or None, eval scorer or None)`` for the workers."""
-        return (None if self.train_plan is None else self.train_plan.scorer(self.proto, loss),
-                self.plan.scorer(self.proto, loss) if self.names else None)
-
-    def read(self, fit, train_partials, eval_partials):
-        """Combine the partitions' partials of every set (kept in ``last``)."""
-        self.last = {}
-        for s, name in enumerate(self.names):
-            self.last[name] = self.plan.read([eval_partials[g]
-                                              for g in fit.eval_partitions(s)])
-        if self.train_plan is not None:
-            self.last[None] = self.train_plan.read(train_partials)
-            if self.on_training:
-                self.last["training"] = self.last[None]
-
-    def record(self, est):
-        """Record every metric of every set of the last :meth:`read` in
-        ``evals_result_``; return LightGBM's ``evaluation_result_list``."""
-        results = []
-        for name in self.set_names():
-            record = est.evals_result_.setdefault(name, {})
-            for metric_name, value, higher in self.last[name][1]:
-                record.setdefault(metric_name, []).append(value)
-                results.append((name, metric_name, value, higher))
-        return results
-
-    def _signed(self, loss, results):
-        if not self.user_metric:
-            return -loss
-        _, value, higher = results[0]
-        return value if higher else -value
-
-    def stopping_scores(self):
-        """``(train score, validation score)`` of the last :meth:`read`
-        (higher is better), as :class:`~dartboost._boosting._StoppingRule`."""
-        es_name = self.set_names()[-1]
-        return self._signed(*self.last[None]), self._signed(*self.last[es_name])
-
-
 def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given, row_weights=None,
             ranking=False, evaluation=None):
     """Fit ``est`` (the local estimator) on the workers; returns it fitted.
     ``row_weights``: see :meth:`DaskFit.setup`; ``ranking``: a ranker's fit;
-    ``evaluation``: an :class:`Evaluation` (eval sets, early stopping)."""
+    ``evaluation``: an :class:`~dartboost.dask._evaluation.Evaluation` (eval
+    sets, early stopping)."""
     objects, before, after = check_callbacks(est.callbacks)
     if before or after:
         raise ValueError("dartboost.dask supports callback objects (e.g. CheckpointCallback), "
