@@ -130,11 +130,7 @@ class _DaskMixin:
                                                    fit.eval_futures if set_index == s],
                                     eval_parts[s][1], what=f"eval_set[{s}]")
         if evaluation is not None and evaluation.held_out:
-            if ranking:
-                fit.hold_out(*self._held_out_queries(fit, local))
-            else:
-                labels = (fit.class_indices(local.classes_) if local._is_classifier else None)
-                fit.hold_out(*_evaluation.validation_rows(local, fit.n_samples, labels))
+            fit.hold_out(*self._validation_split(fit, local))
             if fit.n_samples < 2:
                 raise ValueError(f"n_samples = {fit.n_samples} after the validation split; "
                                  "at least 2 training samples are required.")
@@ -145,6 +141,12 @@ class _DaskMixin:
         self.recoveries_ = fit.recoveries
         self._adopt(local)
         return self
+
+    def _validation_split(self, fit, local):
+        """``DaskFit.hold_out``'s arguments: the rows a local fit holds out
+        for early stopping (``validation_fraction``)."""
+        labels = fit.class_indices(local.classes_) if local._is_classifier else None
+        return _evaluation.validation_rows(local, fit.n_samples, labels)
 
     def _adopt(self, local):
         for name, value in vars(local).items():
@@ -339,7 +341,7 @@ class DaskDartRanker(_DaskMixin, DartRanker):
                 lambda kind: functools.partial(_worker.ranking_target, maker, kind),
                 self._query_kind)
 
-    def _held_out_queries(self, fit, local):
+    def _validation_split(self, fit, local):
         """A local ranker's validation split of whole queries
         (``DartRanker._validation_split``): ``(train rows, validation rows,
         per-partition held-out queries or None)``."""
