@@ -342,24 +342,18 @@ class DaskDartRanker(_DaskMixin, DartRanker):
                 self._query_kind)
 
     def _validation_split(self, fit, local):
-        """A local ranker's validation split of whole queries
-        (``DartRanker._validation_split``): ``(train rows, validation rows,
-        per-partition held-out queries or None)``."""
+        """A local ranker's validation split of whole queries: ``(train rows,
+        validation rows, per-partition held-out queries or None)``."""
         sizes = fit.query_sizes(self._query_kind)
-        n_queries = sum(s.size for s in sizes)
-        if n_queries < 2:
-            raise ValueError("Early stopping splits off whole queries for validation, but the "
-                             "data has only one query; pass eval_set or set "
-                             "early_stopping=False.")
-        rng = np.random.default_rng([local._seed, 0x5EED])
-        n_val = min(n_queries - 1, max(1, int(round(local.validation_fraction * n_queries))))
-        is_val = np.zeros(n_queries, dtype=bool)
-        is_val[rng.choice(n_queries, n_val, replace=False)] = True
-        row_is_val = np.repeat(is_val, np.concatenate(sizes))
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(sizes))])
+        train, validation = _evaluation.validation_rows(local, fit.n_samples,
+                                                        offsets=offsets)
+        if self._query_kind != "group":
+            return train, validation, None  # qids are taken with their rows
+        held = np.isin(offsets[:-1], validation)  # a query is held out whole
         bounds = np.cumsum([0] + [s.size for s in sizes])
-        held = {p: is_val[bounds[p]:bounds[p + 1]] for p in range(len(sizes))}
-        return (np.flatnonzero(~row_is_val), np.flatnonzero(row_is_val),
-                held if self._query_kind == "group" else None)
+        return train, validation, {p: held[bounds[p]:bounds[p + 1]]
+                                   for p in range(len(sizes))}
 
     def _prepare_targets(self, local, y, client):
         import functools

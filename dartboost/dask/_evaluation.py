@@ -242,20 +242,32 @@ def _as_set_list(eval_set):
     return sets
 
 
-def validation_rows(est, n_samples, labels=None):
-    """``(train rows, validation rows)``, sorted global indices: the split
-    of :meth:`~dartboost._boosting.BaseBoosting._validation_split` (the same
-    ``train_test_split`` call on the row indices, stratified by the class
-    ``labels`` of a classifier), so the held-out rows are the local ones."""
-    from sklearn.model_selection import train_test_split
-    idx = np.arange(n_samples)
-    try:
-        tr, va = train_test_split(idx, test_size=est.validation_fraction,
-                                  random_state=est._seed, stratify=labels)
-    except ValueError:
-        tr, va = train_test_split(idx, test_size=est.validation_fraction,
-                                  random_state=est._seed)
-    return np.sort(tr), np.sort(va)
+class _QueryRows:
+    """The query structure of the training rows, standing in for a ranking
+    target in :meth:`DartRanker._validation_split` (which only reads it)."""
+
+    def __init__(self, offsets):
+        self.offsets = offsets
+        self.n_queries = offsets.size - 1
+
+    def take(self, idx):
+        return None
+
+
+def validation_rows(est, n_samples, labels=None, offsets=None):
+    """``(train rows, validation rows)``, sorted global indices: the local
+    estimator's own ``_validation_split`` run on the row indices (so the
+    held-out rows are a local fit's), stratified by the class ``labels`` of a
+    classifier, of whole queries (``offsets``) for a ranker."""
+    rows = np.arange(n_samples)
+    if offsets is not None:
+        y = _QueryRows(offsets)
+    elif labels is not None:
+        y = labels
+    else:  # a regressor's split reads no target
+        y = np.broadcast_to(np.float64(0.0), (1, n_samples))
+    train, _, _, validation, _, _ = est._validation_split(rows, y, None)
+    return train, validation
 
 
 def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, n_samples,
