@@ -145,20 +145,115 @@ def section_layers(out, reps, quick):
     out["layers"] = rows
 
 
-def section_networks(out, reps, quick):
+def section_breakdown(out, reps, quick):
+    """Where a fused-scheme layer's time goes: baseline, the augmented GEMM alone,
+    and the full checked layer with ||x|| read from x or handed over (chained)."""
+    from dartboost.gpu._augmented import check_workspace
+    rows = []
+    shapes = ((4096, 4096, "relu"), (4096, 4096, None), (1024, 1024, "relu"),
+              (4096, 16384, "gelu"))
+    for dname, dt in DTYPES.items():
+        tf32(dname == "tf32")
+        for k, n, act in shapes:
+            for b in ((1, 64, 4096) if quick else BATCHES):
+                _, pairs = build([(k, n, act)], dt)
+                lin = pairs[0][0]
+                x = torch.randn(b, k, device="cuda", dtype=dt)
+                inner = max(1, min(50, int(2e-3 / max(1e-6, 1e-12 * b * k * n))))
+                base = fastest_forward(pairs)
+                t_base = time_graph(lambda: base(x), reps, inner)
+                aug = AugmentedWeight(lin.weight, lin.bias, tf32=(dname == "tf32"))
+                if act is None:
+                    t_gemm = time_graph(lambda: torch.addmm(aug.gemm_bias, x,
+                                                            aug.gemm_weight.t()), reps, inner)
+                else:
+                    t_gemm = time_graph(lambda: torch.mm(x, aug.gemm_weight.t()), reps, inner)
+                ws = check_workspace(b, x.device)
+                xn = x.float().pow(2).sum(1)
+                on = torch.empty(b, device="cuda")
+                side = torch.cuda.Stream()
+
+                def full(xn_=None):
+                    if act is not None:
+                        return fused_linear(x, aug, act, x_norm2=xn_, out_norm2=on,
+                                            workspace=ws)
+                    r = fused_linear(x, aug, act, side, x_norm2=xn_, workspace=ws)
+                    torch.cuda.current_stream().wait_stream(side)  # the forward's join
+                    return r
+                t_full = time_graph(lambda: full(None), reps, inner)
+                t_chain = time_graph(lambda: full(xn), reps, inner)
+                r = fused_linear(x, aug, act, x_norm2=None, workspace=ws)[1]
+                row = {"K": k, "N": n, "act": act, "dtype": dname, "batch": b,
+                       "baseline_us": t_base * 1e6, "aug_gemm_us": t_gemm * 1e6,
+                       "fused_us": t_full * 1e6, "fused_chained_us": t_chain * 1e6,
+                       "aug_gemm_overhead": t_gemm / t_base - 1,
+                       "fused_overhead": t_full / t_base - 1,
+                       "fused_chained_overhead": t_chain / t_base - 1,
+                       "clean_max_ratio": float(r.max())}
+                rows.append(row)
+                log(f"breakdown {k:>5}->{n:<5} {str(act):5} {dname} b={b:<5} base "
+                    f"{t_base * 1e6:8.1f}us gemm+16 {100 * row['aug_gemm_overhead']:+6.1f}% "
+                    f"fused {100 * row['fused_overhead']:+6.1f}% chained "
+                    f"{100 * row['fused_chained_overhead']:+6.1f}% ratio {row['clean_max_ratio']:.2f}")
+    tf32(False)
+    out["breakdown"] = rows
+
+
+def section_tune(out, reps, quick):
+    """Tiling of the check kernel: (BM, BN, CHUNKS, warps) against the default."""
+    from dartboost.gpu._augmented import _pick_blocks, check_workspace
+    rows = []
+    for dname, k, n, act, b in (("fp16", 4096, 4096, "relu", 64), ("fp16", 4096, 4096, "relu", 4096),
+                                ("tf32", 4096, 4096, "relu", 4096)):
+        dt = DTYPES[dname]
+        tf32(dname == "tf32")
+        _, pairs = build([(k, n, act)], dt)
+        lin = pairs[0][0]
+        x = torch.randn(b, k, device="cuda", dtype=dt)
+        aug = AugmentedWeight(lin.weight, lin.bias, tf32=(dname == "tf32"))
+        ws = check_workspace(b, x.device)
+        xn = x.float().pow(2).sum(1)
+        inner = max(1, min(50, int(2e-3 / max(1e-6, 1e-12 * b * k * n))))
+        base = fastest_forward(pairs)
+        t_base = time_graph(lambda: base(x), reps, inner)
+        d = _pick_blocks(b, n)
+        cands = [d + (4,), d + (8,)]
+        for bm in (16, 64):
+            for bn in (128, 256):
+                for ch in (1, 4):
+                    for w in (4, 8):
+                        if (bm, bn, ch, w) not in cands and -(-b // bm) * -(-n // (bn * ch)) >= 100:
+                            cands.append((bm, bn, ch, w))
+        cands = cands[:8]
+        for blk in cands:
+            tt = time_graph(lambda: fused_linear(x, aug, act, x_norm2=xn, workspace=ws,
+                                                 blocks=blk), reps, inner)
+            rows.append({"dtype": dname, "K": k, "N": n, "act": act, "batch": b,
+                         "blocks": list(blk), "default": blk[:3] == d and blk[3] == 4,
+                         "baseline_us": t_base * 1e6, "us": tt * 1e6,
+                         "overhead": tt / t_base - 1})
+        best = min(rows[-len(cands):], key=lambda r: r["us"])
+        dflt = next(r for r in rows[-len(cands):] if r["default"])
+        log(f"tune {dname} {k}->{n} {act} b={b}: base {t_base * 1e6:.1f}us default {dflt['blocks']} "
+            f"{100 * dflt['overhead']:+.1f}% best {best['blocks']} {100 * best['overhead']:+.1f}%")
+    tf32(False)
+    out["tune"] = rows
+
+
+def section_networks(out, reps, quick, schemes=("fused", "auto")):
     rows = []
     for net_name, spec in NETWORKS.items():
         for dname, dt in DTYPES.items():
             tf32(dname == "tf32")
             for b in (BATCHES if not quick else (1, 512)):
-                t0, res, _ = bench_pair(spec, dt, b, reps, ("fused", "auto"))
+                t0, res, _ = bench_pair(spec, dt, b, reps, schemes)
                 row = {"network": net_name, "dtype": dname, "batch": b,
                        "baseline_us": t0 * 1e6,
                        **{f"{s}_us": v * 1e6 for s, v in res.items()},
                        **{f"{s}_overhead": v / t0 - 1 for s, v in res.items()}}
                 rows.append(row)
-                log(f"net {net_name:18} {dname} b={b:<5} base {t0 * 1e6:8.1f}us fused "
-                    f"{100 * row['fused_overhead']:+6.1f}% auto {100 * row['auto_overhead']:+6.1f}%")
+                log(f"net {net_name:18} {dname} b={b:<5} base {t0 * 1e6:8.1f}us " + " ".join(
+                    f"{s} {100 * row[s + '_overhead']:+6.1f}%" for s in schemes))
     tf32(False)
     out["networks"] = rows
 
@@ -265,7 +360,7 @@ def section_sweep(out, trials, alpha=8.0):
     out["sweep"] = res
 
 
-def section_campaign(out, n_trials):
+def section_campaign(out, n_trials, scrub=False):
     res = {}
     for dname, dt in DTYPES.items():
         tf32(dname == "tf32")
@@ -276,13 +371,19 @@ def section_campaign(out, n_trials):
         p = dg.protect(net, scheme="fused", on_fault="flag", warn=False)
         t0 = time.time()
         rep = dg.detection_report(p, X, n_trials=n_trials, n_clean=200, random_state=11,
-                                  sites=("output", "accumulator", "input", "weight"))
+                                  sites=("output", "accumulator", "input", "weight"),
+                                 scrub=scrub)
         trials = rep.pop("trials")
         rep["seconds"] = time.time() - t0
         pc = rep["prediction_changing"]
         n, d = pc["trials"], pc["detected"]
         # one-sided 95% lower bound on the detection rate (Clopper-Pearson)
         rep["prediction_changing"]["lower95"] = _cp_lower(d, n)
+        # Where the missed prediction-changing flips were (site -> [changed, detected]).
+        rep["prediction_changing"]["by_site"] = {
+            site: [sum(b["prediction_changed"] for b in bl),
+                   sum(b["prediction_changed_detected"] for b in bl)]
+            for site, bl in rep["by_bit"].items()}
         res[dname] = rep
         log(f"campaign {dname}: prediction-changing {d}/{n} (lower95 "
             f"{rep['prediction_changing']['lower95']:.5f}), by site "
@@ -312,11 +413,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="abft_fused.json")
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--only", default="layers,networks,false_positives,sweep,campaign")
+    ap.add_argument("--only", default="breakdown,tune,layers,networks,false_positives,sweep,campaign")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--fp-gemms", type=int, default=100_000)
     ap.add_argument("--sweep-trials", type=int, default=100)
     ap.add_argument("--campaign-trials", type=int, default=4000)
+    ap.add_argument("--network-schemes", default="fused,auto")
+    ap.add_argument("--scrub", action="store_true",
+                    help="campaign: also verify the weights exactly after every forward")
+    ap.add_argument("--skip-cost-model", action="store_true",
+                    help="do not measure the cost model first (sections without 'auto')")
     args = ap.parse_args()
     # The tolerance assumes fp32 reductions inside half-precision GEMMs (the
     # protected layers switch this per call; the direct kernel calls here need it).
@@ -325,6 +431,8 @@ def main():
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "python": platform.python_version(), "reps": args.reps}
     try:
+        if args.skip_cost_model:
+            raise RuntimeError("skipped (--skip-cost-model)")
         out["cost_model"] = dg.measure_cost_model(store=True)
         log("cost model", out["cost_model"])
     except Exception as exc:  # measurement is informative, not required
@@ -334,15 +442,25 @@ def main():
     def save():
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=1)
-    for name, fn, kw in (("sweep", section_sweep, {"trials": args.sweep_trials}),
-                         ("campaign", section_campaign, {"n_trials": args.campaign_trials}),
+    for name, fn, kw in (("breakdown", section_breakdown, {"reps": args.reps, "quick": args.quick}),
+                         ("tune", section_tune, {"reps": args.reps, "quick": args.quick}),
+                         ("sweep", section_sweep, {"trials": args.sweep_trials}),
+                         ("campaign", section_campaign, {"n_trials": args.campaign_trials,
+                                                         "scrub": args.scrub}),
                          ("false_positives", section_false_positives,
                           {"n_gemms": args.fp_gemms}),
                          ("layers", section_layers, {"reps": args.reps, "quick": args.quick}),
-                         ("networks", section_networks, {"reps": args.reps, "quick": args.quick})):
+                         ("networks", section_networks,
+                          {"reps": args.reps, "quick": args.quick,
+                           "schemes": tuple(args.network_schemes.split(","))})):
         if name in only:
             t0 = time.time()
-            fn(out, **kw)
+            try:
+                fn(out, **kw)
+            except Exception:  # keep the other sections' results
+                import traceback
+                out.setdefault("section_errors", {})[name] = traceback.format_exc()
+                log(traceback.format_exc())
             out.setdefault("section_seconds", {})[name] = time.time() - t0
             save()
     save()

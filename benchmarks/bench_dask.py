@@ -22,6 +22,12 @@ distributed DART). Reported per library:
 The machine this ran on is shared (2 cores, other jobs running): absolute
 times are noisy, ratios measured side by side in one run are what to read.
 
+``--categorical``: instead, both libraries fit a ``dask.dataframe`` with
+pandas ``category`` columns (10, 100 and 1,000 levels, known categories)
+next to 8 numeric ones, each with its native categorical handling; reported:
+fit time, worker memory and the log loss of both models on held-out rows
+(writes ``dask_categorical.json``).
+
 Run: ``python benchmarks/bench_dask.py`` (about 3-4 minutes here);
 ``--quick`` for a smoke run. Writes ``benchmarks/results/dask.json``.
 """
@@ -199,6 +205,95 @@ def bench_vs_lightgbm(args, X, y):
     return out
 
 
+CATEGORY_LEVELS = (10, 100, 1000)
+
+
+def make_categorical_data(n_rows, seed=0):
+    """8 numeric features and one ``category`` column per entry of
+    :data:`CATEGORY_LEVELS` (levels drawn with Zipf-like frequencies, each
+    with its own effect on the logit)."""
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    num = rng.normal(size=(n_rows, 8)).astype(np.float32)
+    df = pd.DataFrame(num, columns=[f"x{i}" for i in range(8)])
+    logit = num[:, 0] - 0.5 * num[:, 1] + np.sin(2 * num[:, 2])
+    for j, k in enumerate(CATEGORY_LEVELS):
+        p = 1.0 / np.arange(1, k + 1)
+        codes = rng.choice(k, n_rows, p=p / p.sum())
+        logit = logit + rng.normal(size=k)[codes]
+        df[f"c{j}"] = pd.Categorical.from_codes(codes, categories=[f"v{i}" for i in range(k)])
+    y = (logit + rng.logistic(size=n_rows) > 0).astype(np.int64)
+    return df, y
+
+
+def _logloss(y, p):
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def bench_categorical(args):
+    """Both libraries on the same persisted dataframe with category columns."""
+    import dask.dataframe as dd
+    import pandas as pd
+    from distributed import Client, LocalCluster, wait
+    from lightgbm.dask import DaskLGBMClassifier
+
+    from dartboost.dask import DaskDartClassifier
+    df, y = make_categorical_data(args.rows + 100_000)
+    test, y_test = df.iloc[args.rows:], y[args.rows:]
+    df, y = df.iloc[:args.rows], y[:args.rows]
+    out = {}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        dX = dd.from_pandas(df, npartitions=args.partitions).persist()
+        dy = dd.from_pandas(pd.Series(y, name="y"), npartitions=args.partitions).persist()
+        client.wait_for_workers(2)
+        wait([dX, dy])
+        ours = DaskDartClassifier(**ours_params(args))
+        out["dartboost"] = timed_runs(client, lambda: ours.fit(dX, dy), args.repeats,
+                                      args.single_run_above)
+        out["dartboost"]["test_logloss"] = _logloss(y_test, ours.predict_proba(test)[:, 1])
+        out["dartboost"]["categorical_splits"] = int(
+            ours.booster_.categorical_split_mask().sum())
+        lgbm = DaskLGBMClassifier(client=client, **lgbm_params(args))
+        out["lightgbm"] = timed_runs(client, lambda: lgbm.fit(dX, dy), args.repeats,
+                                     args.single_run_above)
+        out["lightgbm"]["test_logloss"] = _logloss(
+            y_test, lgbm.to_local().predict_proba(test)[:, 1])
+        out["partitions"] = args.partitions
+    out["category_levels"] = list(CATEGORY_LEVELS)
+    return out
+
+
+def main_categorical(args):
+    t0 = time.perf_counter()
+    res = bench_categorical(args)
+    result = {
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "note": "shared machine (2 cores, other jobs running); 2 worker "
+                            "processes x 1 thread each"},
+        "setup": {"rows": args.rows, "numeric_features": 8,
+                  "category_levels": list(CATEGORY_LEVELS), "trees": args.trees,
+                  "leaves": args.leaves, "partitions": args.partitions, "boosting": "mart",
+                  "repeats": args.repeats, "test_rows": 100_000},
+        "vs_lightgbm": res,
+        "total_seconds": time.perf_counter() - t0,
+    }
+    print(f"{args.rows} rows, 8 numeric + {len(CATEGORY_LEVELS)} category columns "
+          f"({CATEGORY_LEVELS} levels), {args.trees} trees, {args.leaves} leaves")
+    print(f"{'library':<12}{'fit s':>9}{'runs':>6}{'peak +MiB/worker':>20}{'test logloss':>14}")
+    for name in ("dartboost", "lightgbm"):
+        r = res[name]
+        peaks = [m["peak_increase_mib"] for m in r["worker_memory"].values()]
+        print(f"{name:<12}{r['fit_seconds_median']:>9.2f}{r['n_runs']:>6}"
+              f"{' / '.join(f'{p:.0f}' for p in peaks):>20}{r['test_logloss']:>14.4f}")
+    print(f"ratio dartboost/lightgbm fit time: "
+          f"{res['dartboost']['fit_seconds_median'] / res['lightgbm']['fit_seconds_median']:.2f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+    print(f"total {result['total_seconds']:.0f} s; wrote {args.out}")
+
+
 class KillAt:
     """Callback: kill one worker process at the end of iteration ``at``."""
 
@@ -269,11 +364,22 @@ def main():
                     help="queued nodes split ahead per histogram request (default: "
                          "dartboost.dask's own; 0: one request per histogram)")
     ap.add_argument("--no-recovery", action="store_true", help="skip the kill fits")
+    ap.add_argument("--categorical", action="store_true",
+                    help="the category-column comparison instead (default 500,000 rows)")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "dask.json"))
+    ap.add_argument("--out", default=None, help="default: results/dask.json "
+                    "(dask_categorical.json with --categorical)")
     args = ap.parse_args()
+    results = Path(__file__).parent / "results"
+    if args.out is None:
+        args.out = str(results / ("dask_categorical.json" if args.categorical
+                                  else "dask.json"))
+    if args.categorical and args.rows == ap.get_default("rows"):
+        args.rows = 500_000
     if args.quick:
         args.rows, args.trees, args.recovery_rows, args.recovery_trees = 20_000, 4, 5_000, 4
+    if args.categorical:
+        return main_categorical(args)
     from dartboost.dask import _grower
     if args.speculative_splits is not None:  # the grower runs on the client
         _grower.SPECULATIVE_SPLITS = args.speculative_splits

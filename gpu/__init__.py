@@ -9,7 +9,7 @@ NeuralClassifier, NeuralRegressor
     scikit-learn estimators backed by a torch MLP (or a small CNN for images),
     with optional ABFT-checked inference.
 protect, unprotect, is_protected, protection_report, calibrate, check,
-refresh_checksums, fault_log, ABFTFaultError, ABFTFaultWarning, FaultEvent
+refresh_checksums, verify_weights, fault_log, ABFTFaultError, ABFTFaultWarning, FaultEvent
     Algorithm-based fault tolerance for ``nn.Linear``/``nn.Conv2d`` layers of any
     torch model: ``scheme='fused'`` (augmented cuBLAS GEMM, check fused into the epilogue),
     ``'global'``, ``'tile'`` (fused Triton kernel),
@@ -33,6 +33,7 @@ _EXPORTS = {
     "calibrate": "._calibration",
     "check": "._protect",
     "refresh_checksums": "._protect",
+    "verify_weights": "._protect",
     "fault_log": "._protect",
     "ABFTFaultError": "._protect",
     "ABFTFaultWarning": "._protect",

@@ -28,14 +28,18 @@ rounding.  Design choices, each answering a weakness of an all-ones checksum:
   to tf32 (a copy), so the checksum rows describe exactly what the tensor cores
   multiply; the input's own tf32 rounding is common to outputs and checksums.
 
-The comparison runs in fp32 (Triton, :mod:`dartboost.gpu._kernels`): the
-elementwise pass that applies bias and activation also accumulates
-``sum_j r_vj y_ij`` with a tensor-core dot against the ±1 signs (exact products,
-fp32 sums) and ``||y_i||^2`` per column block; a small finalisation kernel on a
-side stream adds the blocks, reads the 16 checksum columns and ``||x_i||`` and
-writes one ratio per row.  For layers without an activation the GEMM also adds
-the bias (cuBLASLt epilogue) and *all* of the check runs on the side stream, off
-the critical path.
+The comparison runs in fp32 in *one* Triton launch per layer call
+(:func:`dartboost.gpu._kernels.abft_check_kernel`): the elementwise pass that
+applies bias and activation also accumulates ``sum_j r_vj y_ij`` with a
+tensor-core dot against the ±1 signs (exact products, fp32 sums; fp32 outputs
+are split into three tf32-exact parts), ``||y_i||^2`` and ``||out_i||^2``; the
+column blocks of a row meet through atomics in a small workspace and the last
+one to arrive reads the 16 checksum columns and writes one ratio per row.
+``||x_i||`` comes from the check of the layer that produced ``x`` (it wrote
+``||out||^2`` for free) or, for a network's first layer, from the same launch
+reading ``x`` once.  For layers without an activation the GEMM also adds the
+bias (cuBLASLt epilogue) and the check runs on a side stream, off the critical
+path.
 
 Tolerance per row ``i`` and vector ``v`` (``u`` = unit round-off of the storage
 type, ``u32`` of fp32, ``u_acc`` of the GEMM accumulation)::
@@ -50,7 +54,8 @@ import math
 from ._lazy import interpreter_active, torch
 
 __all__ = ["N_VECTORS", "AUG_ROWS", "ACTIVATIONS", "AugmentedWeight", "check_signs",
-           "round_tf32", "tf32_enabled", "fused_linear", "fused_ratios_reference"]
+           "round_tf32", "tf32_enabled", "fused_linear", "fused_ratios_reference",
+           "check_workspace", "check_on_side", "SIDE_CHECK_BYTES"]
 
 #: Independent ±1 check vectors per layer.
 N_VECTORS = 8
@@ -219,19 +224,46 @@ class AugmentedWeight:
 
 
 def _pick_blocks(M, N):
-    """(BM, BN, CHUNKS) of the epilogue: enough programs, few column blocks."""
-    bm = 16 if M <= 16 else (32 if M <= 2048 else 64)
+    """(BM, BN, CHUNKS) of the check kernel: enough programs, few column blocks."""
+    bm = 16 if M <= 256 else (32 if M <= 2048 else 64)
     bn = 128 if N >= 128 else max(16, 1 << max(4, math.ceil(math.log2(max(N, 1)))))
     n_chunks = -(-N // bn)
     row_blocks = -(-M // bm)
-    # Aim at ~2 programs per SM; never more than 8 chunks (1024 columns) per program.
+    # Aim at ~2 programs per SM (an H200 has 132); at most 16 chunks per program.
     want_cb = max(1, min(n_chunks, -(-264 // row_blocks)))
-    chunks = max(1, min(8, -(-n_chunks // want_cb)))
+    chunks = max(1, min(16, -(-n_chunks // want_cb)))
     return bm, bn, chunks
 
 
-def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None):
+#: Largest GEMM output (bytes) whose check leaves the critical path when a side
+#: stream is given: below it a layer with an activation lets cuBLASLt add the bias,
+#: applies the activation in one plain elementwise kernel and checks on the side
+#: stream (overlapping the next layer); above it one fused pass does both.
+SIDE_CHECK_BYTES = 1 << 20
+
+
+def check_on_side(M, N, element_size, activation):
+    """True when :func:`fused_linear` checks this call on a side stream (if given)."""
+    return activation is None or element_size * M * (N + AUG_ROWS) <= SIDE_CHECK_BYTES
+
+
+def check_workspace(M, device):
+    """A zeroed ``(M, 16)`` fp32 workspace and ``ceil(M / 16)`` int32 tickets.
+
+    The check kernel returns both to zero, so one pair serves every later call
+    with the same ``M`` on one stream (and every replay of a CUDA graph).
+    """
+    t = torch()
+    return (t.zeros(M, 16, dtype=t.float32, device=device),
+            t.zeros(-(-M // 16) + 1, dtype=t.int32, device=device))
+
+
+def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None, *,
+                 x_norm2=None, out_norm2=None, workspace=None, blocks=None):
     """Checked ``act(x2 @ W^T + b)`` through the augmented cuBLAS GEMM.
+
+    One cuBLAS GEMM computes the outputs and their checksum columns; one Triton
+    launch applies bias + activation, checks every row and writes its ratio.
 
     Parameters
     ----------
@@ -240,10 +272,21 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None):
     activation : str or None
         Key of :data:`ACTIVATIONS`.
     side_stream : torch.cuda.Stream, optional
-        Where the check runs; ``None`` runs it on the current stream.
+        Where the check runs when :func:`check_on_side` says so (then nothing of
+        the check is on the critical path); ``None`` runs it on the current stream.
     corrupt : callable, optional
         Applied to the GEMM output in place before anything reads it (fault
         injection, :mod:`dartboost.gpu._faults`).
+    x_norm2 : (M,) float32 tensor, optional
+        ``||x_i||^2`` when already known (written by the check of the layer that
+        produced ``x2``); otherwise the check kernel reads ``x2`` for it.
+    out_norm2 : (M,) float32 tensor, optional
+        Receives ``||out_i||^2`` of the written output (activation layers only),
+        for the next layer's ``x_norm2``.
+    workspace : tuple, optional
+        :func:`check_workspace` of this ``M`` (allocated per call if omitted).
+    blocks : tuple, optional
+        ``(BM, BN, CHUNKS, num_warps)`` overriding the default tiling (tuning).
 
     Returns
     -------
@@ -255,20 +298,17 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None):
     y_aug : (M, N + 16) tensor
         The raw GEMM output (kept for fault resolution).
     """
-    from ._kernels import abft_epilogue_kernel, abft_finalize_kernel
+    from ._kernels import abft_check_kernel
     t = torch()
     M, K = x2.shape
     N = aug.N
     act = ACTIVATIONS[activation]
     interp = interpreter_active()
-    bm, bn, chunks = _pick_blocks(M, N)
-    n_cb = -(-(-(-N // bn)) // chunks)
-    grid_e = (-(-M // bm), n_cb)
-    part = t.empty(n_cb, M, 16, dtype=t.float32, device=x2.device)
-    ratio = t.empty(M, dtype=t.float32, device=x2.device)
-    kw = {} if interp else {"num_warps": 4}
-    ieee = x2.dtype == t.float32
-    if act == 0:
+    # Small outputs with an activation and a side stream: the check leaves the
+    # critical path (bias in the GEMM epilogue, activation as its own kernel).
+    split = (act != 0 and side_stream is not None
+             and check_on_side(M, N, x2.element_size(), activation))
+    if act == 0 or split:
         # cuBLASLt adds the bias; the output is a view; the whole check is off-path.
         y_aug = (t.addmm(aug.gemm_bias, x2, aug.gemm_weight.t()) if aug.gemm_bias is not None
                  else t.mm(x2, aug.gemm_weight.t()))
@@ -278,36 +318,44 @@ def fused_linear(x2, aug, activation=None, side_stream=None, corrupt=None):
         out = t.empty(M, N, dtype=x2.dtype, device=x2.device)
     if corrupt is not None:
         corrupt(y_aug)
+    ratio = t.empty(M, dtype=t.float32, device=x2.device)
+    if M == 0:
+        return (apply_activation(out, activation) if split else out), ratio, y_aug
+    write = act != 0 and not split
+    bm, bn, chunks = _pick_blocks(M, N)
+    warps = 4
+    if blocks is not None:
+        bm, bn, chunks, warps = blocks
+    n_cb = -(-(-(-N // bn)) // chunks)
+    one_pass = n_cb == 1
+    if not one_pass and workspace is None:
+        workspace = check_workspace(M, x2.device)
+    ws, cnt = workspace if not one_pass else (ratio, ratio)
+    has_xn = x_norm2 is not None
+    k_per = -(-K // n_cb)
+    bk = 16 if k_per <= 16 else (64 if k_per <= 64 else 128)  # few variants
+    on = out_norm2 if (write and out_norm2 is not None) else ratio
     bias = aug.gemm_bias
-    main = t.cuda.current_stream() if (side_stream is not None) else None
+    kw = {} if interp else {"num_warps": warps}
 
-    def epilogue(write):
-        abft_epilogue_kernel[grid_e](
-            y_aug, bias if bias is not None else y_aug, aug.signs, out, part,
-            M, N, y_aug.stride(0), out.stride(0),
-            HAS_BIAS=(bias is not None) and write, ACT=act, WRITE=write,
-            UPCAST=interp, IEEE=ieee, BM=bm, BN=bn, CHUNKS=chunks, **kw)
-
-    def finalize():
-        # Few rows per program (16) and a narrow K block: many programs stream x
-        # and the partial sums, each with a small register footprint.
-        abft_finalize_kernel[(-(-M // 16),)](
-            part, y_aug, x2, ratio, M, N, K, n_cb, y_aug.stride(0), x2.stride(0),
+    def launch():
+        abft_check_kernel[(-(-M // bm), n_cb)](
+            y_aug, bias if (bias is not None and write) else y_aug, aug.signs, out, x2,
+            x_norm2 if has_xn else ratio, ws, cnt, ratio, on,
+            M, N, K, n_cb, k_per, y_aug.stride(0), out.stride(0), x2.stride(0),
             float(aug.sigma), float(aug.c_y), float(aug.c_z), float(aug.c_x),
-            BM=16, BK=min(128, max(16, 1 << math.ceil(math.log2(max(K, 1))))), **kw)
+            HAS_BIAS=(bias is not None) and write, ACT=act, WRITE=write, HAS_XN=has_xn,
+            OUT_NORM=write and out_norm2 is not None, ONE_PASS=one_pass, UPCAST=interp,
+            F32=x2.dtype == t.float32, BM=bm, BN=bn, CHUNKS=chunks, BK=bk, **kw)
 
-    if act != 0:
-        epilogue(True)
-    if side_stream is not None:
-        side_stream.wait_stream(main)
+    if side_stream is not None and not write:
+        side_stream.wait_stream(t.cuda.current_stream())
         with t.cuda.stream(side_stream):
-            if act == 0:
-                epilogue(False)
-            finalize()
+            launch()
     else:
-        if act == 0:
-            epilogue(False)
-        finalize()
+        launch()
+    if split:  # after the fork: the side check need not wait for it
+        out = apply_activation(out, activation)
     return out, ratio, y_aug
 
 

@@ -89,11 +89,16 @@ def choose_scheme(M, N, K, ridge, bytes_per_element=2):
 
 #: Cost-model constants used when nothing was measured (H200-like; seconds, bytes/s,
 #: FLOP/s).  ``launch``: cost of one extra *dependent* kernel inside a CUDA graph
-#: (2.3 us measured on an H200); ``side_share``: fraction of a side-stream check's
+#: (2.3 us measured on an H200); ``check_latency``: fixed cost of the fused
+#: scheme's check launch on a small layer (its chain of loads, atomics and the last
+#: block's reads: 5.5-6 us over the GEMM on an H200, benchmarks/results/
+#: abft_fused_h200_run3_breakdown.json, while a chain of trivial kernels measures
+#: only 0.6-0.8 us each); ``side_share``: fraction of a side-stream check's
 #: own duration that shows up on the critical path (it competes for bandwidth);
 #: ``tile_efficiency``: speed of the Triton tile GEMM relative to cuBLAS.
 DEFAULT_CALIBRATION = {"flops": 989e12, "bandwidth": 4.0e12, "launch": 2.3e-6,
-                       "side_share": 0.1, "tile_efficiency": 0.6, "source": "defaults"}
+                       "check_latency": 5.5e-6, "side_share": 0.1, "tile_efficiency": 0.6,
+                       "source": "defaults"}
 
 
 def spec_of(device_name):
@@ -109,16 +114,18 @@ def _gemm_time(M, N, K, e, cal):
 
 
 def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
-               candidates=("fused", "global", "tile")):
+               candidates=("fused", "global", "tile"), norm_known=False):
     """Pick a checking scheme for one layer call from a cost model (a pure function).
 
     Every candidate's *extra* time over the fastest unprotected form of the layer
     (cuBLAS GEMM with the bias/activation fused in its epilogue) is predicted:
 
     * ``fused``: the 16 extra weight rows of the augmented GEMM; with an
-      activation, one dependent elementwise pass over the output (read the
-      ``N + 16`` columns, write ``N``) plus a launch; without, the whole check
-      runs on a side stream and only ``side_share`` of it counts;
+      activation, one dependent check pass over the output (read the ``N + 16``
+      columns, write ``N``, read the input unless ``norm_known``) plus its fixed
+      ``check_latency``; without an activation, or for small outputs (then the
+      activation is one more plain kernel), the check runs on a side stream and
+      only ``side_share`` of it counts;
     * ``global``: a dependent check kernel reading the input and output;
     * ``tile``: the Triton GEMM's shortfall against cuBLAS (``tile_efficiency``),
       plus a separate activation pass when there is one.
@@ -135,6 +142,8 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
     calibration : dict
         :func:`default_calibration` or measured constants.
     candidates : tuple of str
+    norm_known : bool
+        The input's row norms come from the check of the layer that produced it.
 
     Returns
     -------
@@ -147,15 +156,22 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
         return {"scheme": "global", "reason": "convolution: cuDNN plus the global check",
                 "costs": {}, "baseline": base}
     bw, launch = cal["bandwidth"], cal["launch"]
+    check = cal.get("check_latency", launch)
     costs = {}
     if "fused" in candidates and e <= 4:
+        from ._augmented import check_on_side
+        # One check launch per call; it reads the input for ||x|| only when no
+        # checked layer produced it (norm_known=False, a network's first layer).
         extra_rows = _gemm_time(M, N + 16, K, e, cal) - base
-        check_bytes = e * M * (N + 16 + K) + 64.0 * M
+        x_bytes = 0.0 if norm_known else e * M * K
+        side = cal["side_share"] * (check + (e * M * (N + 16) + x_bytes) / bw)
         if activation is None:
-            costs["fused"] = extra_rows + cal["side_share"] * (launch + check_bytes / bw)
+            costs["fused"] = extra_rows + side
+        elif check_on_side(M, N, e, activation):
+            # bias in the GEMM epilogue, the activation as one more kernel
+            costs["fused"] = extra_rows + launch + 2 * e * M * N / bw + side
         else:
-            costs["fused"] = extra_rows + launch + e * M * (2 * N + 16) / bw \
-                + cal["side_share"] * (launch + check_bytes / bw)
+            costs["fused"] = extra_rows + check + (e * M * (2 * N + 16) + x_bytes) / bw
     if "global" in candidates:
         costs["global"] = launch + e * (M * K + M * N) / bw \
             + (0.0 if activation is None else launch + 2 * e * M * N / bw)

@@ -277,12 +277,27 @@ def _graph_time(fn, reps=20, inner=10):
     return statistics.median(out)
 
 
+def _check_latency(dev):
+    """Extra graph time of the fused check over its GEMM on a small layer (seconds)."""
+    from ._augmented import AugmentedWeight, check_workspace, fused_linear
+    t = torch()
+    lin = t.nn.Linear(1024, 1024).to(dev, t.float16).requires_grad_(False)
+    aug = AugmentedWeight(lin.weight, lin.bias)
+    x = t.randn(8, 1024, device=dev, dtype=t.float16)
+    ws, xn = check_workspace(8, dev), x.float().pow(2).sum(1)
+    with t.no_grad():
+        t_gemm = _graph_time(lambda: t.mm(x, aug.gemm_weight.t()))
+        t_full = _graph_time(lambda: fused_linear(x, aug, "relu", x_norm2=xn, workspace=ws))
+    return t_full - t_gemm
+
+
 def measure_cost_model(device=None, store=True):
     """Measure the constants of :func:`dartboost.gpu._auto.plan_layer` (a few seconds).
 
     ``flops`` (fp16 8192^3 GEMM), ``bandwidth`` (1 GiB device copy, read + write),
-    ``launch`` (extra time of one more dependent tiny kernel inside a CUDA graph)
-    and ``tile_efficiency`` (cuBLAS time / Triton tile GEMM time at 4096^2, M=512).
+    ``launch`` (extra time of one more dependent tiny kernel inside a CUDA graph),
+    ``check_latency`` (extra time of the fused check over its GEMM on a small
+    layer) and ``tile_efficiency`` (cuBLAS time / Triton tile GEMM time at 4096^2, M=512).
 
     Returns
     -------
@@ -301,6 +316,7 @@ def measure_cost_model(device=None, store=True):
                 tiny.add_(1.0)
         return fn
     launch = (_graph_time(chain(21), inner=1) - _graph_time(chain(1), inner=1)) / 20
+    check = _check_latency(dev)
     x = t.randn(512, 4096, device=dev, dtype=t.float16)
     w = t.randn(4096, 4096, device=dev, dtype=t.float16) / 64
     ck = LayerChecksums(w, None)
@@ -308,6 +324,7 @@ def measure_cost_model(device=None, store=True):
     t_cublas = _graph_time(lambda: t.mm(x, w.t()))
     t_tile = _graph_time(lambda: tile_gemm(x, w, None, ck, geo))
     cm = {"flops": res["flops"], "bandwidth": res["bandwidth"], "launch": max(launch, 0.0),
+          "check_latency": max(check, launch, 0.0),
           "tile_efficiency": min(1.0, t_cublas / t_tile), "side_share":
           DEFAULT_CALIBRATION["side_share"], "measured_at": time.time()}
     if store:

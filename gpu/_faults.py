@@ -29,7 +29,7 @@ import numpy as np
 
 from ._lazy import torch
 from ._events import ABFTFaultWarning
-from ._protect import _STATE_ATTR, _classes
+from ._protect import _STATE_ATTR, _classes, weight_events
 from ._resolution import resolve as _resolve
 
 __all__ = ["flip_bit", "inject_fault", "detection_report", "SITES"]
@@ -241,7 +241,7 @@ def _block_k(layer, entry):
 
 
 def detection_report(module, X, n_trials=1000, *, sites=SITES, bits=None, n_clean=100,
-                     predict=None, random_state=0, clean_noise=0.05):
+                     predict=None, random_state=0, clean_noise=0.05, scrub=False):
     """Inject random bit flips into a protected model and measure detection.
 
     Parameters
@@ -263,6 +263,10 @@ def detection_report(module, X, n_trials=1000, *, sites=SITES, bits=None, n_clea
         (or ``> 0`` for one output).  A trial "changes the prediction" when any
         row's prediction differs from the fault-free one.
     random_state : int
+    scrub : bool, default=False
+        Also run :func:`dartboost.gpu.verify_weights` after every faulty forward
+        pass (a weight scrub per batch: exact, but it reads every weight once).
+        Records then carry ``detected_by_check`` (the per-call checks alone).
 
     Returns
     -------
@@ -318,10 +322,12 @@ def detection_report(module, X, n_trials=1000, *, sites=SITES, bits=None, n_clea
             n_before = len(st.events)
             with inject_fault(module, layer.layer_name, site, bit, row, col, k_step, bk):
                 out, fentries = _forward_with_ledger(module, st, X)
-                events = _resolve(st, fentries)
+                check_events = _resolve(st, fentries)
+                by_check = any(e.confirmed for e in check_events)
+                events = check_events + (weight_events(module) if scrub else [])
             del st.events[n_before:]  # injected faults are not the model's history
             for k in ("flagged", "transient", "weight", "unconfirmed"):
-                st.counts[k] -= sum(1 for e in events if k == "flagged" or e.kind == k)
+                st.counts[k] -= sum(1 for e in check_events if k == "flagged" or e.kind == k)
             y_f = next((e.y for e in fentries if e.layer is layer), None)
             err = float("inf")
             if y_f is not None:
@@ -333,7 +339,8 @@ def detection_report(module, X, n_trials=1000, *, sites=SITES, bits=None, n_clea
                 "site": site, "layer": layer.layer_name, "scheme": scheme, "bit": bit,
                 "abs_error": err, "rel_error": err / scale,
                 "detected": any(e.confirmed for e in events),
-                "flagged": bool(events), "prediction_changed": changed})
+                "flagged": bool(events), "prediction_changed": changed,
+                **({"detected_by_check": by_check} if scrub else {})})
         # False positives on clean data.
         fp_checks = fp_flagged = fp_confirmed = 0
         std = float(X.float().std()) if X.numel() > 1 else 1.0
@@ -402,7 +409,10 @@ def _summarise(trials, fp_checks, fp_flagged, fp_confirmed, n_clean):
                           "prediction_changed": by_mag[k][2]}
                          for k in sorted(by_mag, key=mag_order)],
         "prediction_changing": {"trials": len(changed), "detected": n_changed_det,
-                                "rate": _rate(n_changed_det, len(changed))},
+                                "rate": _rate(n_changed_det, len(changed)),
+                                **({"detected_by_check": sum(tr["detected_by_check"]
+                                                             for tr in changed)}
+                                   if trials and "detected_by_check" in trials[0] else {})},
         "false_positive": {"clean_forwards": n_clean, "layer_checks": fp_checks,
                            "flagged": fp_flagged, "confirmed": fp_confirmed,
                            "flag_rate": _rate(fp_flagged, fp_checks),

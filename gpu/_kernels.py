@@ -264,16 +264,45 @@ def _activation(v, ACT: tl.constexpr):
 
 
 @triton.jit
-def abft_epilogue_kernel(
-    y_ptr, b_ptr, s_ptr, out_ptr, part_ptr,
-    M, N, sy0, so0,
-    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WRITE: tl.constexpr, UPCAST: tl.constexpr,
-    IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, CHUNKS: tl.constexpr,
+def _signed_sums(y, sg, acc, UPCAST: tl.constexpr, F32: tl.constexpr):
+    """acc + y @ sg on tensor cores, exact products (``sg`` holds ±1 and 0)."""
+    if UPCAST:
+        acc += tl.dot(y.to(tl.float32), sg.to(tl.float32))
+    elif F32:
+        # fp32 outputs: split each value into three tf32-exact parts (11 + 11 + 2
+        # significant bits) so three tf32 dots against ±1 give exact products.
+        hi = (y.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+        r = y - hi
+        mid = (r.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+        acc = tl.dot(hi, sg, acc, input_precision="tf32")
+        acc = tl.dot(mid, sg, acc, input_precision="tf32")
+        acc = tl.dot(r - mid, sg, acc, input_precision="tf32")
+    else:
+        acc = tl.dot(y, sg, acc)
+    return acc
+
+
+# M and K are not specialised on (a new batch size does not compile a new variant);
+# N and the strides are: their divisibility lets Triton vectorise the masked loads.
+@triton.jit(do_not_specialize=["M", "K", "n_cb", "k_per", "sigma", "c_y", "c_z", "c_x"])
+def abft_check_kernel(
+    y_ptr, b_ptr, s_ptr, out_ptr, x_ptr, xn_ptr, ws_ptr, cnt_ptr, ratio_ptr, on_ptr,
+    M, N, K, n_cb, k_per, sy0, so0, sx0,
+    sigma, c_y, c_z, c_x,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WRITE: tl.constexpr, HAS_XN: tl.constexpr,
+    OUT_NORM: tl.constexpr, ONE_PASS: tl.constexpr, UPCAST: tl.constexpr,
+    F32: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, CHUNKS: tl.constexpr,
+    BK: tl.constexpr,
 ):
-    # One program: BM rows x CHUNKS*BN columns of the augmented GEMM's output.
-    # It applies bias + activation (when WRITE) and accumulates, per row, the
-    # signed sums  sum_j r_vj y_ij  (a tensor-core dot against the ±1 signs:
-    # exact products, fp32 sums) and ||y_i||^2 of its columns.
+    # One launch per layer call.  Program (pid_m, pid_c) owns BM rows x CHUNKS*BN
+    # columns of the augmented GEMM's output Y: it applies bias + activation and
+    # writes them (WRITE), and accumulates per row the signed sums
+    # sum_j r_vj y_ij (a tensor-core dot against the ±1 signs), ||y_i||^2,
+    # ||out_i||^2 and, unless given (HAS_XN), its share of ||x_i||^2.  The
+    # partials meet in a zeroed (M, 16) fp32 workspace via atomics; the program
+    # that arrives last for a row block (a ticket counter) compares them with the
+    # checksum columns z_v = hi_v + lo_v, writes one ratio per row and returns
+    # the workspace and counter to zero for the next call (graph replays).
     pid_m = tl.program_id(0)
     pid_c = tl.program_id(1)
     rm = pid_m * BM + tl.arange(0, BM)
@@ -281,62 +310,80 @@ def abft_epilogue_kernel(
     cols = tl.arange(0, 16)
     acc = tl.zeros((BM, 16), dtype=tl.float32)
     sq = tl.zeros((BM,), dtype=tl.float32)
+    on2 = tl.zeros((BM,), dtype=tl.float32)
     for c in tl.static_range(CHUNKS):
         rn = (pid_c * CHUNKS + c) * BN + tl.arange(0, BN)
         n_ok = rn < N
         msk = m_ok[:, None] & n_ok[None, :]
         y = tl.load(y_ptr + rm[:, None] * sy0 + rn[None, :], mask=msk, other=0.0)
         sg = tl.load(s_ptr + rn[:, None] * 16 + cols[None, :], mask=n_ok[:, None], other=0.0)
-        if UPCAST:
-            acc += tl.dot(y.to(tl.float32), sg.to(tl.float32))
-        elif IEEE:
-            acc = tl.dot(y, sg, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(y, sg, acc)
+        acc = _signed_sums(y, sg, acc, UPCAST, F32)
         yf = y.to(tl.float32)
         sq += tl.sum(yf * yf, axis=1)
         if WRITE:
             if HAS_BIAS:
                 yf = yf + tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            yf = _activation(yf, ACT)
-            tl.store(out_ptr + rm[:, None] * so0 + rn[None, :],
-                     yf.to(out_ptr.dtype.element_ty), mask=msk)
-    acc = tl.where(cols[None, :] == 8, sq[:, None], acc)
-    tl.store(part_ptr + (pid_c * M + rm)[:, None] * 16 + cols[None, :], acc,
-             mask=m_ok[:, None] & (cols[None, :] < 9))
+            yo = _activation(yf, ACT).to(out_ptr.dtype.element_ty)
+            tl.store(out_ptr + rm[:, None] * so0 + rn[None, :], yo, mask=msk)
+            if OUT_NORM:
+                of = tl.where(msk, yo.to(tl.float32), 0.0)
+                on2 += tl.sum(of * of, axis=1)
+    xn2 = tl.zeros((BM,), dtype=tl.float32)
+    if not HAS_XN:
+        # This program's slice [pid_c * k_per, (pid_c + 1) * k_per) of the input row.
+        xn22 = tl.zeros((BM, BK), dtype=tl.float32)
+        k_lo = pid_c * k_per
+        for k0 in range(k_lo, tl.minimum(k_lo + k_per, K), BK):
+            rk = k0 + tl.arange(0, BK)
+            xa = tl.load(x_ptr + rm[:, None] * sx0 + rk[None, :],
+                         mask=m_ok[:, None] & (rk < tl.minimum(k_lo + k_per, K))[None, :],
+                         other=0.0).to(tl.float32)
+            xn22 += xa * xa
+        xn2 = tl.sum(xn22, axis=1)
+    vals = tl.where(cols[None, :] == 8, sq[:, None], acc)
+    vals = tl.where(cols[None, :] == 9, xn2[:, None], vals)
+    vals = tl.where(cols[None, :] == 10, on2[:, None], vals)
+    wmask = m_ok[:, None] & (cols[None, :] < 11)
+    if ONE_PASS:
+        _finish(vals, y_ptr, xn_ptr, ratio_ptr, on_ptr, rm, m_ok, cols, N, sy0,
+                sigma, c_y, c_z, c_x, HAS_XN, OUT_NORM)
+    else:
+        wptr = ws_ptr + rm[:, None] * 16 + cols[None, :]
+        tl.atomic_add(wptr, vals, mask=wmask)
+        ticket = tl.atomic_add(cnt_ptr + pid_m, 1)
+        if ticket == n_cb - 1:
+            # Everyone else has added (acq_rel ticket).  Read the totals where the
+            # atomics live (an atomic add of 0, coherent at L2), then zero them:
+            # nobody else touches this row block again in this launch.
+            tot = tl.atomic_add(wptr, tl.zeros((BM, 16), dtype=tl.float32), mask=wmask)
+            tot = tl.where(wmask, tot, 0.0)
+            tl.store(wptr, tl.zeros((BM, 16), dtype=tl.float32), mask=wmask)
+            tl.store(cnt_ptr + pid_m, 0)
+            _finish(tot, y_ptr, xn_ptr, ratio_ptr, on_ptr, rm, m_ok, cols, N, sy0,
+                    sigma, c_y, c_z, c_x, HAS_XN, OUT_NORM)
 
 
-@triton.jit(do_not_specialize=["n_cb", "sigma", "c_y", "c_z", "c_x"])
-def abft_finalize_kernel(
-    part_ptr, y_ptr, x_ptr, ratio_ptr, M, N, K, n_cb, sy0, sx0,
-    sigma, c_y, c_z, c_x, BM: tl.constexpr, BK: tl.constexpr,
-):
-    # Adds the column blocks' partial sums, reads the checksum columns
-    # z_v = hi_v + lo_v and ||x_i||, and writes max_v |sigma s_v - z_v| / tol.
-    pid = tl.program_id(0)
-    rm = pid * BM + tl.arange(0, BM)
-    m_ok = rm < M
-    cols = tl.arange(0, 16)
-    pm = m_ok[:, None] & (cols[None, :] < 9)
-    tot = tl.zeros((BM, 16), dtype=tl.float32)
-    for cb in range(0, n_cb):
-        tot += tl.load(part_ptr + (cb * M + rm)[:, None] * 16 + cols[None, :], mask=pm,
-                       other=0.0)
+@triton.jit
+def _finish(tot, y_ptr, xn_ptr, ratio_ptr, on_ptr, rm, m_ok, cols, N, sy0,
+            sigma, c_y, c_z, c_x, HAS_XN: tl.constexpr, OUT_NORM: tl.constexpr):
+    """ratio_i = max_v |sigma s_iv - z_iv| / tol_iv from a row block's totals."""
     sq = tl.sum(tl.where(cols[None, :] == 8, tot, 0.0), axis=1)
+    if HAS_XN:
+        xn2 = tl.load(xn_ptr + rm, mask=m_ok, other=0.0)
+    else:
+        xn2 = tl.sum(tl.where(cols[None, :] == 9, tot, 0.0), axis=1)
+    if OUT_NORM:
+        tl.store(on_ptr + rm, tl.sum(tl.where(cols[None, :] == 10, tot, 0.0), axis=1),
+                 mask=m_ok)
     vm = m_ok[:, None] & (cols[None, :] < 8)
     zh = tl.load(y_ptr + rm[:, None] * sy0 + N + 2 * cols[None, :], mask=vm,
                  other=0.0).to(tl.float32)
     zl = tl.load(y_ptr + rm[:, None] * sy0 + N + 2 * cols[None, :] + 1, mask=vm,
                  other=0.0).to(tl.float32)
-    xn2 = tl.zeros((BM, BK), dtype=tl.float32)
-    for k0 in range(0, K, BK):
-        rk = k0 + tl.arange(0, BK)
-        xa = tl.load(x_ptr + rm[:, None] * sx0 + rk[None, :],
-                     mask=m_ok[:, None] & (rk < K)[None, :], other=0.0).to(tl.float32)
-        xn2 += xa * xa
-    xn = tl.sqrt(tl.sum(xn2, axis=1))
-    tol = c_y * tl.sqrt(sq)[:, None] + c_z * tl.abs(zh) + c_x * xn[:, None] + 1e-30
+    tol = (c_y * tl.sqrt(sq)[:, None] + c_z * tl.abs(zh) + c_x * tl.sqrt(xn2)[:, None]
+           + 1e-30)
     d = tl.abs(tot * sigma - (zh + zl))
+    # NaN/Inf anywhere in the row makes d or tol non-finite: infinitely bad.
     r = tl.where((d < float("inf")) & (tol < float("inf")), d / tol, float("inf"))
     r = tl.where(vm, r, 0.0)
     tl.store(ratio_ptr + rm, tl.max(r, axis=1), mask=m_ok)

@@ -9,8 +9,8 @@ from torch.nn import functional as F
 
 from ._abft import ConvGeometry, LayerChecksums, accumulation_roundoff, global_check, \
     unit_roundoff, use_triton_for
-from ._augmented import AugmentedWeight, apply_activation, fused_linear, \
-    fused_linear_reference, tf32_enabled
+from ._augmented import AugmentedWeight, apply_activation, check_on_side, check_workspace, \
+    fused_linear, fused_linear_reference, tf32_enabled
 from ._auto import plan_layer
 from ._calibration import default_calibration
 
@@ -54,6 +54,7 @@ class _Checked(nn.Module):
         self._aug = None
         self._auto_cache = {}
         self._plans = {}
+        self._workspaces = {}
         #: Activation fused after the GEMM by :func:`protect` (None, 'relu', ...).
         self.activation = None
 
@@ -136,7 +137,8 @@ class _Checked(nn.Module):
                 if st.calibration is None:
                     st.calibration = default_calibration(x.device)
                 plan = plan_layer(geo.M, geo.N, geo.K, x.element_size(), self.activation,
-                                  geo.is_conv, st.calibration)
+                                  geo.is_conv, st.calibration,
+                                  norm_known=not geo.is_conv and st.norms_of(x) is not None)
                 self._plans[geo.M] = plan
                 hit = plan["scheme"]
             else:
@@ -218,15 +220,34 @@ class _Checked(nn.Module):
         aug = self.augmented()
         self.checksums()
         corrupt = None
+        on_side = x.is_cuda and use_triton_for(x, st.backend) and check_on_side(
+            x.shape[0], aug.N, x.element_size(), self.activation)
         if inj is not None:
             inj.fired = True
+            # The GEMM adds the bias itself when the activation is not fused into
+            # the check pass (no activation, or the side-stream check).
             corrupt = (lambda y_aug: inj.apply_after(self, x, y_aug[:, :aug.N],
                                                      ConvGeometry.linear(x, aug.N), None,
-                                                     with_bias=self.activation is None))
+                                                     with_bias=self.activation is None
+                                                     or on_side))
         with _ReducedPrecisionOff():
             if use_triton_for(x, st.backend):
-                side = st.side_stream(x.device) if x.is_cuda else None
-                out, ratio, y_aug = fused_linear(x, aug, self.activation, side, corrupt)
+                # Only a call that checks on the side stream forks it (joined when
+                # the forward pass ends).
+                side = st.side_stream(x.device) if on_side else None
+                M = x.shape[0]
+                ws = self._workspaces.get((M, x.device))
+                if ws is None:
+                    # Zeroed once; the check kernel leaves it zeroed (graph replays).
+                    ws = self._workspaces[(M, x.device)] = check_workspace(M, x.device)
+                # ||out||^2 comes for free from the fused pass (not from a side check).
+                on = (t.empty(M, dtype=t.float32, device=x.device)
+                      if self.activation is not None and not on_side else None)
+                out, ratio, y_aug = fused_linear(x, aug, self.activation, side, corrupt,
+                                                 x_norm2=st.norms_of(x), out_norm2=on,
+                                                 workspace=ws)
+                if on is not None:
+                    st.remember_norms(out, on)
             else:
                 out, ratio, y_aug = fused_linear_reference(x, aug, self.activation, corrupt)
         return self._record(x, y_aug, ratio, "fused", out=out)

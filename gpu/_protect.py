@@ -35,7 +35,7 @@ from ._lazy import torch
 from ._resolution import ProtectionState, apply_on_fault, resolve, resolve_pending
 
 __all__ = ["protect", "unprotect", "is_protected", "protection_report", "check",
-           "refresh_checksums", "fault_log", "ABFTFaultError",
+           "refresh_checksums", "verify_weights", "fault_log", "ABFTFaultError",
            "ABFTFaultWarning", "FaultEvent"]
 
 SCHEMES = ("auto", "fused", "global", "tile", "off")
@@ -64,6 +64,7 @@ def _pre_hook(module, args, kwargs):
         return None
     state.in_root = True
     state.ledger = []
+    state.norms = {}
     return None
 
 
@@ -72,6 +73,7 @@ def _post_hook(module, args, kwargs, output):
     if state.inner:
         return None
     state.in_root = False
+    state.norms = {}
     state.counts["forwards"] += 1
     confirmed = resolve_pending(state)
     if not confirmed:
@@ -403,6 +405,47 @@ def check(module):
     confirmed = [e for e in events if e.confirmed]
     if confirmed:
         apply_on_fault(st, confirmed, None, stacklevel=3)
+    return events
+
+
+def weight_events(module):
+    """``'weight'`` events of the protected layers whose weights changed (exact test)."""
+    _Checked = _classes()[0]
+    events = []
+    with torch().no_grad():
+        for m in module.modules():
+            if isinstance(m, _Checked) and m.scheme != "off" and not m.weights_intact():
+                events.append(FaultEvent(m.layer_name, "scrub", "weight", float("inf"),
+                                         float("inf"), [], m.alpha))
+    return events
+
+
+def verify_weights(module):
+    """Scrub: compare every protected layer's weights with their checksums, exactly.
+
+    The per-call checks compare sums of rounded outputs, so a weight fault whose
+    effect on the outputs is below their rounding noise (a flipped low mantissa
+    bit, a weight flushed towards zero) passes them; such faults can still flip
+    the prediction of a near-tie sample. Weights do not change between
+    :func:`refresh_checksums` calls, so this compares them exactly with the
+    build-time column sums (float64 sums of fp16 weights are exact) and the
+    augmented checksum rows. It reads every weight once and synchronises, so
+    call it on a schedule (every so many batches, or between CUDA-graph replays),
+    not inside a capture.
+
+    Returns
+    -------
+    list of FaultEvent
+        One ``kind='weight'`` event per corrupted layer; ``on_fault`` is applied
+        (``'flag'`` warns, otherwise :class:`ABFTFaultError`: recomputation
+        cannot repair a stored weight).
+    """
+    st = _state_of(module)
+    events = weight_events(module)
+    if events:
+        st.log(events)
+        st.counts["weight"] += len(events)
+        apply_on_fault(st, events, None, stacklevel=3)
     return events
 
 

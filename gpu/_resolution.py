@@ -40,6 +40,28 @@ class ProtectionState:
         self.report = []
         self._side = {}
         self._forks = []
+        #: Row norms ||out_i||^2 written by checked activation layers during the
+        #: current forward pass: data_ptr -> (tensor, version, norms).
+        self.norms = {}
+
+    def remember_norms(self, out, norms):
+        """Record ``||out_i||^2`` of a layer output for the layer that consumes it."""
+        if self.in_root:
+            self.norms[out.data_ptr()] = (out, out._version, norms)
+
+    def norms_of(self, x2):
+        """``||x_i||^2`` of a 2-D layer input if a checked layer wrote it unchanged."""
+        hit = self.norms.get(x2.data_ptr()) if self.in_root else None
+        if hit is None:
+            return None
+        out, version, norms = hit
+        # Same storage, same layout, not modified in place since (the version
+        # counter is shared by views); the stored reference keeps the memory from
+        # being reused by another tensor.
+        if (out._version != version or tuple(out.shape) != tuple(x2.shape)
+                or out.stride() != x2.stride() or out.dtype != x2.dtype):
+            return None
+        return norms
 
     def log(self, events):
         self.events.extend(events)

@@ -73,3 +73,32 @@ def test_scattered_data_lost_with_its_worker_is_a_clear_error():
             est.fit(da.concatenate(xs), da.concatenate(ys))
         client.wait_for_workers(2, timeout=30)  # the nanny restarts the killed one
         assert sum(client.run(_worker.n_states).values()) == 0
+
+
+@pytest.mark.slow
+def test_killed_worker_with_categories_and_a_validation_split(tmp_path):
+    # the encoded and held-out partitions are recomputed from their lineage
+    # (the persisted frame, the split tasks) after a real worker loss
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(2)
+    n = 1200
+    df = pd.DataFrame({"x": rng.normal(size=n),
+                       "c": pd.Series(rng.choice([f"v{i}" for i in range(15)], n),
+                                      dtype=object)})
+    y = df["x"].to_numpy() + df["c"].str[1:].astype(int).to_numpy() / 5 \
+        + rng.normal(size=n) * 0.1
+    params = dict(PARAMS, n_estimators=8, early_stopping=True, n_iter_no_change=50,
+                  validation_fraction=0.2, min_data_per_group=10)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        store = ModelStore([str(tmp_path / f"shard{i}") for i in range(5)], k=3, r=2)
+        cb = CheckpointCallback(store, "run", every=2)
+        est = DaskDartRegressor(**params, callbacks=[cb, KillAt(client, 3)])
+        est.fit(dd.from_pandas(df, npartitions=3), dd.from_pandas(pd.Series(y), npartitions=3))
+        assert len(est.recoveries_) == 1
+    local = DartRegressor(**params).fit(df, y)
+    np.testing.assert_allclose(est.predict(df), local.predict(df), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(est.evals_result_["validation"]["l2"],
+                               local.evals_result_["validation"]["l2"], rtol=1e-12)

@@ -123,3 +123,49 @@ def test_flag_mode_warnings_are_silenced_inside_reports():
     with warnings.catch_warnings():
         warnings.simplefilter("error", dg.ABFTFaultWarning)
         dg.detection_report(p, X, n_trials=20, n_clean=2, sites=("output",), bits=[30])
+
+
+@pytest.mark.parametrize("scheme", ["global", "fused"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_verify_weights_catches_a_sub_noise_weight_flip_the_check_misses(dtype, scheme):
+    # A flipped lowest mantissa bit changes the outputs far below the check's
+    # rounding noise: the per-call check passes it, the exact scrub does not.
+    net, X = _trained_mlp(dtype)
+    p = dg.protect(net, scheme=scheme, on_fault="raise", warn=False, backend="torch")
+    with torch.no_grad():
+        p(X)
+    assert dg.verify_weights(p) == []
+    layer = dict(p.named_modules())["2"]
+    with torch.no_grad():
+        w = layer.gemm_operand()  # what the GEMM reads (the augmented rows for fused)
+        dg.flip_bit(w, (5, 7), 0)
+        p(X)  # the per-call check: below its noise, not flagged
+        with pytest.raises(dg.ABFTFaultError) as err:
+            dg.verify_weights(p)
+        assert [e.layer for e in err.value.events] == ["2"]
+        assert err.value.events[0].kind == "weight" and err.value.events[0].confirmed
+        dg.flip_bit(w, (5, 7), 0)  # restored: clean again
+        assert dg.verify_weights(p) == []
+    p2 = dg.protect(_trained_mlp(dtype)[0], scheme="global", on_fault="flag", warn=False,
+                    backend="torch")
+    assert dg.verify_weights(p2) == []  # checksums are taken at first use
+    with torch.no_grad():
+        dg.flip_bit(dict(p2.named_modules())["0"].weight, (1, 1), 1)
+        with pytest.warns(dg.ABFTFaultWarning):
+            ev = dg.verify_weights(p2)
+    assert len(ev) == 1 and dg.fault_log(p2)["counts"]["weight"] == 1
+
+
+def test_detection_report_with_scrub_counts_weight_faults_exactly():
+    net, X = _trained_mlp()
+    p = dg.protect(net, scheme="global", on_fault="flag", warn=False, backend="torch")
+    rep = dg.detection_report(p, X, n_trials=40, sites=("weight",), bits=(0, 1, 2),
+                              n_clean=2, random_state=1, scrub=True)
+    assert rep["by_site"]["weight"]["detected"] == rep["by_site"]["weight"]["trials"] == 40
+    assert rep["prediction_changing"]["detected"] == rep["prediction_changing"]["trials"]
+    assert "detected_by_check" in rep["prediction_changing"]
+    # without the scrub these low-bit weight flips pass the per-call check
+    rep0 = dg.detection_report(p, X, n_trials=40, sites=("weight",), bits=(0, 1, 2),
+                               n_clean=2, random_state=1)
+    assert rep0["by_site"]["weight"]["detected"] < 40
+    assert dg.verify_weights(p) == []  # every injected fault was restored

@@ -254,3 +254,106 @@ def test_tf32_operand_is_rounded_copy():
         assert float(ratios.max()) < ALPHA / 2
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@needs_triton
+@pytest.mark.parametrize("m,n,act", [(5, 30, "relu"), (33, 700, "relu"), (20, 1100, None),
+                                     (3, 2100, "gelu")])
+def test_single_launch_check_leaves_workspace_zeroed_and_matches_reference(m, n, act):
+    from dartboost.gpu._augmented import check_workspace
+    lin = _lin(48, n, torch.float16, seed=m)
+    aug = AugmentedWeight(lin.weight, lin.bias)
+    x = torch.randn(m, 48, device=DEV).to(torch.float16)
+    ws = check_workspace(m, x.device)
+    on = torch.empty(m, device=DEV)
+    out, r1, _ = fused_linear(x, aug, act, workspace=ws, out_norm2=on)
+    assert not ws[0].any() and not ws[1].any()  # left as found: graph replays reuse it
+    out2, r2, _ = fused_linear(x, aug, act, workspace=ws)
+    # (atomics add the column blocks in any order: equal up to fp32 rounding)
+    torch.testing.assert_close(r1, r2, rtol=1e-2, atol=1e-4)
+    ref_out, ref_r, _ = fused_linear_reference(x, aug, act)
+    torch.testing.assert_close(out.float(), ref_out.float(), rtol=2e-3, atol=2e-3)
+    assert float(r1.max()) <= ALPHA and float(ref_r.max()) <= ALPHA
+    if act is not None:  # ||out_i||^2 of what was written, for the next layer
+        torch.testing.assert_close(on, out.float().pow(2).sum(1), rtol=1e-4, atol=1e-4)
+    # ||x||^2 handed over instead of read: the same ratios.
+    r3 = fused_linear(x, aug, act, workspace=ws, x_norm2=x.float().pow(2).sum(1))[1]
+    torch.testing.assert_close(r3, r1, rtol=1e-2, atol=1e-4)
+    # A corrupted output is still caught through the multi-block path.
+    def corrupt(y):
+        y[m // 2, n // 3] += 4.0
+    bad = fused_linear(x, aug, act, None, corrupt, workspace=ws)[1]
+    assert float(bad[m // 2]) > ALPHA
+    assert not ws[0].any() and not ws[1].any()
+
+
+@needs_triton
+def test_protected_chain_hands_row_norms_to_the_next_layer():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.ReLU(), torch.nn.Linear(40, 300),
+                              torch.nn.ReLU(), torch.nn.Linear(300, 5)).to(DEV)
+    import copy
+    ref = copy.deepcopy(net)
+    p = dg.protect(net, scheme="fused", on_fault="raise", warn=False)
+    from dartboost.gpu._protect import _STATE_ATTR
+    st = getattr(p, _STATE_ATTR)
+    seen = []
+    orig = st.norms_of
+
+    def spy(x2):
+        hit = orig(x2)
+        seen.append(hit is not None)
+        return hit
+    st.norms_of = spy
+    x = torch.randn(9, 24, device=DEV)
+    with torch.no_grad():
+        y = p(x)
+    # first layer reads its input; the two later ones get the producer's norms
+    assert seen[0] is False and all(seen[1:]) and len(seen) >= 3
+    with torch.no_grad():
+        torch.testing.assert_close(y, ref(x), rtol=1e-4, atol=1e-4)
+    # an in-place change of a layer output invalidates its recorded norms
+    out = torch.ones(4, 3, device=DEV)
+    st.in_root = True
+    st.remember_norms(out, torch.full((4,), 3.0, device=DEV))
+    assert st.norms_of(out) is not None
+    out.add_(1.0)
+    assert st.norms_of(out) is None
+    assert st.norms_of(out[:2]) is None
+    st.in_root = False
+
+
+def test_plan_layer_counts_the_input_read_only_for_a_first_layer():
+    cal = dict(_auto.DEFAULT_CALIBRATION)
+    first = _auto.plan_layer(4096, 1024, 4096, 2, "relu", False, cal)["costs"]["fused"]
+    chained = _auto.plan_layer(4096, 1024, 4096, 2, "relu", False, cal,
+                               norm_known=True)["costs"]["fused"]
+    assert chained < first
+    assert first - chained == pytest.approx(2 * 4096 * 4096 / cal["bandwidth"])
+
+
+def test_side_check_only_for_small_outputs_or_no_activation():
+    from dartboost.gpu._augmented import AUG_ROWS, SIDE_CHECK_BYTES, check_on_side
+    assert check_on_side(4096, 4096, 2, None)  # no activation: always off the critical path
+    rows = SIDE_CHECK_BYTES // (2 * (1024 + AUG_ROWS))
+    assert check_on_side(rows, 1024, 2, "relu")
+    assert not check_on_side(rows + 1, 1024, 2, "relu")
+    assert not check_on_side(rows, 1024, 4, "relu")  # fp32 outputs are twice the bytes
+
+
+def test_plan_layer_charges_the_check_its_measured_latency():
+    cal = dict(_auto.DEFAULT_CALIBRATION)
+    # A tiny layer with a large output on the main path: the check's fixed latency
+    # decides (a chain of trivial kernels would underestimate it).
+    slow = _auto.plan_layer(4096, 128, 256, 2, "relu", False, {**cal, "check_latency": 6e-6})
+    fast = _auto.plan_layer(4096, 128, 256, 2, "relu", False, {**cal, "check_latency": 0.5e-6})
+    assert slow["costs"]["fused"] - fast["costs"]["fused"] == pytest.approx(5.5e-6)
+    # Small outputs check on the side stream: only side_share of the latency counts.
+    a = _auto.plan_layer(8, 128, 256, 2, "relu", False, {**cal, "check_latency": 6e-6})
+    b = _auto.plan_layer(8, 128, 256, 2, "relu", False, {**cal, "check_latency": 0.5e-6})
+    assert a["costs"]["fused"] - b["costs"]["fused"] == pytest.approx(cal["side_share"] * 5.5e-6)
+    # Older caches without the constant fall back to the launch cost.
+    old = {k: v for k, v in cal.items() if k != "check_latency"}
+    assert _auto.plan_layer(4096, 128, 256, 2, "relu", False, old)["costs"]["fused"] == \
+        pytest.approx(_auto.plan_layer(4096, 128, 256, 2, "relu", False,
+                                       {**old, "check_latency": old["launch"]})["costs"]["fused"])

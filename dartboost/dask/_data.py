@@ -27,8 +27,13 @@ def _is_numpy_dtype(t):
     return True
 
 
-def as_dask_array(obj, what):
-    """``(dask.array, column names or None)`` of a dask array or dataframe."""
+def as_dask_array(obj, what, lengths=True, numeric_only=False):
+    """``(dask.array, column names or None)`` of a dask array or dataframe.
+
+    ``lengths``: a dataframe's partition lengths when already known (else
+    computed); ``numeric_only``: refuse label columns (training's X gets them
+    encoded by :mod:`~dartboost.dask._categories`; prediction passes them on
+    as objects for the model to encode)."""
     if not _is_dask_collection(obj):
         raise TypeError(f"{what} must be a dask.array or dask.dataframe collection, got a "
                         f"{type(obj).__name__}; use the local estimator (to_local()) for "
@@ -37,18 +42,20 @@ def as_dask_array(obj, what):
     if _is_dataframe(obj):
         if hasattr(obj, "columns"):
             names = np.asarray(obj.columns, dtype=object)
-            # categorical and text columns need the local engine's category
-            # mapping, which distributed training does not agree on yet: refuse
-            # them instead of training on codes or failing deep in a worker
             dtypes = obj.dtypes if hasattr(obj.dtypes, "items") else {names[0]: obj.dtypes}
             non_numeric = [str(c) for c, t in dtypes.items()
                            if not (np.issubdtype(np.dtype(t), np.number)
                                    if _is_numpy_dtype(t) else False)]
-            if non_numeric:
-                raise TypeError(f"{what} has non-numeric columns {non_numeric[:5]}: "
-                                "categorical features are not supported by dartboost.dask "
-                                "yet; encode them as numbers, or fit the local estimator.")
-        obj = obj.to_dask_array(lengths=True)
+            if non_numeric and numeric_only:
+                raise TypeError(f"{what} has non-numeric columns {non_numeric[:5]}; "
+                                "declare them categorical (categorical_features) or encode "
+                                "them as numbers.")
+        import warnings
+        with warnings.catch_warnings():
+            # label columns (prediction) become objects, as the model expects
+            warnings.filterwarnings("ignore", "Dask currently has limited support for "
+                                    "converting pandas extension dtypes", UserWarning)
+            obj = obj.to_dask_array(lengths=list(lengths) if lengths is not True else True)
     import dask.array as da
     if not isinstance(obj, da.Array):
         raise TypeError(f"{what} must be a dask.array or dask.dataframe collection, got a "
@@ -64,12 +71,14 @@ def _row_chunks(arr, what):
     return tuple(int(c) for c in chunks)
 
 
-def training_partitions(X, y, sample_weight, query=None):
+def training_partitions(X, y, sample_weight, query=None, lengths=True):
     """Check and align the training collections.
 
     ``query`` is ``("qid", collection)`` (one id per row, partitioned like
     X) or ``("group", collection)`` (query sizes, one chunk per X partition;
     whether they sum to its rows is checked by :func:`check_queries`).
+    ``lengths``: X's partition lengths when known (a dataframe's, else
+    computed).
 
     Returns
     -------
@@ -79,7 +88,7 @@ def training_partitions(X, y, sample_weight, query=None):
     n_features : int
     feature_names : ndarray or None
     """
-    X, names = as_dask_array(X, "X")
+    X, names = as_dask_array(X, "X", lengths, numeric_only=True)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D, got {X.ndim}-D.")
     rows = _row_chunks(X, "X")
@@ -132,16 +141,17 @@ def _query_summary(kind, q):
     return np.unique(q)
 
 
-def check_queries(client, kind, q_futures, row_counts):
+def check_queries(client, kind, q_futures, row_counts, what="X"):
     """A query must not span partitions: with ``group``, each partition's
-    sizes sum to its rows; with ``qid``, no id occurs in two partitions."""
+    sizes sum to its rows; with ``qid``, no id occurs in two partitions.
+    ``what``: the data set named in errors."""
     summaries = client.gather([client.submit(_query_summary, kind, q, pure=False)
                                for q in q_futures])
     if kind == "group":
         for p, (total, n) in enumerate(zip(summaries, row_counts)):
             if total != n:
                 raise ValueError(f"the query sizes of group chunk {p} sum to {total} but "
-                                 f"partition {p} of X has {n} rows: a query must not span "
+                                 f"partition {p} of {what} has {n} rows: a query must not span "
                                  "partitions (rechunk X, y and group at query boundaries).")
         return
     owner = {}

@@ -26,7 +26,7 @@ from .._binning import BinMapper
 from .._booster import Booster
 from .._common import X_DTYPE, effective_n_threads
 from .._model_format import FormatError
-from .._losses import BinaryLogLoss, Poisson, SoftmaxLogLoss, SquaredError
+from .._losses import BinaryLogLoss, CustomObjective, Poisson, SoftmaxLogLoss, SquaredError
 from .._ranking_loss import LambdaRankLoss
 from ..callbacks import check_callbacks
 from . import _worker
@@ -54,16 +54,23 @@ class _ClassCounts:
                            minlength=self.n_classes).astype(np.float64), None
 
 
-def baseline_statistics(loss):
+def _no_statistics(y_enc, sw):
+    return None
+
+
+def baseline_statistics(loss, ranking=False):
     """The per-partition statistics a loss's baseline needs (a function of
     ``(y_enc, sw)``), or an error for a loss whose baseline or leaf values
-    need global order statistics (quantiles)."""
+    need global order statistics (quantiles). ``ranking``: a ranker's
+    targets, checked for a pair to order whatever the loss."""
+    if ranking:
+        return _worker.ranking_stats
     if isinstance(loss, SoftmaxLogLoss):
         return _ClassCounts(loss.n_trees_per_iteration)
     if isinstance(loss, (SquaredError, Poisson, BinaryLogLoss)):
         return _mean_stats
-    if isinstance(loss, LambdaRankLoss):
-        return _worker.ranking_stats
+    if isinstance(loss, CustomObjective):  # baseline 0
+        return _no_statistics
     raise ValueError(f"loss {getattr(loss, 'name', type(loss).__name__)!r} is not supported "
                      "by distributed training (its baseline or leaf values are quantiles "
                      "of all rows); use squared_error, poisson or log_loss.")
@@ -71,8 +78,8 @@ def baseline_statistics(loss):
 
 def combine_baseline(loss, stats):
     """The loss's baseline from per-partition statistics (partition order)."""
-    if isinstance(loss, LambdaRankLoss):
-        if not any(stats):
+    if isinstance(loss, (LambdaRankLoss, CustomObjective)):
+        if isinstance(stats[0], bool) and not any(stats):
             raise ValueError("No query has documents with different relevance grades: there "
                              "is no pair to rank, so nothing to learn.")
         return loss.baseline(None, None), None
@@ -97,7 +104,6 @@ class DaskFit:
     def __init__(self, client, local, parts, row_counts, n_features, max_recoveries):
         self.client = client
         self.local = local
-        self.parts = parts
         self.row_counts = row_counts
         self.offsets = np.concatenate([[0], np.cumsum(row_counts)]).astype(np.int64)
         self.n_samples = int(self.offsets[-1])
@@ -108,10 +114,66 @@ class DaskFit:
         self.recoveries = []
         # persist the partitions (futures keep them on the workers; Dask
         # recomputes a lost one from its graph)
-        flat = client.compute([item for p in parts for item in p if item is not None])
-        flat = iter(flat)
-        self.futures = [tuple(next(flat) if item is not None else None for item in p)
-                        for p in parts]
+        self.futures = self._persist(parts)
+        self.eval_futures = []  # (set index, partition index in the set, futures)
+        self.eval_rounds = None
+        self.eval_row_weights = False
+
+    def _persist(self, parts):
+        flat = iter(self.client.compute([item for p in parts for item in p
+                                         if item is not None]))
+        return [tuple(next(flat) if item is not None else None for item in p) for p in parts]
+
+    def hold_out(self, train_rows, validation_rows, held_queries=None):
+        """Train on the rows ``train_rows`` (sorted global indices) only and
+        make ``validation_rows`` eval set 0, each partition split where it
+        lies (the subsets are tasks on the persisted partitions, so Dask
+        recomputes a lost one). ``held_queries``: per partition, which of its
+        queries are held out, when its query array holds group sizes."""
+        by_part = (split_by_partition(train_rows, self.offsets),
+                   split_by_partition(validation_rows, self.offsets))
+        subsets = ([], [])
+        for p, (x, y, w, q) in enumerate(self.futures):
+            for held, rows_of in enumerate(by_part):
+                rows = rows_of[p]
+                if not rows.size:  # a partition without such rows is left out
+                    continue
+                take = (lambda f, idx=rows: None if f is None else self.client.submit(
+                    _worker.take_rows, f, idx, pure=False))
+                if q is not None and held_queries is not None:
+                    queries = held_queries[p] if held else ~held_queries[p]
+                    q_sub = take(q, np.flatnonzero(queries))
+                else:
+                    q_sub = take(q)
+                subsets[held].append((take(x), take(y), take(w), q_sub))
+        counts = [int(rows.size) for rows in by_part[0].values() if rows.size]
+        self.futures = subsets[0]
+        self.row_counts = tuple(counts)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.n_samples = int(self.offsets[-1])
+        self.eval_futures = [(0, i, f) for i, f in enumerate(subsets[1])]
+        self.eval_row_weights = True  # the held-out rows keep their training weights
+
+    def query_sizes(self, kind):
+        """Each training partition's query sizes (a ranker's validation split
+        draws whole queries)."""
+        return self.client.gather([
+            self.client.submit(_worker.query_sizes, kind, part[3], pure=False)
+            for part in self.futures])
+
+    def class_indices(self, classes):
+        """Every training row's class index (a classifier's stratified
+        validation split): the one per-row array the client fetches, in the
+        smallest integer type."""
+        dtype = np.min_scalar_type(max(len(classes) - 1, 0))
+        return np.concatenate(self.client.gather([
+            self.client.submit(_worker.class_indices, part[1], classes, dtype, pure=False)
+            for part in self.futures]))
+
+    def add_eval_sets(self, sets):
+        """Persist the eval sets' partitions (``[(parts, row_counts)]``)."""
+        for s, (parts, _) in enumerate(sets):
+            self.eval_futures += [(s, i, f) for i, f in enumerate(self._persist(parts))]
 
     # ---------------------------------------------------------------- setup
     def _check_futures(self, wait=0.0):
@@ -123,7 +185,8 @@ class DaskFit:
         # scattered input is gone) is cancelled
         deadline = time.monotonic() + wait
         while True:
-            lost = [i for i, part in enumerate(self.futures)
+            parts = self.futures + [f for _, _, f in self.eval_futures]
+            lost = [i for i, part in enumerate(parts)
                     if any(f is not None and f.status == "cancelled" for f in part)]
             if lost or time.monotonic() >= deadline:
                 break
@@ -134,8 +197,9 @@ class DaskFit:
                            "collections from a graph (e.g. da.from_array, read_parquet) "
                            "to survive a lost worker.")
 
-    def bin_mapper(self, seed):
-        """The thresholds a local fit learns: its row sample, fetched."""
+    def bin_mapper(self, seed, is_categorical=None):
+        """The thresholds (and kept categories) a local fit learns: its row
+        sample, fetched."""
         est = self.local
         if self.n_samples > BIN_SUBSAMPLE:
             rng = np.random.RandomState(seed)
@@ -146,21 +210,56 @@ class DaskFit:
         pieces = [self.client.submit(_worker.sample_rows, self.futures[p][0], rows, pure=False)
                   for p, rows in by_part.items() if rows.size]
         sample = np.concatenate(self.client.gather(pieces), axis=0).astype(X_DTYPE)
-        return BinMapper(est.max_bins, random_state=seed, n_threads=self.n_threads).fit(sample)
+        mapper = BinMapper(est.max_bins, random_state=seed, n_threads=self.n_threads)
+        mapper.is_categorical = is_categorical
+        return mapper.fit(sample)
 
-    def setup(self, mapper, encode_y, check_y, loss):
-        """Bin and register every partition; return the baseline."""
+    def setup(self, mapper, encode_y, check_y, loss, row_weights=None, ranking=False):
+        """Bin and register every partition; return the baseline statistics.
+        ``row_weights(y_enc, sw)``: the training weights of a partition's rows
+        (``class_weight``), else the sample weights."""
         self._check_futures()
         fit_id = new_fit_id()
-        stats_fn = baseline_statistics(loss)
-        arrays = (mapper.to_arrays()["bin_thresholds"], mapper.to_arrays()["bin_offsets"])
+        stats_fn = baseline_statistics(loss, ranking)
+        flat = mapper.to_arrays()
+        arrays = (flat["bin_thresholds"], flat["bin_offsets"], flat["is_categorical"])
         futures = [self.client.submit(
             _worker.init_partition, fit_id, i, x, y, w, q, arrays, mapper.max_bins, encode_y,
-            check_y, stats_fn, self.n_threads, pure=False)
+            check_y, stats_fn, self.n_threads, row_weights, pure=False)
             for i, (x, y, w, q) in enumerate(self.futures)]
         self.rounds = Rounds(self.client, fit_id, {})
+        results = self._registered(futures)
+        self.rounds = Rounds(self.client, fit_id, _placement(results))
+        return [stats for _, _, stats in results]
+
+    def setup_eval(self, mapper, encoders, check_y, row_weights=None):
+        """Bin and register the eval sets' partitions (after :meth:`setup`):
+        the targets of set ``s`` encoded by ``encoders[s]``; held-out
+        training rows (:meth:`hold_out`) weighted by ``row_weights`` as in
+        training (``class_weight``)."""
+        row_weights = row_weights if self.eval_row_weights else None
+        if not self.eval_futures:
+            return
+        fit_id = self.rounds.fit_id + "-eval"
+        flat = mapper.to_arrays()
+        arrays = (flat["bin_thresholds"], flat["bin_offsets"], flat["is_categorical"])
+        futures = [self.client.submit(
+            _worker.init_partition, fit_id, g, x, y, w, q, arrays, mapper.max_bins,
+            encoders[s], check_y, _no_statistics, self.n_threads, row_weights,
+            f"eval_set[{s}] partition {i}", pure=False)
+            for g, (s, i, (x, y, w, q)) in enumerate(self.eval_futures)]
+        self.eval_rounds = Rounds(self.client, fit_id, {})
+        self.eval_rounds = Rounds(self.client, fit_id, _placement(self._registered(futures)))
+
+    def eval_partitions(self, s):
+        """Indices (in :meth:`eval_partials`' results) of eval set ``s``."""
+        return [g for g, (set_index, _, _) in enumerate(self.eval_futures) if set_index == s]
+
+    def _registered(self, futures):
+        """The results of registering partitions; on a failure, nothing of
+        the fit stays on the workers."""
         try:
-            results = self.client.gather(futures)
+            return self.client.gather(futures)
         except Exception as exc:
             # gather stops at the first failed partition while the others may
             # still be running: let them finish, so none registers its state on
@@ -180,28 +279,44 @@ class DaskFit:
                 # status said so: the same lost, scattered data
                 self._check_futures(wait=2.0)
             raise
-        placement = {}
-        for i, (addr, _, _) in enumerate(results):
-            placement.setdefault(addr, []).append(i)
-        self.rounds = Rounds(self.client, fit_id, placement)
-        return [stats for _, _, stats in results]
 
-    def register(self, baseline, mapper):
+    def register(self, baseline, mapper, train_scorer=None, eval_scorer=None):
+        """Complete the registered states with the baseline (and the scorers
+        of early stopping and the eval sets)."""
         params = {"n_bins_non_missing": mapper.n_bins_non_missing_,
                   "missing_bin": mapper.missing_values_bin_idx_}
-        self.rounds.run(_worker.set_baseline, baseline, params, self.n_threads)
+        self.rounds.run(_worker.set_baseline, baseline, params, self.n_threads, train_scorer)
+        if self.eval_rounds is not None:
+            self.eval_rounds.run(_worker.set_eval_baseline, baseline, self.n_threads,
+                                 eval_scorer)
+
+    def all_rounds(self):
+        return [r for r in (self.rounds, self.eval_rounds) if r is not None]
 
     def drop(self):
-        if self.rounds is not None:
-            self.rounds.close()
+        for rounds in self.all_rounds():
+            rounds.close()
             try:
-                self.client.run(_worker.drop_fit, self.rounds.fit_id)
+                self.client.run(_worker.drop_fit, rounds.fit_id)
             except Exception:  # a worker that is gone holds nothing
                 pass
+        self.eval_rounds = None
 
 
-def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given):
-    """Fit ``est`` (the local estimator) on the workers; returns it fitted."""
+def _placement(results):
+    """``{worker address: [partition indices]}`` of registration results."""
+    placement = {}
+    for i, (addr, _, _) in enumerate(results):
+        placement.setdefault(addr, []).append(i)
+    return placement
+
+
+def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given, row_weights=None,
+            ranking=False, evaluation=None):
+    """Fit ``est`` (the local estimator) on the workers; returns it fitted.
+    ``row_weights``: see :meth:`DaskFit.setup`; ``ranking``: a ranker's fit;
+    ``evaluation``: an :class:`~dartboost.dask._evaluation.Evaluation` (eval
+    sets, early stopping)."""
     objects, before, after = check_callbacks(est.callbacks)
     if before or after:
         raise ValueError("dartboost.dask supports callback objects (e.g. CheckpointCallback), "
@@ -209,28 +324,42 @@ def run_fit(fit, est, loss, encode_y, check_y, sample_weight_given):
     checkpoint = next((cb for cb in objects if hasattr(cb, "store") and hasattr(cb, "name")),
                       None)
     seed = est._seed
-    mapper = fit.bin_mapper(seed)
+    mapper = fit.bin_mapper(seed, getattr(est, "is_categorical_", None))
     K = loss.n_trees_per_iteration
     est.n_trees_per_iteration_ = K
     for cb in objects:
         if hasattr(cb, "on_fit_begin"):
             cb.on_fit_begin(est)
     start_state = None
+    est.evals_result_ = ({} if evaluation is None else
+                         {name: {} for name in evaluation.set_names()})
+    scorers = (None, None) if evaluation is None else evaluation.scorers(est, loss)
     while True:
         try:
-            stats = fit.setup(mapper, encode_y, check_y, loss)
+            stats = fit.setup(mapper, encode_y, check_y, loss, row_weights, ranking)
+            if evaluation is not None:
+                fit.setup_eval(mapper, evaluation.encoders, check_y, row_weights)
             baseline, _ = combine_baseline(loss, stats)
+            if getattr(est, "base_score", None) is not None:
+                baseline = est._baseline(loss, None, None)  # base_score, checked
             if start_state is None:
                 est.booster_ = Booster(mapper, baseline)
             else:
+                history = est.evals_result_
                 est._set_state(*start_state)
                 est.n_trees_per_iteration_ = K
-            fit.register(est.booster_.baseline, est.booster_.bin_mapper)
+                # the metrics recorded before the loss are the resumed model's
+                # (one entry per iteration), the rest is recomputed
+                est.evals_result_ = {name: {m: curve[:est.n_iter_] for m, curve in
+                                            metrics.items()}
+                                     for name, metrics in history.items()}
+            fit.register(est.booster_.baseline, est.booster_.bin_mapper, *scorers)
             booster = est.booster_
             if booster.n_trees:
-                fit.rounds.run(_worker.add_trees, booster.trees, booster.weights, K,
-                               est.boosting == "dart")
-            _iterations(fit, est, loss, objects, sample_weight_given)
+                for rounds in fit.all_rounds():
+                    rounds.run(_worker.add_trees, booster.trees, booster.weights, K,
+                               est.boosting == "dart", booster.binned_tables())
+            _iterations(fit, est, loss, objects, sample_weight_given, evaluation)
             break
         except WorkerLost as exc:
             fit.drop()
@@ -282,15 +411,26 @@ def _resume_state(checkpoint):
     return None
 
 
-def _iterations(fit, est, loss, objects, sample_weight_given):
+def _iterations(fit, est, loss, objects, sample_weight_given, evaluation):
     booster = est.booster_
     mapper = booster.bin_mapper
     K = loss.n_trees_per_iteration
     dart = est.boosting == "dart"
     policy = est._dart_policy() if dart else None
     hessians_constant = loss.unit_hessians and not sample_weight_given
+    stopping = evaluation is not None and evaluation.patience is not None
+    if stopping and not est.validation_score_:
+        # the baseline's scores (the local fit's first entries)
+        evaluation.read(fit, fit.rounds.by_partition(_worker.partials),
+                        _eval_round(fit, _worker.partials))
+        train_score, validation_score = evaluation.stopping_scores()
+        est.train_score_.append(train_score)
+        est.validation_score_.append(validation_score)
     est.n_iter_ = booster.num_iterations()
-    for t in range(booster.num_iterations(), est.n_estimators):
+    best_iter, best_score = est._best_so_far() if stopping else (None, None)
+    begin = booster.num_iterations()
+    kept = None
+    for t in range(begin, est.n_estimators):
         rng = np.random.default_rng([est._seed, t])
         weights = booster.weights
         if dart:
@@ -309,7 +449,7 @@ def _iterations(fit, est, loss, objects, sample_weight_given):
             n_feat = max(1, int(round(est.colsample_bytree * fit.n_features)))
             feature_mask = np.zeros(fit.n_features, dtype=np.uint8)
             feature_mask[rng.choice(fit.n_features, n_feat, replace=False)] = 1
-        trees = []
+        trees, bitsets = [], []
         for k in range(K):
             roots = fit.rounds.by_partition(
                 _worker.begin_tree, k, feature_mask, hessians_constant,
@@ -322,13 +462,58 @@ def _iterations(fit, est, loss, objects, sample_weight_given):
                 min_samples_leaf=est.min_samples_leaf, min_child_weight=est.min_child_weight,
                 min_split_gain=est.min_split_gain, l2_regularization=est.l2_regularization,
                 colsample_bynode=est.colsample_bynode, rng=rng, n_threads=fit.n_threads,
-                bin_thresholds=mapper.bin_thresholds_, hessians_are_constant=hessians_constant)
+                bin_thresholds=mapper.bin_thresholds_, hessians_are_constant=hessians_constant,
+                is_categorical=mapper.is_categorical_, **est._categorical_split_options(),
+                reg_alpha=est.reg_alpha, monotonic_cst=est._fit_constraints[0],
+                interaction_cst=est._fit_constraints[1])
             nodes, _ = grower.grow()
             trees.append(nodes)
-        fit.rounds.run(_worker.end_iteration, trees, t * K, new_weight, dart)
-        booster.append_iteration(trees, dropped, scale, new_weight)
+            bitsets.append(grower.cat_bitsets)
+        tables = [{} if not mapper.has_categorical else
+                  {"is_categorical": mapper.is_categorical_,
+                   "cat_bitsets": np.ascontiguousarray(b.reshape(-1))} for b in bitsets]
+        train_partials = fit.rounds.by_partition(_worker.end_iteration, trees, tables, t * K,
+                                                 new_weight, dart)
+        eval_partials = _eval_round(fit, _worker.update_eval, weights, dropped, new_weight,
+                                    scale, trees, tables, t * K, dart)
+        booster.append_iteration(trees, dropped, scale, new_weight, bitsets)
         est.n_iter_ = t + 1
         est.best_iteration_ = est.n_iter_
+        results = []
+        if evaluation is not None:
+            evaluation.read(fit, train_partials, eval_partials)
+            results = evaluation.record(est)
+        logs = {f"{set_name}_{name}": value for set_name, name, value, _ in results}
+        if stopping:
+            train_score, validation_score = evaluation.stopping_scores()
+            est.train_score_.append(train_score)
+            est.validation_score_.append(validation_score)
+            logs = {"train_score": train_score, "validation_score": validation_score, **logs}
+            if validation_score > best_score + evaluation.tol:
+                best_iter, best_score = t + 1, validation_score
+        stop = False
         for cb in objects:
-            if hasattr(cb, "on_iteration_end"):
-                cb.on_iteration_end(est, t, {})
+            if hasattr(cb, "on_iteration_end") and cb.on_iteration_end(est, t, logs):
+                stop = True
+        if stopping and t + 1 - best_iter >= evaluation.patience:
+            stop = True
+        if stop:
+            break
+    if stopping:
+        kept = best_iter
+    if kept is not None and kept < est.n_iter_:
+        booster.truncate(kept)
+        est.n_iter_ = kept
+    est.best_iteration_ = kept if kept is not None else est.n_iter_
+    # LightGBM's best_score_: every recorded metric at the kept model
+    at = est.best_iteration_ - 1
+    est.best_score_ = {name: {m: curve[at] for m, curve in metrics_.items()
+                              if 0 <= at < len(curve)}
+                       for name, metrics_ in est.evals_result_.items()}
+
+
+def _eval_round(fit, fn, *args):
+    """``fn`` on the eval partitions (their results in order), if any."""
+    if fit.eval_rounds is None:
+        return []
+    return fit.eval_rounds.by_partition(fn, *args)

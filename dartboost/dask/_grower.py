@@ -58,7 +58,8 @@ class DistributedTreeGrower(TreeGrower):
         # grower has split its parent, a negative key for a speculative child
         self.key = {0: 0}
         self.next_spec_key = -1
-        self.pending = []  # (parent key, feature, bin, missing_left, left key, right key)
+        # (parent key, feature, bin, missing_left, left key, right key, bitset)
+        self.pending = []
         self.expected = []  # the histogram's left count of each pending split
         self.queued = {}  # grower index -> node with a split, not split yet
         self.speculated = {}  # grower index -> (left key, right key)
@@ -86,15 +87,13 @@ class DistributedTreeGrower(TreeGrower):
         return super()._split(node, nodes)
 
     def _partition_rows(self, node, feature, bin_idx, missing_left, n_left=None, bitset=None):
-        if bitset is not None:  # refused at fit (categorical features); never silently wrong
-            raise NotImplementedError("categorical splits are not supported by dartboost.dask")
         left, right = self.children
         if node.idx in self.speculated:  # already applied on the workers
             self.key[left], self.key[right] = self.speculated.pop(node.idx)
         else:
             self.key[left], self.key[right] = left, right
             self.pending.append((self.key[node.idx], int(feature), int(bin_idx),
-                                 int(missing_left), left, right))
+                                 int(missing_left), left, right, bitset))
             self.expected.append(n_left)
         return n_left
 
@@ -108,7 +107,7 @@ class DistributedTreeGrower(TreeGrower):
                       key=lambda n: (-n.split[0], n.idx))
         out = []
         for node in best[:count]:
-            gain, feature, bin_idx, missing_left, gl, hl, nl = node.split[:7]
+            gain, feature, bin_idx, missing_left, gl, hl, nl, bitset = node.split[:8]
             nr = node.n_samples - nl
             depth = node.depth + 1
             left = _Node(-1, 0, nl, depth, gl, hl, 0.0)
@@ -121,7 +120,7 @@ class DistributedTreeGrower(TreeGrower):
             self.next_spec_key -= 2
             self.speculated[node.idx] = keys
             self.pending.append((self.key[node.idx], int(feature), int(bin_idx),
-                                 int(missing_left), *keys))
+                                 int(missing_left), *keys, bitset))
             self.expected.append(nl)
             out.append(keys[0] if nl <= nr else keys[1])
         return out

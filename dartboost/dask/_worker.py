@@ -64,6 +64,26 @@ class PartitionState:
         self.grower = None
         self.nodes = {}
         self.scheme = None
+        self.scorer = None  # PartialScores of early stopping / a "training" eval set
+
+    def partials(self):
+        return None if self.scorer is None else self.scorer(self.y, self.sample_weight,
+                                                            self.keeper.raw)
+
+
+class EvalState:
+    """One partition of an eval set on its worker: its binned rows, targets,
+    weights and the model's scores on them, kept up to date each iteration."""
+
+    def __init__(self, X_binned, y, sample_weight, baseline, missing_bin, n_threads, scorer):
+        self.y = y
+        self.sample_weight = sample_weight
+        self.keeper = ScoreKeeper(X_binned, np.tile(baseline[:, None], X_binned.shape[0]),
+                                  missing_bin, CacheBudget(LEAF_CACHE_BYTES), n_threads)
+        self.scorer = scorer
+
+    def partials(self):
+        return self.scorer(self.y, self.sample_weight, self.keeper.raw)
 
 
 class FitActor:
@@ -88,20 +108,25 @@ def _get(fit_id, index):
 BIN_BLOCK_ROWS = 65_536
 
 
+def _where(index):
+    """A partition's name in messages: its index, or a label (eval sets)."""
+    return index if isinstance(index, str) else f"partition {index}"
+
+
 def check_partition(X, y, sample_weight, index, check_y):
     """Validate one partition's shapes and targets; return X as an array
     (its own dtype: values are checked block by block in :func:`bin_partition`)."""
     X = np.asarray(X)
     if X.ndim != 2:
-        raise ValueError(f"partition {index} of X is {X.ndim}-D; expected 2-D.")
+        raise ValueError(f"{_where(index)} of X is {X.ndim}-D; expected 2-D.")
     if X.shape[0] == 0:
-        raise ValueError(f"partition {index} of X is empty; repartition so that every "
+        raise ValueError(f"{_where(index)} of X is empty; repartition so that every "
                          "partition has rows.")
     if np.shape(y)[0] != X.shape[0]:
-        raise ValueError(f"partition {index}: X has {X.shape[0]} rows, y has "
+        raise ValueError(f"{_where(index)}: X has {X.shape[0]} rows, y has "
                          f"{np.shape(y)[0]}; X and y must be partitioned alike.")
     if sample_weight is not None and np.shape(sample_weight)[0] != X.shape[0]:
-        raise ValueError(f"partition {index}: X has {X.shape[0]} rows, sample_weight has "
+        raise ValueError(f"{_where(index)}: X has {X.shape[0]} rows, sample_weight has "
                          f"{np.shape(sample_weight)[0]}; they must be partitioned alike.")
     check_y(y)
     return X
@@ -115,9 +140,9 @@ def bin_partition(mapper, X, index):
         try:
             block = np.asarray(X[start:start + BIN_BLOCK_ROWS], dtype=X_DTYPE)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"partition {index} of X is not numeric: {exc}") from None
+            raise ValueError(f"{_where(index)} of X is not numeric: {exc}") from None
         if np.isinf(block).any():
-            raise ValueError(f"partition {index} of X contains infinity (NaN marks "
+            raise ValueError(f"{_where(index)} of X contains infinity (NaN marks "
                              "missing).")
         binned[start:start + block.shape[0]] = mapper.transform(block)
     return binned
@@ -142,51 +167,135 @@ def ranking_stats(y_enc, sw):
     return bool(np.any(hi > lo))
 
 
-def class_labels(y):
-    return np.unique(np.asarray(y))
+class EvalTarget:
+    """An eval set's targets, encoded (and checked) as the local estimator
+    ``est`` encodes eval set ``index``."""
+
+    def __init__(self, est, index):
+        self.est = est
+        self.index = index
+
+    def __call__(self, y):
+        return self.est._encode_eval_y(self.index, y, None)
+
+
+def take_rows(part, rows):
+    """The rows ``rows`` of a partition's array (X, y, weights or query ids)."""
+    return np.asarray(part)[rows]
+
+
+def query_sizes(kind, query):
+    """A partition's query sizes from its group sizes or (contiguous) qids."""
+    query = np.asarray(query)
+    if kind == "group":
+        return query.astype(np.int64)
+    return np.diff(np.flatnonzero(np.r_[True, query[1:] != query[:-1], True]))
+
+
+def class_indices(y, classes, dtype):
+    """Each row's position in ``classes``."""
+    return np.searchsorted(classes, np.asarray(y)).astype(dtype)
+
+
+def class_counts(y):
+    """A partition's distinct labels and their counts."""
+    return np.unique(np.asarray(y), return_counts=True)
+
+
+class ClassWeights:
+    """Training weights of ``class_weight``: the weight of each row's class
+    (``weights[class index]``), times its sample weight."""
+
+    def __init__(self, weights):
+        self.weights = np.asarray(weights, dtype=np.float64)
+
+    def __call__(self, y_enc, sw):
+        # (a binary classifier's targets are (1, n), a multiclass one's (n,))
+        w = self.weights[np.asarray(y_enc).reshape(-1).astype(np.intp)]
+        return w if sw is None else w * sw
 
 
 def init_partition(fit_id, index, X, y, sample_weight, query, mapper_arrays, max_bins,
-                   encode_y, check_y, baseline_stats, n_threads):
+                   encode_y, check_y, baseline_stats, n_threads, row_weights=None, label=None):
     """Validate, bin and register one partition (it runs where Dask put the
     partition); return ``(worker_address, n_rows, baseline statistics)``.
     ``query`` (a ranker's group sizes or qids of the partition) goes to
-    ``encode_y`` with the targets."""
+    ``encode_y`` with the targets; ``row_weights(y_enc, sw)`` gives the
+    training weights (``class_weight``); ``label`` names the partition in
+    errors (an eval set's)."""
     from ._distributed import worker_address
-    X = check_partition(X, y, sample_weight, index, check_y)
+    where = index if label is None else label
+    X = check_partition(X, y, sample_weight, where, check_y)
     if query is None:
         y_enc = encode_y(y)
     else:
         try:
             y_enc = encode_y(y, query, sample_weight)
         except ValueError as exc:
-            raise ValueError(f"partition {index}: {exc}") from None
+            raise ValueError(f"{_where(where)}: {exc}") from None
     sw = None
     if sample_weight is not None:
         sw = np.ascontiguousarray(sample_weight, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(sw)) or np.any(sw < 0):
-            raise ValueError(f"partition {index}: sample_weight must be finite and "
+            raise ValueError(f"{_where(where)}: sample_weight must be finite and "
                              "non-negative.")
-    mapper = BinMapper.from_arrays(max_bins, *mapper_arrays, n_threads=n_threads)
-    binned = bin_partition(mapper, X, index)
+    if row_weights is not None:
+        sw = row_weights(y_enc, sw)
+    thresholds, offsets, is_categorical = mapper_arrays
+    mapper = BinMapper.from_arrays(max_bins, thresholds, offsets, n_threads=n_threads,
+                                   is_categorical=is_categorical)
+    binned = bin_partition(mapper, X, where)
     with _LOCK:  # completed by set_baseline once the client knows the baseline
         _STATES[(fit_id, index)] = (binned, y_enc, sw, mapper.missing_values_bin_idx_)
     return worker_address(), X.shape[0], baseline_stats(y_enc, sw)
 
 
-def set_baseline(fit_id, indices, baseline, grower_params, n_threads):
+def set_baseline(fit_id, indices, baseline, grower_params, n_threads, scorer=None):
     for index in indices:
         binned, y_enc, sw, missing = _get(fit_id, index)
-        _STATES[(fit_id, index)] = PartitionState(binned, y_enc, sw, baseline, missing,
-                                                  grower_params, n_threads)
+        _STATES[(fit_id, index)] = st = PartitionState(binned, y_enc, sw, baseline, missing,
+                                                       grower_params, n_threads)
+        st.scorer = scorer
 
 
-def add_trees(fit_id, indices, trees, weights, K, cache):
-    """Register existing trees (a resumed fit) and add them to the scores."""
+def set_eval_baseline(fit_id, indices, baseline, n_threads, scorer):
+    """Turn registered eval partitions into :class:`EvalState`s."""
+    for index in indices:
+        binned, y_enc, sw, missing = _get(fit_id, index)
+        _STATES[(fit_id, index)] = EvalState(binned, y_enc, sw, baseline, missing, n_threads,
+                                             scorer)
+
+
+def partials(fit_id, indices):
+    """Each partition's weighted means (its scorer's), or None."""
+    return [_get(fit_id, index).partials() for index in indices]
+
+
+def update_eval(fit_id, indices, weights, dropped, new_weight, scale, trees, tables,
+                first_tree, cache):
+    """One iteration on the eval partitions (DART's rescaling of the dropped
+    trees, then the new trees, as a local fit updates its eval scores);
+    returns their weighted means."""
+    for index in indices:
+        st = _get(fit_id, index)
+        if len(dropped):
+            scheme = DartScheme(_BroadcastDrops(dropped, new_weight, scale),
+                                st.keeper.raw.shape[0])
+            scheme.begin_iteration(weights, None, [st.keeper])
+            scheme.end_iteration([st.keeper])
+        for k, nodes in enumerate(trees):
+            st.keeper.register_tree(nodes, cache=cache, tables=tables[k])
+            st.keeper.add_contribution(first_tree + k, new_weight, st.keeper.raw[k])
+    return partials(fit_id, indices)
+
+
+def add_trees(fit_id, indices, trees, weights, K, cache, tables):
+    """Register existing trees (a resumed fit) and add them to the scores;
+    ``tables``: the booster's categorical tables (its trees index them)."""
     for index in indices:
         st = _get(fit_id, index)
         for j, nodes in enumerate(trees):
-            st.keeper.register_tree(nodes, cache=cache)
+            st.keeper.register_tree(nodes, cache=cache, tables=tables)
             st.keeper.add_contribution(j, weights[j // K], st.keeper.raw[j % K])
 
 
@@ -224,17 +333,19 @@ def begin_tree(fit_id, indices, sample_rows_by_part, k, feature_mask, hessians_c
 
 def histograms(fit_id, indices, splits, node_keys):
     """Apply the client's pending ``splits`` (in order; each names its
-    parent's key and its children's keys), then return each partition's
+    parent's key and its children's keys, and ends with a categorical split's
+    left set or ``None``), then return each partition's
     histograms of the nodes ``node_keys`` and its left counts."""
     hists, counts = [], []
     for index in indices:
         st = _get(fit_id, index)
         grower, nodes = st.grower, st.nodes
         part_counts = []
-        for parent, feature, bin_idx, missing_left, left_key, right_key in splits:
+        for parent, feature, bin_idx, missing_left, left_key, right_key, bitset in splits:
             node = nodes.pop(parent)
             # the partition's left count; the client checks their sum
-            n_left = grower._partition_rows(node, feature, bin_idx, missing_left)
+            n_left = grower._partition_rows(node, feature, bin_idx, missing_left,
+                                            bitset=bitset)
             nodes[left_key] = _Node(left_key, node.start, node.start + n_left, 0, 0, 0, 0)
             nodes[right_key] = _Node(right_key, node.start + n_left, node.stop, 0, 0, 0, 0)
             part_counts.append(n_left)
@@ -256,8 +367,10 @@ def histograms(fit_id, indices, splits, node_keys):
     return np.stack(hists), counts
 
 
-def end_iteration(fit_id, indices, trees, first_tree, new_weight, cache):
-    """Add the iteration's trees to the scores; put DART's dropped trees back."""
+def end_iteration(fit_id, indices, trees, tables, first_tree, new_weight, cache):
+    """Add the iteration's trees to the scores; put DART's dropped trees back.
+    ``tables[k]``: tree ``k``'s categorical tables (its own bitsets). Returns
+    each partition's weighted means (early stopping), or Nones."""
     for index in indices:
         st = _get(fit_id, index)
         st.grower, st.nodes = None, {}
@@ -265,8 +378,9 @@ def end_iteration(fit_id, indices, trees, first_tree, new_weight, cache):
             st.scheme.end_iteration([st.keeper])
             st.scheme = None
         for k, nodes in enumerate(trees):
-            st.keeper.register_tree(nodes, cache=cache)
+            st.keeper.register_tree(nodes, cache=cache, tables=tables[k])
             st.keeper.add_contribution(first_tree + k, new_weight, st.keeper.raw[k])
+    return partials(fit_id, indices)
 
 
 def drop_fit(fit_id):
