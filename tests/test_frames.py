@@ -130,3 +130,16 @@ def test_category_codes_equal_the_label_lookup():
     slow = _encode(col.astype(object), fitted)
     np.testing.assert_array_equal(fast, slow)
     assert np.isnan(fast[0]) and -1.0 in fast
+
+
+def test_arrow_eval_set_and_early_stopping_match_pandas():
+    cols, y = _data(n=1500, seed=2)
+    table = _arrow_table(cols, chunks=2)
+    train, valid = table.slice(0, 1100), table.slice(1100)
+    kw = dict(n_estimators=40, random_state=0, min_data_per_group=5, early_stopping=True,
+              n_iter_no_change=3)
+    a = DartRegressor(**kw).fit(train, y[:1100], eval_set=[(valid, y[1100:])])
+    b = DartRegressor(**kw).fit(train.to_pandas(), y[:1100],
+                                eval_set=[(valid.to_pandas(), y[1100:])])
+    _same_model(a, b)
+    assert a.evals_result_ == b.evals_result_
