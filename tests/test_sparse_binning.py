@@ -144,10 +144,9 @@ def test_sparse_binning_memory_is_proportional_to_the_usable_features():
     assert peak < 12e6, f"peak {peak / 1e6:.1f} MB"
 
 
-def _with_useless_columns(X, seed=0):
+def _with_useless_columns(X):
     """``X`` with constant, all-zero and rare columns between its own; the
     position of each original column in the result."""
-    rng = np.random.default_rng(seed)
     n, p = X.shape
     junk = [np.full(n, 2.0), np.zeros(n), np.where(np.arange(n) < 5, 1.0, 0.0)]
     cols, where = [], []
