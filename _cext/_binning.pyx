@@ -1,17 +1,47 @@
-"""Mapping of raw feature values to uint8 bins."""
-from cython.parallel import prange
+"""Mapping of raw feature values to uint8 bins (dense rows or sparse columns)."""
+from cython.parallel import prange, threadid
+from libc.string cimport memset
 
 from _common cimport X_DTYPE_C, X_BINNED_DTYPE_C
+
+ctypedef fused index_t:  # scipy's int32 or int64 sparse indices
+    int
+    long long
+
+
+cdef inline X_BINNED_DTYPE_C _bin_of(X_DTYPE_C x, const X_DTYPE_C[::1] thresholds,
+                                     long long start, long long stop, bint cat,
+                                     X_BINNED_DTYPE_C missing_bin_idx) noexcept nogil:
+    """Bin of one value against ``thresholds[start:stop]`` (see map_to_bins)."""
+    cdef long long base = start, n = stop - start, half
+    if x != x:  # NaN
+        return missing_bin_idx
+    if n == 0:
+        return 0  # one bin (or, categorical, only the pooled one)
+    # count of thresholds < x: branch-free lower bound (the comparison
+    # compiles to a conditional move, so random values do not cost a
+    # mispredicted branch per step)
+    while n > 1:
+        half = n // 2
+        base = base + half if thresholds[base + half - 1] < x else base
+        n = n - half
+    if thresholds[base] < x:
+        base = base + 1
+    if cat and (base == stop or thresholds[base] != x):
+        base = stop  # rare or unseen: the pooled bin
+    return <X_BINNED_DTYPE_C>(base - start)
 
 
 def map_to_bins(const X_DTYPE_C[:, ::1] X,
                 const X_DTYPE_C[::1] thresholds,
                 const long long[::1] offsets,
+                const long long[::1] features,
                 X_BINNED_DTYPE_C missing_bin_idx,
                 int n_threads,
                 X_BINNED_DTYPE_C[::1, :] binned,
                 const unsigned char[::1] is_categorical=None):
-    """Bin ``X`` into the Fortran-ordered ``binned``.
+    """Bin the columns ``features`` of ``X`` into the Fortran-ordered
+    ``binned`` (column ``j`` of ``binned`` is feature ``features[j]``).
 
     The thresholds of feature ``f`` are ``thresholds[offsets[f]:offsets[f+1]]``
     (sorted). A value goes to the number of thresholds strictly below it, so
@@ -24,12 +54,10 @@ def map_to_bins(const X_DTYPE_C[:, ::1] X,
     """
     cdef:
         Py_ssize_t n_samples = X.shape[0]
-        Py_ssize_t n_features = X.shape[1]
+        Py_ssize_t n_out = features.shape[0]
         Py_ssize_t block = 512
         Py_ssize_t n_blocks = (n_samples + block - 1) // block
-        Py_ssize_t blk, f, i, row_start, row_stop
-        long long base, n, half, start
-        X_DTYPE_C x
+        Py_ssize_t blk, f, i, j, row_start, row_stop
         bint any_cat = is_categorical is not None
         bint cat
 
@@ -38,28 +66,106 @@ def map_to_bins(const X_DTYPE_C[:, ::1] X,
         row_stop = row_start + block
         if row_stop > n_samples:
             row_stop = n_samples
-        for f in range(n_features):
-            start = offsets[f]
+        for j in range(n_out):
+            f = features[j]
             cat = any_cat and is_categorical[f] != 0
             for i in range(row_start, row_stop):
-                x = X[i, f]
-                if x != x:  # NaN
-                    binned[i, f] = missing_bin_idx
-                else:
-                    # count of thresholds < x: branch-free lower bound (the
-                    # comparison compiles to a conditional move, so random
-                    # values do not cost a mispredicted branch per step)
-                    base = start
-                    n = offsets[f + 1] - start
-                    if n == 0:
-                        binned[i, f] = 0
-                        continue
-                    while n > 1:
-                        half = n // 2
-                        base = base + half if thresholds[base + half - 1] < x else base
-                        n = n - half
-                    if thresholds[base] < x:
-                        base = base + 1
-                    if cat and (base == offsets[f + 1] or thresholds[base] != x):
-                        base = offsets[f + 1]  # rare or unseen: the pooled bin
-                    binned[i, f] = <X_BINNED_DTYPE_C>(base - start)
+                binned[i, j] = _bin_of(X[i, f], thresholds, offsets[f], offsets[f + 1], cat,
+                                       missing_bin_idx)
+
+
+def map_csc_to_bins(const X_DTYPE_C[::1] data,
+                    const index_t[::1] indices,
+                    const index_t[::1] indptr,
+                    const X_DTYPE_C[::1] thresholds,
+                    const long long[::1] offsets,
+                    const long long[::1] features,
+                    X_BINNED_DTYPE_C missing_bin_idx,
+                    int n_threads,
+                    X_BINNED_DTYPE_C[::1, :] binned,
+                    const unsigned char[::1] is_categorical=None):
+    """Bin the columns ``features`` of a CSC matrix into ``binned``.
+
+    Column ``j`` of ``binned`` is feature ``features[j]``: it is first filled
+    with the bin of 0.0 (the implicit zeros), then each stored entry gets its
+    own bin -- the bins a dense copy would get, without ever making one.
+    Work is O(rows + stored entries) per column; columns run in parallel.
+    """
+    cdef:
+        Py_ssize_t n_samples = binned.shape[0]
+        Py_ssize_t n_out = features.shape[0]
+        Py_ssize_t j, k
+        long long f
+        bint any_cat = is_categorical is not None
+        bint cat
+        X_BINNED_DTYPE_C zero_bin
+
+    for j in prange(n_out, schedule='dynamic', nogil=True, num_threads=n_threads):
+        f = features[j]
+        cat = any_cat and is_categorical[f] != 0
+        zero_bin = _bin_of(0.0, thresholds, offsets[f], offsets[f + 1], cat, missing_bin_idx)
+        if n_samples > 0:
+            memset(&binned[0, j], zero_bin, n_samples)
+        for k in range(indptr[f], indptr[f + 1]):
+            binned[indices[k], j] = _bin_of(data[k], thresholds, offsets[f], offsets[f + 1],
+                                            cat, missing_bin_idx)
+
+
+def largest_bin_rows_csc(const X_DTYPE_C[::1] data,
+                         const index_t[::1] indptr,
+                         Py_ssize_t n_samples,
+                         const X_DTYPE_C[::1] thresholds,
+                         const long long[::1] offsets,
+                         X_BINNED_DTYPE_C missing_bin_idx,
+                         int n_threads,
+                         long long[::1] out,
+                         long long[:, ::1] counts,
+                         const unsigned char[::1] is_categorical=None):
+    """``out[f]``: rows of a CSC matrix in feature ``f``'s most populated
+    bin (missing included), counting the implicit zeros; O(stored entries).
+    ``counts`` is scratch space of shape ``(n_threads, 256)``."""
+    cdef:
+        Py_ssize_t n_features = indptr.shape[0] - 1
+        Py_ssize_t f, k, b, t
+        long long best
+        bint any_cat = is_categorical is not None
+        bint cat
+
+    for f in prange(n_features, schedule='dynamic', nogil=True, num_threads=n_threads):
+        t = threadid()
+        cat = any_cat and is_categorical[f] != 0
+        for b in range(256):
+            counts[t, b] = 0
+        counts[t, _bin_of(0.0, thresholds, offsets[f], offsets[f + 1], cat,
+                          missing_bin_idx)] += n_samples - (indptr[f + 1] - indptr[f])
+        for k in range(indptr[f], indptr[f + 1]):
+            counts[t, _bin_of(data[k], thresholds, offsets[f], offsets[f + 1], cat,
+                              missing_bin_idx)] += 1
+        best = 0
+        for b in range(256):
+            if counts[t, b] > best:
+                best = counts[t, b]
+        out[f] = best
+
+
+def largest_bin_rows_binned(const X_BINNED_DTYPE_C[::1, :] binned, int n_threads,
+                            long long[::1] out, long long[:, ::1] counts):
+    """``out[f]``: rows of binned column ``f`` in its most populated bin
+    (``counts``: scratch space of shape ``(n_threads, 256)``)."""
+    cdef:
+        Py_ssize_t n_samples = binned.shape[0]
+        Py_ssize_t n_features = binned.shape[1]
+        Py_ssize_t f, i, b, t
+        long long best
+
+    for f in prange(n_features, schedule='dynamic', nogil=True, num_threads=n_threads):
+        t = threadid()
+        for b in range(256):
+            counts[t, b] = 0
+        for i in range(n_samples):
+            counts[t, binned[i, f]] += 1
+        best = 0
+        for b in range(256):
+            if counts[t, b] > best:
+                best = counts[t, b]
+        out[f] = best

@@ -14,36 +14,70 @@ from ._common import X_BINNED_DTYPE, X_DTYPE, MAX_BINS, threads_for
 
 def _find_thresholds(col, max_bins):
     """Thresholds (upper bin edges) for one feature's non-missing values."""
-    col = np.sort(col[~np.isnan(col)])
-    if col.size == 0:
-        return np.empty(0, dtype=X_DTYPE)
-    is_new = np.empty(col.size, dtype=bool)
+    return _thresholds_of_sorted(np.sort(col[~np.isnan(col)]), 0, max_bins)
+
+
+def _distinct(sorted_values):
+    """Distinct values of a sorted array (the first of each run)."""
+    if sorted_values.size == 0:
+        return sorted_values
+    is_new = np.empty(sorted_values.size, dtype=bool)
     is_new[0] = True
-    np.not_equal(col[1:], col[:-1], out=is_new[1:])
-    distinct = col[is_new]
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=is_new[1:])
+    return sorted_values[is_new]
+
+
+def _thresholds_of_sorted(values, n_zeros, max_bins):
+    """Thresholds of the column made of the sorted non-missing ``values``
+    plus ``n_zeros`` implicit zeros (a sparse column: the zeros are never
+    written out, yet the thresholds equal those of its dense copy)."""
+    n_total = values.size + n_zeros
+    if n_total == 0:
+        return np.empty(0, dtype=X_DTYPE)
+    n_neg = int(np.searchsorted(values, 0.0, side="left"))  # zeros go here
+    distinct = _distinct(values)
+    if n_zeros and not np.any(distinct == 0.0):
+        at = int(np.searchsorted(distinct, 0.0))
+        distinct = np.concatenate([distinct[:at], [0.0], distinct[at:]])
     if distinct.size <= max_bins:
         # midpoints between consecutive distinct values: exact bins
         thresholds = (distinct[:-1] + distinct[1:]) * 0.5
     else:
-        # quantiles of the (already sorted) values, midpoint interpolation
-        pos = np.linspace(0, 1, num=max_bins + 1)[1:-1] * (col.size - 1)
-        thresholds = 0.5 * (col[np.floor(pos).astype(np.intp)] + col[np.ceil(pos).astype(np.intp)])
+        # quantiles of the sorted column, midpoint interpolation
+        pos = np.linspace(0, 1, num=max_bins + 1)[1:-1] * (n_total - 1)
+
+        def at(idx):  # the sorted column's entries at positions ``idx``
+            out = np.zeros(idx.size, dtype=X_DTYPE)
+            low, high = idx < n_neg, idx >= n_neg + n_zeros
+            out[low] = values[idx[low]]
+            out[high] = values[idx[high] - n_zeros]
+            return out
+
+        thresholds = 0.5 * (at(np.floor(pos).astype(np.intp)) + at(np.ceil(pos).astype(np.intp)))
         thresholds = np.unique(thresholds)
     # +inf maps to the last bin anyway; drop non-finite edges
     thresholds = thresholds[np.isfinite(thresholds)]
     return np.ascontiguousarray(thresholds, dtype=X_DTYPE)
 
 
-def _find_categories(col, max_bins):
+def _find_categories(col, max_bins, n_zeros=0):
     """Kept categories of a categorical feature: its ``max_bins - 1`` most
     frequent non-missing values (ties: the smaller value), sorted. Rarer ones
     share the pooled bin after them (LightGBM keeps the frequent levels too),
-    so any number of levels fits the uint8 bins."""
+    so any number of levels fits the uint8 bins. ``n_zeros`` more rows hold
+    the label 0 (the implicit zeros of a sparse column)."""
     col = col[~np.isnan(col)]
     if not np.all(np.isfinite(col)):
         raise ValueError("Categorical features must not hold infinite values; "
                          "use NaN for a missing category.")
     values, counts = np.unique(col, return_counts=True)
+    if n_zeros:
+        at = int(np.searchsorted(values, 0.0))
+        if at < values.size and values[at] == 0.0:
+            counts[at] += n_zeros
+        else:
+            values = np.insert(values, at, 0.0)
+            counts = np.insert(counts, at, n_zeros)
     keep = max_bins - 1
     if values.size > keep:
         # stable sort by decreasing count keeps ties in increasing value
@@ -52,12 +86,14 @@ def _find_categories(col, max_bins):
     return np.ascontiguousarray(values, dtype=X_DTYPE)
 
 
-def _sparse_column(X, f):
-    """Column ``f`` of a CSC matrix with its zeros (one column at a time)."""
-    lo, hi = X.indptr[f], X.indptr[f + 1]
-    col = np.zeros(X.shape[0], dtype=X_DTYPE)
-    col[X.indices[lo:hi]] = X.data[lo:hi]
-    return col
+def _as_csc(X):
+    """``X`` as a float64 CSC matrix without repeated entries (a dense copy
+    would sum them), sharing ``X``'s arrays when it already is one."""
+    X = sp.csc_matrix(X, dtype=X_DTYPE)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    return X
 
 
 def _map_features(fn, n_features, n_threads):
@@ -115,22 +151,23 @@ class BinMapper:
         if not 2 <= self.max_bins <= MAX_BINS:
             raise ValueError(f"max_bins={self.max_bins} must be in [2, {MAX_BINS}].")
         sparse = sp.issparse(X)
-        X = X.astype(X_DTYPE) if sparse else np.asarray(X, dtype=X_DTYPE)
+        X = _as_csc(X) if sparse else np.asarray(X, dtype=X_DTYPE)
         if self.subsample is not None and X.shape[0] > self.subsample:
             rng = check_random_state(self.random_state)
             rows = np.sort(rng.choice(X.shape[0], self.subsample, replace=False))
             X = X[rows]
         self.is_categorical_ = self._categorical_flags(X.shape[1])
-        if sparse:
-            X = sp.csc_matrix(X)
-            column = lambda f: _sparse_column(X, f)  # noqa: E731
-        else:
-            column = lambda f: X[:, f]  # noqa: E731
+        n_rows = X.shape[0]
 
         def find(f):
+            if sparse:  # stored entries plus the count of implicit zeros
+                col = X.data[X.indptr[f]:X.indptr[f + 1]]
+                n_zeros = n_rows - col.size
+            else:
+                col, n_zeros = X[:, f], 0
             if self.is_categorical_[f]:
-                return _find_categories(column(f), self.max_bins)
-            return _find_thresholds(column(f), self.max_bins)
+                return _find_categories(col, self.max_bins, n_zeros)
+            return _thresholds_of_sorted(np.sort(col[~np.isnan(col)]), n_zeros, self.max_bins)
 
         self.bin_thresholds_ = _map_features(find, X.shape[1], self.n_threads)
         self.n_bins_non_missing_ = np.array(
@@ -150,37 +187,102 @@ class BinMapper:
             else np.empty(0, dtype=X_DTYPE)
         )
 
-    def transform(self, X):
-        """Bin ``X`` into a column-contiguous uint8 array. A scipy sparse
-        ``X`` is binned column by column: its implicit zeros get the bin of
-        0.0 (as in a dense ``X``), its stored entries their own bins."""
-        if sp.issparse(X):
-            return self._transform_sparse(X)
-        X = np.ascontiguousarray(X, dtype=X_DTYPE)
-        binned = np.empty(X.shape, dtype=X_BINNED_DTYPE, order="F")
+    def transform(self, X, features=None):
+        """Bin ``X`` into a column-contiguous uint8 array.
+
+        Parameters
+        ----------
+        X : ndarray or scipy sparse matrix of shape (n_samples, n_features)
+            A sparse ``X`` is binned from its columns: the implicit zeros get
+            the bin of 0.0 (as in a dense ``X``), the stored entries their
+            own bins, and no dense float copy is ever made.
+        features : array-like of int or None
+            Bin only these features (column ``j`` of the result is feature
+            ``features[j]``); all by default.
+
+        Returns
+        -------
+        ndarray of uint8, shape (n_samples, len(features)), Fortran order
+        """
+        n_features = self._offsets.size - 1
+        features = (np.arange(n_features, dtype=np.int64) if features is None
+                    else np.ascontiguousarray(features, dtype=np.int64))
+        sparse = sp.issparse(X)
+        if not sparse:
+            X = np.ascontiguousarray(X, dtype=X_DTYPE)
+        if X.ndim != 2 or X.shape[1] != n_features:
+            raise ValueError(f"X has shape {X.shape}; the binner was fitted on "
+                             f"{n_features} features.")
+        if features.size and (features.min() < 0 or features.max() >= n_features):
+            raise ValueError(f"features must be indices in [0, {n_features}).")
+        binned = np.empty((X.shape[0], features.size), dtype=X_BINNED_DTYPE, order="F")
+        if sparse:
+            X = _as_csc(X)
+            _binning.map_csc_to_bins(
+                X.data, X.indices, X.indptr, self._flat, self._offsets, features,
+                self.missing_values_bin_idx_,
+                threads_for(X.shape[0] * features.size + X.nnz, self.n_threads), binned,
+                self.is_categorical_)
+            return binned
         _binning.map_to_bins(
-            X, self._flat, self._offsets, self.missing_values_bin_idx_,
-            threads_for(X.size * 8, self.n_threads), binned, self.is_categorical_
-        )
+            X, self._flat, self._offsets, features, self.missing_values_bin_idx_,
+            threads_for(X.shape[0] * features.size * 8, self.n_threads), binned,
+            self.is_categorical_)
         return binned
 
-    def _transform_sparse(self, X):
-        X = sp.csc_matrix(X, dtype=X_DTYPE)
-        X.sort_indices()
-        n, n_features = X.shape
-        binned = np.empty((n, n_features), dtype=X_BINNED_DTYPE, order="F")
-        for f in range(n_features):
-            lo, hi = X.indptr[f], X.indptr[f + 1]
-            # zero first, then the stored entries: one kernel call per column
-            values = np.concatenate([[0.0], X.data[lo:hi]])[:, None]
-            out = np.empty((values.shape[0], 1), dtype=X_BINNED_DTYPE, order="F")
-            _binning.map_to_bins(
-                np.ascontiguousarray(values), self.bin_thresholds_[f],
-                np.array([0, self.bin_thresholds_[f].size], dtype=np.int64),
-                self.missing_values_bin_idx_, 1, out, self.is_categorical_[f:f + 1])
-            binned[:, f] = out[0, 0]
-            binned[X.indices[lo:hi], f] = out[1:, 0]
-        return binned
+    def transform_splittable(self, X, min_rows, keep=None):
+        """Bin only the features of ``X`` that can split.
+
+        A split puts at least ``min_rows`` rows on each side, so a feature
+        whose rows outside its most populated bin (missing included) number
+        fewer than ``min_rows`` can never split -- at this node nor at any
+        below it, which holds a subset of the rows. Such features (constant
+        ones, all-zero sparse columns, words in fewer documents than a leaf
+        needs) are left out of the binned matrix; a sparse ``X`` is counted
+        from its stored entries before the matrix is allocated.
+
+        Parameters
+        ----------
+        X : ndarray or scipy sparse matrix of shape (n_samples, n_features)
+        min_rows : int
+            Fewest rows a split leaves on either side (``min_samples_leaf``).
+        keep : array-like of int or None
+            Features kept in any case (those the model already splits on).
+
+        Returns
+        -------
+        binned : ndarray of uint8, shape (n_samples, n_used), Fortran order
+        features : ndarray of int64, shape (n_used,)
+            Increasing original index of each column of ``binned`` (never
+            empty: with no feature able to split, the first one is kept).
+        """
+        n_samples, n_features = X.shape
+        counts = np.zeros((max(self.n_threads, 1), 256), dtype=np.int64)
+        largest = np.empty(n_features, dtype=np.int64)
+        full = None
+        if sp.issparse(X):
+            X = _as_csc(X)
+            _binning.largest_bin_rows_csc(
+                X.data, X.indptr, n_samples, self._flat, self._offsets,
+                self.missing_values_bin_idx_, threads_for(X.nnz + n_features, self.n_threads),
+                largest, counts, self.is_categorical_)
+        else:  # a dense X costs 8 bytes a value: binning it whole first is cheap
+            full = self.transform(X)
+            _binning.largest_bin_rows_binned(full, threads_for(full.size, self.n_threads),
+                                             largest, counts)
+        usable = n_samples - largest >= min_rows
+        if keep is not None:
+            usable[np.asarray(keep, dtype=np.intp)] = True
+        if not usable.any() and n_features:
+            usable[0] = True
+        features = np.flatnonzero(usable).astype(np.int64)
+        if full is None:
+            return self.transform(X, features), features
+        if features.size == n_features:
+            return full, features
+        binned = np.empty((n_samples, features.size), dtype=X_BINNED_DTYPE, order="F")
+        np.take(full, features, axis=1, out=binned)
+        return binned, features
 
     def fit_transform(self, X):
         return self.fit(X).transform(X)

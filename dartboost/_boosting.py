@@ -17,8 +17,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import _categorical, _constraints
+from . import _categorical, _constraints, _frames
 from ._binning import BinMapper
+from ._feature_map import FeatureMap, split_features
 from ._booster import Booster
 from ._cext import _predictor
 from ._common import MAX_BINS, X_DTYPE, effective_n_threads
@@ -265,6 +266,7 @@ class BaseBoosting(BaseEstimator, ABC):
 
     def _fit_categorical(self, X):
         """Decide the categorical features of a new fit and encode ``X``."""
+        X = _frames.as_frame(X)  # pyarrow / polars: a pandas frame, per column
         spec = self.categorical_features
         self.is_categorical_, self._categories = None, None
         is_frame = _categorical._is_frame(X)
@@ -287,6 +289,7 @@ class BaseBoosting(BaseEstimator, ABC):
 
     def _encode_categorical(self, X):
         """Label columns of ``X`` as the fitted category codes."""
+        X = _frames.as_frame(X)
         cats = getattr(self, "_categories", None)
         if cats is None or len(getattr(X, "shape", ())) != 2:
             return X
@@ -381,14 +384,20 @@ class BaseBoosting(BaseEstimator, ABC):
         self._fit_constraints = self._resolve_constraints(X.shape[1], self.is_categorical_)
         scheme = self._scheme()
 
-        X_binned = booster.bin_mapper.transform(X_train)
+        # bin only the features that can split; the grower and the keepers
+        # number them 0..n_used-1, the booster keeps the original indices
+        X_binned, used = booster.bin_mapper.transform_splittable(
+            X_train, self.min_samples_leaf, keep=split_features(booster.nodes))
+        fmap = FeatureMap(used, booster.n_features)
+        self._fit_constraints = (fmap.take(self._fit_constraints[0]),
+                                 fmap.local_groups(self._fit_constraints[1]))
         budget = CacheBudget(_scores.LEAF_CACHE_BYTES)
         missing_bin = booster.bin_mapper.missing_values_bin_idx_
         keepers = [ScoreKeeper(X_binned, np.tile(booster.baseline[:, None], X_binned.shape[0]),
                                missing_bin, budget, n_threads)]
         evaluated = []
         for name, X_val, y_val, sw_val in eval_sets:
-            X_val_binned = booster.bin_mapper.transform(X_val)
+            X_val_binned = booster.bin_mapper.transform(X_val, fmap.features)
             keepers.append(ScoreKeeper(
                 X_val_binned, np.tile(booster.baseline[:, None], X_val_binned.shape[0]),
                 missing_bin, budget, n_threads))
@@ -397,10 +406,11 @@ class BaseBoosting(BaseEstimator, ABC):
         # Warm start: re-register the existing trees (scores and leaf caches).
         K = self.n_trees_per_iteration_
         weights = booster.weights
+        tables = fmap.local_tables(booster.binned_tables())
         for tree_idx in range(booster.n_trees):
+            local_tree = fmap.to_local(booster.tree(tree_idx))
             for keeper in keepers:
-                keeper.register_tree(booster.tree(tree_idx), cache=scheme.keeps_leaf_ids,
-                                     tables=booster.binned_tables())
+                keeper.register_tree(local_tree, cache=scheme.keeps_leaf_ids, tables=tables)
                 keeper.add_contribution(tree_idx, weights[tree_idx // K],
                                         keeper.raw[tree_idx % K])
         stopping = None
@@ -414,7 +424,7 @@ class BaseBoosting(BaseEstimator, ABC):
         self.evals_result_ = {e.data.name: {} for e in evaluated}
         try:
             self._run_iterations(loss, scheme, X_binned, y_train, sw_train, keepers,
-                                 evaluated, metrics, stopping, callbacks, n_threads)
+                                 evaluated, metrics, stopping, callbacks, n_threads, fmap)
         finally:
             self._fit_train_raw = None
         booster.compact()
@@ -595,7 +605,7 @@ class BaseBoosting(BaseEstimator, ABC):
         return results
 
     def _run_iterations(self, loss, scheme, X_binned, y, sw, keepers, evaluated, metrics,
-                        stopping, callbacks, n_threads):
+                        stopping, callbacks, n_threads, fmap):
         booster = self.booster_
         K = self.n_trees_per_iteration_
         n_samples, n_features = X_binned.shape
@@ -622,6 +632,9 @@ class BaseBoosting(BaseEstimator, ABC):
         params = self.get_params(deep=False)
         kept = None  # iterations to keep, as asked by an EarlyStopException
         mapper = booster.bin_mapper
+        is_categorical = fmap.take(mapper.is_categorical_)
+        n_bins, thresholds = fmap.take(mapper.n_bins_non_missing_), fmap.take(
+            mapper.bin_thresholds_)
         for t in range(begin, self.n_estimators):
             try:
                 for cb in before:
@@ -646,16 +659,16 @@ class BaseBoosting(BaseEstimator, ABC):
             new_trees = []
             for k in range(K):
                 grower = TreeGrower(
-                    X_binned, gradients[k], hessians[k], mapper.n_bins_non_missing_,
+                    X_binned, gradients[k], hessians[k], n_bins,
                     mapper.missing_values_bin_idx_, sample_indices=sample_indices,
                     feature_mask=feature_mask, max_leaf_nodes=self.max_leaf_nodes,
                     max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
                     min_child_weight=self.min_child_weight, min_split_gain=self.min_split_gain,
                     l2_regularization=self.l2_regularization,
                     colsample_bynode=self.colsample_bynode, rng=rng, n_threads=n_threads,
-                    buffers=buffers, bin_thresholds=mapper.bin_thresholds_,
+                    buffers=buffers, bin_thresholds=thresholds,
                     hessians_are_constant=loss.unit_hessians and sw is None,
-                    is_categorical=mapper.is_categorical_, reg_alpha=self.reg_alpha,
+                    is_categorical=is_categorical, reg_alpha=self.reg_alpha,
                     **self._categorical_split_options(), monotonic_cst=self._fit_constraints[0],
                     interaction_cst=self._fit_constraints[1],
                 )
@@ -675,12 +688,12 @@ class BaseBoosting(BaseEstimator, ABC):
                     _predictor.set_leaf_ids(grower.partition, starts, stops, leaf_ids)
                 tables = {}
                 if mapper.has_categorical:
-                    tables = {"is_categorical": mapper.is_categorical_,
+                    tables = {"is_categorical": is_categorical,
                               "cat_bitsets": np.ascontiguousarray(grower.cat_bitsets.reshape(-1))}
                 new_trees.append((nodes, leaf_ids, tables, grower.cat_bitsets))
             new_weight, scale = scheme.end_iteration(keepers)
-            booster.append_iteration([tree[0] for tree in new_trees], dropped, scale,
-                                     new_weight, [tree[3] for tree in new_trees])
+            booster.append_iteration([fmap.to_global(tree[0]) for tree in new_trees], dropped,
+                                     scale, new_weight, [tree[3] for tree in new_trees])
             # F = F_minus + scale * sum_D w_i f_i (done by the scheme) + w_new f_new
             for keeper in keepers:
                 for k, (nodes, leaf_ids, tables, _) in enumerate(new_trees):

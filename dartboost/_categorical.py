@@ -141,6 +141,18 @@ def _plain(label):
 def _encode(col, categories):
     """Codes of a label column against ``categories`` (float64)."""
     import pandas as pd
+    if isinstance(getattr(col, "dtype", None), pd.CategoricalDtype):
+        # look up the column's categories once, then gather by its codes (no
+        # per-row label objects): the codes a label-by-label lookup would give
+        cat = col.cat if isinstance(col, pd.Series) else pd.Series(col).cat
+        lookup = pd.Index(categories, dtype=object).get_indexer(
+            pd.Index(cat.categories, dtype=object)).astype(np.float64)
+        lookup[lookup < 0] = UNSEEN_CODE
+        row_codes = np.asarray(cat.codes, dtype=np.int64)
+        codes = lookup[np.maximum(row_codes, 0)] if lookup.size else \
+            np.full(row_codes.size, UNSEEN_CODE)
+        codes[row_codes < 0] = np.nan
+        return codes
     values = np.asarray(col.astype(object) if isinstance(col, pd.Series) else col, dtype=object)
     missing = pd.isna(values)
     # a hash lookup of every label at once (numpy scalars hash as Python's)

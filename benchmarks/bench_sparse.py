@@ -1,0 +1,187 @@
+"""High-dimensional sparse text features: dartboost vs LightGBM on one CSR matrix.
+
+The corpus ships with this machine's Python: the docstrings of every module,
+class and function in the standard library and in NumPy, SciPy, pandas and
+scikit-learn, read from their source files with :mod:`ast` (nothing is
+imported or downloaded). The task is binary: does a docstring come from the
+standard library or from one of the scientific packages? Texts are turned
+into a TF-IDF CSR matrix (``TfidfVectorizer``, word unigrams and bigrams,
+``min_df=8``), which gives tens of thousands of features, almost all of them
+zero in almost every row -- the shape of a bag-of-words problem.
+
+Each fit runs in a fresh child process that loads the saved CSR matrix, so
+its peak resident memory (``ru_maxrss``) is the fit's own: the table shows
+the peak and the increase over the memory held before ``fit`` (data
+loaded). Both libraries get the same settings (100 iterations, learning rate
+0.1, 31 leaves, 20 rows per leaf, 255 bins, the same threads); fit time is
+the median of ``--repeats`` runs, test log-loss and accuracy on a held-out
+quarter.
+
+Run: ``python benchmarks/bench_sparse.py [--repeats R] [--max-docs N]``;
+writes ``benchmarks/results/bench_sparse.json``.
+"""
+import argparse
+import ast
+import json
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import numpy as np
+
+SETTINGS = dict(n_estimators=100, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=20)
+PACKAGES = ("numpy", "scipy", "pandas", "sklearn")
+
+
+def _docstrings(root):
+    """Docstrings of the modules, classes and functions under ``root``
+    (sorted file order: the corpus is the same on every run)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
+        for name in sorted(filenames):
+            if not name.endswith(".py"):
+                continue
+            try:
+                with open(os.path.join(dirpath, name), encoding="utf-8") as fh:
+                    tree = ast.parse(fh.read())
+            except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                     ast.AsyncFunctionDef)):
+                    doc = ast.get_docstring(node)
+                    if doc and len(doc) >= 40:
+                        out.append(doc)
+    return out
+
+
+def corpus(max_docs, seed=0):
+    """``(texts, labels)``: 0 for the standard library, 1 for the packages."""
+    import importlib.util
+    stdlib = _docstrings(sysconfig.get_paths()["stdlib"])
+    science = []
+    for pkg in PACKAGES:
+        spec = importlib.util.find_spec(pkg)
+        if spec is not None and spec.submodule_search_locations:
+            science += _docstrings(list(spec.submodule_search_locations)[0])
+    texts = stdlib + science
+    labels = np.r_[np.zeros(len(stdlib)), np.ones(len(science))]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(texts))[:max_docs]
+    return [texts[i] for i in order], labels[order]
+
+
+def _child(lib, path, n_jobs, seed):
+    """Fit ``lib`` on the saved data in this process; print one JSON line."""
+    import resource
+    import time
+
+    import scipy.sparse as sp
+    X_train = sp.load_npz(os.path.join(path, "X_train.npz")).tocsr()
+    X_test = sp.load_npz(os.path.join(path, "X_test.npz")).tocsr()
+    y = np.load(os.path.join(path, "y.npz"))
+    y_train, y_test = y["train"], y["test"]
+    if lib == "dartboost_mart":
+        from dartboost import DartClassifier
+        model = DartClassifier(boosting="mart", random_state=seed, n_jobs=n_jobs,
+                               early_stopping=False, max_bins=255, **SETTINGS)
+    else:
+        import lightgbm as lgb
+        model = lgb.LGBMClassifier(n_estimators=SETTINGS["n_estimators"],
+                                   learning_rate=SETTINGS["learning_rate"],
+                                   num_leaves=SETTINGS["max_leaf_nodes"],
+                                   min_child_samples=SETTINGS["min_samples_leaf"],
+                                   max_bin=255, n_jobs=n_jobs, random_state=seed, verbose=-1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    model.fit(X_train, y_train)
+    fit_s = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    proba = np.clip(model.predict_proba(X_test)[:, 1], 1e-15, 1 - 1e-15)
+    logloss = float(-np.mean(y_test * np.log(proba) + (1 - y_test) * np.log(1 - proba)))
+    acc = float(np.mean((proba > 0.5) == y_test))
+    print(json.dumps({"fit_s": fit_s, "peak_rss_mib": peak, "rss_before_fit_mib": before,
+                      "fit_rss_increase_mib": peak - before, "test_logloss": logloss,
+                      "test_accuracy": acc}))
+
+
+def run(lib, path, n_jobs, seed):
+    out = subprocess.run([sys.executable, __file__, "--child", lib, "--data", path,
+                          "--n-jobs", str(n_jobs), "--seed", str(seed)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-docs", type=int, default=60_000)
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--libs", default="dartboost_mart,lightgbm")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "bench_sparse.json"))
+    args = parser.parse_args()
+    if args.child:
+        return _child(args.child, args.data, args.n_jobs, args.seed)
+
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    texts, labels = corpus(args.max_docs, args.seed)
+    n_train = len(texts) * 3 // 4
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=8, dtype=np.float64)
+    X_train = vec.fit_transform(texts[:n_train]).tocsr()
+    X_test = vec.transform(texts[n_train:]).tocsr()
+    n, p = X_train.shape
+    csr_mib = (X_train.data.nbytes + X_train.indices.nbytes + X_train.indptr.nbytes) / 2**20
+    # features that can split: stored in at least min_samples_leaf training rows
+    nnz_col = np.diff(X_train.tocsc().indptr)
+    info = {"n_train": n, "n_test": X_test.shape[0], "n_features": p,
+            "nnz_train": int(X_train.nnz), "density": X_train.nnz / (n * p),
+            "csr_train_mib": csr_mib, "dense_uint8_mib": n * p / 2**20,
+            "features_in_ge_min_samples_leaf_rows": int(np.sum(
+                nnz_col >= SETTINGS["min_samples_leaf"])),
+            "positive_fraction": float(labels.mean()), "settings": SETTINGS,
+            "n_jobs": args.n_jobs, "repeats": args.repeats}
+    print(f"train {n} x {p} CSR, nnz {X_train.nnz} ({info['density']:.2e}), "
+          f"{csr_mib:.0f} MiB; dense uint8 bins would be {info['dense_uint8_mib']:.0f} MiB; "
+          f"{info['features_in_ge_min_samples_leaf_rows']} features in >= "
+          f"{SETTINGS['min_samples_leaf']} rows")
+    results = {}
+    with tempfile.TemporaryDirectory() as path:
+        sp.save_npz(os.path.join(path, "X_train.npz"), X_train)
+        sp.save_npz(os.path.join(path, "X_test.npz"), X_test)
+        np.savez(os.path.join(path, "y.npz"), train=labels[:n_train], test=labels[n_train:])
+        libs = args.libs.split(",")
+        runs = {lib: [] for lib in libs}
+        for _ in range(args.repeats):  # interleaved: load drifts hit both alike
+            for lib in libs:
+                runs[lib].append(run(lib, path, args.n_jobs, args.seed))
+        for lib in libs:
+            rs = runs[lib]
+            results[lib] = {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+            results[lib]["fit_s_runs"] = [r["fit_s"] for r in rs]
+    ref = results.get("lightgbm")
+    print(f"{'library':<16}{'fit s':>9}{'peak MiB':>10}{'fit +MiB':>10}{'logloss':>9}"
+          f"{'acc':>7}{'time/LGB':>10}{'mem/LGB':>9}")
+    for lib, r in results.items():
+        t_ratio = r["fit_s"] / ref["fit_s"] if ref else float("nan")
+        m_ratio = r["fit_rss_increase_mib"] / ref["fit_rss_increase_mib"] if ref else float("nan")
+        r["fit_time_vs_lightgbm"], r["fit_memory_vs_lightgbm"] = t_ratio, m_ratio
+        print(f"{lib:<16}{r['fit_s']:>9.2f}{r['peak_rss_mib']:>10.0f}"
+              f"{r['fit_rss_increase_mib']:>10.0f}{r['test_logloss']:>9.4f}"
+              f"{r['test_accuracy']:>7.3f}{t_ratio:>10.2f}{m_ratio:>9.2f}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump({"data": info, "results": results}, fh, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
