@@ -1,0 +1,389 @@
+"""One compiled step per split of the grower's leaf-wise loop.
+
+:class:`NodeKernels` holds what every node of one tree shares (the binned
+matrix, its row-major copy, gradients, the partition and its buffers, the
+split-search settings), so that splitting a node is one call and one
+release of the GIL: partition its rows, fill the smaller child's histogram,
+subtract it from the parent's for the larger one, and search both children's
+best splits, with no allocation and no Python in between. The filling and
+the search are the code of ``_histogram.pyx`` and ``_splitting.pyx`` (the
+same includes), so a tree is the one the per-kernel calls grow; none of it
+depends on the number of threads.
+"""
+from cython.parallel import prange
+from libc.stdlib cimport malloc, free
+from libc.math cimport INFINITY
+
+import numpy as np
+
+include "_hist_fill.pxi"
+include "_split_scan.pxi"
+
+cdef enum:
+    # A node holding fewer than 1/ROW_MAJOR_BELOW of the rows has its
+    # histogram filled from the row-major copy: its rows are scattered, and
+    # a row's bins then come in one cache line instead of one per feature
+    # (measured: the column-major loop wins above about 1/14).
+    ROW_MAJOR_BELOW = 16
+    # Roughly, inner-loop steps worth a thread (as dartboost._common's
+    # MIN_WORK_PER_THREAD): small steps run on fewer threads.
+    MIN_WORK_PER_THREAD = 50000
+    # Histogram bins (of subtraction and search) worth a thread in the
+    # per-feature phase: its threads were just woken by the filling.
+    MIN_BINS_PER_THREAD = 2048
+    # Partition work per row relative to a histogram update.
+    PARTITION_WORK_PER_ROW = 4
+
+
+cdef inline int _threads(Py_ssize_t work, Py_ssize_t per_thread, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t = work // per_thread
+    if t > n_threads:
+        t = n_threads
+    return <int>t if t > 1 else 1
+
+
+cdef class NodeKernels:
+    """The compiled steps of growing one tree (see the module docstring).
+
+    Parameters
+    ----------
+    X_binned : uint8 array (n_samples, n_features), Fortran order
+    X_rows : uint8 array (n_samples, n_features), C order, or None
+        Row-major copy of ``X_binned`` for the histograms of scattered nodes.
+    gradients, hessians : float32 arrays (n_samples,)
+    partition : uint32 array
+        The tree's rows (reordered in place as nodes split).
+    left_buffer, right_buffer : uint32 arrays, at least as long as ``partition``
+    partial : histogram array (max_chunks, n_features, n_bins)
+        Scratch for the per-chunk histograms of large nodes.
+    feature_mask : uint8 array (n_features,)
+        The tree's features: only they get histograms.
+    n_bins_non_missing, missing_bin_idx, l2_regularization, min_samples_leaf,
+    min_child_weight, min_split_gain, is_categorical, monotonic_cst,
+    l1_regularization, max_cat_to_onehot, cat_smooth, cat_l2,
+    min_data_per_group, max_cat_threshold
+        As for ``_splitting.find_best_split``.
+    hessians_are_constant : bool
+    n_threads : int
+    """
+    cdef const X_BINNED_DTYPE_C[::1, :] X
+    cdef const X_BINNED_DTYPE_C[:, ::1] X_rows
+    cdef bint has_rows
+    cdef const G_H_DTYPE_C[::1] g
+    cdef const G_H_DTYPE_C[::1] h
+    cdef unsigned int[::1] partition
+    cdef unsigned int[::1] left
+    cdef unsigned int[::1] right
+    cdef hist_struct[:, :, ::1] partial
+    cdef int[::1] active
+    cdef const unsigned int[::1] n_bins_nm
+    cdef const unsigned char[::1] is_cat
+    cdef const signed char[::1] mono
+    cdef search_config cfg
+    cdef bint constant
+    cdef int n_threads
+    cdef Py_ssize_t n_features
+    cdef Py_ssize_t n_bins
+    cdef split_struct* per_feature  # two rows of n_features: left, right child
+
+    def __cinit__(self):
+        self.per_feature = NULL
+
+    def __init__(self, const X_BINNED_DTYPE_C[::1, :] X_binned, X_rows,
+                 const G_H_DTYPE_C[::1] gradients, const G_H_DTYPE_C[::1] hessians,
+                 unsigned int[::1] partition, unsigned int[::1] left_buffer,
+                 unsigned int[::1] right_buffer, hist_struct[:, :, ::1] partial,
+                 const unsigned char[::1] feature_mask,
+                 const unsigned int[::1] n_bins_non_missing, unsigned int missing_bin_idx,
+                 Y_DTYPE_C l2_regularization, unsigned int min_samples_leaf,
+                 Y_DTYPE_C min_child_weight, Y_DTYPE_C min_split_gain,
+                 const unsigned char[::1] is_categorical=None,
+                 const signed char[::1] monotonic_cst=None,
+                 Y_DTYPE_C l1_regularization=0., unsigned int max_cat_to_onehot=4,
+                 Y_DTYPE_C cat_smooth=10., Y_DTYPE_C cat_l2=10.,
+                 unsigned int min_data_per_group=100, unsigned int max_cat_threshold=32,
+                 bint hessians_are_constant=False, int n_threads=1):
+        n_features = X_binned.shape[1]
+        if (feature_mask.shape[0] != n_features or n_bins_non_missing.shape[0] != n_features
+                or partial.shape[1] != n_features):
+            raise ValueError("feature_mask, n_bins_non_missing and partial need one entry "
+                             f"per feature ({n_features})")
+        if left_buffer.shape[0] < partition.shape[0] or right_buffer.shape[0] < partition.shape[0]:
+            raise ValueError("the partition buffers are shorter than the partition")
+        if gradients.shape[0] != X_binned.shape[0] or hessians.shape[0] != X_binned.shape[0]:
+            raise ValueError("gradients and hessians need one value per row")
+        self.X = X_binned
+        self.has_rows = X_rows is not None
+        if self.has_rows:
+            self.X_rows = X_rows
+            if self.X_rows.shape[0] != X_binned.shape[0] or self.X_rows.shape[1] != n_features:
+                raise ValueError("X_rows must be X_binned in row-major order")
+        self.g = gradients
+        self.h = hessians
+        self.partition = partition
+        self.left = left_buffer
+        self.right = right_buffer
+        self.partial = partial
+        self.active = np.flatnonzero(np.asarray(feature_mask)).astype(np.intc)
+        self.n_bins_nm = n_bins_non_missing
+        self.n_features = n_features
+        self.n_bins = partial.shape[2]
+        self.constant = hessians_are_constant
+        self.n_threads = max(1, n_threads)
+        self.cfg.n_bins_non_missing = &n_bins_non_missing[0] if n_features > 0 else NULL
+        self.cfg.missing_bin_idx = missing_bin_idx
+        self.cfg.l2 = l2_regularization
+        self.cfg.min_samples_leaf = min_samples_leaf
+        self.cfg.min_child_weight = min_child_weight
+        self.cfg.min_split_gain = min_split_gain
+        self.cfg.l1 = l1_regularization
+        self.cfg.cat.max_cat_to_onehot = max_cat_to_onehot
+        self.cfg.cat.cat_smooth = cat_smooth
+        self.cfg.cat.cat_l2 = cat_l2
+        self.cfg.cat.min_data_per_group = min_data_per_group
+        self.cfg.cat.max_cat_threshold = max_cat_threshold
+        self.cfg.is_categorical = NULL
+        self.cfg.monotonic_cst = NULL
+        if is_categorical is not None:
+            if is_categorical.shape[0] != n_features:
+                raise ValueError("is_categorical must have one flag per feature")
+            self.is_cat = is_categorical
+            self.cfg.is_categorical = &is_categorical[0]
+        if monotonic_cst is not None:
+            if monotonic_cst.shape[0] != n_features:
+                raise ValueError("monotonic_cst must have one entry per feature")
+            self.mono = monotonic_cst
+            self.cfg.monotonic_cst = &monotonic_cst[0]
+        self.per_feature = <split_struct*> malloc(2 * max(n_features, 1) * sizeof(split_struct))
+        if self.per_feature == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.per_feature)
+
+    cdef void _plan(self, hist_job* job, Py_ssize_t start, Py_ssize_t stop, bint all_rows,
+                    hist_struct* hist) noexcept nogil:
+        """A histogram job for ``partition[start:stop]`` into ``hist``."""
+        cdef bint row_major
+        job.n = stop - start
+        job.n_features = self.n_features
+        job.n_bins = self.n_bins
+        job.n_active = self.active.shape[0]
+        job.active = &self.active[0] if job.n_active > 0 else NULL
+        row_major = self.has_rows and job.n * ROW_MAJOR_BELOW < self.X.shape[0]
+        if row_major:
+            job.X = &self.X_rows[0, 0]
+            job.row_stride = self.n_features
+            job.col_stride = 1
+        else:
+            job.X = &self.X[0, 0]
+            job.row_stride = 1
+            job.col_stride = self.X.shape[0]
+        job.rows = NULL if all_rows else &self.partition[start]
+        job.g = &self.g[0]
+        job.h = &self.h[0]
+        job.hist = hist
+        job.hessians_are_constant = self.constant
+        job.h0 = self.h[0] if self.h.shape[0] > 0 else 0.
+        _plan_job(job, self.partial.shape[0], row_major,
+                  _threads(job.n * job.n_active, MIN_WORK_PER_THREAD, self.n_threads))
+        job.partial = &self.partial[0, 0, 0] if job.n_chunks > 1 else NULL
+
+    cdef void _fill(self, hist_job* job) noexcept nogil:
+        cdef Py_ssize_t task
+        cdef int n_threads = _threads(job.n * job.n_active, MIN_WORK_PER_THREAD,
+                                      self.n_threads)
+        for task in prange(job.n_tasks, schedule='dynamic', num_threads=n_threads):
+            _run_hist_task(job, task)
+
+    def build(self, Py_ssize_t start, Py_ssize_t stop, hist_struct[:, ::1] hist,
+              bint all_rows=False):
+        """Fill ``hist`` with the sums of ``partition[start:stop]`` (rows
+        ``0 .. stop-1`` in order with ``all_rows``: the root of a full tree)."""
+        cdef hist_job job
+        cdef Py_ssize_t i
+        self._check_hist(hist)
+        if stop <= start or self.active.shape[0] == 0:
+            return
+        if start < 0 or stop > self.partition.shape[0]:
+            raise ValueError("rows out of the partition")
+        with nogil:
+            self._plan(&job, start, stop, all_rows, &hist[0, 0])
+            self._fill(&job)
+            if job.n_chunks > 1:
+                for i in prange(job.n_active, schedule='static',
+                                num_threads=_threads(job.n_active * self.n_bins,
+                                                     MIN_BINS_PER_THREAD, self.n_threads)):
+                    _reduce_hist_feature(&job, i)
+
+    cdef int _check_hist(self, hist_struct[:, ::1] hist) except -1:
+        if hist.shape[0] != self.n_features or hist.shape[1] != self.n_bins:
+            raise ValueError(f"hist has shape {tuple(hist.shape)[:2]}; expected "
+                             f"({self.n_features}, {self.n_bins})")
+        return 0
+
+    def find(self, hist_struct[:, ::1] hist, Y_DTYPE_C sum_gradients,
+             Y_DTYPE_C sum_hessians, unsigned int n_samples,
+             const unsigned char[::1] mask, Y_DTYPE_C lower=-INFINITY,
+             Y_DTYPE_C upper=INFINITY):
+        """Best split of a node (``find_best_split``'s result) over the
+        features in ``mask``, within the node's value bounds."""
+        cdef gain_config gc
+        cdef Y_DTYPE_C parent_score
+        cdef Py_ssize_t i, f
+        cdef int best
+        self._check_hist(hist)
+        if mask.shape[0] != self.n_features:
+            raise ValueError("mask needs one flag per feature")
+        with nogil:
+            parent_score = _node_setup(&self.cfg, sum_gradients, sum_hessians, lower, upper,
+                                       &gc)
+            for f in range(self.n_features):
+                self.per_feature[f].gain = -1.
+                self.per_feature[f].feature_idx = -1
+            for i in prange(self.active.shape[0], schedule='dynamic',
+                            num_threads=_threads(self.active.shape[0] * self.n_bins,
+                                                 MIN_BINS_PER_THREAD, self.n_threads)):
+                f = self.active[i]
+                if mask[f]:
+                    self.per_feature[f] = _scan_any(&self.cfg, hist, <int>f, sum_gradients,
+                                                    sum_hessians, n_samples, parent_score,
+                                                    &gc)
+            best = _pick_best(&self.cfg, self.per_feature, self.n_features)
+        return None if best < 0 else _split_tuple(&self.per_feature[best])
+
+    def split(self, Py_ssize_t start, Py_ssize_t stop, int feature, unsigned int bin_idx,
+              bint missing_go_to_left, const unsigned int[::1] cat_bitset,
+              hist_struct[:, ::1] parent_hist, hist_struct[:, ::1] small_hist,
+              hist_struct[:, ::1] large_hist, bint small_is_left,
+              Y_DTYPE_C left_sum_gradients, Y_DTYPE_C left_sum_hessians,
+              Y_DTYPE_C left_lower, Y_DTYPE_C left_upper, const unsigned char[::1] left_mask,
+              Y_DTYPE_C right_sum_gradients, Y_DTYPE_C right_sum_hessians,
+              Y_DTYPE_C right_lower, Y_DTYPE_C right_upper,
+              const unsigned char[::1] right_mask):
+        """Split the node ``partition[start:stop]``; return
+        ``(n_left, left_split, right_split)``.
+
+        Partitions the node's rows (left first, order kept) on ``feature``
+        (a set split when ``cat_bitset`` is given); with ``small_hist``, fills
+        it for the smaller child (the left one if ``small_is_left``); with
+        ``large_hist`` too, sets it to ``parent_hist`` minus that; and
+        searches the best split of each child whose mask is given (else its
+        split is ``None``). The children's sums and bounds are the grower's.
+        """
+        cdef:
+            hist_job job
+            Py_ssize_t n = stop - start, n_left, small_start, small_stop, i, f
+            Py_ssize_t n_active = self.active.shape[0], nf = self.n_features
+            const unsigned int* bits = NULL
+            const unsigned char* masks[2]
+            Y_DTYPE_C sums_g[2]
+            Y_DTYPE_C sums_h[2]
+            unsigned int counts[2]
+            Y_DTYPE_C parent_scores[2]
+            gain_config gcs[2]
+            hist_struct* small_base = NULL
+            hist_struct* large_base = NULL
+            const hist_struct* parent_base = NULL
+            int child, best_left = -1, best_right = -1, n_post
+            bint any_find
+            split_struct* row
+        if stop <= start or start < 0 or stop > self.partition.shape[0]:
+            raise ValueError("the node's rows are out of the partition")
+        if not 0 <= feature < nf:
+            raise ValueError(f"feature {feature} out of range")
+        if cat_bitset is not None:
+            if cat_bitset.shape[0] != CAT_WORDS:
+                raise ValueError(f"cat_bitset must have {CAT_WORDS} words")
+            bits = &cat_bitset[0]
+        masks[0] = NULL
+        masks[1] = NULL
+        if left_mask is not None:
+            if left_mask.shape[0] != nf:
+                raise ValueError("left_mask needs one flag per feature")
+            masks[0] = &left_mask[0]
+        if right_mask is not None:
+            if right_mask.shape[0] != nf:
+                raise ValueError("right_mask needs one flag per feature")
+            masks[1] = &right_mask[0]
+        if small_hist is not None:
+            self._check_hist(small_hist)
+            small_base = &small_hist[0, 0]
+            if large_hist is not None:
+                self._check_hist(large_hist)
+                self._check_hist(parent_hist)
+                large_base = &large_hist[0, 0]
+                parent_base = &parent_hist[0, 0]
+        # a child is searched only with its histogram
+        if masks[0] != NULL and (small_base == NULL if small_is_left else large_base == NULL):
+            raise ValueError("left_mask is given but the left child has no histogram")
+        if masks[1] != NULL and (large_base == NULL if small_is_left else small_base == NULL):
+            raise ValueError("right_mask is given but the right child has no histogram")
+        sums_g[0] = left_sum_gradients
+        sums_h[0] = left_sum_hessians
+        sums_g[1] = right_sum_gradients
+        sums_h[1] = right_sum_hessians
+        any_find = masks[0] != NULL or masks[1] != NULL
+        with nogil:
+            n_left = _partition(&self.X[0, feature], &self.partition[start], n,
+                                <X_BINNED_DTYPE_C>bin_idx, missing_go_to_left,
+                                <X_BINNED_DTYPE_C>self.cfg.missing_bin_idx, bits,
+                                &self.left[0], &self.right[0],
+                                _threads(n * PARTITION_WORK_PER_ROW, MIN_WORK_PER_THREAD,
+                                         self.n_threads))
+            counts[0] = <unsigned int>n_left
+            counts[1] = <unsigned int>(n - n_left)
+            for child in range(2):
+                if masks[child] != NULL:
+                    parent_scores[child] = _node_setup(
+                        &self.cfg, sums_g[child], sums_h[child],
+                        left_lower if child == 0 else right_lower,
+                        left_upper if child == 0 else right_upper, &gcs[child])
+                    row = self.per_feature + child * nf
+                    for f in range(nf):
+                        row[f].gain = -1.
+                        row[f].feature_idx = -1
+            if small_base != NULL and n_active > 0:
+                if small_is_left:
+                    small_start, small_stop = start, start + n_left
+                else:
+                    small_start, small_stop = start + n_left, stop
+                self._plan(&job, small_start, small_stop, False, small_base)
+                self._fill(&job)
+                # per feature: add the small child's chunks, subtract for the
+                # large one, search both (all of a feature's steps in one task)
+                n_post = _threads(n_active * self.n_bins * (1 + any_find),
+                                  MIN_BINS_PER_THREAD, self.n_threads)
+                for i in prange(n_active, schedule='dynamic', num_threads=n_post):
+                    self._post_feature(&job, i, small_is_left, parent_base, small_base,
+                                       large_base, masks, sums_g, sums_h, counts,
+                                       parent_scores, gcs, small_hist, large_hist)
+            if masks[0] != NULL:
+                best_left = _pick_best(&self.cfg, self.per_feature, nf)
+            if masks[1] != NULL:
+                best_right = _pick_best(&self.cfg, self.per_feature + nf, nf)
+        return (n_left,
+                None if best_left < 0 else _split_tuple(&self.per_feature[best_left]),
+                None if best_right < 0 else _split_tuple(&self.per_feature[nf + best_right]))
+
+    cdef void _post_feature(self, const hist_job* job, Py_ssize_t i, bint small_is_left,
+                            const hist_struct* parent_base, hist_struct* small_base,
+                            hist_struct* large_base, const unsigned char** masks,
+                            const Y_DTYPE_C* sums_g, const Y_DTYPE_C* sums_h,
+                            const unsigned int* counts, const Y_DTYPE_C* parent_scores,
+                            const gain_config* gcs, hist_struct[:, ::1] small_hist,
+                            hist_struct[:, ::1] large_hist) noexcept nogil:
+        """Feature ``active[i]`` of a split: its histograms and searches."""
+        cdef Py_ssize_t f = self.active[i], off = f * self.n_bins
+        cdef int child
+        if job.n_chunks > 1:
+            _reduce_hist_feature(job, i)
+        if large_base != NULL:
+            _subtract_hist_feature(parent_base + off, small_base + off, large_base + off,
+                                   self.n_bins)
+        for child in range(2):
+            if masks[child] != NULL and masks[child][f]:
+                self.per_feature[child * self.n_features + f] = _scan_any(
+                    &self.cfg, small_hist if (child == 0) == small_is_left else large_hist,
+                    <int>f, sums_g[child], sums_h[child], counts[child],
+                    parent_scores[child], &gcs[child])
