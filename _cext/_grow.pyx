@@ -13,6 +13,7 @@ depends on the number of threads.
 from cython.parallel import prange
 from libc.stdlib cimport malloc, free
 from libc.math cimport INFINITY
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import numpy as np
 
@@ -31,8 +32,32 @@ cdef enum:
     # Histogram bins (of subtraction and search) worth a thread in the
     # per-feature phase: its threads were just woken by the filling.
     MIN_BINS_PER_THREAD = 2048
-    # Partition work per row relative to a histogram update.
-    PARTITION_WORK_PER_ROW = 4
+    # Rows of a partition worth a thread (some 10 us of work).
+    PARTITION_ROWS_PER_THREAD = 4096
+
+
+# Seconds spent in each phase since the last reset (benchmarks/profile_fit.py
+# reads them: one compiled call per split hides its phases from cProfile).
+# Updated by the calling thread only, outside the parallel regions.
+DEF N_PHASES = 4
+cdef double _phase_seconds[N_PHASES]
+PHASES = ("partition", "histogram", "subtract_and_search", "root")
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + 1e-9 * ts.tv_nsec
+
+
+def phase_seconds(bint reset=False):
+    """``{phase: seconds}`` spent by the split steps of this process (see
+    :data:`PHASES`); ``reset`` zeroes the counters after reading them."""
+    out = {name: _phase_seconds[i] for i, name in enumerate(PHASES)}
+    if reset:
+        for i in range(N_PHASES):
+            _phase_seconds[i] = 0.
+    return out
 
 
 cdef inline int _threads(Py_ssize_t work, Py_ssize_t per_thread, int n_threads) noexcept nogil:
@@ -207,6 +232,7 @@ cdef class NodeKernels:
             return
         if start < 0 or stop > self.partition.shape[0]:
             raise ValueError("rows out of the partition")
+        cdef double t0 = _now()
         with nogil:
             self._plan(&job, start, stop, all_rows, &hist[0, 0])
             self._fill(&job)
@@ -215,6 +241,7 @@ cdef class NodeKernels:
                                 num_threads=_threads(job.n_active * self.n_bins,
                                                      MIN_BINS_PER_THREAD, self.n_threads)):
                     _reduce_hist_feature(&job, i)
+        _phase_seconds[3] += _now() - t0
 
     cdef int _check_hist(self, hist_struct[:, ::1] hist) except -1:
         if hist.shape[0] != self.n_features or hist.shape[1] != self.n_bins:
@@ -235,6 +262,7 @@ cdef class NodeKernels:
         self._check_hist(hist)
         if mask.shape[0] != self.n_features:
             raise ValueError("mask needs one flag per feature")
+        cdef double t0 = _now()
         with nogil:
             parent_score = _node_setup(&self.cfg, sum_gradients, sum_hessians, lower, upper,
                                        &gc)
@@ -250,6 +278,7 @@ cdef class NodeKernels:
                                                     sum_hessians, n_samples, parent_score,
                                                     &gc)
             best = _pick_best(&self.cfg, self.per_feature, self.n_features)
+        _phase_seconds[3] += _now() - t0
         return None if best < 0 else _split_tuple(&self.per_feature[best])
 
     def split(self, Py_ssize_t start, Py_ssize_t stop, int feature, unsigned int bin_idx,
@@ -288,6 +317,7 @@ cdef class NodeKernels:
             int child, best_left = -1, best_right = -1, n_post
             bint any_find
             split_struct* row
+            double t0, t1, t2
         if stop <= start or start < 0 or stop > self.partition.shape[0]:
             raise ValueError("the node's rows are out of the partition")
         if not 0 <= feature < nf:
@@ -324,15 +354,17 @@ cdef class NodeKernels:
         sums_g[1] = right_sum_gradients
         sums_h[1] = right_sum_hessians
         any_find = masks[0] != NULL or masks[1] != NULL
+        t0 = _now()
         with nogil:
             n_left = _partition(&self.X[0, feature], &self.partition[start], n,
                                 <X_BINNED_DTYPE_C>bin_idx, missing_go_to_left,
                                 <X_BINNED_DTYPE_C>self.cfg.missing_bin_idx, bits,
                                 &self.left[0], &self.right[0],
-                                _threads(n * PARTITION_WORK_PER_ROW, MIN_WORK_PER_THREAD,
-                                         self.n_threads))
+                                _threads(n, PARTITION_ROWS_PER_THREAD, self.n_threads))
             counts[0] = <unsigned int>n_left
             counts[1] = <unsigned int>(n - n_left)
+            t1 = _now()
+            _phase_seconds[0] += t1 - t0
             for child in range(2):
                 if masks[child] != NULL:
                     parent_scores[child] = _node_setup(
@@ -350,6 +382,9 @@ cdef class NodeKernels:
                     small_start, small_stop = start + n_left, stop
                 self._plan(&job, small_start, small_stop, False, small_base)
                 self._fill(&job)
+                t2 = _now()
+                _phase_seconds[1] += t2 - t1
+                t1 = t2
                 # per feature: add the small child's chunks, subtract for the
                 # large one, search both (all of a feature's steps in one task)
                 n_post = _threads(n_active * self.n_bins * (1 + any_find),
@@ -362,6 +397,7 @@ cdef class NodeKernels:
                 best_left = _pick_best(&self.cfg, self.per_feature, nf)
             if masks[1] != NULL:
                 best_right = _pick_best(&self.cfg, self.per_feature + nf, nf)
+            _phase_seconds[2] += _now() - t1
         return (n_left,
                 None if best_left < 0 else _split_tuple(&self.per_feature[best_left]),
                 None if best_right < 0 else _split_tuple(&self.per_feature[nf + best_right]))

@@ -11,7 +11,7 @@ from libc.string cimport memcpy
 # feature (bins 0..255). Bit ``b`` set: rows in bin ``b`` go left.
 DEF CAT_WORDS = 8
 # A partition chunk has at least this many rows (fewer: not worth a thread).
-DEF PARTITION_CHUNK_ROWS = 8192
+DEF PARTITION_CHUNK_ROWS = 4096
 # Most chunks of one partition (its scratch counters live on the stack).
 DEF MAX_PARTITION_CHUNKS = 256
 

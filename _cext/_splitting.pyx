@@ -130,7 +130,7 @@ def split_indices(const X_BINNED_DTYPE_C[::1, :] X_binned,
     ``cat_bitset`` (a categorical split, :data:`CATEGORY_BITSET_WORDS`
     words) bin ``b`` goes left when its bit is set and ``bin_threshold`` is
     unused. Each thread
-    partitions one contiguous chunk (of at least 8192 rows) into the buffers;
+    partitions one contiguous chunk (of at least 4096 rows) into the buffers;
     the chunks are then copied back at offsets given by prefix sums. The
     result does not depend on the chunking. Returns the number of rows going
     left.
