@@ -21,7 +21,7 @@ from . import _categorical, _constraints
 from ._binning import BinMapper
 from ._booster import Booster
 from ._cext import _predictor
-from ._common import MAX_BINS, X_DTYPE, effective_n_threads
+from ._common import MAX_BINS, X_DTYPE, effective_n_threads, threads_for
 from ._compat import Interval, StrOptions, _check_sample_weight, _fit_context, validate_data
 from ._dart import DartPolicy, DartScheme
 from ._grower import GrowerBuffers, TreeGrower
@@ -672,7 +672,8 @@ class BaseBoosting(BaseEstimator, ABC):
                     starts = np.array([s for _, s, _ in leaves], dtype=np.int64)
                     stops = np.array([e for _, _, e in leaves], dtype=np.int64)
                     # leaves are sorted by node index, as leaf_layout numbers them
-                    _predictor.set_leaf_ids(grower.partition, starts, stops, leaf_ids)
+                    _predictor.set_leaf_ids(grower.partition, starts, stops, leaf_ids,
+                                            threads_for(n_samples, n_threads))
                 tables = {}
                 if mapper.has_categorical:
                     tables = {"is_categorical": mapper.is_categorical_,
