@@ -115,6 +115,12 @@ cdef inline void _consider(split_struct* best, int f, unsigned int b, unsigned c
         best.n_samples_left = nl
 
 
+cdef inline bint _empty(const hist_struct* bin_) noexcept nogil:
+    # exactly nothing in the bin (a subtracted histogram's empty bin may keep
+    # rounding residues in its sums: that one is scanned, as it changes gl)
+    return bin_.count == 0 and bin_.sum_gradients == 0. and bin_.sum_hessians == 0.
+
+
 cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned int nb,
                                unsigned int missing_bin_idx, Y_DTYPE_C sum_gradients,
                                Y_DTYPE_C sum_hessians, unsigned int n_samples,
@@ -144,6 +150,8 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
         nl = nl + hist[f, b].count
         if b == nb - 1 and nm == 0:
             break  # everything would go left
+        if b > 0 and _empty(&hist[f, b]):
+            continue  # the same candidate as bin b - 1: not strictly better
         _consider(&best, f, b, 0, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
                   parent_score, l2, min_samples_leaf, min_child_weight, gc, mono)
     if nm > 0 and nb > 1:
@@ -155,6 +163,8 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
             gl = gl + hist[f, b].sum_gradients
             hl = hl + hist[f, b].sum_hessians
             nl = nl + hist[f, b].count
+            if b > 0 and _empty(&hist[f, b]):
+                continue
             _consider(&best, f, b, 1, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
                       parent_score, l2, min_samples_leaf, min_child_weight, gc, mono)
     return best
