@@ -20,12 +20,28 @@ import numpy as np
 include "_hist_fill.pxi"
 include "_split_scan.pxi"
 
+# A node holding fewer than 1/_row_major_below of the rows has its histogram
+# filled from the row-major copy: its rows are scattered, and a row's bins
+# then come in one cache line instead of one per feature (measured on one
+# thread: the column-major loop wins above about 1/14). Column-major blocks
+# have _column_block features. Neither changes a sum (benchmarks tune them
+# through set_layout).
+cdef Py_ssize_t _row_major_below = 16
+cdef Py_ssize_t _column_block = TILE
+
+
+def set_layout(Py_ssize_t row_major_below=16, Py_ssize_t column_block=TILE):
+    """Tune the histogram layouts (a benchmark knob; trees do not change):
+    nodes under ``1/row_major_below`` of the rows read the row-major copy (0:
+    never), column-major tasks fill ``column_block`` features (1 to 64)."""
+    global _row_major_below, _column_block
+    if row_major_below < 0 or not 1 <= column_block <= MAX_BLOCK:
+        raise ValueError(f"row_major_below must be >= 0 and column_block in 1..{MAX_BLOCK}")
+    _row_major_below = row_major_below
+    _column_block = column_block
+
+
 cdef enum:
-    # A node holding fewer than 1/ROW_MAJOR_BELOW of the rows has its
-    # histogram filled from the row-major copy: its rows are scattered, and
-    # a row's bins then come in one cache line instead of one per feature
-    # (measured: the column-major loop wins above about 1/14).
-    ROW_MAJOR_BELOW = 16
     # Roughly, inner-loop steps worth a thread (as dartboost._common's
     # MIN_WORK_PER_THREAD): small steps run on fewer threads.
     MIN_WORK_PER_THREAD = 50000
@@ -195,7 +211,8 @@ cdef class NodeKernels:
         job.n_bins = self.n_bins
         job.n_active = self.active.shape[0]
         job.active = &self.active[0] if job.n_active > 0 else NULL
-        row_major = self.has_rows and job.n * ROW_MAJOR_BELOW < self.X.shape[0]
+        row_major = self.has_rows and job.n * _row_major_below < self.X.shape[0]
+        job.column_block = _column_block
         if row_major:
             job.X = &self.X_rows[0, 0]
             job.row_stride = self.n_features

@@ -49,6 +49,7 @@ cdef struct hist_job:
     Py_ssize_t chunk_len
     const int* active                # features to fill
     Py_ssize_t n_active
+    Py_ssize_t column_block          # most features per task on the column-major matrix
     Py_ssize_t block                 # features per task
     Py_ssize_t n_blocks
     Py_ssize_t n_tasks
@@ -70,9 +71,9 @@ cdef inline Py_ssize_t _n_chunks(Py_ssize_t n_rows, Py_ssize_t max_chunks) noexc
 cdef inline void _plan_job(hist_job* job, Py_ssize_t max_chunks, bint row_major,
                            int n_threads) noexcept nogil:
     """Chunks (from the node's size only) and feature blocks (enough tasks
-    for ``n_threads``) of ``job``; ``n``, ``n_active`` and ``n_features``
-    must be set."""
-    cdef Py_ssize_t max_block = MAX_BLOCK if row_major else TILE
+    for ``n_threads``) of ``job``; ``n``, ``n_active``, ``n_features`` and
+    ``column_block`` (at most MAX_BLOCK) must be set."""
+    cdef Py_ssize_t max_block = MAX_BLOCK if row_major else job.column_block
     cdef Py_ssize_t want
     job.n_chunks = _n_chunks(job.n, max_chunks)
     job.chunk_len = (job.n + job.n_chunks - 1) // job.n_chunks
@@ -131,7 +132,7 @@ cdef void _fill_columns(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
                         const int* features, int n_block, hist_struct** out,
                         bint constant) noexcept nogil:
     """The column-major loop: the bin of (row, feature t) is col[t][row]."""
-    cdef const X_BINNED_DTYPE_C* col[TILE]
+    cdef const X_BINNED_DTYPE_C* col[MAX_BLOCK]
     cdef Py_ssize_t i
     cdef int t
     cdef unsigned int row

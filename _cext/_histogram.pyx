@@ -86,6 +86,7 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
     job.hist = &hist[0, 0]
     job.hessians_are_constant = hessians_are_constant
     job.h0 = hessians[0] if hessians.shape[0] > 0 else 0.
+    job.column_block = TILE
     _plan_job(&job, max_chunks, X_rows is not None, n_threads)
     job.partial = &partial[0, 0, 0] if job.n_chunks > 1 else NULL
 

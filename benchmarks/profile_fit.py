@@ -7,7 +7,11 @@ one compiled call per split hides from cProfile.
 
 Usage::
 
-    python benchmarks/profile_fit.py binary_500k_50 dartboost_mart 16 [n_trees]
+    python benchmarks/profile_fit.py binary_500k_50 dartboost_mart 16 [n_trees [R,C]]
+
+``R,C`` tunes dartboost's histogram layouts (``_grow.set_layout``: nodes
+under 1/R of the rows read the row-major copy, column-major tasks fill C
+features); the trees are the same for any.
 """
 import cProfile
 import pstats
@@ -27,6 +31,10 @@ with np.load(cache_data(shape)) as data:
 model = build_model(lib, "binary", 2, n_trees, n_threads=n_threads)
 if lib.startswith("dartboost"):
     from dartboost._cext import _grow
+    if len(sys.argv) > 5:
+        below, block = (int(v) for v in sys.argv[5].split(","))
+        _grow.set_layout(below, block)
+        print(f"layout: row-major below 1/{below} of the rows, column blocks of {block}")
     _grow.phase_seconds(reset=True)
 prof = cProfile.Profile()
 t0 = time.perf_counter()

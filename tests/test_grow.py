@@ -174,3 +174,24 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="no histogram"):
         kernels.split(0, 2000, 0, 5, False, None, hist, None, None, True, 0., 1., -np.inf,
                       np.inf, mask, 0., 1., -np.inf, np.inf, None)
+
+
+@pytest.mark.parametrize("row_major_below, column_block", [(0, 4), (10 ** 9, 4), (16, 1),
+                                                            (16, 8), (4, 64)])
+def test_histogram_layouts_do_not_change_the_tree(row_major_below, column_block):
+    mapper, binned, g, h = _data(40_000, 9, seed=6)
+    reference = _tree(TreeGrower, binned, mapper, g, h, 2, max_leaf_nodes=31)
+    try:
+        _grow.set_layout(row_major_below, column_block)
+        tuned = _tree(TreeGrower, binned, mapper, g, h, 2, max_leaf_nodes=31)
+    finally:
+        _grow.set_layout()
+    np.testing.assert_array_equal(reference[0], tuned[0])
+    np.testing.assert_array_equal(reference[2], tuned[2])
+
+
+def test_set_layout_refuses_bad_values():
+    with pytest.raises(ValueError, match="column_block"):
+        _grow.set_layout(16, 65)
+    with pytest.raises(ValueError, match="row_major_below"):
+        _grow.set_layout(-1, 4)
