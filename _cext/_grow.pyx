@@ -10,8 +10,9 @@ the search are the code of ``_histogram.pyx`` and ``_splitting.pyx`` (the
 same includes), so a tree is the one the per-kernel calls grow; none of it
 depends on the number of threads.
 """
-from cython.parallel import prange
+from cython.parallel import parallel, prange
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from libc.math cimport INFINITY
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -83,6 +84,112 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t per_thread, int n_threads) 
     return <int>t if t > 1 else 1
 
 
+cdef extern from *:
+    """
+    /* One parallel region per split: its phases are separated by a barrier
+       of our own that spins (then yields) instead of libgomp's, which with
+       the passive wait policy dartboost loads (see _cext/__init__.py) puts
+       every waiting thread to sleep in the kernel and wakes it with a system
+       call: several times per split, for thousands of splits. */
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int db_team_size(void) { return omp_get_num_threads(); }
+    static int db_thread_id(void) { return omp_get_thread_num(); }
+    #else
+    static int db_team_size(void) { return 1; }
+    static int db_thread_id(void) { return 0; }
+    #endif
+    typedef struct { int count; int generation; } db_barrier_t;
+    #if defined(__GNUC__) || defined(__clang__)
+    #include <sched.h>
+    #if defined(__x86_64__) || defined(__i386__)
+    #define DB_PAUSE() __builtin_ia32_pause()
+    #elif defined(__aarch64__)
+    #define DB_PAUSE() __asm__ __volatile__("yield")
+    #else
+    #define DB_PAUSE() ((void)0)
+    #endif
+    #define DB_SPINS_BEFORE_YIELD 4096
+    static void db_barrier_wait(db_barrier_t* b, int n) {
+        int gen, spins = 0;
+        if (n <= 1) return;
+        gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
+        if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
+            __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&b->generation, gen + 1, __ATOMIC_RELEASE);
+            return;
+        }
+        while (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == gen) {
+            if (++spins < DB_SPINS_BEFORE_YIELD) { DB_PAUSE(); }
+            else { spins = 0; sched_yield(); }
+        }
+    }
+    static Py_ssize_t db_next_task(Py_ssize_t* counter) {
+        return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+    }
+    #else
+    /* other compilers: OpenMP's own barrier and atomic (an orphaned barrier
+       binds to the enclosing parallel region) */
+    static void db_barrier_wait(db_barrier_t* b, int n) {
+        (void)b;
+        if (n > 1) {
+            __pragma(omp barrier)
+        }
+    }
+    static Py_ssize_t db_next_task(Py_ssize_t* counter) {
+        Py_ssize_t got;
+        __pragma(omp critical(dartboost_next_task))
+        { got = *counter; *counter += 1; }
+        return got;
+    }
+    #endif
+    """
+    ctypedef struct db_barrier_t:
+        int count
+        int generation
+    int db_team_size() noexcept nogil
+    int db_thread_id() noexcept nogil
+    void db_barrier_wait(db_barrier_t* b, int n) noexcept nogil
+    Py_ssize_t db_next_task(Py_ssize_t* counter) noexcept nogil
+
+
+cdef struct split_ctx:
+    # what the threads of one split's region share (see NodeKernels.split)
+    const X_BINNED_DTYPE_C* col       # the split feature's bins
+    unsigned int* rows                # the node's rows (partition[start:stop])
+    Py_ssize_t n
+    Py_ssize_t start                  # of the node in the partition
+    X_BINNED_DTYPE_C bin_idx
+    bint missing_go_to_left
+    X_BINNED_DTYPE_C missing_bin_idx
+    const unsigned int* bits
+    unsigned int* left
+    unsigned int* right
+    int n_chunks                      # partition chunks
+    Py_ssize_t chunk
+    long long n_left[MAX_PARTITION_CHUNKS]
+    long long total_left
+    bint fill                         # build the smaller child's histogram
+    bint small_is_left
+    hist_struct* small_base
+    hist_struct* large_base
+    const hist_struct* parent_base
+    const unsigned char* masks[2]
+    Y_DTYPE_C sums_g[2]
+    Y_DTYPE_C sums_h[2]
+    Y_DTYPE_C lower[2]
+    Y_DTYPE_C upper[2]
+    unsigned int counts[2]
+    Y_DTYPE_C parent_scores[2]
+    gain_config gcs[2]
+    hist_job job
+    Py_ssize_t next_task
+    db_barrier_t barrier
+    int team
+    double t_partitioned
+    double t_filled
+
+
 cdef class NodeKernels:
     """The compiled steps of growing one tree (see the module docstring).
 
@@ -126,6 +233,8 @@ cdef class NodeKernels:
     cdef Py_ssize_t n_features
     cdef Py_ssize_t n_bins
     cdef split_struct* per_feature  # two rows of n_features: left, right child
+    cdef hist_struct[:, ::1] small_hist  # the current split's children's histograms
+    cdef hist_struct[:, ::1] large_hist
 
     def __cinit__(self):
         self.per_feature = NULL
@@ -306,7 +415,7 @@ cdef class NodeKernels:
               Y_DTYPE_C left_lower, Y_DTYPE_C left_upper, const unsigned char[::1] left_mask,
               Y_DTYPE_C right_sum_gradients, Y_DTYPE_C right_sum_hessians,
               Y_DTYPE_C right_lower, Y_DTYPE_C right_upper,
-              const unsigned char[::1] right_mask):
+              const unsigned char[::1] right_mask, Py_ssize_t n_left_expected=-1):
         """Split the node ``partition[start:stop]``; return
         ``(n_left, left_split, right_split)``.
 
@@ -315,7 +424,10 @@ cdef class NodeKernels:
         it for the smaller child (the left one if ``small_is_left``); with
         ``large_hist`` too, sets it to ``parent_hist`` minus that; and
         searches the best split of each child whose mask is given (else its
-        split is ``None``). The children's sums and bounds are the grower's.
+        split is ``None``). The children's sums and bounds are the grower's;
+        ``n_left_expected`` (the histogram's count, if known) only sizes the
+        thread team. All of it runs in one parallel region whose phases are
+        separated by spinning barriers.
         """
         cdef:
             hist_job job
@@ -334,7 +446,9 @@ cdef class NodeKernels:
             int child, best_left = -1, best_right = -1, n_post
             bint any_find
             split_struct* row
-            double t0, t1, t2
+            double t0, t3
+            split_ctx ctx
+            int n_team
         if stop <= start or start < 0 or stop > self.partition.shape[0]:
             raise ValueError("the node's rows are out of the partition")
         if not 0 <= feature < nf:
@@ -366,77 +480,172 @@ cdef class NodeKernels:
             raise ValueError("left_mask is given but the left child has no histogram")
         if masks[1] != NULL and (large_base == NULL if small_is_left else small_base == NULL):
             raise ValueError("right_mask is given but the right child has no histogram")
-        sums_g[0] = left_sum_gradients
-        sums_h[0] = left_sum_hessians
-        sums_g[1] = right_sum_gradients
-        sums_h[1] = right_sum_hessians
         any_find = masks[0] != NULL or masks[1] != NULL
+        if n_left_expected < 0:
+            n_left_expected = n // 2
+        ctx.col = &self.X[0, feature]
+        ctx.rows = &self.partition[start]
+        ctx.n = n
+        ctx.start = start
+        ctx.bin_idx = <X_BINNED_DTYPE_C>bin_idx
+        ctx.missing_go_to_left = missing_go_to_left
+        ctx.missing_bin_idx = <X_BINNED_DTYPE_C>self.cfg.missing_bin_idx
+        ctx.bits = bits
+        ctx.left = &self.left[0]
+        ctx.right = &self.right[0]
+        ctx.n_chunks = <int>max(1, min(<Py_ssize_t>MAX_PARTITION_CHUNKS,
+                                       n // PARTITION_ROWS_PER_THREAD))
+        ctx.chunk = (n + ctx.n_chunks - 1) // ctx.n_chunks
+        ctx.fill = small_base != NULL and n_active > 0
+        ctx.small_is_left = small_is_left
+        ctx.small_base = small_base
+        ctx.large_base = large_base
+        ctx.parent_base = parent_base
+        ctx.masks[0] = masks[0]
+        ctx.masks[1] = masks[1]
+        ctx.sums_g[0] = left_sum_gradients
+        ctx.sums_h[0] = left_sum_hessians
+        ctx.sums_g[1] = right_sum_gradients
+        ctx.sums_h[1] = right_sum_hessians
+        ctx.lower[0] = left_lower
+        ctx.upper[0] = left_upper
+        ctx.lower[1] = right_lower
+        ctx.upper[1] = right_upper
+        ctx.barrier.count = 0
+        ctx.barrier.generation = 0
+        self.small_hist = small_hist
+        self.large_hist = large_hist
+        # the team: as many threads as the largest phase is worth (the
+        # partition of n rows; the filling, bounded by the node's rows times
+        # features; the per-feature phase)
+        n_team = _threads(n, PARTITION_ROWS_PER_THREAD, self.n_threads)
+        if ctx.fill:
+            n_team = max(n_team, _threads(min(n_left_expected, n - n_left_expected) * n_active,
+                                          MIN_WORK_PER_THREAD, self.n_threads))
+            n_team = max(n_team, _threads(n_active * self.n_bins * (1 + any_find),
+                                          MIN_BINS_PER_THREAD, self.n_threads))
         t0 = _now()
         with nogil:
-            n_left = _partition(&self.X[0, feature], &self.partition[start], n,
-                                <X_BINNED_DTYPE_C>bin_idx, missing_go_to_left,
-                                <X_BINNED_DTYPE_C>self.cfg.missing_bin_idx, bits,
-                                &self.left[0], &self.right[0],
-                                _threads(n, PARTITION_ROWS_PER_THREAD, self.n_threads))
-            counts[0] = <unsigned int>n_left
-            counts[1] = <unsigned int>(n - n_left)
-            t1 = _now()
-            _phase_seconds[0] += t1 - t0
-            for child in range(2):
-                if masks[child] != NULL:
-                    parent_scores[child] = _node_setup(
-                        &self.cfg, sums_g[child], sums_h[child],
-                        left_lower if child == 0 else right_lower,
-                        left_upper if child == 0 else right_upper, &gcs[child])
-                    row = self.per_feature + child * nf
-                    for f in range(nf):
-                        row[f].gain = -1.
-                        row[f].feature_idx = -1
-            if small_base != NULL and n_active > 0:
-                if small_is_left:
-                    small_start, small_stop = start, start + n_left
-                else:
-                    small_start, small_stop = start + n_left, stop
-                self._plan(&job, small_start, small_stop, False, small_base)
-                self._fill(&job)
-                t2 = _now()
-                _phase_seconds[1] += t2 - t1
-                t1 = t2
-                # per feature: add the small child's chunks, subtract for the
-                # large one, search both (all of a feature's steps in one task)
-                n_post = _threads(n_active * self.n_bins * (1 + any_find),
-                                  MIN_BINS_PER_THREAD, self.n_threads)
-                for i in prange(n_active, schedule='dynamic', num_threads=n_post):
-                    self._post_feature(&job, i, small_is_left, parent_base, small_base,
-                                       large_base, masks, sums_g, sums_h, counts,
-                                       parent_scores, gcs, small_hist, large_hist)
+            if n_team <= 1:
+                ctx.team = 1
+                self._split_thread(&ctx, 0)
+            else:
+                with parallel(num_threads=n_team):
+                    self._split_thread(&ctx, db_thread_id())
+            n_left = ctx.total_left
             if masks[0] != NULL:
                 best_left = _pick_best(&self.cfg, self.per_feature, nf)
             if masks[1] != NULL:
                 best_right = _pick_best(&self.cfg, self.per_feature + nf, nf)
-            _phase_seconds[2] += _now() - t1
+            t3 = _now()
+        _phase_seconds[0] += ctx.t_partitioned - t0
+        if ctx.fill:
+            _phase_seconds[1] += ctx.t_filled - ctx.t_partitioned
+            _phase_seconds[2] += t3 - ctx.t_filled
+        self.small_hist = None
+        self.large_hist = None
         return (n_left,
                 None if best_left < 0 else _split_tuple(&self.per_feature[best_left]),
                 None if best_right < 0 else _split_tuple(&self.per_feature[nf + best_right]))
 
-    cdef void _post_feature(self, const hist_job* job, Py_ssize_t i, bint small_is_left,
-                            const hist_struct* parent_base, hist_struct* small_base,
-                            hist_struct* large_base, const unsigned char** masks,
-                            const Y_DTYPE_C* sums_g, const Y_DTYPE_C* sums_h,
-                            const unsigned int* counts, const Y_DTYPE_C* parent_scores,
-                            const gain_config* gcs, hist_struct[:, ::1] small_hist,
-                            hist_struct[:, ::1] large_hist) noexcept nogil:
+    cdef void _split_thread(self, split_ctx* ctx, int tid) noexcept nogil:
+        """One thread's share of a split (``tid`` of the team): partition
+        chunks, copy them back, histogram tasks, per-feature tasks."""
+        cdef int team = db_team_size() if tid >= 0 else 1
+        cdef int t, child
+        cdef Py_ssize_t start, stop, task, f, nf = self.n_features
+        cdef long long left_offset, right_offset, total_left, nl
+        cdef split_struct* row
+        if tid == 0:
+            ctx.team = team
+        # 1. partition the chunks (each into the buffers at its own offsets)
+        t = tid
+        while t < ctx.n_chunks:
+            start = t * ctx.chunk
+            stop = min(start + ctx.chunk, ctx.n)
+            start = min(start, stop)
+            ctx.n_left[t] = _partition_chunk(ctx.col, ctx.rows, start, stop, ctx.bin_idx,
+                                             ctx.missing_go_to_left, ctx.missing_bin_idx,
+                                             ctx.bits, ctx.left, ctx.right)
+            t += team
+        db_barrier_wait(&ctx.barrier, team)
+        # 2. copy them back, left rows first (every thread sums the chunks'
+        # counts itself: no barrier for a shared prefix sum)
+        total_left = 0
+        for t in range(ctx.n_chunks):
+            total_left += ctx.n_left[t]
+        left_offset = 0
+        right_offset = total_left
+        for t in range(ctx.n_chunks):
+            start = min(t * ctx.chunk, ctx.n)
+            stop = min(start + ctx.chunk, ctx.n)
+            nl = ctx.n_left[t]
+            if t % team == tid:
+                if nl > 0:
+                    memcpy(ctx.rows + left_offset, ctx.left + start, nl * sizeof(unsigned int))
+                if (stop - start) - nl > 0:
+                    memcpy(ctx.rows + right_offset, ctx.right + start,
+                           ((stop - start) - nl) * sizeof(unsigned int))
+            left_offset += nl
+            right_offset += (stop - start) - nl
+        if tid == 0:
+            ctx.total_left = total_left
+            ctx.counts[0] = <unsigned int>total_left
+            ctx.counts[1] = <unsigned int>(ctx.n - total_left)
+            for child in range(2):
+                if ctx.masks[child] != NULL:
+                    ctx.parent_scores[child] = _node_setup(
+                        &self.cfg, ctx.sums_g[child], ctx.sums_h[child], ctx.lower[child],
+                        ctx.upper[child], &ctx.gcs[child])
+                    row = self.per_feature + child * nf
+                    for f in range(nf):
+                        row[f].gain = -1.
+                        row[f].feature_idx = -1
+            if ctx.fill:
+                if ctx.small_is_left:
+                    self._plan(&ctx.job, ctx.start, ctx.start + total_left, False,
+                               ctx.small_base)
+                else:
+                    self._plan(&ctx.job, ctx.start + total_left, ctx.start + ctx.n, False,
+                               ctx.small_base)
+            ctx.next_task = 0
+        if not ctx.fill:
+            if tid == 0:
+                ctx.t_partitioned = _now()
+            return
+        db_barrier_wait(&ctx.barrier, team)
+        if tid == 0:
+            ctx.t_partitioned = _now()
+        # 3. the smaller child's histogram tasks
+        task = db_next_task(&ctx.next_task)
+        while task < ctx.job.n_tasks:
+            _run_hist_task(&ctx.job, task)
+            task = db_next_task(&ctx.next_task)
+        db_barrier_wait(&ctx.barrier, team)
+        if tid == 0:
+            ctx.t_filled = _now()
+            ctx.next_task = 0
+        db_barrier_wait(&ctx.barrier, team)
+        # 4. per feature: add the small child's chunks, subtract for the
+        # large one, search both (all of a feature's steps in one task)
+        task = db_next_task(&ctx.next_task)
+        while task < ctx.job.n_active:
+            self._post_feature(ctx, task)
+            task = db_next_task(&ctx.next_task)
+
+    cdef void _post_feature(self, split_ctx* ctx, Py_ssize_t i) noexcept nogil:
         """Feature ``active[i]`` of a split: its histograms and searches."""
         cdef Py_ssize_t f = self.active[i], off = f * self.n_bins
         cdef int child
-        if job.n_chunks > 1:
-            _reduce_hist_feature(job, i)
-        if large_base != NULL:
-            _subtract_hist_feature(parent_base + off, small_base + off, large_base + off,
-                                   self.n_bins)
+        if ctx.job.n_chunks > 1:
+            _reduce_hist_feature(&ctx.job, i)
+        if ctx.large_base != NULL:
+            _subtract_hist_feature(ctx.parent_base + off, ctx.small_base + off,
+                                   ctx.large_base + off, self.n_bins)
         for child in range(2):
-            if masks[child] != NULL and masks[child][f]:
+            if ctx.masks[child] != NULL and ctx.masks[child][f]:
                 self.per_feature[child * self.n_features + f] = _scan_any(
-                    &self.cfg, small_hist if (child == 0) == small_is_left else large_hist,
-                    <int>f, sums_g[child], sums_h[child], counts[child],
-                    parent_scores[child], &gcs[child])
+                    &self.cfg,
+                    self.small_hist if (child == 0) == ctx.small_is_left else self.large_hist,
+                    <int>f, ctx.sums_g[child], ctx.sums_h[child], ctx.counts[child],
+                    ctx.parent_scores[child], &ctx.gcs[child])

@@ -427,7 +427,7 @@ class TreeGrower:
             node.start, node.stop, feature, bin_idx, missing_left, bitset, node.hist,
             small_hist, large_hist, small_is_left, left.sum_g, left.sum_h, left.lower,
             left.upper, mask_left, right.sum_g, right.sum_h, right.lower, right.upper,
-            mask_right)
+            mask_right, nl)
         assert found == nl, (found, nl)
         left.hist, right.hist = (small_hist, large_hist) if small_is_left else (large_hist,
                                                                                small_hist)
