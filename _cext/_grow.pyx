@@ -46,9 +46,10 @@ cdef enum:
     # Roughly, inner-loop steps worth a thread (as dartboost._common's
     # MIN_WORK_PER_THREAD): small steps run on fewer threads.
     MIN_WORK_PER_THREAD = 50000
-    # Histogram bins (of subtraction and search) worth a thread in the
-    # per-feature phase: its threads were just woken by the filling.
-    MIN_BINS_PER_THREAD = 2048
+    # Histogram bins (of subtraction and search, ~5 ns each) worth a thread
+    # in the per-feature phase (its threads are the split's team, already
+    # running: only the barrier's cost is at stake).
+    MIN_BINS_PER_THREAD = 4096
     # Rows of a partition worth a thread (some 10 us of work).
     PARTITION_ROWS_PER_THREAD = 4096
 
@@ -109,7 +110,7 @@ cdef extern from *:
     #else
     #define DB_PAUSE() ((void)0)
     #endif
-    #define DB_SPINS_BEFORE_YIELD 4096
+    #define DB_SPINS_BEFORE_YIELD 128
     static void db_barrier_wait(db_barrier_t* b, int n) {
         int gen, spins = 0;
         if (n <= 1) return;

@@ -129,7 +129,7 @@ def test_fused_and_step_by_step_paths_grow_the_same_tree(name):
 
 def test_fused_trees_do_not_depend_on_the_thread_count():
     # above every threshold at 3 threads: chunked root histograms (> 16384
-    # rows), partitions of > 3 x 4096 rows, split searches of > 2048 bins
+    # rows), partitions of > 3 x 4096 rows, split searches of > 4096 bins
     # per thread, and children below 1/16 of the rows (row-major filling)
     mapper, binned, g, h = _data(80_000, 30, seed=2)
     trees = [_tree(TreeGrower, binned, mapper, g, h, n_threads, max_leaf_nodes=63,
