@@ -29,17 +29,22 @@ include "_split_scan.pxi"
 # through set_layout).
 cdef Py_ssize_t _row_major_below = 16
 cdef Py_ssize_t _column_block = TILE
+cdef bint _tree_teams = True
 
 
-def set_layout(Py_ssize_t row_major_below=16, Py_ssize_t column_block=TILE):
-    """Tune the histogram layouts (a benchmark knob; trees do not change):
-    nodes under ``1/row_major_below`` of the rows read the row-major copy (0:
-    never), column-major tasks fill ``column_block`` features (1 to 64)."""
-    global _row_major_below, _column_block
+def set_layout(Py_ssize_t row_major_below=16, Py_ssize_t column_block=TILE,
+               bint tree_teams=True):
+    """Tune the histogram layouts and threading (a benchmark knob; trees do
+    not change): nodes under ``1/row_major_below`` of the rows read the
+    row-major copy (0: never), column-major tasks fill ``column_block``
+    features (1 to 64), and ``tree_teams`` keeps a tree's threads in one
+    parallel region (else: one region per split)."""
+    global _row_major_below, _column_block, _tree_teams
     if row_major_below < 0 or not 1 <= column_block <= MAX_BLOCK:
         raise ValueError(f"row_major_below must be >= 0 and column_block in 1..{MAX_BLOCK}")
     _row_major_below = row_major_below
     _column_block = column_block
+    _tree_teams = tree_teams
 
 
 cdef enum:
@@ -87,11 +92,12 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t per_thread, int n_threads) 
 
 cdef extern from *:
     """
-    /* One parallel region per split: its phases are separated by a barrier
-       of our own that spins (then yields) instead of libgomp's, which with
-       the passive wait policy dartboost loads (see _cext/__init__.py) puts
-       every waiting thread to sleep in the kernel and wakes it with a system
-       call: several times per split, for thousands of splits. */
+    /* One parallel region per tree (or per split): the phases of a split
+       are separated by a barrier of our own, and the team waits between
+       splits at a gate of our own, instead of libgomp's barriers, which with
+       the passive wait policy dartboost loads (see _cext/__init__.py) put
+       every waiting thread to sleep in the kernel at once and wake it with
+       a system call: several times per split, for thousands of splits. */
     #ifdef _OPENMP
     #include <omp.h>
     static int db_team_size(void) { return omp_get_num_threads(); }
@@ -100,9 +106,16 @@ cdef extern from *:
     static int db_team_size(void) { return 1; }
     static int db_thread_id(void) { return 0; }
     #endif
-    typedef struct { int count; int generation; } db_barrier_t;
+    /* A gate: waiters wait for its generation to change. They spin a few
+       microseconds (a split's phases, and the Python between a tree's
+       splits, are that short on a quiet machine), yield a few times, then
+       sleep in the kernel (futex) so that a loaded machine loses no CPU to
+       them; opening the gate wakes sleepers only if there are any. */
+    typedef struct { int generation; int sleepers; } db_gate_t;
+    typedef struct { int count; db_gate_t gate; } db_barrier_t;
     #if defined(__GNUC__) || defined(__clang__)
     #include <sched.h>
+    #include <limits.h>
     #if defined(__x86_64__) || defined(__i386__)
     #define DB_PAUSE() __builtin_ia32_pause()
     #elif defined(__aarch64__)
@@ -110,24 +123,53 @@ cdef extern from *:
     #else
     #define DB_PAUSE() ((void)0)
     #endif
-    #define DB_SPINS_BEFORE_YIELD 128
+    #ifdef __linux__
+    #include <linux/futex.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    #define DB_SLEEP(addr, val) syscall(SYS_futex, (addr), FUTEX_WAIT_PRIVATE, (val), NULL, NULL, 0)
+    #define DB_WAKE(addr) syscall(SYS_futex, (addr), FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0)
+    #else
+    #define DB_SLEEP(addr, val) sched_yield()
+    #define DB_WAKE(addr) ((void)0)
+    #endif
+    #define DB_SPINS 256
+    #define DB_YIELDS 8
+    static int db_gate_wait(db_gate_t* g, int seen) {
+        int i, now;
+        for (i = 0; i < DB_SPINS + DB_YIELDS; i++) {
+            now = __atomic_load_n(&g->generation, __ATOMIC_ACQUIRE);
+            if (now != seen) return now;
+            if (i < DB_SPINS) { DB_PAUSE(); } else { sched_yield(); }
+        }
+        for (;;) {
+            __atomic_add_fetch(&g->sleepers, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&g->generation, __ATOMIC_SEQ_CST) == seen)
+                DB_SLEEP(&g->generation, seen);
+            __atomic_sub_fetch(&g->sleepers, 1, __ATOMIC_SEQ_CST);
+            now = __atomic_load_n(&g->generation, __ATOMIC_ACQUIRE);
+            if (now != seen) return now;
+        }
+    }
+    static void db_gate_open(db_gate_t* g) {
+        __atomic_add_fetch(&g->generation, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&g->sleepers, __ATOMIC_SEQ_CST) > 0) DB_WAKE(&g->generation);
+    }
     static void db_barrier_wait(db_barrier_t* b, int n) {
-        int gen, spins = 0;
+        int gen;
         if (n <= 1) return;
-        gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
+        gen = __atomic_load_n(&b->gate.generation, __ATOMIC_ACQUIRE);
         if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
             __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-            __atomic_store_n(&b->generation, gen + 1, __ATOMIC_RELEASE);
+            db_gate_open(&b->gate);
             return;
         }
-        while (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == gen) {
-            if (++spins < DB_SPINS_BEFORE_YIELD) { DB_PAUSE(); }
-            else { spins = 0; sched_yield(); }
-        }
+        db_gate_wait(&b->gate, gen);
     }
     static Py_ssize_t db_next_task(Py_ssize_t* counter) {
         return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
     }
+    #define DB_HAS_TEAM 1
     #else
     /* other compilers: OpenMP's own barrier and atomic (an orphaned barrier
        binds to the enclosing parallel region) */
@@ -143,15 +185,35 @@ cdef extern from *:
         { got = *counter; *counter += 1; }
         return got;
     }
+    /* no tree teams without atomics: run_in_team just calls its function */
+    static void db_gate_open(db_gate_t* g) { (void)g; }
+    static int db_gate_wait(db_gate_t* g, int seen) { (void)g; return seen; }
+    #define DB_HAS_TEAM 0
     #endif
     """
+    ctypedef struct db_gate_t:
+        int generation
+        int sleepers
     ctypedef struct db_barrier_t:
         int count
-        int generation
+        db_gate_t gate
     int db_team_size() noexcept nogil
     int db_thread_id() noexcept nogil
     void db_barrier_wait(db_barrier_t* b, int n) noexcept nogil
     Py_ssize_t db_next_task(Py_ssize_t* counter) noexcept nogil
+    void db_gate_open(db_gate_t* g) noexcept nogil
+    int db_gate_wait(db_gate_t* g, int seen) noexcept nogil
+    bint DB_HAS_TEAM
+
+
+cdef struct team_state:
+    # a tree's thread team (NodeKernels.run_in_team): the workers wait for
+    # the job gate to open, then run ctx's split (or leave if stop is set)
+    db_gate_t job
+    int stop
+    int size
+    split_ctx* ctx
+    db_barrier_t barrier
 
 
 cdef struct split_ctx:
@@ -185,7 +247,8 @@ cdef struct split_ctx:
     gain_config gcs[2]
     hist_job job
     Py_ssize_t next_task
-    db_barrier_t barrier
+    db_barrier_t* barrier             # the region's own, or the tree team's
+    db_barrier_t own_barrier
     int team
     double t_partitioned
     double t_filled
@@ -234,11 +297,17 @@ cdef class NodeKernels:
     cdef Py_ssize_t n_features
     cdef Py_ssize_t n_bins
     cdef split_struct* per_feature  # two rows of n_features: left, right child
+    cdef team_state team
+    cdef bint team_running
+    cdef object team_error
+    cdef object _team_fn
+    cdef object _team_result
     cdef hist_struct[:, ::1] small_hist  # the current split's children's histograms
     cdef hist_struct[:, ::1] large_hist
 
     def __cinit__(self):
         self.per_feature = NULL
+        self.team_running = False
 
     def __init__(self, const X_BINNED_DTYPE_C[::1, :] X_binned, X_rows,
                  const G_H_DTYPE_C[::1] gradients, const G_H_DTYPE_C[::1] hessians,
@@ -512,8 +581,10 @@ cdef class NodeKernels:
         ctx.upper[0] = left_upper
         ctx.lower[1] = right_lower
         ctx.upper[1] = right_upper
-        ctx.barrier.count = 0
-        ctx.barrier.generation = 0
+        ctx.own_barrier.count = 0
+        ctx.own_barrier.gate.generation = 0
+        ctx.own_barrier.gate.sleepers = 0
+        ctx.barrier = &ctx.own_barrier
         self.small_hist = small_hist
         self.large_hist = large_hist
         # the team: as many threads as the largest phase is worth (the
@@ -528,11 +599,17 @@ cdef class NodeKernels:
         t0 = _now()
         with nogil:
             if n_team <= 1:
-                ctx.team = 1
-                self._split_thread(&ctx, 0)
+                self._split_thread(&ctx, 0, 1)
+            elif self.team_running:
+                # the tree's team (run_in_team) is waiting: hand it the job
+                ctx.barrier = &self.team.barrier
+                self.team.ctx = &ctx
+                db_gate_open(&self.team.job)
+                self._split_thread(&ctx, 0, self.team.size)
+                db_barrier_wait(&self.team.barrier, self.team.size)  # all done with ctx
             else:
                 with parallel(num_threads=n_team):
-                    self._split_thread(&ctx, db_thread_id())
+                    self._split_thread(&ctx, db_thread_id(), db_team_size())
             n_left = ctx.total_left
             if masks[0] != NULL:
                 best_left = _pick_best(&self.cfg, self.per_feature, nf)
@@ -549,10 +626,59 @@ cdef class NodeKernels:
                 None if best_left < 0 else _split_tuple(&self.per_feature[best_left]),
                 None if best_right < 0 else _split_tuple(&self.per_feature[nf + best_right]))
 
-    cdef void _split_thread(self, split_ctx* ctx, int tid) noexcept nogil:
-        """One thread's share of a split (``tid`` of the team): partition
-        chunks, copy them back, histogram tasks, per-feature tasks."""
-        cdef int team = db_team_size() if tid >= 0 else 1
+    def run_in_team(self, fn):
+        """Return ``fn()``, run while this tree's threads wait in one parallel
+        region: every :meth:`split` that ``fn`` makes is handed to them (one
+        region per tree instead of one per split). The calling thread runs
+        ``fn`` (holding the GIL); the others spin, then yield, between splits."""
+        cdef int n = self.n_threads
+        if n <= 1 or not DB_HAS_TEAM or not _tree_teams or self.team_running:
+            return fn()
+        self.team.job.generation = 0
+        self.team.job.sleepers = 0
+        self.team.stop = 0
+        self.team.barrier.count = 0
+        self.team.barrier.gate.generation = 0
+        self.team.barrier.gate.sleepers = 0
+        self.team_error = None
+        self._team_fn = fn
+        self._team_result = None
+        with nogil, parallel(num_threads=n):
+            self._team_thread(db_thread_id(), db_team_size())
+        error, self.team_error = self.team_error, None
+        result, self._team_result, self._team_fn = self._team_result, None, None
+        if error is not None:
+            raise error
+        return result
+
+    cdef void _team_thread(self, int tid, int size) noexcept nogil:
+        cdef int seen = 0
+        if tid == 0:
+            self.team.size = size
+            self._team_master()
+            self.team.stop = 1
+            db_gate_open(&self.team.job)
+            return
+        while True:
+            seen = db_gate_wait(&self.team.job, seen)
+            if self.team.stop:
+                return
+            self._split_thread(self.team.ctx, tid, self.team.size)
+            db_barrier_wait(&self.team.barrier, self.team.size)
+
+    cdef void _team_master(self) noexcept nogil:
+        with gil:
+            self.team_running = self.team.size > 1
+            try:
+                self._team_result = self._team_fn()
+            except BaseException as exc:
+                self.team_error = exc
+            finally:
+                self.team_running = False
+
+    cdef void _split_thread(self, split_ctx* ctx, int tid, int team) noexcept nogil:
+        """One thread's share of a split (``tid`` of a team of ``team``):
+        partition chunks, copy them back, histogram tasks, per-feature tasks."""
         cdef int t, child
         cdef Py_ssize_t start, stop, task, f, nf = self.n_features
         cdef long long left_offset, right_offset, total_left, nl
@@ -569,7 +695,7 @@ cdef class NodeKernels:
                                              ctx.missing_go_to_left, ctx.missing_bin_idx,
                                              ctx.bits, ctx.left, ctx.right)
             t += team
-        db_barrier_wait(&ctx.barrier, team)
+        db_barrier_wait(ctx.barrier, team)
         # 2. copy them back, left rows first (every thread sums the chunks'
         # counts itself: no barrier for a shared prefix sum)
         total_left = 0
@@ -614,7 +740,7 @@ cdef class NodeKernels:
             if tid == 0:
                 ctx.t_partitioned = _now()
             return
-        db_barrier_wait(&ctx.barrier, team)
+        db_barrier_wait(ctx.barrier, team)
         if tid == 0:
             ctx.t_partitioned = _now()
         # 3. the smaller child's histogram tasks
@@ -622,11 +748,11 @@ cdef class NodeKernels:
         while task < ctx.job.n_tasks:
             _run_hist_task(&ctx.job, task)
             task = db_next_task(&ctx.next_task)
-        db_barrier_wait(&ctx.barrier, team)
+        db_barrier_wait(ctx.barrier, team)
         if tid == 0:
             ctx.t_filled = _now()
             ctx.next_task = 0
-        db_barrier_wait(&ctx.barrier, team)
+        db_barrier_wait(ctx.barrier, team)
         # 4. per feature: add the small child's chunks, subtract for the
         # large one, search both (all of a feature's steps in one task)
         task = db_next_task(&ctx.next_task)

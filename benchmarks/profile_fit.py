@@ -7,11 +7,12 @@ one compiled call per split hides from cProfile.
 
 Usage::
 
-    python benchmarks/profile_fit.py binary_500k_50 dartboost_mart 16 [n_trees [R,C]]
+    python benchmarks/profile_fit.py binary_500k_50 dartboost_mart 16 [n_trees [R,C[,T]]]
 
-``R,C`` tunes dartboost's histogram layouts (``_grow.set_layout``: nodes
+``R,C[,T]`` tunes dartboost's histogram layouts (``_grow.set_layout``: nodes
 under 1/R of the rows read the row-major copy, column-major tasks fill C
-features); the trees are the same for any.
+features; T=0: one parallel region per split instead of per tree); the trees
+are the same for any.
 """
 import cProfile
 import pstats
@@ -32,9 +33,11 @@ model = build_model(lib, "binary", 2, n_trees, n_threads=n_threads)
 if lib.startswith("dartboost"):
     from dartboost._cext import _grow
     if len(sys.argv) > 5:
-        below, block = (int(v) for v in sys.argv[5].split(","))
-        _grow.set_layout(below, block)
-        print(f"layout: row-major below 1/{below} of the rows, column blocks of {block}")
+        below, block, *team = (int(v) for v in sys.argv[5].split(","))
+        teams = bool(team[0]) if team else True
+        _grow.set_layout(below, block, teams)
+        print(f"layout: row-major below 1/{below} of the rows, column blocks of {block}, "
+              f"{'one region per tree' if teams else 'one region per split'}")
     _grow.phase_seconds(reset=True)
 prof = cProfile.Profile()
 t0 = time.perf_counter()

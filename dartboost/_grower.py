@@ -255,7 +255,6 @@ class TreeGrower:
         root = _Node(0, 0, n_rows, 0, sum_g, sum_h, nodes[0][_VALUE], groups=groups)
         kernels = None if self._overrides_steps() else self._node_kernels()
         heap = []
-        n_leaves = 1
         if self._can_split(root) and self.max_leaf_nodes > 1:
             if kernels is None:
                 root.hist = self._build_hist(root)
@@ -268,6 +267,23 @@ class TreeGrower:
             if root.split is not None:
                 heapq.heappush(heap, (-root.split[0], 0, root))
         leaves_final = [] if heap else [root]
+        if kernels is None:
+            self._grow_loop(None, heap, nodes, leaves_final)
+        elif heap:
+            # the tree's threads stay in one parallel region for all its splits
+            kernels.run_in_team(lambda: self._grow_loop(kernels, heap, nodes, leaves_final))
+        leaves_final.extend(item[2] for item in heap)
+        for leaf in leaves_final:
+            self._free_hist(leaf)
+            self.leaf_bounds[leaf.idx] = (leaf.lower, leaf.upper)
+        nodes_arr = np.array([tuple(rec) for rec in nodes], dtype=NODE_DTYPE)
+        leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
+        return nodes_arr, leaves
+
+    def _grow_loop(self, kernels, heap, nodes, leaves_final):
+        """Split the best node of ``heap`` until it is empty or the tree has
+        ``max_leaf_nodes`` leaves; finished leaves go to ``leaves_final``."""
+        n_leaves = len(heap) + len(leaves_final)
         while heap and n_leaves < self.max_leaf_nodes:
             _, _, node = heapq.heappop(heap)
             n_leaves += 1
@@ -283,13 +299,6 @@ class TreeGrower:
                 else:
                     leaves_final.append(child)
             self._free_hist(node)  # the parent's histogram is reused
-        leaves_final.extend(item[2] for item in heap)
-        for leaf in leaves_final:
-            self._free_hist(leaf)
-            self.leaf_bounds[leaf.idx] = (leaf.lower, leaf.upper)
-        nodes_arr = np.array([tuple(rec) for rec in nodes], dtype=NODE_DTYPE)
-        leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
-        return nodes_arr, leaves
 
     # -- the three steps that read rows (a distributed grower overrides them;
     # dartboost.dask sums the histograms of every worker's rows) -------------

@@ -195,3 +195,25 @@ def test_set_layout_refuses_bad_values():
         _grow.set_layout(16, 65)
     with pytest.raises(ValueError, match="row_major_below"):
         _grow.set_layout(-1, 4)
+
+
+def test_run_in_team_returns_raises_and_releases_the_team():
+    mapper, binned, g, h = _data(2000, 4, seed=0)
+    buffers = GrowerBuffers(2000)
+    partition = np.arange(2000, dtype=np.uint32)
+    kernels = _kernels(binned, g, h, mapper, partition, buffers, np.ones(4, np.uint8), 3)
+    assert kernels.run_in_team(lambda: 42) == 42
+    assert kernels.run_in_team(lambda: kernels.run_in_team(lambda: "nested")) == "nested"
+
+    def fail():
+        raise KeyError("inside the team")
+
+    with pytest.raises(KeyError, match="inside the team"):
+        kernels.run_in_team(fail)
+    # the team was released: splits run again, in a new team and without one
+    hist = np.empty((4, 256), HISTOGRAM_DTYPE)
+    kernels.build(0, 2000, hist)
+    found = kernels.run_in_team(lambda: kernels.split(
+        0, 2000, 0, 100, False, None, hist, None, None, True, 0., 1., -np.inf, np.inf, None,
+        0., 1., -np.inf, np.inf, None)[0])
+    assert found == int((binned[:, 0] <= 100).sum())
