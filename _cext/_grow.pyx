@@ -133,14 +133,33 @@ cdef extern from *:
     #define DB_SLEEP(addr, val) sched_yield()
     #define DB_WAKE(addr) ((void)0)
     #endif
-    #define DB_SPINS 256
-    #define DB_YIELDS 8
+    #include <time.h>
+    /* spin this long before yielding, then sleeping: covers a split's phases
+       and the Python between two splits of a tree on a quiet machine */
+    #define DB_SPIN_NS 50000
+    #define DB_YIELDS 4
+    static long long db_now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
     static int db_gate_wait(db_gate_t* g, int seen) {
         int i, now;
-        for (i = 0; i < DB_SPINS + DB_YIELDS; i++) {
+        long long until = 0;
+        for (i = 0;; i++) {
             now = __atomic_load_n(&g->generation, __ATOMIC_ACQUIRE);
             if (now != seen) return now;
-            if (i < DB_SPINS) { DB_PAUSE(); } else { sched_yield(); }
+            DB_PAUSE();
+            if ((i & 31) == 31) {
+                long long t = db_now_ns();
+                if (until == 0) until = t + DB_SPIN_NS;
+                else if (t > until) break;
+            }
+        }
+        for (i = 0; i < DB_YIELDS; i++) {
+            sched_yield();
+            now = __atomic_load_n(&g->generation, __ATOMIC_ACQUIRE);
+            if (now != seen) return now;
         }
         for (;;) {
             __atomic_add_fetch(&g->sleepers, 1, __ATOMIC_SEQ_CST);
