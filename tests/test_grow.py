@@ -217,3 +217,28 @@ def test_run_in_team_returns_raises_and_releases_the_team():
         0, 2000, 0, 100, False, None, hist, None, None, True, 0., 1., -np.inf, np.inf, None,
         0., 1., -np.inf, np.inf, None)[0])
     assert found == int((binned[:, 0] <= 100).sum())
+
+
+@pytest.mark.parametrize("params", [dict(), dict(subsample=0.7), dict(max_leaf_nodes=300),
+                                    dict(n_classes=3)])
+def test_mart_training_scores_from_the_partition_equal_predictions(params):
+    # a new MART tree's training scores are a gather of the leaves the
+    # partition gives (a traversal with subsampling or > 256 leaves)
+    from sklearn.datasets import make_classification
+
+    from dartboost import DartClassifier
+    params = dict(params)
+    n_classes = params.pop("n_classes", 2)
+    X, y = make_classification(3000, 8, n_informative=5, n_classes=n_classes,
+                               random_state=0)
+
+    class KeepTrainingScores:
+        def on_fit_end(self, estimator):
+            self.raw = estimator._fit_train_raw.copy()
+
+    cb = KeepTrainingScores()
+    est = DartClassifier(boosting="mart", n_estimators=30, random_state=0,
+                         early_stopping=False, min_samples_leaf=2, callbacks=[cb],
+                         **{"max_leaf_nodes": 15, **params}).fit(X, y)
+    raw = est.decision_function(X)
+    np.testing.assert_allclose(cb.raw.T.reshape(raw.shape), raw, rtol=1e-9, atol=1e-12)
