@@ -5,10 +5,13 @@ matrix, its row-major copy, gradients, the partition and its buffers, the
 split-search settings), so that splitting a node is one call and one
 release of the GIL: partition its rows, fill the smaller child's histogram,
 subtract it from the parent's for the larger one, and search both children's
-best splits, with no allocation and no Python in between. The filling and
-the search are the code of ``_histogram.pyx`` and ``_splitting.pyx`` (the
-same includes), so a tree is the one the per-kernel calls grow; none of it
-depends on the number of threads.
+best splits, with no allocation and no Python in between. A split is one
+parallel region whose phases are separated by a barrier of our own, or, with
+:meth:`NodeKernels.run_in_team`, a tree's threads stay in one region and take
+each split as it comes. The filling and the search are the code of
+``_histogram.pyx`` and ``_splitting.pyx`` (the same includes), so a tree is
+the one the per-kernel calls grow; none of it depends on the number of
+threads.
 """
 from cython.parallel import parallel, prange
 from libc.stdlib cimport malloc, free
@@ -519,22 +522,15 @@ cdef class NodeKernels:
         separated by spinning barriers.
         """
         cdef:
-            hist_job job
-            Py_ssize_t n = stop - start, n_left, small_start, small_stop, i, f
+            Py_ssize_t n = stop - start, n_left
             Py_ssize_t n_active = self.active.shape[0], nf = self.n_features
             const unsigned int* bits = NULL
             const unsigned char* masks[2]
-            Y_DTYPE_C sums_g[2]
-            Y_DTYPE_C sums_h[2]
-            unsigned int counts[2]
-            Y_DTYPE_C parent_scores[2]
-            gain_config gcs[2]
             hist_struct* small_base = NULL
             hist_struct* large_base = NULL
             const hist_struct* parent_base = NULL
-            int child, best_left = -1, best_right = -1, n_post
+            int best_left = -1, best_right = -1
             bint any_find
-            split_struct* row
             double t0, t3
             split_ctx ctx
             int n_team
