@@ -236,11 +236,13 @@ def add_leaf_values(const unsigned char[::1] leaf_ids,
 def set_leaf_ids(const unsigned int[::1] partition,
                  const long long[::1] leaf_starts,
                  const long long[::1] leaf_stops,
-                 unsigned char[::1] out):
+                 unsigned char[::1] out,
+                 int n_threads=1):
     """``out[partition[start:stop]] = leaf`` for each leaf's slice of the
-    grower's row partition: leaf ids of the training rows without traversal."""
+    grower's row partition: leaf ids of the training rows without traversal.
+    (Leaves' slices hold disjoint rows, so leaves run in parallel.)"""
     cdef Py_ssize_t leaf, j
-    with nogil:
-        for leaf in range(leaf_starts.shape[0]):
-            for j in range(leaf_starts[leaf], leaf_stops[leaf]):
-                out[partition[j]] = <unsigned char>leaf
+    for leaf in prange(leaf_starts.shape[0], schedule='dynamic', nogil=True,
+                       num_threads=n_threads):
+        for j in range(leaf_starts[leaf], leaf_stops[leaf]):
+            out[partition[j]] = <unsigned char>leaf

@@ -1,7 +1,6 @@
 """Best-split search on histograms and the stable partition of a node's rows."""
 from cython.parallel import prange
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
 from libc.math cimport INFINITY
 
 import numpy as np
@@ -9,271 +8,10 @@ import numpy as np
 from _common cimport X_BINNED_DTYPE_C, Y_DTYPE_C, hist_struct
 
 
-#: Words of a split's category bitset: one bit per bin of a uint8-binned
-#: feature (bins 0..255). Bit ``b`` set: rows in bin ``b`` go left.
-DEF CAT_WORDS = 8
+include "_split_scan.pxi"
+
+#: Words of a split's category bitset (see ``_split_scan.pxi``).
 CATEGORY_BITSET_WORDS = CAT_WORDS
-
-
-cdef struct split_struct:
-    Y_DTYPE_C gain
-    int feature_idx
-    unsigned int bin_idx
-    unsigned char missing_go_to_left
-    Y_DTYPE_C sum_gradient_left
-    Y_DTYPE_C sum_hessian_left
-    unsigned int n_samples_left
-    unsigned char is_categorical
-    unsigned int cat_bitset[CAT_WORDS]
-
-
-cdef struct cat_config:
-    # LightGBM's categorical safeguards (see find_best_split)
-    unsigned int max_cat_to_onehot
-    Y_DTYPE_C cat_smooth
-    Y_DTYPE_C cat_l2
-    unsigned int min_data_per_group
-    unsigned int max_cat_threshold
-
-
-cdef struct gain_config:
-    Y_DTYPE_C l1
-    # monotonic constraints: children's values are clipped to the node's
-    # [lower, upper] and gains are those of the clipped values
-    bint bounded
-    Y_DTYPE_C lower
-    Y_DTYPE_C upper
-
-
-cdef inline Y_DTYPE_C _threshold_l1(Y_DTYPE_C g, Y_DTYPE_C l1) noexcept nogil:
-    # soft-thresholding of a gradient sum (LightGBM's ThresholdL1)
-    if g > l1:
-        return g - l1
-    if g < -l1:
-        return g + l1
-    return 0.
-
-
-cdef inline Y_DTYPE_C _score(Y_DTYPE_C g, Y_DTYPE_C h, Y_DTYPE_C l2,
-                             Y_DTYPE_C l1=0.) noexcept nogil:
-    # Reduction in loss of the Newton step -T(g)/(h+l2), T the L1
-    # soft-thresholding (up to the factor 1/2, which LightGBM also leaves out
-    # of its gains).
-    cdef Y_DTYPE_C t = _threshold_l1(g, l1) if l1 > 0. else g
-    return t * t / (h + l2)
-
-
-cdef inline Y_DTYPE_C _value(Y_DTYPE_C g, Y_DTYPE_C h, Y_DTYPE_C l2,
-                             const gain_config* gc) noexcept nogil:
-    """The leaf value -T(g)/(h+l2), clipped to the node's bounds."""
-    cdef Y_DTYPE_C v = -_threshold_l1(g, gc.l1) / (h + l2)
-    if v < gc.lower:
-        return gc.lower
-    if v > gc.upper:
-        return gc.upper
-    return v
-
-
-cdef inline Y_DTYPE_C _score_at(Y_DTYPE_C g, Y_DTYPE_C h, Y_DTYPE_C l2, Y_DTYPE_C l1,
-                                Y_DTYPE_C v) noexcept nogil:
-    # twice the loss reduction of leaf value v (second-order, L1 included):
-    # -(2 T(g) v + (h + l2) v^2), which is _score at the unclipped optimum
-    return -(2. * _threshold_l1(g, l1) * v + (h + l2) * v * v)
-
-
-cdef inline void _consider(split_struct* best, int f, unsigned int b, unsigned char miss_left,
-                           Y_DTYPE_C gl, Y_DTYPE_C hl, unsigned int nl,
-                           Y_DTYPE_C g, Y_DTYPE_C h, unsigned int n, Y_DTYPE_C parent_score,
-                           Y_DTYPE_C l2, unsigned int min_samples_leaf,
-                           Y_DTYPE_C min_child_weight, const gain_config* gc,
-                           signed char mono) noexcept nogil:
-    cdef Y_DTYPE_C gr = g - gl
-    cdef Y_DTYPE_C vl, vr
-    cdef Y_DTYPE_C hr = h - hl
-    cdef unsigned int nr = n - nl
-    cdef Y_DTYPE_C gain
-    if nl < min_samples_leaf or nr < min_samples_leaf:
-        return
-    if hl < min_child_weight or hr < min_child_weight:
-        return
-    if gc.bounded:
-        vl = _value(gl, hl, l2, gc)
-        vr = _value(gr, hr, l2, gc)
-        if (mono > 0 and vl > vr) or (mono < 0 and vl < vr):
-            return  # would break the monotonic constraint
-        gain = _score_at(gl, hl, l2, gc.l1, vl) + _score_at(gr, hr, l2, gc.l1, vr) - parent_score
-    else:
-        gain = _score(gl, hl, l2, gc.l1) + _score(gr, hr, l2, gc.l1) - parent_score
-    if gain > best.gain:
-        best.gain = gain
-        best.feature_idx = f
-        best.bin_idx = b
-        best.missing_go_to_left = miss_left
-        best.sum_gradient_left = gl
-        best.sum_hessian_left = hl
-        best.n_samples_left = nl
-
-
-cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned int nb,
-                               unsigned int missing_bin_idx, Y_DTYPE_C sum_gradients,
-                               Y_DTYPE_C sum_hessians, unsigned int n_samples,
-                               Y_DTYPE_C parent_score, Y_DTYPE_C l2,
-                               unsigned int min_samples_leaf,
-                               Y_DTYPE_C min_child_weight, const gain_config* gc,
-                               signed char mono) noexcept nogil:
-    """Best split of feature ``f`` (``nb`` non-missing bins). The running best
-    is a local, written out once, so threads scanning neighbouring features do
-    not share a cache line while they scan."""
-    cdef split_struct best
-    cdef unsigned int b, nl
-    cdef Y_DTYPE_C gl, hl
-    cdef Y_DTYPE_C gm = hist[f, missing_bin_idx].sum_gradients
-    cdef Y_DTYPE_C hm = hist[f, missing_bin_idx].sum_hessians
-    cdef unsigned int nm = hist[f, missing_bin_idx].count
-    best.gain = -1.
-    best.feature_idx = -1
-    best.is_categorical = 0
-    # missing values go right: left = bins 0..b
-    gl = 0.
-    hl = 0.
-    nl = 0
-    for b in range(nb):
-        gl = gl + hist[f, b].sum_gradients
-        hl = hl + hist[f, b].sum_hessians
-        nl = nl + hist[f, b].count
-        if b == nb - 1 and nm == 0:
-            break  # everything would go left
-        _consider(&best, f, b, 0, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
-                  parent_score, l2, min_samples_leaf, min_child_weight, gc, mono)
-    if nm > 0 and nb > 1:
-        # missing values go left: left = missing + bins 0..b
-        gl = gm
-        hl = hm
-        nl = nm
-        for b in range(nb - 1):
-            gl = gl + hist[f, b].sum_gradients
-            hl = hl + hist[f, b].sum_hessians
-            nl = nl + hist[f, b].count
-            _consider(&best, f, b, 1, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
-                      parent_score, l2, min_samples_leaf, min_child_weight, gc, mono)
-    return best
-
-
-cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsigned int nb,
-                                    unsigned int missing_bin_idx, Y_DTYPE_C sum_gradients,
-                                    Y_DTYPE_C sum_hessians, unsigned int n_samples,
-                                    Y_DTYPE_C parent_score, Y_DTYPE_C l2,
-                                    unsigned int min_samples_leaf,
-                                    Y_DTYPE_C min_child_weight, const gain_config* gc,
-                                    const cat_config* cfg) noexcept nogil:
-    """Best set split of categorical feature ``f`` (LightGBM's method).
-
-    Bins ``0 .. nb-2`` are the kept categories, bin ``nb-1`` pools the rare
-    ones and never goes left (so rare, pooled and unseen categories all go
-    right, in the binned and raw predictors alike); the missing bin is one
-    more candidate category. With at most ``max_cat_to_onehot`` non-empty
-    candidates each one is tried alone against the rest (one-vs-rest).
-    Otherwise candidates with at least ``cat_smooth`` rows are sorted by
-    ``sum_g / (sum_h + cat_smooth)`` and every prefix of that order, from
-    either end and of at most ``max_cat_threshold`` categories, is a
-    candidate left set; gains then use ``l2 + cat_l2`` and a left set must
-    grow by ``min_data_per_group`` rows between two evaluated candidates.
-    """
-    cdef split_struct best
-    cdef int cand[256]
-    cdef Y_DTYPE_C ctr[256]
-    cdef int n_cand = 0, used, i, j, c, key, direction, pos, max_num_cat
-    cdef unsigned int b, nl, cnt_group, nr
-    cdef Y_DTYPE_C gl, hl, key_ctr, l2_cat = l2 + cfg.cat_l2
-    cdef int best_code = -1
-    best.gain = -1.
-    best.feature_idx = -1
-    best.is_categorical = 1
-    for j in range(CAT_WORDS):
-        best.cat_bitset[j] = 0
-    if nb == 0:
-        return best
-    for b in range(nb - 1):
-        if hist[f, b].count > 0:
-            cand[n_cand] = <int>b
-            n_cand = n_cand + 1
-    if hist[f, missing_bin_idx].count > 0:
-        cand[n_cand] = <int>missing_bin_idx
-        n_cand = n_cand + 1
-    if n_cand <= <int>cfg.max_cat_to_onehot:
-        for i in range(n_cand):
-            c = cand[i]
-            _consider(&best, f, <unsigned int>i, 0, hist[f, c].sum_gradients,
-                      hist[f, c].sum_hessians, hist[f, c].count, sum_gradients, sum_hessians,
-                      n_samples, parent_score, l2, min_samples_leaf, min_child_weight, gc, 0)
-        if best.feature_idx >= 0:
-            best_code = <int>best.bin_idx
-            c = cand[best_code]
-            if <unsigned int>c == missing_bin_idx:
-                best.missing_go_to_left = 1
-            else:
-                best.missing_go_to_left = 0
-                best.cat_bitset[c >> 5] |= (<unsigned int>1) << (c & 31)
-        best.bin_idx = 0  # one-vs-rest: children's values use l2
-        return best
-    # many-vs-many: drop thin categories, then a stable insertion sort on
-    # the smoothed gradient ratio (<= 256 keys: cheaper than a library sort)
-    used = 0
-    for i in range(n_cand):
-        c = cand[i]
-        if hist[f, c].count >= cfg.cat_smooth:
-            cand[used] = c
-            used = used + 1
-    for i in range(used):
-        c = cand[i]
-        ctr[i] = hist[f, c].sum_gradients / (hist[f, c].sum_hessians + cfg.cat_smooth)
-    for i in range(1, used):
-        key = cand[i]
-        key_ctr = ctr[i]
-        j = i - 1
-        while j >= 0 and ctr[j] > key_ctr:
-            cand[j + 1] = cand[j]
-            ctr[j + 1] = ctr[j]
-            j = j - 1
-        cand[j + 1] = key
-        ctr[j + 1] = key_ctr
-    max_num_cat = min(<int>cfg.max_cat_threshold, (used + 1) // 2)
-    for direction in range(2):
-        gl = 0.
-        hl = 0.
-        nl = 0
-        cnt_group = 0
-        for i in range(min(used, max_num_cat)):
-            pos = i if direction == 0 else used - 1 - i
-            c = cand[pos]
-            gl = gl + hist[f, c].sum_gradients
-            hl = hl + hist[f, c].sum_hessians
-            nl = nl + hist[f, c].count
-            cnt_group = cnt_group + hist[f, c].count
-            if nl < min_samples_leaf or hl < min_child_weight:
-                continue
-            nr = n_samples - nl
-            if nr < min_samples_leaf or nr < cfg.min_data_per_group:
-                break
-            if sum_hessians - hl < min_child_weight:
-                break
-            if cnt_group < cfg.min_data_per_group:
-                continue
-            cnt_group = 0
-            _consider(&best, f, <unsigned int>(direction * 256 + i), 0, gl, hl, nl,
-                      sum_gradients, sum_hessians, n_samples, parent_score, l2_cat,
-                      min_samples_leaf, min_child_weight, gc, 0)
-    if best.feature_idx >= 0:
-        direction = <int>best.bin_idx // 256
-        best.missing_go_to_left = 0
-        for i in range(<int>best.bin_idx % 256 + 1):
-            c = cand[i if direction == 0 else used - 1 - i]
-            if <unsigned int>c == missing_bin_idx:
-                best.missing_go_to_left = 1
-            else:
-                best.cat_bitset[c >> 5] |= (<unsigned int>1) << (c & 31)
-    best.bin_idx = 1  # many-vs-many: children's values use l2 + cat_l2
-    return best
 
 
 def find_best_split(const hist_struct[:, ::1] hist,
@@ -328,117 +66,52 @@ def find_best_split(const hist_struct[:, ::1] hist,
         Py_ssize_t f
         Y_DTYPE_C parent_score
         gain_config gc
-        const signed char* mono = NULL
-        signed char mono_f
-        split_struct* per_feature = <split_struct*> malloc(n_features * sizeof(split_struct))
-        split_struct best
-        int best_f = -1
-        bint any_cat = is_categorical is not None
-        const unsigned char* cat_flags = NULL
-        cat_config cfg
-    cfg.max_cat_to_onehot = max_cat_to_onehot
-    cfg.cat_smooth = cat_smooth
-    cfg.cat_l2 = cat_l2
-    cfg.min_data_per_group = min_data_per_group
-    cfg.max_cat_threshold = max_cat_threshold
-    gc.l1 = l1_regularization
-    gc.bounded = monotonic_cst is not None
-    gc.lower = lower_bound
-    gc.upper = upper_bound
-    if gc.bounded:
+        search_config cfg
+        split_struct* per_feature
+        int best_f
+    if n_bins_non_missing.shape[0] < n_features or feature_mask.shape[0] < n_features:
+        raise ValueError("n_bins_non_missing and feature_mask need one entry per feature")
+    cfg.n_bins_non_missing = &n_bins_non_missing[0] if n_features > 0 else NULL
+    cfg.missing_bin_idx = missing_bin_idx
+    cfg.l2 = l2_regularization
+    cfg.min_samples_leaf = min_samples_leaf
+    cfg.min_child_weight = min_child_weight
+    cfg.min_split_gain = min_split_gain
+    cfg.l1 = l1_regularization
+    cfg.cat.max_cat_to_onehot = max_cat_to_onehot
+    cfg.cat.cat_smooth = cat_smooth
+    cfg.cat.cat_l2 = cat_l2
+    cfg.cat.min_data_per_group = min_data_per_group
+    cfg.cat.max_cat_threshold = max_cat_threshold
+    cfg.monotonic_cst = NULL
+    cfg.is_categorical = NULL
+    if monotonic_cst is not None:
         if monotonic_cst.shape[0] != n_features:
-            free(per_feature)
             raise ValueError("monotonic_cst must have one entry per feature")
-        mono = &monotonic_cst[0]
-        parent_score = _score_at(sum_gradients, sum_hessians, l2_regularization,
-                                 l1_regularization,
-                                 _value(sum_gradients, sum_hessians, l2_regularization, &gc))
-    else:
-        parent_score = _score(sum_gradients, sum_hessians, l2_regularization,
-                              l1_regularization)
-    if any_cat:
+        cfg.monotonic_cst = &monotonic_cst[0]
+    if is_categorical is not None:
         if is_categorical.shape[0] != n_features:
-            free(per_feature)
             raise ValueError("is_categorical must have one flag per feature")
-        cat_flags = &is_categorical[0]
-
+        cfg.is_categorical = &is_categorical[0]
+    parent_score = _node_setup(&cfg, sum_gradients, sum_hessians, lower_bound, upper_bound,
+                               &gc)
+    per_feature = <split_struct*> malloc(max(n_features, 1) * sizeof(split_struct))
+    if per_feature == NULL:
+        raise MemoryError()
     for f in range(n_features):
         per_feature[f].gain = -1.
         per_feature[f].feature_idx = -1
 
     for f in prange(n_features, schedule='dynamic', nogil=True, num_threads=n_threads):
         if feature_mask[f]:
-            if cat_flags != NULL and cat_flags[f]:
-                per_feature[f] = _scan_categorical(
-                    hist, <int>f, n_bins_non_missing[f], missing_bin_idx, sum_gradients,
-                    sum_hessians, n_samples, parent_score, l2_regularization, min_samples_leaf,
-                    min_child_weight, &gc, &cfg)
-            else:
-                mono_f = 0 if mono == NULL else mono[f]
-                per_feature[f] = _scan_feature(hist, <int>f, n_bins_non_missing[f],
-                                               missing_bin_idx, sum_gradients, sum_hessians,
-                                               n_samples, parent_score, l2_regularization,
-                                               min_samples_leaf, min_child_weight, &gc,
-                                               mono_f)
+            per_feature[f] = _scan_any(&cfg, hist, <int>f, sum_gradients, sum_hessians,
+                                       n_samples, parent_score, &gc)
 
-    for f in range(n_features):
-        if per_feature[f].feature_idx >= 0 and per_feature[f].gain > min_split_gain \
-                and per_feature[f].gain > 0.:
-            if best_f < 0 or per_feature[f].gain > best.gain:
-                best = per_feature[f]
-                best_f = <int>f
-    free(per_feature)
-    if best_f < 0:
-        return None
-    bitset = None
-    if best.is_categorical:
-        bitset = np.array([best.cat_bitset[j] for j in range(CAT_WORDS)], dtype=np.uint32)
-    return (best.gain, best.feature_idx, best.bin_idx, bool(best.missing_go_to_left),
-            best.sum_gradient_left, best.sum_hessian_left, best.n_samples_left, bitset)
-
-
-cdef long long _partition_chunk(const X_BINNED_DTYPE_C[::1, :] X_binned,
-                                const unsigned int* rows, Py_ssize_t start, Py_ssize_t stop,
-                                int feature_idx, X_BINNED_DTYPE_C bin_threshold,
-                                bint missing_go_to_left, X_BINNED_DTYPE_C missing_bin_idx,
-                                const unsigned int* cat_bitset,
-                                unsigned int* left, unsigned int* right) noexcept nogil:
-    """Split ``rows[start:stop]`` into ``left[start:]`` and ``right[start:]``
-    (order kept); returns how many went left.
-
-    Branch-free: every row is written to both buffers and only the side it
-    belongs to advances, so a split that sends rows left and right at random
-    costs no mispredicted branch per row. Counters are locals (registers),
-    not per-thread slots of a shared array, which would put every thread's
-    increments on one cache line.
-    """
-    cdef const X_BINNED_DTYPE_C* col = &X_binned[0, feature_idx]
-    cdef Py_ssize_t i
-    cdef long long n_left = 0, n_right = 0
-    cdef unsigned int row
-    cdef X_BINNED_DTYPE_C b
-    cdef int goes_left
-    if cat_bitset != NULL:
-        # a categorical split: bin b goes left when bit b of the set is on
-        for i in range(start, stop):
-            row = rows[i]
-            b = col[row]
-            goes_left = (missing_go_to_left if b == missing_bin_idx
-                         else (cat_bitset[b >> 5] >> (b & 31)) & 1)
-            left[start + n_left] = row
-            right[start + n_right] = row
-            n_left = n_left + goes_left
-            n_right = n_right + 1 - goes_left
-        return n_left
-    for i in range(start, stop):
-        row = rows[i]
-        b = col[row]
-        goes_left = (missing_go_to_left if b == missing_bin_idx else b <= bin_threshold)
-        left[start + n_left] = row
-        right[start + n_right] = row
-        n_left = n_left + goes_left
-        n_right = n_right + 1 - goes_left
-    return n_left
+    best_f = _pick_best(&cfg, per_feature, n_features)
+    try:
+        return None if best_f < 0 else _split_tuple(&per_feature[best_f])
+    finally:
+        free(per_feature)
 
 
 def split_indices(const X_BINNED_DTYPE_C[::1, :] X_binned,
@@ -457,58 +130,27 @@ def split_indices(const X_BINNED_DTYPE_C[::1, :] X_binned,
     ``cat_bitset`` (a categorical split, :data:`CATEGORY_BITSET_WORDS`
     words) bin ``b`` goes left when its bit is set and ``bin_threshold`` is
     unused. Each thread
-    partitions one contiguous chunk (of at least 8192 rows) into the buffers;
+    partitions one contiguous chunk (of at least 4096 rows) into the buffers;
     the chunks are then copied back at offsets given by prefix sums. The
     result does not depend on the chunking. Returns the number of rows going
     left.
     """
     cdef:
         Py_ssize_t n = sample_indices.shape[0]
-        int n_chunks = <int>max(1, min(<Py_ssize_t>n_threads, n // 8192))
-        Py_ssize_t chunk = (n + n_chunks - 1) // n_chunks
-        int t
-        Py_ssize_t start, stop
-        long long* n_left = <long long*> malloc(n_chunks * sizeof(long long))
-        long long* n_right = <long long*> malloc(n_chunks * sizeof(long long))
-        long long* left_offset = <long long*> malloc(n_chunks * sizeof(long long))
-        long long* right_offset = <long long*> malloc(n_chunks * sizeof(long long))
-        long long total_left = 0
-        long long total_right = 0
         const unsigned int* bits = NULL
-
+        long long n_left
+    if left_buffer.shape[0] < n or right_buffer.shape[0] < n:
+        raise ValueError(f"the buffers need room for {n} rows")
+    if not 0 <= feature_idx < X_binned.shape[1]:
+        raise ValueError(f"feature_idx {feature_idx} out of range")
     if cat_bitset is not None:
         if cat_bitset.shape[0] != CAT_WORDS:
             raise ValueError(f"cat_bitset must have {CAT_WORDS} words")
         bits = &cat_bitset[0]
-
-    for t in prange(n_chunks, schedule='static', nogil=True, num_threads=n_chunks):
-        start = t * chunk
-        stop = start + chunk
-        if stop > n:
-            stop = n
-        n_left[t] = _partition_chunk(X_binned, &sample_indices[0], start, stop, feature_idx,
-                                     bin_threshold, missing_go_to_left, missing_bin_idx,
-                                     bits, &left_buffer[0], &right_buffer[0])
-        n_right[t] = (stop - start) - n_left[t]
-
-    for t in range(n_chunks):
-        left_offset[t] = total_left
-        total_left += n_left[t]
-    for t in range(n_chunks):
-        right_offset[t] = total_left + total_right
-        total_right += n_right[t]
-
-    for t in prange(n_chunks, schedule='static', nogil=True, num_threads=n_chunks):
-        start = t * chunk
-        if n_left[t] > 0:
-            memcpy(&sample_indices[left_offset[t]], &left_buffer[start],
-                   n_left[t] * sizeof(unsigned int))
-        if n_right[t] > 0:
-            memcpy(&sample_indices[right_offset[t]], &right_buffer[start],
-                   n_right[t] * sizeof(unsigned int))
-
-    free(n_left)
-    free(n_right)
-    free(left_offset)
-    free(right_offset)
-    return total_left
+    if n == 0:
+        return 0
+    with nogil:
+        n_left = _partition(&X_binned[0, feature_idx], &sample_indices[0], n, bin_threshold,
+                            missing_go_to_left, missing_bin_idx, bits, &left_buffer[0],
+                            &right_buffer[0], n_threads)
+    return n_left

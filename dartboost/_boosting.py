@@ -22,7 +22,7 @@ from ._binning import BinMapper
 from ._feature_map import FeatureMap, split_features
 from ._booster import Booster
 from ._cext import _predictor
-from ._common import MAX_BINS, X_DTYPE, effective_n_threads
+from ._common import MAX_BINS, X_DTYPE, effective_n_threads, threads_for
 from ._compat import Interval, StrOptions, _check_sample_weight, _fit_context, validate_data
 from ._dart import DartPolicy, DartScheme
 from ._grower import GrowerBuffers, TreeGrower
@@ -679,27 +679,33 @@ class BaseBoosting(BaseEstimator, ABC):
                         # refitted values stay inside the monotonic bounds
                         for idx, (low, high) in grower.leaf_bounds.items():
                             nodes["value"][idx] = min(max(nodes["value"][idx], low), high)
-                leaf_ids = None
-                if scheme.keeps_leaf_ids and sample_indices is None and len(leaves) <= 256:
-                    leaf_ids = np.empty(n_samples, dtype=np.uint8)
+                # the training rows' leaves, from the grower's partition: the new
+                # tree's training scores are then a gather, not a traversal (and
+                # DART caches them)
+                train_leaf_ids = None
+                if sample_indices is None and len(leaves) <= 256:
+                    train_leaf_ids = np.empty(n_samples, dtype=np.uint8)
                     starts = np.array([s for _, s, _ in leaves], dtype=np.int64)
                     stops = np.array([e for _, _, e in leaves], dtype=np.int64)
                     # leaves are sorted by node index, as leaf_layout numbers them
-                    _predictor.set_leaf_ids(grower.partition, starts, stops, leaf_ids)
+                    _predictor.set_leaf_ids(grower.partition, starts, stops, train_leaf_ids,
+                                            threads_for(n_samples, n_threads))
+                leaf_ids = train_leaf_ids if scheme.keeps_leaf_ids else None
                 tables = {}
                 if mapper.has_categorical:
                     tables = {"is_categorical": is_categorical,
                               "cat_bitsets": np.ascontiguousarray(grower.cat_bitsets.reshape(-1))}
-                new_trees.append((nodes, leaf_ids, tables, grower.cat_bitsets))
+                new_trees.append((nodes, leaf_ids, tables, grower.cat_bitsets, train_leaf_ids))
             new_weight, scale = scheme.end_iteration(keepers)
             booster.append_iteration([fmap.to_global(tree[0]) for tree in new_trees], dropped,
                                      scale, new_weight, [tree[3] for tree in new_trees])
             # F = F_minus + scale * sum_D w_i f_i (done by the scheme) + w_new f_new
             for keeper in keepers:
-                for k, (nodes, leaf_ids, tables, _) in enumerate(new_trees):
+                for k, (nodes, leaf_ids, tables, _, train_leaf_ids) in enumerate(new_trees):
                     keeper.register_tree(nodes, leaf_ids if keeper is train else None,
                                          cache=scheme.keeps_leaf_ids, tables=tables)
-                    keeper.add_contribution(t * K + k, new_weight, keeper.raw[k])
+                    keeper.add_contribution(t * K + k, new_weight, keeper.raw[k],
+                                            train_leaf_ids if keeper is train else None)
             self.n_iter_ = t + 1
             results = self._evaluate(loss, evaluated, metrics)
             logs = {f"{set_name}_{name}": value for set_name, name, value, _ in results}

@@ -1,15 +1,24 @@
 """Leaf-wise tree growth on binned data.
 
 Python decides which node to split next (a max-heap on split gain, bounded by
-``max_leaf_nodes`` and ``max_depth``); the compiled kernels build histograms,
-find splits and partition rows. Only the smaller child's histogram is built:
-the larger one is the parent's minus the smaller's.
+``max_leaf_nodes`` and ``max_depth``) and keeps the tree's records; the
+compiled kernels build histograms, find splits and partition rows. Only the
+smaller child's histogram is built: the larger one is the parent's minus the
+smaller's.
+
+Two paths run the same kernels and grow the same trees. :class:`TreeGrower`
+itself splits a node in one compiled call (``_grow.NodeKernels.split``:
+partition, histograms and both children's split searches, without the GIL).
+A subclass that overrides one of the row-reading steps (``_root_sums``,
+``_build_hist``, ``_partition_rows``, ``_find_split``, ``_split``; the
+distributed grower of ``dartboost.dask``) gets the step-by-step path that
+calls them.
 """
 import heapq
 
 import numpy as np
 
-from ._cext import _histogram, _splitting
+from ._cext import _grow, _histogram, _splitting
 from ._common import HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
 
 #: Partition work per row relative to a histogram update of one feature
@@ -244,26 +253,25 @@ class TreeGrower:
         groups = (None if self.group_masks is None
                   else np.ones(self.group_masks.shape[0], dtype=bool))
         root = _Node(0, 0, n_rows, 0, sum_g, sum_h, nodes[0][_VALUE], groups=groups)
+        kernels = None if self._overrides_steps() else self._node_kernels()
         heap = []
-        n_leaves = 1
         if self._can_split(root) and self.max_leaf_nodes > 1:
-            root.hist = self._build_hist(root)
-            self._find_split(root)
+            if kernels is None:
+                root.hist = self._build_hist(root)
+                self._find_split(root)
+            else:
+                root.hist = self.buffers.take_histogram(self.n_features, self.n_bins)
+                kernels.build(0, n_rows, root.hist, self.all_rows)
+                root.split = kernels.find(root.hist, sum_g, sum_h, n_rows,
+                                          self._node_mask(root), root.lower, root.upper)
             if root.split is not None:
                 heapq.heappush(heap, (-root.split[0], 0, root))
         leaves_final = [] if heap else [root]
-        while heap and n_leaves < self.max_leaf_nodes:
-            _, _, node = heapq.heappop(heap)
-            left, right = self._split(node, nodes)
-            n_leaves += 1
-            room = n_leaves < self.max_leaf_nodes
-            self._prepare_children(node, left, right, room)
-            for child in (left, right):
-                if child.split is not None:
-                    heapq.heappush(heap, (-child.split[0], child.idx, child))
-                else:
-                    leaves_final.append(child)
-            self._free_hist(node)  # the parent's histogram is reused
+        if kernels is None:
+            self._grow_loop(None, heap, nodes, leaves_final)
+        elif heap:
+            # the tree's threads stay in one parallel region for all its splits
+            kernels.run_in_team(lambda: self._grow_loop(kernels, heap, nodes, leaves_final))
         leaves_final.extend(item[2] for item in heap)
         for leaf in leaves_final:
             self._free_hist(leaf)
@@ -271,6 +279,26 @@ class TreeGrower:
         nodes_arr = np.array([tuple(rec) for rec in nodes], dtype=NODE_DTYPE)
         leaves = sorted((leaf.idx, leaf.start, leaf.stop) for leaf in leaves_final)
         return nodes_arr, leaves
+
+    def _grow_loop(self, kernels, heap, nodes, leaves_final):
+        """Split the best node of ``heap`` until it is empty or the tree has
+        ``max_leaf_nodes`` leaves; finished leaves go to ``leaves_final``."""
+        n_leaves = len(heap) + len(leaves_final)
+        while heap and n_leaves < self.max_leaf_nodes:
+            _, _, node = heapq.heappop(heap)
+            n_leaves += 1
+            room = n_leaves < self.max_leaf_nodes
+            if kernels is None:
+                left, right = self._split(node, nodes)
+                self._prepare_children(node, left, right, room)
+            else:
+                left, right = self._split_fused(kernels, node, nodes, room)
+            for child in (left, right):
+                if child.split is not None:
+                    heapq.heappush(heap, (-child.split[0], child.idx, child))
+                else:
+                    leaves_final.append(child)
+            self._free_hist(node)  # the parent's histogram is reused
 
     # -- the three steps that read rows (a distributed grower overrides them;
     # dartboost.dask sums the histograms of every worker's rows) -------------
@@ -299,17 +327,29 @@ class TreeGrower:
         # record; the tree's array is built once at the end of grow())
         return [value, count, -1, 0.0, 0, 0, 0, 0.0, depth, 1, 0, sum_h]
 
-    def _split(self, node, nodes):
-        gain, feature, bin_idx, missing_left, gl, hl, nl, bitset = node.split
+    def _missing_left(self, node):
+        """Where ``node``'s split sends missing values."""
+        _, feature, _, missing_left, _, _, nl, _ = node.split
         if node.hist[feature, self.missing_values_bin_idx]["count"] == 0:
             # No missing value reached this node in training: send future
             # missing values where most training rows went. (No row here is
-            # missing, so the partition below is unaffected.)
+            # missing, so the partition is unaffected.)
             missing_left = nl >= node.n_samples - nl
+        return missing_left
+
+    def _split(self, node, nodes):
+        _, feature, bin_idx, _, _, _, nl, bitset = node.split
+        missing_left = self._missing_left(node)
         if bitset is None:
             self._partition_rows(node, feature, bin_idx, missing_left, nl)
         else:
             self._partition_rows(node, feature, bin_idx, missing_left, nl, bitset=bitset)
+        return self._children(node, nodes, missing_left)
+
+    def _children(self, node, nodes, missing_left):
+        """Record ``node``'s split in ``nodes``; return its two children (rows
+        not partitioned yet)."""
+        gain, feature, bin_idx, _, gl, hl, nl, bitset = node.split
         gr, hr = node.sum_g - gl, node.sum_h - hl
         rec = nodes[node.idx]
         rec[_IS_LEAF] = 0
@@ -354,6 +394,57 @@ class TreeGrower:
                       groups=groups)
         return left, right
 
+    # -- the fused path ---------------------------------------------------------
+    _STEPS = ("_root_sums", "_build_hist", "_partition_rows", "_find_split", "_split",
+              "_prepare_children")
+
+    def _overrides_steps(self):
+        """Whether a subclass replaced a step the fused path does not call."""
+        cls = type(self)
+        return any(getattr(cls, name) is not getattr(TreeGrower, name) for name in self._STEPS)
+
+    def _node_kernels(self):
+        """The compiled steps of this tree (:class:`_grow.NodeKernels`)."""
+        return _grow.NodeKernels(
+            self.X_binned, self.buffers.row_major(self.X_binned), self.gradients,
+            self.hessians, self.partition, self.buffers.left, self.buffers.right,
+            self.buffers.partial_histograms(self.n_features, self.n_bins), self.feature_mask,
+            self.n_bins_non_missing, self.missing_values_bin_idx, self.l2_regularization,
+            self.min_samples_leaf, self.min_child_weight, self.min_split_gain,
+            self.is_categorical, self.monotonic_cst, self.reg_alpha,
+            hessians_are_constant=self.hessians_are_constant, n_threads=self.n_threads,
+            **self.cat_options)
+
+    def _split_fused(self, kernels, node, nodes, room):
+        """``_split`` then ``_prepare_children`` in one compiled call: the same
+        children, histograms, splits and ``colsample_bynode`` draws."""
+        _, feature, bin_idx, _, _, _, nl, bitset = node.split
+        missing_left = self._missing_left(node)
+        left, right = self._children(node, nodes, missing_left)
+        search_left = room and self._can_split(left)
+        search_right = room and self._can_split(right)
+        small_is_left = left.n_samples <= right.n_samples
+        small_hist = large_hist = None
+        if search_left or search_right:
+            small_hist = self.buffers.take_histogram(self.n_features, self.n_bins)
+            if self._can_split(right if small_is_left else left):
+                large_hist = self.buffers.take_histogram(self.n_features, self.n_bins)
+        # masks in the order the step-by-step path draws them: left, right
+        mask_left = self._node_mask(left) if search_left else None
+        mask_right = self._node_mask(right) if search_right else None
+        found, left.split, right.split = kernels.split(
+            node.start, node.stop, feature, bin_idx, missing_left, bitset, node.hist,
+            small_hist, large_hist, small_is_left, left.sum_g, left.sum_h, left.lower,
+            left.upper, mask_left, right.sum_g, right.sum_h, right.lower, right.upper,
+            mask_right, nl)
+        assert found == nl, (found, nl)
+        left.hist, right.hist = (small_hist, large_hist) if small_is_left else (large_hist,
+                                                                               small_hist)
+        for child in (left, right):
+            if child.split is None:
+                self._free_hist(child)
+        return left, right
+
     def _prepare_children(self, parent, left, right, room):
         """Histograms and best splits of the two children, if they may split."""
         if not room:
@@ -391,6 +482,8 @@ class GrowerBuffers:
         self.right = np.empty(n_samples, dtype=np.uint32)
         self._free_histograms = []
         self._partial = None
+        self._rows_of = None
+        self._rows = None
 
     def take_histogram(self, n_features, n_bins):
         """An uninitialised ``(n_features, n_bins)`` histogram."""
@@ -403,6 +496,17 @@ class GrowerBuffers:
     def give_histogram(self, hist):
         """Return a histogram no node uses any more."""
         self._free_histograms.append(hist)
+
+    def row_major(self, X_binned):
+        """A row-major copy of ``X_binned`` (made once per fit), which the
+        histograms of nodes with scattered rows read: one cache line gives
+        a row's bins of many features. ``None`` for fewer than two features."""
+        if X_binned.shape[1] < 2:
+            return None
+        if self._rows_of is not X_binned:
+            self._rows = np.ascontiguousarray(X_binned)
+            self._rows_of = X_binned
+        return self._rows
 
     def partial_histograms(self, n_features, n_bins):
         """Scratch for the per-chunk histograms of large nodes: as many chunks

@@ -88,9 +88,15 @@ class ScoreKeeper:
         self.nodes.append(nodes)
         self.tables.append(tables)
 
-    def add_contribution(self, tree_idx, factor, out):
-        """``out += factor * tree(X)`` for tree ``tree_idx`` (``out`` is 1-D)."""
-        leaf_ids = self.leaf_ids[tree_idx]
+    def add_contribution(self, tree_idx, factor, out, leaf_ids=None):
+        """``out += factor * tree(X)`` for tree ``tree_idx`` (``out`` is 1-D).
+
+        ``leaf_ids`` (every row's leaf, numbered as :func:`leaf_layout` does)
+        may be given when known but not cached (a new MART tree's training
+        rows, from the grower's partition): a gather instead of a traversal,
+        with the same values."""
+        if leaf_ids is None:
+            leaf_ids = self.leaf_ids[tree_idx]
         if leaf_ids is not None:
             _predictor.add_leaf_values(leaf_ids, self.leaf_values[tree_idx], factor,
                                        self.n_threads, out)

@@ -45,3 +45,18 @@ def test_prediction_raw_and_binned_agree_with_naive(data):
     for node_idx, start, stop in leaves:
         np.testing.assert_array_equal(naive[grower.partition[start:stop]],
                                       nodes["value"][node_idx])
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_set_leaf_ids_writes_each_leafs_rows(n_threads):
+    rng = np.random.default_rng(0)
+    partition = rng.permutation(50_000).astype(np.uint32)
+    bounds = np.sort(rng.choice(np.arange(1, 50_000), 20, replace=False))
+    starts = np.r_[0, bounds].astype(np.int64)
+    stops = np.r_[bounds, 50_000].astype(np.int64)
+    out = np.full(50_000, 255, np.uint8)
+    _predictor.set_leaf_ids(partition, starts, stops, out, n_threads)
+    expected = np.empty(50_000, np.uint8)
+    for leaf, (a, b) in enumerate(zip(starts, stops)):
+        expected[partition[a:b]] = leaf
+    np.testing.assert_array_equal(out, expected)
