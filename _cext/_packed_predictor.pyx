@@ -1,0 +1,375 @@
+"""Prediction on raw feature values from a compact node layout.
+
+The trees of a model are re-laid out once (:func:`pack_trees`, cached on the
+booster, never written to a model file) into 16-byte nodes::
+
+    threshold  float64   numerical threshold; categorical: row of its bitset
+    info       uint32    feature index | CATEGORICAL_BIT | MISSING_RIGHT_BIT
+    left       uint32    packed index of the left child (the right child is
+                         left + 1); a leaf points to itself
+
+Each tree is stored breadth first with siblings side by side, so one step of
+a traversal is ``node = left + goes_right`` without a branch, and a leaf is a
+fixed point of that step (threshold +inf, missing values go left: no MISSING_RIGHT_BIT). Leaf
+values sit in a separate array indexed like the nodes.
+
+Rows are predicted in blocks: for each tree, every row of the block takes one
+step per level, all rows in lockstep, for as many levels as the tree is
+deep. The rows' steps are independent, so the CPU overlaps their loads
+instead of waiting on one row's chain of node -> feature -> node loads, and
+the block's rows and the tree's nodes stay in cache. Each row still adds its
+trees' weighted leaf values in tree order, one ``factor * value`` at a time,
+as the node-by-node traversal did, so raw scores are bit-identical to it and
+do not depend on the blocking or the number of threads.
+
+A categorical split (``CATEGORICAL_BIT``) sends a raw value left when it is
+one of the feature's kept categories (``cat_values[cat_offsets[f] + b]``)
+whose bin ``b`` is set in the split's bitset; NaN follows the missing
+direction and any other value goes right.
+"""
+from cython.parallel import prange
+from cython.parallel cimport threadid
+from libc.math cimport INFINITY
+
+import numpy as np
+
+from _common cimport X_DTYPE_C, Y_DTYPE_C, node_struct
+
+
+cdef struct packed_node:
+    double threshold
+    unsigned int info
+    unsigned int left
+
+
+#: numpy mirror of ``packed_node`` (16 bytes, naturally aligned).
+PACKED_NODE_DTYPE = np.dtype([("threshold", np.float64), ("info", np.uint32),
+                              ("left", np.uint32)], align=True)
+
+# compile-time constants (an enum, not module globals the compiler must
+# reload after every store through a pointer)
+cdef enum:
+    FEATURE_MASK = 0x3FFFFFFF
+    CAT_BIT = 0x40000000
+    MISSING_RIGHT_SHIFT = 31
+CATEGORICAL_BIT = CAT_BIT
+MISSING_RIGHT_BIT = 1 << MISSING_RIGHT_SHIFT
+#: Largest feature index the layout can hold.
+MAX_FEATURES = FEATURE_MASK + 1
+#: Rows of a block (its feature rows stay in L1/L2 cache while every tree
+#: walks them).
+BLOCK_ROWS = 64
+#: Words per categorical bitset (one bit per bin, bins 0..255).
+cdef Py_ssize_t BITSET_WORDS = 8
+
+
+cdef struct cat_tables:
+    const X_DTYPE_C* values
+    const long long* offsets
+    const unsigned int* bitsets
+
+
+def pack_trees(const node_struct[::1] nodes, const long long[::1] tree_offsets,
+               int n_features, const unsigned char[::1] is_categorical=None,
+               Py_ssize_t n_bitsets=0):
+    """The packed layout of trees ``nodes[tree_offsets[t]:tree_offsets[t + 1]]``.
+
+    Returns
+    -------
+    packed : ndarray of PACKED_NODE_DTYPE, shape (n_nodes,)
+    values : ndarray of float64, shape (n_nodes,)
+        Leaf value at a leaf's packed index (0 at inner nodes).
+    node_ids : ndarray of uint32, shape (n_nodes,)
+        Index within its tree (the original numbering) of each packed node.
+    roots : ndarray of int64, shape (n_trees,)
+        Packed index of each tree's root (tree ``t`` occupies
+        ``roots[t]:roots[t] + n_nodes_t``).
+    depths : ndarray of int32, shape (n_trees,)
+        Levels of each tree (edges from its root to its deepest leaf).
+
+    Raises
+    ------
+    ValueError
+        If a tree is not a tree (a node reached twice, a child outside the
+        tree), a feature index is out of range or a categorical split names a
+        bitset that does not exist.
+    """
+    cdef Py_ssize_t n_nodes = nodes.shape[0]
+    cdef Py_ssize_t n_trees = tree_offsets.shape[0] - 1
+    if n_trees < 0 or (n_trees == 0 and n_nodes != 0) or (
+            n_trees > 0 and (tree_offsets[0] != 0 or tree_offsets[n_trees] != n_nodes)):
+        raise ValueError("tree_offsets must run from 0 to the number of nodes")
+    if n_nodes >= <Py_ssize_t>0xFFFFFFFF:
+        raise ValueError("too many nodes for the packed layout")
+    if not 0 <= n_features <= MAX_FEATURES:
+        raise ValueError(f"n_features={n_features} is out of the packed layout's range")
+    if is_categorical is not None and is_categorical.shape[0] not in (0, n_features):
+        raise ValueError("is_categorical must have n_features entries")
+    packed_arr = np.zeros(n_nodes, dtype=PACKED_NODE_DTYPE)
+    values_arr = np.zeros(n_nodes, dtype=np.float64)
+    ids_arr = np.zeros(n_nodes, dtype=np.uint32)
+    roots_arr = np.zeros(max(n_trees, 0), dtype=np.int64)
+    depths_arr = np.zeros(max(n_trees, 0), dtype=np.int32)
+    depth_arr = np.zeros(n_nodes, dtype=np.int32)
+    cdef packed_node[::1] packed = packed_arr
+    cdef Y_DTYPE_C[::1] values = values_arr
+    cdef unsigned int[::1] ids = ids_arr
+    cdef long long[::1] roots = roots_arr
+    cdef int[::1] depths = depths_arr
+    cdef int[::1] depth = depth_arr
+    cdef bint has_cat = is_categorical is not None and is_categorical.shape[0] > 0
+    cdef Py_ssize_t t, base, size, j, filled, orig, feature
+    cdef long long split_row
+    cdef int max_depth
+    cdef const node_struct* nd
+    cdef const char* error = NULL
+    with nogil:
+        for t in range(n_trees):
+            base = tree_offsets[t]
+            size = tree_offsets[t + 1] - base
+            if size <= 0:
+                error = "a tree has no nodes"
+                break
+            roots[t] = base
+            # breadth-first: ids[base + j] is the tree node at packed slot j
+            ids[base] = 0
+            depth[base] = 0
+            filled = 1
+            max_depth = 0
+            j = 0
+            while j < filled:
+                orig = ids[base + j]
+                nd = &nodes[base + orig]
+                if depth[base + j] > max_depth:
+                    max_depth = depth[base + j]
+                if nd.is_leaf:
+                    packed[base + j].threshold = INFINITY
+                    packed[base + j].info = 0
+                    packed[base + j].left = <unsigned int>(base + j)
+                    values[base + j] = nd.value
+                else:
+                    feature = nd.feature_idx
+                    if feature < 0 or feature >= n_features:
+                        error = "a split's feature index is out of range"
+                        break
+                    if filled + 2 > size or nd.left >= size or nd.right >= size:
+                        error = "a tree's children do not form a tree"
+                        break
+                    ids[base + filled] = nd.left
+                    ids[base + filled + 1] = nd.right
+                    depth[base + filled] = depth[base + j] + 1
+                    depth[base + filled + 1] = depth[base + j] + 1
+                    packed[base + j].threshold = nd.num_threshold
+                    packed[base + j].info = (<unsigned int>feature
+                                             | (<unsigned int>(nd.missing_go_to_left == 0)
+                                                << MISSING_RIGHT_SHIFT))
+                    if has_cat and is_categorical[feature]:
+                        split_row = <long long>nd.num_threshold
+                        if not (0 <= split_row < n_bitsets and split_row == nd.num_threshold):
+                            error = "a categorical split names a bitset that does not exist"
+                            break
+                        packed[base + j].info |= CAT_BIT
+                    packed[base + j].left = <unsigned int>(base + filled)
+                    filled += 2
+                j += 1
+            if error != NULL:
+                break
+            if filled != size:
+                error = "a tree has nodes its root does not reach"
+                break
+            depths[t] = max_depth
+    if error != NULL:
+        raise ValueError((<bytes>error).decode())
+    return packed_arr, values_arr, ids_arr, roots_arr, depths_arr
+
+
+cdef cat_tables _tables(const X_DTYPE_C[::1] cat_values, const long long[::1] cat_offsets,
+                        const unsigned int[::1] cat_bitsets):
+    """Pointers to the categorical tables (NULL when there are none)."""
+    cdef cat_tables t
+    t.values = NULL
+    t.offsets = NULL
+    t.bitsets = NULL
+    if cat_offsets is None or cat_offsets.shape[0] == 0:
+        return t
+    if cat_values is None or cat_bitsets is None:
+        raise ValueError("categorical predictions need cat_values and cat_bitsets")
+    if cat_offsets[cat_offsets.shape[0] - 1] > cat_values.shape[0]:
+        raise ValueError("cat_offsets run past cat_values")
+    t.offsets = &cat_offsets[0]
+    if cat_values.shape[0] > 0:
+        t.values = &cat_values[0]
+    if cat_bitsets.shape[0] > 0:
+        t.bitsets = &cat_bitsets[0]
+    return t
+
+
+cdef inline unsigned int _raw_goes_right(const cat_tables* cat, unsigned int feature,
+                                         double split, X_DTYPE_C x) noexcept nogil:
+    """Whether a non-NaN raw value leaves a categorical split to the right:
+    it is not a kept category whose bin is in the split's set."""
+    # the bin of a raw category: its position among the kept (sorted) ones
+    cdef long long lo = cat.offsets[feature], hi = cat.offsets[feature + 1], mid
+    cdef long long first = lo
+    cdef long long b
+    cdef const unsigned int* words
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cat.values[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < cat.offsets[feature + 1] and cat.values[lo] == x:
+        b = lo - first
+        words = cat.bitsets + BITSET_WORDS * <Py_ssize_t>split
+        return ((words[b >> 5] >> (b & 31)) & 1) ^ 1
+    return 1
+
+
+cdef inline unsigned int _step(const packed_node* P, unsigned int n, const X_DTYPE_C* x,
+                               const cat_tables* cat) noexcept nogil:
+    """One level down from packed node ``n`` for the row ``x``."""
+    cdef const packed_node* nd = &P[n]
+    cdef unsigned int info = nd.info
+    cdef X_DTYPE_C v = x[info & FEATURE_MASK]
+    if (info & CAT_BIT) and v == v:
+        return nd.left + _raw_goes_right(cat, info & FEATURE_MASK, nd.threshold, v)
+    # NaN compares false: it goes right exactly when its direction is right
+    return nd.left + ((v > nd.threshold) | ((v != v) & (info >> MISSING_RIGHT_SHIFT)))
+
+
+cdef inline unsigned int _step_numeric(const packed_node* P, unsigned int n,
+                                       const X_DTYPE_C* x) noexcept nogil:
+    """:func:`_step` of a model without categorical splits."""
+    cdef const packed_node* nd = &P[n]
+    cdef unsigned int info = nd.info
+    cdef X_DTYPE_C v = x[info & FEATURE_MASK]
+    return nd.left + ((v > nd.threshold) | ((v != v) & (info >> MISSING_RIGHT_SHIFT)))
+
+
+cdef inline void _walk(const packed_node* P, unsigned int root, int depth,
+                       const X_DTYPE_C* X, Py_ssize_t stride, Py_ssize_t n_rows,
+                       unsigned int* idx, const cat_tables* cat) noexcept nogil:
+    """``idx[i]``: the leaf row ``i`` of the block reaches, all rows in lockstep."""
+    cdef Py_ssize_t i
+    cdef int level
+    for i in range(n_rows):
+        idx[i] = root
+    if cat.offsets == NULL:
+        for level in range(depth):
+            for i in range(n_rows):
+                idx[i] = _step_numeric(P, idx[i], X + i * stride)
+    else:
+        for level in range(depth):
+            for i in range(n_rows):
+                idx[i] = _step(P, idx[i], X + i * stride, cat)
+
+
+cdef void _predict_block(const packed_node* P, const Y_DTYPE_C* values,
+                         const long long* roots, const int* depths,
+                         const long long* trees, const Y_DTYPE_C* factors,
+                         Py_ssize_t n_use, int K,
+                         const X_DTYPE_C* X, Py_ssize_t stride, Py_ssize_t n_rows,
+                         Y_DTYPE_C* out, unsigned int* idx, Y_DTYPE_C* acc,
+                         const cat_tables* cat) noexcept nogil:
+    cdef Py_ssize_t i, u, t
+    cdef int k
+    cdef Y_DTYPE_C f
+    for i in range(n_rows * K):
+        acc[i] = out[i]
+    for u in range(n_use):
+        t = trees[u]
+        _walk(P, <unsigned int>roots[t], depths[t], X, stride, n_rows, idx, cat)
+        f = factors[u]
+        k = t % K
+        for i in range(n_rows):
+            acc[i * K + k] += f * values[idx[i]]
+    for i in range(n_rows * K):
+        out[i] = acc[i]
+
+
+cdef _check_packed(Py_ssize_t n_packed, Py_ssize_t n_other, const long long[::1] roots,
+                   const int[::1] depths, const long long[::1] trees):
+    cdef Py_ssize_t u
+    if n_other != n_packed or depths.shape[0] != roots.shape[0]:
+        raise ValueError("packed layout arrays do not match")
+    for u in range(trees.shape[0]):
+        if not 0 <= trees[u] < roots.shape[0]:
+            raise ValueError(f"tree index {trees[u]} is not in the model")
+
+
+def predict_raw(const packed_node[::1] packed, const Y_DTYPE_C[::1] values,
+                const long long[::1] roots, const int[::1] depths,
+                const long long[::1] trees, const Y_DTYPE_C[::1] factors,
+                int n_trees_per_iteration, const X_DTYPE_C[:, ::1] X, int n_threads,
+                Y_DTYPE_C[:, ::1] out,
+                const X_DTYPE_C[::1] cat_values=None, const long long[::1] cat_offsets=None,
+                const unsigned int[::1] cat_bitsets=None):
+    """``out[i, t % K] += factors[u] * tree_t(X[i])`` for ``t = trees[u]``, in
+    the order of ``trees`` (a tree may appear more than once).
+
+    ``packed, values, roots, depths`` come from :func:`pack_trees`. Pass the
+    categorical tables when the model has categorical splits.
+    """
+    cdef Py_ssize_t n_samples = X.shape[0]
+    cdef int K = n_trees_per_iteration
+    if out.shape[0] != n_samples or out.shape[1] != K or K < 1:
+        raise ValueError("out must have shape (n_samples, n_trees_per_iteration)")
+    if factors.shape[0] != trees.shape[0]:
+        raise ValueError("one factor per tree")
+    _check_packed(packed.shape[0], values.shape[0], roots, depths, trees)
+    if n_samples == 0 or trees.shape[0] == 0:
+        return
+    cdef cat_tables cat = _tables(cat_values, cat_offsets, cat_bitsets)
+    cdef Py_ssize_t block = BLOCK_ROWS
+    cdef Py_ssize_t n_blocks = (n_samples + block - 1) // block
+    cdef Py_ssize_t stride = X.shape[1]
+    cdef Py_ssize_t blk, row0, n_rows
+    n_threads = max(1, min(n_threads, n_blocks))
+    # per-thread scratch: the block's current nodes and running scores
+    cdef unsigned int[:, ::1] idx = np.empty((n_threads, block), dtype=np.uint32)
+    cdef Y_DTYPE_C[:, ::1] acc = np.empty((n_threads, block * K), dtype=np.float64)
+    for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
+        row0 = blk * block
+        n_rows = n_samples - row0
+        if n_rows > block:
+            n_rows = block
+        _predict_block(&packed[0], &values[0], &roots[0], &depths[0], &trees[0],
+                       &factors[0], trees.shape[0], K, &X[row0, 0], stride, n_rows,
+                       &out[row0, 0], &idx[threadid(), 0], &acc[threadid(), 0], &cat)
+
+
+def predict_leaves(const packed_node[::1] packed, const unsigned int[::1] node_ids,
+                   const long long[::1] roots, const int[::1] depths,
+                   const long long[::1] trees, const X_DTYPE_C[:, ::1] X, int n_threads,
+                   unsigned int[:, ::1] out,
+                   const X_DTYPE_C[::1] cat_values=None, const long long[::1] cat_offsets=None,
+                   const unsigned int[::1] cat_bitsets=None):
+    """``out[i, u]``: index within tree ``trees[u]`` of the leaf row ``i`` reaches."""
+    cdef Py_ssize_t n_samples = X.shape[0]
+    cdef Py_ssize_t n_use = trees.shape[0]
+    if out.shape[0] != n_samples or out.shape[1] != n_use:
+        raise ValueError("out must have shape (n_samples, len(trees))")
+    _check_packed(packed.shape[0], node_ids.shape[0], roots, depths, trees)
+    if n_samples == 0 or n_use == 0:
+        return
+    cdef cat_tables cat = _tables(cat_values, cat_offsets, cat_bitsets)
+    cdef Py_ssize_t block = BLOCK_ROWS
+    cdef Py_ssize_t n_blocks = (n_samples + block - 1) // block
+    cdef Py_ssize_t stride = X.shape[1]
+    cdef Py_ssize_t blk, row0, n_rows, i, v, t
+    cdef unsigned int* rows_idx
+    n_threads = max(1, min(n_threads, n_blocks))
+    cdef unsigned int[:, ::1] idx = np.empty((n_threads, block), dtype=np.uint32)
+    for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
+        row0 = blk * block
+        n_rows = n_samples - row0
+        if n_rows > block:
+            n_rows = block
+        rows_idx = &idx[threadid(), 0]
+        for v in range(n_use):
+            t = trees[v]
+            _walk(&packed[0], <unsigned int>roots[t], depths[t], &X[row0, 0], stride,
+                  n_rows, rows_idx, &cat)
+            for i in range(n_rows):
+                out[row0 + i, v] = node_ids[rows_idx[i]]
