@@ -254,34 +254,53 @@ cdef inline unsigned int _step_finite(const packed_node* P, unsigned int n,
     return nd.left + (x[nd.info & FEATURE_MASK] > nd.threshold)
 
 
-cdef inline bint _has_nan(const X_DTYPE_C* X, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef bint found = 0
-    for i in range(n):
-        found |= X[i] != X[i]
-    return found
+cdef inline Py_ssize_t _order_rows(const X_DTYPE_C* X, Py_ssize_t stride, Py_ssize_t n_rows,
+                                   int* rows) noexcept nogil:
+    """Rows of the block, those without NaN first; returns how many those are."""
+    cdef Py_ssize_t i, j, n_finite = 0, n_nan = 0
+    cdef bint nan
+    for i in range(n_rows):
+        nan = 0
+        for j in range(stride):
+            nan |= X[i * stride + j] != X[i * stride + j]
+        if not nan:
+            rows[n_finite] = <int>i
+            n_finite += 1
+    for i in range(n_rows):
+        nan = 0
+        for j in range(stride):
+            nan |= X[i * stride + j] != X[i * stride + j]
+        if nan:
+            rows[n_finite + n_nan] = <int>i
+            n_nan += 1
+    return n_finite
 
 
 cdef inline void _walk(const packed_node* P, unsigned int root, int depth,
-                       const X_DTYPE_C* X, Py_ssize_t stride, Py_ssize_t n_rows,
-                       unsigned int* idx, const cat_tables* cat, bint finite) noexcept nogil:
-    """``idx[i]``: the leaf row ``i`` of the block reaches, all rows in lockstep."""
-    cdef Py_ssize_t i
+                       const X_DTYPE_C* X, Py_ssize_t stride, const int* rows,
+                       Py_ssize_t n_finite, Py_ssize_t n_rows, unsigned int* idx,
+                       const cat_tables* cat) noexcept nogil:
+    """``idx[j]``: the leaf row ``rows[j]`` of the block reaches, all rows in
+    lockstep; the first ``n_finite`` rows have no NaN, so their steps skip the
+    missing-value test."""
+    cdef Py_ssize_t j
     cdef int level
-    for i in range(n_rows):
-        idx[i] = root
-    if cat.offsets == NULL and finite:
+    for j in range(n_rows):
+        idx[j] = root
+    if cat.offsets == NULL and n_finite == n_rows:  # rows[j] == j
         for level in range(depth):
-            for i in range(n_rows):
-                idx[i] = _step_finite(P, idx[i], X + i * stride)
+            for j in range(n_rows):
+                idx[j] = _step_finite(P, idx[j], X + j * stride)
     elif cat.offsets == NULL:
         for level in range(depth):
-            for i in range(n_rows):
-                idx[i] = _step_numeric(P, idx[i], X + i * stride)
+            for j in range(n_finite):
+                idx[j] = _step_finite(P, idx[j], X + rows[j] * stride)
+            for j in range(n_finite, n_rows):
+                idx[j] = _step_numeric(P, idx[j], X + rows[j] * stride)
     else:
         for level in range(depth):
-            for i in range(n_rows):
-                idx[i] = _step(P, idx[i], X + i * stride, cat)
+            for j in range(n_rows):
+                idx[j] = _step(P, idx[j], X + rows[j] * stride, cat)
 
 
 cdef void _predict_block(const packed_node* P, const Y_DTYPE_C* values,
@@ -289,24 +308,24 @@ cdef void _predict_block(const packed_node* P, const Y_DTYPE_C* values,
                          const long long* trees, const Y_DTYPE_C* factors,
                          Py_ssize_t n_use, int K,
                          const X_DTYPE_C* X, Py_ssize_t stride, Py_ssize_t n_rows,
-                         Y_DTYPE_C* out, unsigned int* idx, Y_DTYPE_C* acc,
+                         Y_DTYPE_C* out, unsigned int* idx, int* rows, Y_DTYPE_C* acc,
                          const cat_tables* cat) noexcept nogil:
-    cdef Py_ssize_t i, u, t
+    cdef Py_ssize_t j, u, t
     cdef int k
     cdef Y_DTYPE_C f
-    # a block without missing values skips the NaN test of every step
-    cdef bint finite = not _has_nan(X, n_rows * stride)
-    for i in range(n_rows * K):
-        acc[i] = out[i]
+    cdef Py_ssize_t n_finite = _order_rows(X, stride, n_rows, rows)
+    for j in range(n_rows * K):
+        acc[j] = out[j]
     for u in range(n_use):
         t = trees[u]
-        _walk(P, <unsigned int>roots[t], depths[t], X, stride, n_rows, idx, cat, finite)
+        _walk(P, <unsigned int>roots[t], depths[t], X, stride, rows, n_finite, n_rows, idx,
+              cat)
         f = factors[u]
         k = t % K
-        for i in range(n_rows):
-            acc[i * K + k] += f * values[idx[i]]
-    for i in range(n_rows * K):
-        out[i] = acc[i]
+        for j in range(n_rows):
+            acc[rows[j] * K + k] += f * values[idx[j]]
+    for j in range(n_rows * K):
+        out[j] = acc[j]
 
 
 cdef _check_packed(Py_ssize_t n_packed, Py_ssize_t n_other, const long long[::1] roots,
@@ -349,6 +368,7 @@ def predict_raw(const packed_node[::1] packed, const Y_DTYPE_C[::1] values,
     n_threads = max(1, min(n_threads, n_blocks))
     # per-thread scratch: the block's current nodes and running scores
     cdef unsigned int[:, ::1] idx = np.empty((n_threads, block), dtype=np.uint32)
+    cdef int[:, ::1] rows = np.empty((n_threads, block), dtype=np.int32)
     cdef Y_DTYPE_C[:, ::1] acc = np.empty((n_threads, block * K), dtype=np.float64)
     for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
         row0 = blk * block
@@ -357,7 +377,8 @@ def predict_raw(const packed_node[::1] packed, const Y_DTYPE_C[::1] values,
             n_rows = block
         _predict_block(&packed[0], &values[0], &roots[0], &depths[0], &trees[0],
                        &factors[0], trees.shape[0], K, &X[row0, 0], stride, n_rows,
-                       &out[row0, 0], &idx[threadid(), 0], &acc[threadid(), 0], &cat)
+                       &out[row0, 0], &idx[threadid(), 0], &rows[threadid(), 0],
+                       &acc[threadid(), 0], &cat)
 
 
 def predict_leaves(const packed_node[::1] packed, const unsigned int[::1] node_ids,
@@ -380,19 +401,22 @@ def predict_leaves(const packed_node[::1] packed, const unsigned int[::1] node_i
     cdef Py_ssize_t stride = X.shape[1]
     cdef Py_ssize_t blk, row0, n_rows, i, v, t
     cdef unsigned int* rows_idx
-    cdef bint finite
+    cdef int* block_rows
+    cdef Py_ssize_t n_finite
     n_threads = max(1, min(n_threads, n_blocks))
     cdef unsigned int[:, ::1] idx = np.empty((n_threads, block), dtype=np.uint32)
+    cdef int[:, ::1] rows = np.empty((n_threads, block), dtype=np.int32)
     for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
         row0 = blk * block
         n_rows = n_samples - row0
         if n_rows > block:
             n_rows = block
         rows_idx = &idx[threadid(), 0]
-        finite = not _has_nan(&X[row0, 0], n_rows * stride)
+        block_rows = &rows[threadid(), 0]
+        n_finite = _order_rows(&X[row0, 0], stride, n_rows, block_rows)
         for v in range(n_use):
             t = trees[v]
             _walk(&packed[0], <unsigned int>roots[t], depths[t], &X[row0, 0], stride,
-                  n_rows, rows_idx, &cat, finite)
+                  block_rows, n_finite, n_rows, rows_idx, &cat)
             for i in range(n_rows):
-                out[row0 + i, v] = node_ids[rows_idx[i]]
+                out[row0 + block_rows[i], v] = node_ids[rows_idx[i]]
