@@ -64,18 +64,24 @@ class _GrowableArray:
 
 #: Bytes of dense float64 rows a sparse input is expanded to at a time.
 SPARSE_BLOCK_BYTES = 4 << 20
+#: Bytes of C-ordered float64 rows another dense layout (float32, a
+#: column-ordered array or DataFrame) is converted to at a time.
+DENSE_BLOCK_BYTES = 8 << 20
 
 
 def _dense_blocks(X):
-    """``(start, stop, dense rows)`` of ``X``: itself when dense; a CSR
-    matrix in blocks of rows (memory: one block, not the whole matrix)."""
-    if not sp.issparse(X):
+    """``(start, stop, dense rows)`` of ``X``: itself when C-ordered float64;
+    otherwise in blocks of rows converted to that layout (a CSR matrix
+    expanded), so memory is one block, not a copy of the whole matrix."""
+    if not sp.issparse(X) and X.dtype == X_DTYPE and X.flags.c_contiguous:
         yield 0, X.shape[0], X
         return
-    step = max(1, SPARSE_BLOCK_BYTES // (8 * max(X.shape[1], 1)))
+    block_bytes = SPARSE_BLOCK_BYTES if sp.issparse(X) else DENSE_BLOCK_BYTES
+    step = max(1, block_bytes // (8 * max(X.shape[1], 1)))
     for start in range(0, X.shape[0], step):
         stop = min(start + step, X.shape[0])
-        yield start, stop, np.ascontiguousarray(X[start:stop].toarray(), dtype=X_DTYPE)
+        rows = X[start:stop].toarray() if sp.issparse(X) else X[start:stop]
+        yield start, stop, np.ascontiguousarray(rows, dtype=X_DTYPE)
     if X.shape[0] == 0:
         yield 0, 0, np.zeros((0, X.shape[1]), dtype=X_DTYPE)
 
@@ -294,7 +300,10 @@ class Booster:
                 raise ValueError(f"X has shape {X.shape}; this model needs "
                                  f"(n_samples, {self.n_features}).")
             return sp.csr_matrix(X, dtype=X_DTYPE)
-        X = np.ascontiguousarray(X, dtype=X_DTYPE)
+        # float32 or column-ordered input is converted block by block later
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = np.asarray(X, dtype=X_DTYPE)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X has shape {X.shape}; this model needs "
                              f"(n_samples, {self.n_features}).")

@@ -12,6 +12,7 @@ import numbers
 from abc import ABC, abstractmethod
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -19,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _categorical, _constraints
 from ._binning import BinMapper
-from ._booster import Booster
+from ._booster import Booster, _dense_blocks
 from ._cext import _predictor
 from ._common import MAX_BINS, X_DTYPE, effective_n_threads
 from ._compat import Interval, StrOptions, _check_sample_weight, _fit_context, validate_data
@@ -39,6 +40,26 @@ _UNSTORED_PARAMS = ("callbacks", "eval_metric", "objective")
 
 
 _MAX_ABS_TARGET = 1e30
+
+
+#: Dtypes ``fit`` keeps as given (others become float64). A float32 or
+#: column-ordered array (a DataFrame's) is not copied whole into C-ordered
+#: float64: it is binned block by block (:func:`_bin_rows`).
+FIT_DTYPES = (X_DTYPE, np.float32)
+
+
+def _bin_rows(mapper, X):
+    """``mapper.transform(X)``, converting a float32 or column-ordered ``X``
+    to the binner's C-ordered float64 one block of rows at a time."""
+    if sp.issparse(X) or (X.dtype == X_DTYPE and X.flags.c_contiguous):
+        return mapper.transform(X)
+    binned = None
+    for start, stop, block in _dense_blocks(X):
+        part = mapper.transform(block)
+        if binned is None:
+            binned = np.empty(X.shape, dtype=part.dtype, order="F")
+        binned[start:stop] = part
+    return binned
 
 
 class _EvaluatedSet:
@@ -326,7 +347,7 @@ class BaseBoosting(BaseEstimator, ABC):
         X_given, y_given = X, y
         X = self._encode_categorical(X) if warm else self._fit_categorical(X)
         X, y = validate_data(
-            self, X, y, dtype=X_DTYPE, ensure_all_finite="allow-nan", order="C",
+            self, X, y, dtype=FIT_DTYPES, ensure_all_finite="allow-nan",
             accept_sparse=("csr", "csc"),
             multi_output=not self._is_classifier, y_numeric=not self._is_classifier,
             reset=not warm,
@@ -381,14 +402,14 @@ class BaseBoosting(BaseEstimator, ABC):
         self._fit_constraints = self._resolve_constraints(X.shape[1], self.is_categorical_)
         scheme = self._scheme()
 
-        X_binned = booster.bin_mapper.transform(X_train)
+        X_binned = _bin_rows(booster.bin_mapper, X_train)
         budget = CacheBudget(_scores.LEAF_CACHE_BYTES)
         missing_bin = booster.bin_mapper.missing_values_bin_idx_
         keepers = [ScoreKeeper(X_binned, np.tile(booster.baseline[:, None], X_binned.shape[0]),
                                missing_bin, budget, n_threads)]
         evaluated = []
         for name, X_val, y_val, sw_val in eval_sets:
-            X_val_binned = booster.bin_mapper.transform(X_val)
+            X_val_binned = _bin_rows(booster.bin_mapper, X_val)
             keepers.append(ScoreKeeper(
                 X_val_binned, np.tile(booster.baseline[:, None], X_val_binned.shape[0]),
                 missing_bin, budget, n_threads))
@@ -507,8 +528,8 @@ class BaseBoosting(BaseEstimator, ABC):
                                  "eval_sample_weight; give them once.")
             sw = item[2] if len(item) == 3 else weights[i]
             X_val, y_val = validate_data(self, self._encode_categorical(item[0]), item[1],
-                                         dtype=X_DTYPE, accept_sparse=("csr", "csc"),
-                                         ensure_all_finite="allow-nan", order="C",
+                                         dtype=FIT_DTYPES, accept_sparse=("csr", "csc"),
+                                         ensure_all_finite="allow-nan",
                                          multi_output=not self._is_classifier,
                                          y_numeric=not self._is_classifier, reset=False)
             self._check_y(y_val)
@@ -759,8 +780,10 @@ class BaseBoosting(BaseEstimator, ABC):
     # ------------------------------------------------------------- predict
     def _validate_X_predict(self, X):
         check_is_fitted(self, "booster_")
-        return validate_data(self, self._encode_categorical(X), dtype=X_DTYPE,
-                             ensure_all_finite="allow-nan", order="C", reset=False,
+        # float32 and column-ordered arrays are kept as they are: the booster
+        # converts them block by block instead of copying them whole
+        return validate_data(self, self._encode_categorical(X), dtype=(X_DTYPE, np.float32),
+                             ensure_all_finite="allow-nan", reset=False,
                              accept_sparse=("csr", "csc"))
 
     def _raw_predict(self, X, iteration_range=None):

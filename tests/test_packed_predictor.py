@@ -229,3 +229,36 @@ def test_pack_trees_layout_and_errors():
     with pytest.raises(ValueError, match="shape"):
         _packed_predictor.predict_raw(packed, values, roots, depths, np.array([0], np.int64),
                                       np.array([1.0]), 2, X, 1, out)
+
+
+def test_float32_and_column_ordered_input_without_a_whole_copy(monkeypatch):
+    """fit and predict read float32 and column-ordered arrays (a DataFrame's
+    layout) block by block: the same model and scores as C-ordered float64."""
+    from dartboost import _booster
+    X, y = _data(n_features=6)
+    X, y = X[:, 2:], y > 1
+    ref = DartClassifier(n_estimators=8, random_state=0).fit(X, y)
+    proba = ref.predict_proba(X)
+    blocks = []
+    real = _booster._dense_blocks
+
+    def spy(A):
+        for start, stop, block in real(A):
+            blocks.append(stop - start)
+            yield start, stop, block
+
+    monkeypatch.setattr(_booster, "DENSE_BLOCK_BYTES", 8 * X.shape[1] * 300)
+    monkeypatch.setattr(_booster, "_dense_blocks", spy)
+    for layout in (np.asfortranarray(X), X.astype(np.float32)):
+        blocks.clear()
+        est = DartClassifier(n_estimators=8, random_state=0).fit(
+            layout, y, eval_set=[(layout, y)])
+        exact = layout.astype(np.float64)
+        np.testing.assert_array_equal(
+            est.booster_.nodes,
+            DartClassifier(n_estimators=8, random_state=0).fit(exact, y).booster_.nodes)
+        expected = est.predict_proba(np.ascontiguousarray(exact))
+        blocks.clear()
+        np.testing.assert_array_equal(est.predict_proba(layout), expected)
+        assert len(blocks) == -(-X.shape[0] // 300)  # 300-row blocks, not one copy
+    np.testing.assert_array_equal(ref.predict_proba(np.asfortranarray(X)), proba)
