@@ -9,7 +9,8 @@ the RSS before ``fit``) and pickles the model. Then every (model, threads)
 configuration predicts in a fresh process pinned to the first ``threads``
 CPUs, ``n_jobs`` / ``OMP_NUM_THREADS`` = threads: ``--predict-rows`` rows
 (the shape's test split repeated), one warm-up call, then the median of
-``--repeats`` calls of each method:
+``--repeats`` calls of each method (``--rounds`` repeats every prediction
+process, the libraries side by side in time, and pools the times):
 
 * ``proba``: ``predict_proba`` (``predict`` for regression);
 * ``raw``: raw scores (``predict(raw_score=True)``, XGBoost's margin,
@@ -24,9 +25,9 @@ the tables give seconds and the ratio to XGBoost's and LightGBM's time.
 
 Usage::
 
-    python benchmarks/bench_predict.py --threads 1,2 --shapes binary_1m_50 --trees 100
+    python benchmarks/bench_predict.py --threads 1,2 --shapes binary_1m_50 --trees 100 --rounds 3
     python benchmarks/bench_predict.py --threads 1,2,4,8,16 --budget 480   # 16-core machine
-    python benchmarks/bench_predict.py --table
+    python benchmarks/bench_predict.py --table --stat min
 """
 import argparse
 import json
@@ -112,16 +113,17 @@ def predict_one(shape, lib, n_trees, n_threads, rows, n_predict, repeats):
     X = np.ascontiguousarray(np.tile(X_te, (reps, 1))[:n_predict])
     with open(_model_path(shape, lib, n_trees, rows), "rb") as fh:
         model = pickle.load(fh)
-    times = {}
+    times, cpu = {}, {}
     for name, fn in _methods(lib, model, task, n_threads).items():
         fn(X)  # warm-up: lazy layouts, thread pools, page faults of the output
-        runs = []
+        runs, cpu_runs = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(X)
             runs.append(time.perf_counter() - t0)
-        times[name] = runs
-    print(json.dumps({"times": times, "rows": int(X.shape[0])}))
+            cpu_runs.append(time.process_time() - c0)
+        times[name], cpu[name] = runs, cpu_runs
+    print(json.dumps({"times": times, "cpu": cpu, "rows": int(X.shape[0])}))
 
 
 def _child(args, n_threads, timeout):
@@ -136,10 +138,13 @@ def _child(args, n_threads, timeout):
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]), pinned=pinned)
 
 
-def _summary(times):
-    """Median and best of every method; ``best_proba`` / ``best_raw``: the
-    fastest path of each kind (XGBoost: inplace or DMatrix)."""
-    out = {name: {"median_s": statistics.median(r), "min_s": min(r), "all_s": r}
+def _summary(times, cpu):
+    """Median and best wall time of every method, and its median CPU time
+    (all threads; on one thread it is the wall time without the time other
+    processes took the CPU); ``best_proba`` / ``best_raw``: the fastest path
+    of each kind (XGBoost: inplace or DMatrix)."""
+    out = {name: {"median_s": statistics.median(r), "min_s": min(r), "all_s": r,
+                  "cpu_median_s": statistics.median(cpu[name]), "cpu_min_s": min(cpu[name])}
            for name, r in times.items()}
     for kind in ("proba", "raw"):
         names = [n for n in out if n == kind or n.startswith(kind + "_")]
@@ -153,77 +158,98 @@ def key(shape, n_trees, rows):
     return f"{shape}_{n_trees}" + (f"_rows{rows}" if rows else "")
 
 
+def _fit_models(args, shape, n_trees, results, save, budget_left):
+    """Fit (or reuse) every library's model of a workload."""
+    fit_threads = args.fit_threads or max(args.threads)
+    fits = results["fits"].setdefault(key(shape, n_trees, args.rows), {})
+    ready = []
+    for lib in args.libs:
+        if (os.path.exists(_model_path(shape, lib, n_trees, args.rows)) and lib in fits
+                and not args.refit):
+            ready.append(lib)
+            continue
+        if not budget_left():
+            break
+        try:
+            fits[lib] = dict(_child(["--fit", shape, lib, n_trees, fit_threads,
+                                     args.rows or 0], fit_threads, args.timeout),
+                             threads=fit_threads)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"{shape} {n_trees} {lib} fit: {exc}", file=sys.stderr)
+            continue
+        ready.append(lib)
+        f = fits[lib]
+        print(f"{key(shape, n_trees, args.rows):<28} {lib:<15} fit {f['fit_s']:7.2f}s on "
+              f"{fit_threads} threads, peak +{f['fit_extra_mb']:.0f} MiB over the data "
+              f"({f['data_mb']:.0f} MiB)", flush=True)
+        save(results)
+    return ready
+
+
 def sweep(args, results, save):
+    """Fit, then ``--rounds`` rounds of every (threads, library) prediction
+    process, so the libraries are sampled side by side in time; each
+    configuration's times are pooled over the rounds."""
     start = time.monotonic()
 
     def budget_left():
         return args.budget is None or time.monotonic() - start < args.budget
 
-    fit_threads = args.fit_threads or max(args.threads)
     for shape in args.shapes:
         cache_data(shape, args.rows)
         for n_trees in args.trees:
             wkey = key(shape, n_trees, args.rows)
-            for lib in args.libs:
-                if not budget_left():
-                    print("time budget spent; stopping", flush=True)
-                    return
-                fits = results["fits"].setdefault(wkey, {})
-                if not (os.path.exists(_model_path(shape, lib, n_trees, args.rows))
-                        and lib in fits and not args.refit):
-                    try:
-                        fits[lib] = dict(_child(["--fit", shape, lib, n_trees, fit_threads,
-                                                 args.rows or 0], fit_threads, args.timeout),
-                                         threads=fit_threads)
-                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                        print(f"{wkey} {lib} fit: {exc}", file=sys.stderr)
-                        continue
-                    f = fits[lib]
-                    print(f"{wkey:<28} {lib:<15} fit {f['fit_s']:7.2f}s on {fit_threads} threads,"
-                          f" peak +{f['fit_extra_mb']:.0f} MiB over the data "
-                          f"({f['data_mb']:.0f} MiB)", flush=True)
-                    save(results)
+            libs = _fit_models(args, shape, n_trees, results, save, budget_left)
+            pooled = {}
+            for _ in range(args.rounds):
                 for n_threads in args.threads:
-                    if not budget_left():
-                        print("time budget spent; stopping", flush=True)
-                        return
-                    try:
-                        run = _child(["--predict", shape, lib, n_trees, n_threads,
-                                      args.rows or 0, args.predict_rows, args.repeats],
-                                     n_threads, args.timeout)
-                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                        print(f"{wkey} {lib} {n_threads} threads: {exc}", file=sys.stderr)
-                        continue
-                    summary = dict(_summary(run["times"]), rows=run["rows"],
-                                   pinned=run["pinned"])
-                    (results["runs"].setdefault(wkey, {}).setdefault(lib, {})
-                     [str(n_threads)]) = summary
-                    cells = "  ".join(f"{n} {v['median_s']:.3f}s" for n, v in summary.items()
-                                      if isinstance(v, dict) and not n.startswith("best_"))
-                    print(f"{wkey:<28} {lib:<15} {n_threads:>2} thr  {cells}", flush=True)
-                    save(results)
+                    for lib in libs:
+                        if not budget_left():
+                            print("time budget spent; stopping", flush=True)
+                            return
+                        try:
+                            run = _child(["--predict", shape, lib, n_trees, n_threads,
+                                          args.rows or 0, args.predict_rows, args.repeats],
+                                         n_threads, args.timeout)
+                        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                            print(f"{wkey} {lib} {n_threads} threads: {exc}", file=sys.stderr)
+                            continue
+                        times, cpu = pooled.setdefault((lib, n_threads), ({}, {}))
+                        for name, runs in run["times"].items():
+                            times.setdefault(name, []).extend(runs)
+                            cpu.setdefault(name, []).extend(run["cpu"][name])
+                        summary = dict(_summary(times, cpu), rows=run["rows"],
+                                       pinned=run["pinned"])
+                        (results["runs"].setdefault(wkey, {}).setdefault(lib, {})
+                         [str(n_threads)]) = summary
+                        cells = "  ".join(f"{n} {min(r):.3f}s" for n, r in run["times"].items())
+                        print(f"{wkey:<28} {lib:<15} {n_threads:>2} thr  best of "
+                              f"{args.repeats}: {cells}", flush=True)
+                        save(results)
 
 
-def _cell(runs, ref_runs, t, kind):
+def _cell(runs, ref_runs, t, kind, stat):
     r = runs.get(str(t), {}).get(f"best_{kind}")
     if r is None:
         return "-"
-    cell = f"{r['median_s']:.3f}"
+    cell = f"{r[stat]:.3f}"
     ratios = []
     for ref in ref_runs:
         other = ref.get(str(t), {}).get(f"best_{kind}")
-        ratios.append(f"{r['median_s'] / other['median_s']:.2f}" if other else "-")
+        ratios.append(f"{r[stat] / other[stat]:.2f}" if other else "-")
     return cell + (f" ({' / '.join(ratios)})" if ref_runs else "")
 
 
-def print_table(results):
+def print_table(results, stat="median_s"):
     """Markdown: predict seconds per thread count (ratio to XGBoost / LightGBM),
     then the fits' peak memory."""
     for workload, libs in results["runs"].items():
         threads = sorted({int(t) for runs in libs.values() for t in runs})
         rows = next(iter(next(iter(libs.values())).values()))["rows"]
         for kind in ("proba", "raw"):
-            print(f"\n{workload}: {kind} of {rows:,} rows (median seconds; ratio to "
+            what = {"median_s": "median", "min_s": "best", "cpu_median_s": "median CPU",
+                    "cpu_min_s": "best CPU"}[stat]
+            print(f"\n{workload}: {kind} of {rows:,} rows ({what} seconds; ratio to "
                   "XGBoost / LightGBM)\n")
             print("| library | " + " | ".join(f"{t} thr" for t in threads) + " |")
             print("|---|" + "---|" * len(threads))
@@ -232,7 +258,7 @@ def print_table(results):
                 own = [ref for ref, name in zip(refs, ("xgboost_hist", "lightgbm_gbdt"))
                        if name != lib]
                 mine = refs if not lib.startswith(("xgboost", "lightgbm")) else own
-                print(f"| {lib} | " + " | ".join(_cell(runs, mine, t, kind)
+                print(f"| {lib} | " + " | ".join(_cell(runs, mine, t, kind, stat)
                                                  for t in threads) + " |")
     if results.get("fits"):
         print("\npeak fit memory (MiB over the training data, RSS sampled every 2 ms)\n")
@@ -259,7 +285,12 @@ def main():
     ap.add_argument("--rows", type=int, default=None,
                     help="override the shapes' row counts (80%% train; keyed apart)")
     ap.add_argument("--predict-rows", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=3, help="timed calls per method (median)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per method and process")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of all prediction processes (times pooled; sampled side by "
+                         "side in time on a shared machine)")
+    ap.add_argument("--stat", choices=("median", "min", "cpu_median", "cpu_min"),
+                    default="median", help="statistic of the tables (cpu_*: CPU seconds)")
     ap.add_argument("--refit", action="store_true", help="fit again even if a model is cached")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds after which no new run starts (runs under way finish)")
@@ -295,10 +326,10 @@ def main():
         unknown = [s for s in args.shapes if s not in SHAPES]
         if unknown:
             ap.error(f"unknown shapes {unknown}; expected some of {list(SHAPES)}")
-        if args.repeats < 1:
-            ap.error("--repeats must be >= 1")
+        if args.repeats < 1 or args.rounds < 1:
+            ap.error("--repeats and --rounds must be >= 1")
         sweep(args, results, save)
-    print_table(results)
+    print_table(results, f"{args.stat}_s")
 
 
 if __name__ == "__main__":

@@ -107,16 +107,18 @@ class Booster:
         self._weights = []
         self.weight_log = WeightLog()
         self._packed_cache = None
+        self._lookup_cache = None
 
     def __getstate__(self):
         # the prediction layout is derived data: rebuilt on first use
         state = self.__dict__.copy()
-        state["_packed_cache"] = None
+        state["_packed_cache"] = state["_lookup_cache"] = None
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.__dict__.setdefault("_packed_cache", None)
+        self.__dict__.setdefault("_lookup_cache", None)
 
     # ---------------------------------------------------------------- shape
     @property
@@ -201,8 +203,15 @@ class Booster:
         mapper = self.bin_mapper
         if not getattr(mapper, "has_categorical", False):
             return {}
+        if self._lookup_cache is None:
+            # direct bins of integer categories (the binning never changes
+            # after the first fit; a warm start keeps it)
+            lookup, start, size = _packed_predictor.category_lookup(
+                mapper._flat, mapper._offsets, mapper.is_categorical_.astype(np.uint8))
+            self._lookup_cache = {"cat_lookup": lookup, "cat_lookup_start": start,
+                                  "cat_lookup_size": size}
         return {"cat_values": mapper._flat, "cat_offsets": mapper._offsets,
-                "cat_bitsets": np.ascontiguousarray(self._cat_words.view)}
+                "cat_bitsets": np.ascontiguousarray(self._cat_words.view), **self._lookup_cache}
 
     def _packed(self):
         """The trees in the predictor's compact layout ``(packed, values,

