@@ -501,7 +501,8 @@ class Booster:
         Raises
         ------
         FormatError
-            If any field is malformed (see ``docs/contracts.md``).
+            If any field is malformed (see ``docs/contracts.md``), including
+            trees whose nodes do not form a tree.
         """
         if not isinstance(header, dict):
             raise FormatError("header: must be an object")
@@ -517,4 +518,10 @@ class Booster:
                                                    arrays["log_scale"], arrays["log_dropped"],
                                                    arrays["log_offsets"])
         booster._weights = [float(w) for w in arrays["tree_weights"]]
+        try:
+            # the prediction layout, built now: a node reached twice or never
+            # (not a tree, though each child index is in range) is a bad file
+            booster._packed()
+        except ValueError as exc:
+            raise FormatError(f"nodes: {exc}") from None
         return booster

@@ -311,3 +311,17 @@ def test_unbalanced_trees_walk_few_lockstep_levels():
     X_test = _test_rows()[:, 2:]
     np.testing.assert_array_equal(booster.predict_leaf(X_test), _reference_leaves(booster, X_test))
     np.testing.assert_array_equal(booster.predict_raw(X_test), _reference_raw(booster, X_test))
+
+
+def test_a_model_file_whose_nodes_are_not_a_tree_is_rejected_at_load():
+    from dartboost import FormatError
+    from dartboost._booster import Booster
+    X, y = _data()
+    booster = DartRegressor(n_estimators=3, random_state=0).fit(X[:, 2:], y).booster_
+    header, arrays = booster.to_state()
+    nodes = arrays["nodes"].copy()
+    nodes["right"][0] = nodes["left"][0]  # both children in range, one subtree twice
+    with pytest.raises(FormatError, match="nodes"):
+        Booster.from_state(header, dict(arrays, nodes=nodes))
+    again = Booster.from_state(header, arrays)
+    np.testing.assert_array_equal(again.predict_raw(X[:, 2:]), booster.predict_raw(X[:, 2:]))
