@@ -315,13 +315,13 @@ def test_unbalanced_trees_walk_few_lockstep_levels():
 
 def test_a_model_file_whose_nodes_are_not_a_tree_is_rejected_at_load():
     from dartboost import FormatError
-    from dartboost._booster import Booster
+    from dartboost.model_io import get_state, set_state
     X, y = _data()
-    booster = DartRegressor(n_estimators=3, random_state=0).fit(X[:, 2:], y).booster_
-    header, arrays = booster.to_state()
+    est = DartRegressor(n_estimators=3, random_state=0).fit(X[:, 2:], y)
+    header, arrays = get_state(est)
     nodes = arrays["nodes"].copy()
     nodes["right"][0] = nodes["left"][0]  # both children in range, one subtree twice
     with pytest.raises(FormatError, match="nodes"):
-        Booster.from_state(header, dict(arrays, nodes=nodes))
-    again = Booster.from_state(header, arrays)
-    np.testing.assert_array_equal(again.predict_raw(X[:, 2:]), booster.predict_raw(X[:, 2:]))
+        set_state(DartRegressor(), header, dict(arrays, nodes=nodes))
+    again = set_state(DartRegressor(), header, arrays)
+    np.testing.assert_array_equal(again.predict(X[:, 2:]), est.predict(X[:, 2:]))
