@@ -1,12 +1,10 @@
-"""Tree traversal on raw and binned data, and score updates from leaf indices.
+"""Tree traversal on binned data, and score updates from leaf indices (the
+fit's kernels; prediction on raw values is ``_packed_predictor.pyx``).
 
 A split on a categorical feature (``is_categorical[feature]``) is a set
 split: its node's ``num_threshold`` holds the row of its bitset in
 ``cat_bitsets`` (8 uint32 words per split, one bit per bin). A binned value
-``b`` goes left when bit ``b`` is set; a raw value goes left when it equals
-the feature's kept category ``cat_values[cat_offsets[f] + b]`` of a set bit
-(the binner's categories), so any other value (a rare pooled category or
-one never seen in training) goes right. NaN follows ``missing_go_to_left``.
+``b`` goes left when bit ``b`` is set. NaN follows ``missing_go_to_left``.
 """
 from cython.parallel import prange
 
@@ -18,31 +16,6 @@ cdef struct cat_tables:
     const X_DTYPE_C* values
     const long long* offsets
     const unsigned int* bitsets
-
-
-cdef cat_tables _tables(const unsigned char[::1] is_categorical,
-                        const X_DTYPE_C[::1] cat_values, const long long[::1] cat_offsets,
-                        const unsigned int[::1] cat_bitsets):
-    """Pointers to the categorical tables (all NULL without categorical
-    features: every split is then numerical)."""
-    cdef cat_tables t
-    t.is_cat = NULL
-    t.values = NULL
-    t.offsets = NULL
-    t.bitsets = NULL
-    if is_categorical is None or is_categorical.shape[0] == 0:
-        return t
-    if cat_offsets is None or cat_offsets.shape[0] != is_categorical.shape[0] + 1:
-        raise ValueError("cat_offsets must have n_features + 1 entries")
-    if cat_bitsets is None or cat_values is None:
-        raise ValueError("categorical predictions need cat_values and cat_bitsets")
-    t.is_cat = &is_categorical[0]
-    t.offsets = &cat_offsets[0]
-    if cat_values.shape[0] > 0:
-        t.values = &cat_values[0]
-    if cat_bitsets.shape[0] > 0:
-        t.bitsets = &cat_bitsets[0]
-    return t
 
 
 cdef cat_tables _binned_tables(const unsigned char[::1] is_categorical,
@@ -73,43 +46,6 @@ cdef inline bint _bin_in_set(const cat_tables* cat, X_DTYPE_C split,
     return (words[b >> 5] >> (b & 31)) & 1
 
 
-cdef inline bint _raw_in_set(const cat_tables* cat, int f, X_DTYPE_C split,
-                             X_DTYPE_C x) noexcept nogil:
-    # the bin of a raw category: its position among the kept (sorted) ones
-    cdef long long lo = cat.offsets[f], hi = cat.offsets[f + 1], mid
-    cdef long long first = lo
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if cat.values[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < cat.offsets[f + 1] and cat.values[lo] == x:
-        return _bin_in_set(cat, split, lo - first)
-    return 0
-
-
-cdef inline Py_ssize_t _leaf_raw(const node_struct[::1] nodes, Py_ssize_t root,
-                                 const X_DTYPE_C[:, ::1] X, Py_ssize_t row,
-                                 const cat_tables* cat) noexcept nogil:
-    cdef Py_ssize_t node = root
-    cdef X_DTYPE_C x
-    cdef bint left
-    while not nodes[node].is_leaf:
-        x = X[row, nodes[node].feature_idx]
-        if x != x:
-            left = nodes[node].missing_go_to_left
-        elif _is_cat_split(cat, nodes[node].feature_idx):
-            left = _raw_in_set(cat, nodes[node].feature_idx, nodes[node].num_threshold, x)
-        else:
-            left = x <= nodes[node].num_threshold
-        if left:
-            node = root + nodes[node].left
-        else:
-            node = root + nodes[node].right
-    return node
-
-
 cdef inline Py_ssize_t _leaf_binned(const node_struct[::1] nodes,
                                     const X_BINNED_DTYPE_C[::1, :] X_binned, Py_ssize_t row,
                                     X_BINNED_DTYPE_C missing_bin_idx,
@@ -130,64 +66,6 @@ cdef inline Py_ssize_t _leaf_binned(const node_struct[::1] nodes,
         else:
             node = nodes[node].right
     return node
-
-
-def predict_raw(const node_struct[::1] nodes,
-                const long long[::1] tree_offsets,
-                const Y_DTYPE_C[::1] tree_weights,
-                int n_trees_per_iteration,
-                const X_DTYPE_C[:, ::1] X,
-                int n_threads,
-                Y_DTYPE_C[:, ::1] out,
-                const unsigned char[::1] is_categorical=None,
-                const X_DTYPE_C[::1] cat_values=None,
-                const long long[::1] cat_offsets=None,
-                const unsigned int[::1] cat_bitsets=None):
-    """``out[i, t % K] += tree_weights[t] * tree_t(X[i])`` for all trees ``t``.
-
-    ``nodes`` holds every tree's nodes back to back; tree ``t`` starts at
-    ``tree_offsets[t]``. Rows are processed in blocks (in parallel): within a
-    block each tree walks all the block's rows, so the tree's nodes stay in
-    L1 cache. Each row still adds the trees in order, so the sum (and its
-    rounding) does not depend on the blocking or the number of threads.
-    """
-    cdef:
-        Py_ssize_t n_samples = X.shape[0]
-        Py_ssize_t n_trees = tree_offsets.shape[0] - 1
-        Py_ssize_t block = 64
-        Py_ssize_t n_blocks = (n_samples + block - 1) // block
-        Py_ssize_t blk, i, t, leaf, row_start, row_stop
-        int K = n_trees_per_iteration
-        cat_tables cat = _tables(is_categorical, cat_values, cat_offsets, cat_bitsets)
-    for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
-        row_start = blk * block
-        row_stop = row_start + block
-        if row_stop > n_samples:
-            row_stop = n_samples
-        for t in range(n_trees):
-            for i in range(row_start, row_stop):
-                leaf = _leaf_raw(nodes, tree_offsets[t], X, i, &cat)
-                out[i, t % K] += tree_weights[t] * nodes[leaf].value
-
-
-def predict_leaves_raw(const node_struct[::1] nodes,
-                       const long long[::1] tree_offsets,
-                       const X_DTYPE_C[:, ::1] X,
-                       int n_threads,
-                       unsigned int[:, ::1] out,
-                       const unsigned char[::1] is_categorical=None,
-                       const X_DTYPE_C[::1] cat_values=None,
-                       const long long[::1] cat_offsets=None,
-                       const unsigned int[::1] cat_bitsets=None):
-    """``out[i, t]``: index (within tree ``t``) of the leaf row ``i`` reaches."""
-    cdef:
-        Py_ssize_t n_samples = X.shape[0]
-        Py_ssize_t n_trees = tree_offsets.shape[0] - 1
-        Py_ssize_t i, t
-        cat_tables cat = _tables(is_categorical, cat_values, cat_offsets, cat_bitsets)
-    for i in prange(n_samples, schedule='static', nogil=True, num_threads=n_threads):
-        for t in range(n_trees):
-            out[i, t] = <unsigned int>(_leaf_raw(nodes, tree_offsets[t], X, i, &cat) - tree_offsets[t])
 
 
 def tree_leaf_ids_binned(const node_struct[::1] nodes,

@@ -108,6 +108,31 @@ def _map_features(fn, n_features, n_threads):
         return list(pool.map(fn, range(n_features)))
 
 
+
+#: Bytes of dense float64 rows a sparse input is expanded to at a time.
+SPARSE_BLOCK_BYTES = 4 << 20
+#: Bytes of C-ordered float64 rows another dense layout (float32, a
+#: column-ordered array or DataFrame) is converted to at a time.
+DENSE_BLOCK_BYTES = 8 << 20
+
+
+def dense_blocks(X):
+    """``(start, stop, dense rows)`` of ``X``: itself when C-ordered float64;
+    otherwise in blocks of rows converted to that layout (a CSR matrix
+    expanded), so memory is one block, not a copy of the whole matrix."""
+    if not sp.issparse(X) and X.dtype == X_DTYPE and X.flags.c_contiguous:
+        yield 0, X.shape[0], X
+        return
+    block_bytes = SPARSE_BLOCK_BYTES if sp.issparse(X) else DENSE_BLOCK_BYTES
+    step = max(1, block_bytes // (8 * max(X.shape[1], 1)))
+    for start in range(0, X.shape[0], step):
+        stop = min(start + step, X.shape[0])
+        rows = X[start:stop].toarray() if sp.issparse(X) else X[start:stop]
+        yield start, stop, np.ascontiguousarray(rows, dtype=X_DTYPE)
+    if X.shape[0] == 0:
+        yield 0, 0, np.zeros((0, X.shape[1]), dtype=X_DTYPE)
+
+
 class BinMapper:
     """Learn per-feature bin thresholds and map raw values to uint8 bins.
 
@@ -151,11 +176,15 @@ class BinMapper:
         if not 2 <= self.max_bins <= MAX_BINS:
             raise ValueError(f"max_bins={self.max_bins} must be in [2, {MAX_BINS}].")
         sparse = sp.issparse(X)
-        X = _as_csc(X) if sparse else np.asarray(X, dtype=X_DTYPE)
+        # a dense X is subsampled before it becomes float64: a float32 or
+        # column-ordered input is then copied only for the sampled rows
+        X = _as_csc(X) if sparse else np.asarray(X)
         if self.subsample is not None and X.shape[0] > self.subsample:
             rng = check_random_state(self.random_state)
             rows = np.sort(rng.choice(X.shape[0], self.subsample, replace=False))
             X = X[rows]
+        if not sparse:
+            X = np.asarray(X, dtype=X_DTYPE)
         self.is_categorical_ = self._categorical_flags(X.shape[1])
         n_rows = X.shape[0]
 
@@ -208,7 +237,17 @@ class BinMapper:
         features = (np.arange(n_features, dtype=np.int64) if features is None
                     else np.ascontiguousarray(features, dtype=np.int64))
         sparse = sp.issparse(X)
-        if not sparse:
+        if not sparse and not (isinstance(X, np.ndarray) and X.dtype == X_DTYPE
+                               and X.flags.c_contiguous):
+            X = np.asarray(X)
+            if X.ndim == 2 and X.shape[1] == n_features and X.shape[0]:
+                # float32 or column-ordered input (a DataFrame's layout):
+                # converted one block of rows at a time, never copied whole
+                binned = np.empty((X.shape[0], features.size), dtype=X_BINNED_DTYPE,
+                                  order="F")
+                for start, stop, block in dense_blocks(X):
+                    binned[start:stop] = self.transform(block, features)
+                return binned
             X = np.ascontiguousarray(X, dtype=X_DTYPE)
         if X.ndim != 2 or X.shape[1] != n_features:
             raise ValueError(f"X has shape {X.shape}; the binner was fitted on "

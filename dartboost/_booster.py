@@ -17,8 +17,8 @@ one bit per bin; the splits of all trees back to back, in tree order).
 import numpy as np
 import scipy.sparse as sp
 
-from ._binning import BinMapper
-from ._cext import _predictor, _splitting
+from ._binning import BinMapper, dense_blocks
+from ._cext import _packed_predictor, _splitting
 from ._common import NODE_DTYPE, X_DTYPE, threads_for
 from ._dart import WeightLog
 from ._model_format import FormatError, validate_state
@@ -62,24 +62,6 @@ class _GrowableArray:
         return self.__dict__
 
 
-#: Bytes of dense float64 rows a sparse input is expanded to at a time.
-SPARSE_BLOCK_BYTES = 4 << 20
-
-
-def _dense_blocks(X):
-    """``(start, stop, dense rows)`` of ``X``: itself when dense; a CSR
-    matrix in blocks of rows (memory: one block, not the whole matrix)."""
-    if not sp.issparse(X):
-        yield 0, X.shape[0], X
-        return
-    step = max(1, SPARSE_BLOCK_BYTES // (8 * max(X.shape[1], 1)))
-    for start in range(0, X.shape[0], step):
-        stop = min(start + step, X.shape[0])
-        yield start, stop, np.ascontiguousarray(X[start:stop].toarray(), dtype=X_DTYPE)
-    if X.shape[0] == 0:
-        yield 0, 0, np.zeros((0, X.shape[1]), dtype=X_DTYPE)
-
-
 class Booster:
     """Trees, weights and binning of a fitted boosted model.
 
@@ -100,6 +82,19 @@ class Booster:
         self._cat_words = _GrowableArray(np.uint32)
         self._weights = []
         self.weight_log = WeightLog()
+        self._packed_cache = None
+        self._lookup_cache = None
+
+    def __getstate__(self):
+        # the prediction layout is derived data: rebuilt on first use
+        state = self.__dict__.copy()
+        state["_packed_cache"] = state["_lookup_cache"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_packed_cache", None)
+        self.__dict__.setdefault("_lookup_cache", None)
 
     # ---------------------------------------------------------------- shape
     @property
@@ -179,6 +174,34 @@ class Booster:
                 "cat_offsets": mapper._offsets,
                 "cat_bitsets": np.ascontiguousarray(self._cat_words.view)}
 
+    def _raw_tables(self):
+        """Keyword arguments of the packed predictor's categorical tables."""
+        mapper = self.bin_mapper
+        if not getattr(mapper, "has_categorical", False):
+            return {}
+        if self._lookup_cache is None:
+            # direct bins of integer categories (the binning never changes
+            # after the first fit; a warm start keeps it)
+            lookup, start, size = _packed_predictor.category_lookup(
+                mapper._flat, mapper._offsets, mapper.is_categorical_.astype(np.uint8))
+            self._lookup_cache = {"cat_lookup": lookup, "cat_lookup_start": start,
+                                  "cat_lookup_size": size}
+        return {"cat_values": mapper._flat, "cat_offsets": mapper._offsets,
+                "cat_bitsets": np.ascontiguousarray(self._cat_words.view), **self._lookup_cache}
+
+    def _packed(self):
+        """The trees in the predictor's compact layout ``(packed, values,
+        node_ids, roots, depths)`` (see ``_cext/_packed_predictor.pyx``):
+        built on first use, kept until the trees change; never saved."""
+        if self._packed_cache is None:
+            mapper = self.bin_mapper
+            is_cat = (mapper.is_categorical_.astype(np.uint8)
+                      if getattr(mapper, "has_categorical", False) else None)
+            self._packed_cache = _packed_predictor.pack_trees(
+                self.nodes, np.ascontiguousarray(self.tree_offsets), self.n_features, is_cat,
+                self.cat_bitsets.shape[0])
+        return self._packed_cache
+
     def binned_tables(self):
         """The categorical tables of binned traversal (``_scores``)."""
         tables = self._cat_tables()
@@ -197,6 +220,7 @@ class Booster:
                              f"got {len(trees)}")
         WeightLog.apply(self._weights, dropped, scale, new_weight)
         self.weight_log.append(dropped, scale, new_weight)
+        self._packed_cache = None
         end = self._offsets.view[-1]
         for k, nodes in enumerate(trees):
             is_cat = self.categorical_split_mask(nodes)
@@ -214,6 +238,7 @@ class Booster:
     def truncate(self, n_iterations):
         """Keep the first ``n_iterations``, with the weights they had then."""
         K = self.n_trees_per_iteration
+        self._packed_cache = None
         self._offsets.truncate(n_iterations * K + 1)
         self._nodes.truncate(int(self._offsets.view[-1]))
         n_sets = int(self.categorical_split_mask().sum())
@@ -260,7 +285,10 @@ class Booster:
                 raise ValueError(f"X has shape {X.shape}; this model needs "
                                  f"(n_samples, {self.n_features}).")
             return sp.csr_matrix(X, dtype=X_DTYPE)
-        X = np.ascontiguousarray(X, dtype=X_DTYPE)
+        # float32 or column-ordered input is converted block by block later
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = np.asarray(X, dtype=X_DTYPE)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X has shape {X.shape}; this model needs "
                              f"(n_samples, {self.n_features}).")
@@ -299,16 +327,22 @@ class Booster:
         start, stop = self._iteration_range(iteration_range)
         K = self.n_trees_per_iteration
         weights = self.weights if stop == self.num_iterations() else self.weights_at(stop)
-        per_tree = np.repeat(weights[start:stop], K)
-        offsets = np.ascontiguousarray(self.tree_offsets[start * K:stop * K + 1])
+        trees = np.arange(start * K, stop * K, dtype=np.int64)
         out = np.tile(self.baseline, (X.shape[0], 1))
-        n_trees = per_tree.shape[0]
-        tables = self._cat_tables()
-        for start, stop, block in _dense_blocks(X):
-            _predictor.predict_raw(self.nodes, offsets, per_tree, K, block,
-                                   threads_for(block.shape[0] * max(n_trees, 1) * 8, n_threads),
-                                   out[start:stop], **tables)
+        self._predict_into(X, trees, np.repeat(weights[start:stop], K), out, n_threads)
         return out
+
+    def _predict_into(self, X, trees, factors, out, n_threads):
+        """``out[i, t % K] += factors[u] * tree_t(X[i])`` for ``t = trees[u]``,
+        in order (``X`` checked; a sparse one block by block)."""
+        packed, values, _, roots, depths = self._packed()
+        tables = self._raw_tables()
+        factors = np.ascontiguousarray(factors, dtype=np.float64)
+        for start, stop, block in dense_blocks(X):
+            _packed_predictor.predict_raw(
+                packed, values, roots, depths, trees, factors, self.n_trees_per_iteration,
+                block, threads_for(block.shape[0] * max(trees.shape[0], 1) * 8, n_threads),
+                out[start:stop], **tables)
 
     def staged_predict_raw(self, X, n_threads=1):
         """Yield the raw scores after each iteration, ``(n_samples, K)``.
@@ -319,25 +353,17 @@ class Booster:
         """
         X = self._check_X(X)
         K = self.n_trees_per_iteration
-        o = self.tree_offsets
         raw = np.tile(self.baseline, (X.shape[0], 1))
         weights = []
-        tables = self._cat_tables()
         for t, dropped, scale, new_weight in self.weight_log.iter_steps():
             trees = [i * K + k for i in dropped for k in range(K)]
             factors = [weights[i] * scale - weights[i] for i in dropped for _ in range(K)]
             trees += [t * K + k for k in range(K)]
             factors += [new_weight] * K
             WeightLog.apply(weights, dropped, scale, new_weight)
-            # the kernel reads tree j's root at roots[j]; tree (j % K) is output j % K
-            roots = np.append(o[trees], 0).astype(np.int64)
             # a sparse X is expanded block by block at every stage: memory
             # stays one block, at the cost of re-expanding it
-            for start, stop, block in _dense_blocks(X):
-                _predictor.predict_raw(self.nodes, roots, np.asarray(factors, dtype=np.float64),
-                                       K, block,
-                                       threads_for(block.shape[0] * len(trees) * 8, n_threads),
-                                       raw[start:stop], **tables)
+            self._predict_into(X, np.asarray(trees, dtype=np.int64), factors, raw, n_threads)
             yield raw.copy()
 
     def predict_leaf(self, X, n_threads=1, iteration_range=None, numbering="node"):
@@ -363,10 +389,12 @@ class Booster:
         K = self.n_trees_per_iteration
         offsets = np.ascontiguousarray(self.tree_offsets[start * K:stop * K + 1])
         out = np.empty((X.shape[0], offsets.shape[0] - 1), dtype=np.uint32)
-        tables = self._cat_tables()
-        for start, stop, block in _dense_blocks(X):
-            _predictor.predict_leaves_raw(
-                self.nodes, offsets, block,
+        packed, _, node_ids, roots, depths = self._packed()
+        trees = np.arange(start * K, stop * K, dtype=np.int64)
+        tables = self._raw_tables()
+        for start, stop, block in dense_blocks(X):
+            _packed_predictor.predict_leaves(
+                packed, node_ids, roots, depths, trees, block,
                 threads_for(block.shape[0] * max(out.shape[1], 1) * 8, n_threads),
                 out[start:stop], **tables)
         if numbering == "node":
@@ -449,7 +477,8 @@ class Booster:
         Raises
         ------
         FormatError
-            If any field is malformed (see ``docs/contracts.md``).
+            If any field is malformed (see ``docs/contracts.md``), including
+            trees whose nodes do not form a tree.
         """
         if not isinstance(header, dict):
             raise FormatError("header: must be an object")
@@ -465,4 +494,10 @@ class Booster:
                                                    arrays["log_scale"], arrays["log_dropped"],
                                                    arrays["log_offsets"])
         booster._weights = [float(w) for w in arrays["tree_weights"]]
+        try:
+            # the prediction layout, built now: a node reached twice or never
+            # (not a tree, though each child index is in range) is a bad file
+            booster._packed()
+        except ValueError as exc:
+            raise FormatError(f"nodes: {exc}") from None
         return booster

@@ -42,6 +42,12 @@ _UNSTORED_PARAMS = ("callbacks", "eval_metric", "objective")
 _MAX_ABS_TARGET = 1e30
 
 
+#: Dtypes ``fit`` keeps as given (others become float64). A float32 or
+#: column-ordered array (a DataFrame's) is not copied whole into C-ordered
+#: float64: ``BinMapper.transform`` bins it block by block.
+FIT_DTYPES = (X_DTYPE, np.float32)
+
+
 class _EvaluatedSet:
     """An eval set during a fit: its score keeper, metric data and targets."""
 
@@ -329,7 +335,7 @@ class BaseBoosting(BaseEstimator, ABC):
         X_given, y_given = X, y
         X = self._encode_categorical(X) if warm else self._fit_categorical(X)
         X, y = validate_data(
-            self, X, y, dtype=X_DTYPE, ensure_all_finite="allow-nan", order="C",
+            self, X, y, dtype=FIT_DTYPES, ensure_all_finite="allow-nan",
             accept_sparse=("csr", "csc"),
             multi_output=not self._is_classifier, y_numeric=not self._is_classifier,
             reset=not warm,
@@ -517,8 +523,8 @@ class BaseBoosting(BaseEstimator, ABC):
                                  "eval_sample_weight; give them once.")
             sw = item[2] if len(item) == 3 else weights[i]
             X_val, y_val = validate_data(self, self._encode_categorical(item[0]), item[1],
-                                         dtype=X_DTYPE, accept_sparse=("csr", "csc"),
-                                         ensure_all_finite="allow-nan", order="C",
+                                         dtype=FIT_DTYPES, accept_sparse=("csr", "csc"),
+                                         ensure_all_finite="allow-nan",
                                          multi_output=not self._is_classifier,
                                          y_numeric=not self._is_classifier, reset=False)
             self._check_y(y_val)
@@ -778,8 +784,10 @@ class BaseBoosting(BaseEstimator, ABC):
     # ------------------------------------------------------------- predict
     def _validate_X_predict(self, X):
         check_is_fitted(self, "booster_")
-        return validate_data(self, self._encode_categorical(X), dtype=X_DTYPE,
-                             ensure_all_finite="allow-nan", order="C", reset=False,
+        # float32 and column-ordered arrays are kept as they are: the booster
+        # converts them block by block instead of copying them whole
+        return validate_data(self, self._encode_categorical(X), dtype=(X_DTYPE, np.float32),
+                             ensure_all_finite="allow-nan", reset=False,
                              accept_sparse=("csr", "csc"))
 
     def _raw_predict(self, X, iteration_range=None):

@@ -1,10 +1,11 @@
-"""Predictor kernels (``_cext/_predictor.pyx``) against a naive traversal."""
+"""Predictor kernels (``_cext/_predictor.pyx``, and the raw-data traversal of
+``_cext/_packed_predictor.pyx``) against a naive traversal."""
 import numpy as np
 import pytest
 from kernel_data import mixed_data
 
 from dartboost._binning import BinMapper
-from dartboost._cext import _predictor
+from dartboost._cext import _packed_predictor, _predictor
 from dartboost._grower import TreeGrower
 
 
@@ -35,9 +36,11 @@ def test_prediction_raw_and_binned_agree_with_naive(data):
     assert (nodes["is_leaf"] == 1).sum() == len(leaves) == 15
     naive = np.array([_naive_tree_value(nodes, x) for x in X])
     out = np.zeros((X.shape[0], 1))
-    _predictor.predict_raw(nodes, np.array([0, nodes.shape[0]], np.int64), np.array([0.5]), 1,
-                           np.ascontiguousarray(X), 2, out)
-    np.testing.assert_allclose(out[:, 0], 0.5 * naive)
+    packed, values, _, roots, depths = _packed_predictor.pack_trees(
+        nodes, np.array([0, nodes.shape[0]], np.int64), X.shape[1])
+    _packed_predictor.predict_raw(packed, values, roots, depths, np.array([0], np.int64),
+                                  np.array([0.5]), 1, np.ascontiguousarray(X), 2, out)
+    np.testing.assert_array_equal(out[:, 0], 0.5 * naive)
     scores = np.zeros(X.shape[0])
     _predictor.add_tree_binned(nodes, binned, 255, 1.0, 2, scores)
     np.testing.assert_array_equal(scores, naive)

@@ -62,19 +62,19 @@ def test_sparse_binning_matches_dense_and_categorical_codes():
 
 
 def test_sparse_prediction_runs_in_blocks(monkeypatch):
-    from dartboost import _booster
+    from dartboost import _binning, _booster
     X, dense, y = _sparse_data(n=600, p=30)
     est = DartRegressor(n_estimators=5, random_state=0).fit(X, y)
     expected = est.predict(dense)
-    monkeypatch.setattr(_booster, "SPARSE_BLOCK_BYTES", 8 * 30 * 7)  # 7 rows a block
+    monkeypatch.setattr(_binning, "SPARSE_BLOCK_BYTES", 8 * 30 * 7)  # 7 rows a block
     seen = []
-    real = _booster._dense_blocks
+    real = _booster.dense_blocks
 
     def spy(M):
         for start, stop, block in real(M):
             seen.append(block.shape[0])
             yield start, stop, block
 
-    monkeypatch.setattr(_booster, "_dense_blocks", spy)
+    monkeypatch.setattr(_booster, "dense_blocks", spy)
     np.testing.assert_array_equal(est.predict(X), expected)
     assert max(seen) == 7 and sum(seen) == 600
