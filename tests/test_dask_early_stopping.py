@@ -191,7 +191,7 @@ def test_categorical_eval_set_with_unseen_levels(client):
     def frame(n, levels):
         df = pd.DataFrame({"x": rng.normal(size=n),
                            "c": pd.Series(rng.choice(levels, n), dtype=object)})
-        y = df["x"] + df["c"].map(lambda v: hash(v) % 7 / 3.0) + rng.normal(size=n) * 0.3
+        y = df["x"] + df["c"].map(lambda v: int(v[1:]) % 7 / 3.0) + rng.normal(size=n) * 0.3
         return df, y.to_numpy()
 
     df, y = frame(1500, [f"l{i}" for i in range(12)])

@@ -32,7 +32,9 @@ def _assert_same_model(dist, local):
     np.testing.assert_array_equal(a.tree_offsets, b.tree_offsets)
     for field in ("feature_idx", "bin_threshold", "missing_go_to_left", "is_leaf", "left"):
         np.testing.assert_array_equal(a.nodes[field], b.nodes[field])
-    np.testing.assert_allclose(a.nodes["value"], b.nodes["value"], rtol=0, atol=1e-12)
+    # leaf values come from histograms summed partition by partition, a
+    # different summation order than one local pass: equal to rounding
+    np.testing.assert_allclose(a.nodes["value"], b.nodes["value"], rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(a.weights, b.weights, rtol=0, atol=1e-15)
 
 
