@@ -48,6 +48,28 @@ _MAX_ABS_TARGET = 1e30
 FIT_DTYPES = (X_DTYPE, np.float32)
 
 
+def eval_set_list(eval_set):
+    """``eval_set`` (``None``, one ``(X_val, y_val[, w])`` tuple or a list of
+    them) as a list of such tuples, its shape checked."""
+    if eval_set is None:
+        return []
+    if isinstance(eval_set, tuple) and not (eval_set and isinstance(eval_set[0], tuple)):
+        sets = [eval_set]  # one (X_val, y_val[, w]) tuple
+    elif isinstance(eval_set, (list, tuple)):
+        sets = list(eval_set)
+    else:
+        raise TypeError("eval_set must be a list of (X_val, y_val) or (X_val, y_val, "
+                        f"sample_weight_val) tuples, or one such tuple; got a "
+                        f"{type(eval_set).__name__}.")
+    for i, item in enumerate(sets):
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            what = (f"a {type(item).__name__}" if not isinstance(item, (tuple, list))
+                    else f"a {type(item).__name__} of length {len(item)}")
+            raise TypeError(f"eval_set[{i}] must be a tuple (X_val, y_val) or (X_val, "
+                            f"y_val, sample_weight_val); got {what}.")
+    return sets
+
+
 class _EvaluatedSet:
     """An eval set during a fit: its score keeper, metric data and targets."""
 
@@ -493,22 +515,7 @@ class BaseBoosting(BaseEstimator, ABC):
         """``[(name, X_val, y_val_encoded, sw_val), ...]`` of ``fit``'s
         arguments; ``X``/``y`` are the training data as given (a set made of
         the same objects is named ``"training"``)."""
-        if eval_set is None:
-            sets = []
-        elif isinstance(eval_set, tuple) and not (eval_set and isinstance(eval_set[0], tuple)):
-            sets = [eval_set]  # one (X_val, y_val[, w]) tuple
-        elif isinstance(eval_set, (list, tuple)):
-            sets = list(eval_set)
-        else:
-            raise TypeError("eval_set must be a list of (X_val, y_val) or (X_val, y_val, "
-                            f"sample_weight_val) tuples, or one such tuple; got a "
-                            f"{type(eval_set).__name__}.")
-        for i, item in enumerate(sets):
-            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                what = (f"a {type(item).__name__}" if not isinstance(item, (tuple, list))
-                        else f"a {type(item).__name__} of length {len(item)}")
-                raise TypeError(f"eval_set[{i}] must be a tuple (X_val, y_val) or (X_val, "
-                                f"y_val, sample_weight_val); got {what}.")
+        sets = eval_set_list(eval_set)
         names = self._check_eval_list(eval_names, len(sets), "eval_names")
         weights = self._check_eval_list(eval_sample_weight, len(sets), "eval_sample_weight")
         out = []

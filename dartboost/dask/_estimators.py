@@ -315,7 +315,7 @@ class DaskDartRanker(_DaskMixin, DartRanker):
         if (group is None) == (qid is None):
             raise ValueError("Ranking needs query groups: pass exactly one of group= (query "
                              "sizes) or qid= (a query id per row).")
-        n_sets = len(_evaluation._as_set_list(eval_set))
+        n_sets = len(_evaluation.eval_set_list(eval_set))
         groups = self._check_eval_list(eval_group, n_sets, "eval_group")
         qids = self._check_eval_list(eval_qid, n_sets, "eval_qid")
         self._eval_queries = []

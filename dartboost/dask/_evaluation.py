@@ -18,6 +18,7 @@ is better, on the last eval set; patience ``n_iter_no_change``.
 import numpy as np
 
 from .. import _metrics
+from .._boosting import eval_set_list
 from ._worker import EvalTarget
 
 #: Built-in metrics that are weighted means over rows (``_metrics._wmean``).
@@ -223,25 +224,6 @@ class Evaluation:
         return self._signed(*self.last[None]), self._signed(*self.last[es_name])
 
 
-def _as_set_list(eval_set):
-    """``eval_set`` (one tuple or a list of them) as a list, checked."""
-    if eval_set is None:
-        return []
-    if isinstance(eval_set, tuple) and not (eval_set and isinstance(eval_set[0], tuple)):
-        sets = [eval_set]
-    elif isinstance(eval_set, (list, tuple)):
-        sets = list(eval_set)
-    else:
-        raise TypeError("eval_set must be a list of (X_val, y_val) or (X_val, y_val, "
-                        f"sample_weight_val) tuples, or one such tuple; got a "
-                        f"{type(eval_set).__name__}.")
-    for i, item in enumerate(sets):
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise TypeError(f"eval_set[{i}] must be a tuple (X_val, y_val) or (X_val, y_val, "
-                            "sample_weight_val) of dask collections.")
-    return sets
-
-
 class _QueryRows:
     """The query structure of the training rows, standing in for a ranking
     target in :meth:`DartRanker._validation_split` (which only reads it)."""
@@ -296,7 +278,7 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
     """
     from . import _data
     stop_after = local._patience(n_samples)
-    sets = _as_set_list(eval_set)
+    sets = eval_set_list(eval_set)
     if stop_after is None and not sets:
         return None, []
     user_metric = eval_metric if eval_metric is not None else local.eval_metric
