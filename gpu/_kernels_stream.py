@@ -30,9 +30,10 @@ def _flip32(v, sel, bit):
     return tl.where(sel, bits ^ (1 << bit), bits).to(tl.float32, bitcast=True)
 
 
-# M, K and the tolerance scalars are not specialised on (a new batch size does not
-# compile a new variant); N and the strides are (vectorised, aligned loads).
-@triton.jit(do_not_specialize=["M", "K", "k_per", "sigma", "c_y", "c_z", "c_x", "c_b",
+# M, N and the tolerance scalars are not specialised on (a new batch size does not
+# compile a new variant); K and the strides are: their divisibility by 16 lets the
+# weight and input loads vectorise.
+@triton.jit(do_not_specialize=["M", "N", "k_per", "sigma", "c_y", "c_z", "c_x", "c_b",
                                "inj_row", "inj_col", "inj_bit", "inj_k"])
 def abft_stream_kernel(
     x_ptr, w_ptr, b_ptr, s_ptr, out_ptr, part_ptr, ws_ptr, cnt_ptr, ratio_ptr,
