@@ -33,11 +33,11 @@ def _flip32(v, sel, bit):
 # M, N and the tolerance scalars are not specialised on (a new batch size does not
 # compile a new variant); K and the strides are: their divisibility by 16 lets the
 # weight and input loads vectorise.
-@triton.jit(do_not_specialize=["M", "N", "k_per", "sigma", "c_y", "c_z", "c_x", "c_b",
+@triton.jit(do_not_specialize=["M", "N", "kb_per", "sigma", "c_y", "c_z", "c_x", "c_b",
                                "inj_row", "inj_col", "inj_bit", "inj_k"])
 def abft_stream_kernel(
     x_ptr, w_ptr, b_ptr, s_ptr, out_ptr, part_ptr, ws_ptr, cnt_ptr, ratio_ptr,
-    M, N, K, k_per, sx0, so0,
+    M, N, K, kb_per, sx0, so0,
     sigma, c_y, c_z, c_x, c_b,
     inj_row, inj_col, inj_bit, inj_k,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, SPLIT: tl.constexpr, INJECT: tl.constexpr,
@@ -46,7 +46,7 @@ def abft_stream_kernel(
 ):
     # Program (pid_n, pid_s, pid_m) computes rows [pid_m*BM, +BM) x columns
     # [pid_n*BN, +BN) of the *augmented* product x @ W_aug^T (N outputs, then the
-    # 16 hi/lo checksum columns) over its K slice [pid_s*k_per, +k_per).  Split-K
+    # 16 hi/lo checksum columns) over its K slice of kb_per blocks of BK.  Split-K
     # partials meet in `part` (plain stores, a ticket per tile; the last arrival
     # sums them).  The tile's finisher adds the bias, rounds the outputs to the
     # storage type, applies the activation and writes them, and adds per row the
@@ -65,13 +65,15 @@ def abft_stream_kernel(
     n_ok = rn < NA
     main = rn < N
     cols = tl.arange(0, 16)
-    k_lo = pid_s * k_per
-    k_hi = tl.minimum(k_lo + k_per, K)
+    # Slices are whole BK blocks (k_lo's divisibility lets the loads vectorise),
+    # so a block never straddles two slices and only K itself needs masking.
+    k_lo = pid_s * kb_per * BK
+    k_hi = tl.minimum(k_lo + kb_per * BK, K)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     xn22 = tl.zeros((BM, BK), dtype=tl.float32)
     for k0 in range(k_lo, k_hi, BK):
         rk = k0 + tl.arange(0, BK)
-        k_ok = rk < k_hi
+        k_ok = rk < K
         a = tl.load(x_ptr + rm[:, None] * sx0 + rk[None, :],
                     mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         # The weight streams once: keep it out of L1 ("evict_first").
@@ -92,9 +94,10 @@ def abft_stream_kernel(
             # the clean value: add the difference to the output columns only.
             sel = (rm[:, None] == inj_row) & (rk[None, :] == inj_col)
             bad = _flip(a, sel, inj_bit, F32).to(tl.float32)
-            da = tl.where(sel, bad - a32, 0.0)
-            wm = tl.where(main[:, None], w.to(tl.float32), 0.0)
-            acc += tl.sum(da[:, None, :] * wm[None, :, :], axis=2)
+            d = tl.sum(tl.sum(tl.where(sel, bad - a32, 0.0), axis=1), axis=0)
+            wcol = tl.sum(tl.where((rk == inj_col)[None, :], w.to(tl.float32), 0.0), axis=1)
+            hit = (rm == inj_row)[:, None] & main[None, :]
+            acc += tl.where(hit, d * wcol[None, :], 0.0)
         if INJECT == 1:
             if k0 // BK == inj_k:
                 sel = (rm[:, None] == inj_row) & (rn[None, :] == inj_col)

@@ -160,7 +160,7 @@ def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, conf
     if workspace is None:
         workspace = stream_workspace(M, N, split, x2.device)
     ws, cnt, part = workspace
-    k_per = -(-(-(-K // split)) // bk) * bk
+    kb_per = -(-(-(-K // bk)) // split)  # K blocks per split
     c_z, c_b = stream_tolerance(aug)
     mode, irow, icol, ibit, ik = inject if inject is not None else (0, -1, -1, 0, -1)
     interp = interpreter_active()
@@ -169,7 +169,7 @@ def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, conf
     grid = (-(-(N + 16) // bn), split, -(-M // bm))
     abft_stream_kernel[grid](
         x2, aug.gemm_weight, bias if bias is not None else aug.gemm_weight, aug.signs, out,
-        part, ws, cnt, ratio, M, N, K, k_per, x2.stride(0), out.stride(0),
+        part, ws, cnt, ratio, M, N, K, kb_per, x2.stride(0), out.stride(0),
         float(aug.sigma), float(aug.c_y), float(c_z), float(aug.c_x), float(c_b),
         int(irow), int(icol), int(ibit), int(ik),
         HAS_BIAS=bias is not None, ACT=act, SPLIT=split, INJECT=int(mode), UPCAST=interp,
