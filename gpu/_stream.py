@@ -58,7 +58,7 @@ def stream_config(M, N, K, element_size, sms=132):
     ``BN >= BM`` keeps the input's re-reads from L2 (one per column tile) no
     larger than the weight's own traffic; split-K raises the number of programs
     to about two per SM when the layer has few column tiles, each program keeping
-    at least four K blocks.
+    at least two K blocks.
     """
     if interpreter_active():
         bm, bn, bk = 16, 16, 32
@@ -73,7 +73,7 @@ def stream_config(M, N, K, element_size, sms=132):
         bk = 128 if bn <= 16 else 64
     bk = min(bk, _pow2_at_least(K, 16))
     programs = -(-(N + 16) // bn) * -(-M // bm)
-    split = max(1, min(8, -(-2 * sms // programs), K // (4 * bk)))
+    split = max(1, min(8, -(-2 * sms // programs), K // (2 * bk)))
     split = 1 << (split.bit_length() - 1)  # a power of two: few compiled variants
     stages = 4 if bn * bk * element_size <= 16384 else 3
     return bm, bn, bk, split, 4, stages
