@@ -138,7 +138,7 @@ def _protected_time(lin, act, x, scheme, reps, inner, cal_override=None):
     return s, (plan or {}).get("scheme", scheme), len(events)
 
 
-def section_layers(out, reps, batches):
+def section_layers(out, reps, batches, deadline=float("inf")):
     rows = out.setdefault("layers", [])
     no_stream = {"stream_latency": 1.0}  # the cost model never picks it
     for k, n, act in LAYERS:
@@ -146,6 +146,9 @@ def section_layers(out, reps, batches):
             tf32(dname == "tf32")
             lin = make_linear(k, n, dt)
             for b in batches:
+                if time.time() > deadline:
+                    out.setdefault("layers_cut_at", [k, n, act, dname, b])
+                    return
                 x = torch.randn(b, k, device="cuda", dtype=dt)
                 inner = inner_for(2 * b * k * n / 600e12 + 2 * k * n / 4e12)
                 with torch.no_grad():
@@ -175,13 +178,15 @@ FP_SHAPES = [(1, 4096, 4096), (8, 4096, 4096), (64, 4096, 4096), (1, 1024, 1024)
              (200, 1000, 10), (2, 64, 16), (64, 13, 512), (17, 4099, 1024)]
 
 
-def section_fp(out, n_gemms, alpha=8.0):
+def section_fp(out, n_gemms, alpha=8.0, deadline=float("inf")):
     res = out.setdefault("false_positives", {})
+    share = (deadline - time.time()) / 6  # per dtype and offset variant
     for dname, dt in DTYPES.items():
         tf32(dname == "tf32")
         g = torch.Generator().manual_seed(123)
         for offset in (False, True):
             calls, t_start = 0, time.time()
+            stop = t_start + share
             over = torch.zeros((), device="cuda", dtype=torch.int64)
             mx = torch.zeros((), device="cuda")
             per_shape = max(1, n_gemms // 2 // (2 * len(FP_SHAPES)))
@@ -201,6 +206,8 @@ def section_fp(out, n_gemms, alpha=8.0):
                 # (shared compiled variant with the layer benchmark) suffices.
                 for act in ("relu",):
                     for i in range(2 * per_shape):
+                        if i % 256 == 0 and time.time() > stop - (len(FP_SHAPES) - si) * 0.2:
+                            break  # out of time: keep every shape, fewer calls each
                         x = xs[i % 64]
                         if i % 64 == 63:
                             xs.normal_()
@@ -249,6 +256,8 @@ def main():
     ap.add_argument("--detect-trials", type=int, default=400)
     ap.add_argument("--budget-s", type=float, default=1e9,
                     help="skip sections that start after this many seconds")
+    ap.add_argument("--layers-s", type=float, default=1e9, help="time cap of 'layers'")
+    ap.add_argument("--fp-s", type=float, default=1e9, help="time cap of 'fp'")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
@@ -264,8 +273,9 @@ def main():
     batches = tuple(int(b) for b in args.batches.split(","))
     sections = {"cost": lambda: out.__setitem__("cost_model", dg.measure_cost_model(store=True)),
                 "tune": lambda: section_tune(out, args.reps),
-                "layers": lambda: section_layers(out, args.reps, batches),
-                "fp": lambda: section_fp(out, args.fp_gemms),
+                "layers": lambda: section_layers(out, args.reps, batches,
+                                                 time.time() + args.layers_s),
+                "fp": lambda: section_fp(out, args.fp_gemms, deadline=time.time() + args.fp_s),
                 "detect": lambda: section_detect(out, args.detect_trials)}
     for name in only:
         if time.time() - t_all > args.budget_s:

@@ -41,7 +41,7 @@ itself) is outside it, as for the tile scheme.
 import math
 
 from ._augmented import ACTIVATIONS
-from ._lazy import interpreter_active, torch, triton
+from ._lazy import interpreter_active, torch
 
 __all__ = ["stream_linear", "stream_config", "stream_workspace", "stream_tolerance"]
 

@@ -225,6 +225,12 @@ def test_stream_matches_cublas_large(dtype, m, act):
 def test_fused_takes_the_stream_path_at_small_batch_and_cublas_at_large(dtype):
     lin = _lin(4096, 4096, dtype)
     p = dg.protect(torch.nn.Sequential(lin, torch.nn.ReLU()), scheme="fused", on_fault="raise")
+    from dartboost.gpu._protect import _STATE_ATTR
+    # Constants under which the stream kernel is clearly the cheaper path at
+    # batch 1 (the shipped ones are measured: which path wins there is a
+    # benchmark result, not a test expectation).
+    getattr(p, _STATE_ATTR).calibration = {**dg.default_calibration("cuda"),
+                                           "stream_latency": 0.0, "stream_bandwidth": 4.5e12}
     with torch.no_grad():
         for m in (1, 4096):
             x = _x(m, 4096, dtype)
