@@ -23,6 +23,8 @@ Sections (``--only`` picks some):
   ratio exceeds ``alpha``.
 * ``detect``: :func:`dartboost.gpu.detection_report` on a 1024-wide MLP at
   batch 8 (stream path), per dtype.
+* ``networks``: whole forward passes (a 4096-wide 3-layer MLP, the DLRM top MLP)
+  with ``scheme='fused'`` against the same fastest forms, and held to cuBLAS.
 """
 import argparse
 import copy
@@ -172,6 +174,58 @@ def section_layers(out, reps, batches, deadline=float("inf")):
     tf32(False)
 
 
+NETWORKS = {"mlp_4096": [(4096, 4096, "relu"), (4096, 4096, "relu"), (4096, 4096, None)],
+            "dlrm_top": [(479, 1024, "relu"), (1024, 1024, "relu"), (1024, 512, "relu"),
+                         (512, 256, "relu"), (256, 1, None)]}
+
+
+def section_networks(out, reps, batches, deadline=float("inf")):
+    rows = out.setdefault("networks", [])
+    for name, spec in NETWORKS.items():
+        for dname, dt in DTYPES.items():
+            tf32(dname == "tf32")
+            lins = [make_linear(k, n, dt, seed=i) for i, (k, n, _) in enumerate(spec)]
+            mods = []
+            for lin, (_, _, act) in zip(lins, spec):
+                mods += [lin] + ([ACT_MODULE[act]()] if act else [])
+            net = nn.Sequential(*mods)
+            fns = [fastest(lin, act) for lin, (_, _, act) in zip(lins, spec)]
+
+            def base(x):
+                for fn in fns:
+                    x = fn(x)
+                return x
+            for b in batches:
+                if time.time() > deadline:
+                    return
+                x = torch.randn(b, spec[0][0], device="cuda", dtype=dt)
+                flops = 2 * b * sum(k * n for k, n, _ in spec)
+                inner = inner_for(flops / 600e12 + flops / b / 4e12)
+                with torch.no_grad():
+                    t0 = _graph_time(lambda: base(x), reps=reps, inner=inner)
+                row = {"network": name, "dtype": dname, "batch": b, "baseline_us": t0 * 1e6}
+                for vname, cal in (("fused", None), ("cublas", {"stream_latency": 1.0})):
+                    p = dg.protect(copy.deepcopy(net), scheme="fused", on_fault="flag",
+                                   warn=False)
+                    if cal is not None:
+                        getattr(p, _STATE_ATTR).calibration = {
+                            **dg.default_calibration(x.device), **cal}
+                    with torch.no_grad():
+                        p(x)
+                        s = _graph_time(lambda: p(x), reps=reps, inner=inner)
+                        row[f"{vname}_false_flags"] = len(dg.check(p))
+                    row[f"{vname}_us"] = s * 1e6
+                    row[f"{vname}_overhead"] = s / t0 - 1
+                    if vname == "fused":
+                        row["paths"] = [m.plan(b)["scheme"] for m in p.modules()
+                                        if hasattr(m, "plan") and m.plan(b)]
+                rows.append(row)
+                log(f"net {name} {dname} b={b:<5} base {t0 * 1e6:7.1f}us fused "
+                    f"{100 * row['fused_overhead']:+6.1f}% {row['paths']} cublas "
+                    f"{100 * row['cublas_overhead']:+6.1f}%")
+    tf32(False)
+
+
 FP_SHAPES = [(1, 4096, 4096), (8, 4096, 4096), (64, 4096, 4096), (1, 1024, 1024),
              (16, 1024, 1000), (3, 300, 77), (32, 777, 513), (128, 512, 2048),
              (256, 2048, 512), (5, 16384, 256), (1, 100, 4100), (48, 4096, 11008),
@@ -250,7 +304,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="abft_stream.json")
     ap.add_argument("--reps", type=int, default=11)
-    ap.add_argument("--only", default="cost,tune,layers,fp,detect")
+    ap.add_argument("--only", default="cost,layers,fp,detect,networks,tune")
     ap.add_argument("--batches", default="1,8,64,512,4096")
     ap.add_argument("--fp-gemms", type=int, default=100_000)
     ap.add_argument("--detect-trials", type=int, default=400)
@@ -258,6 +312,7 @@ def main():
                     help="skip sections that start after this many seconds")
     ap.add_argument("--layers-s", type=float, default=1e9, help="time cap of 'layers'")
     ap.add_argument("--fp-s", type=float, default=1e9, help="time cap of 'fp'")
+    ap.add_argument("--networks-s", type=float, default=1e9, help="time cap of 'networks'")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
@@ -276,7 +331,9 @@ def main():
                 "layers": lambda: section_layers(out, args.reps, batches,
                                                  time.time() + args.layers_s),
                 "fp": lambda: section_fp(out, args.fp_gemms, deadline=time.time() + args.fp_s),
-                "detect": lambda: section_detect(out, args.detect_trials)}
+                "detect": lambda: section_detect(out, args.detect_trials),
+                "networks": lambda: section_networks(out, args.reps, batches,
+                                                     time.time() + args.networks_s)}
     for name in only:
         if time.time() - t_all > args.budget_s:
             out.setdefault("skipped", []).append(name)
