@@ -70,7 +70,9 @@ def abft_stream_kernel(
     k_lo = pid_s * kb_per * BK
     k_hi = tl.minimum(k_lo + kb_per * BK, K)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    xn22 = tl.zeros((BM, BK), dtype=tl.float32)
+    # The K loop feeds the tensor cores only: vector code on the same loaded
+    # fragments made Triton 3.6 emit wrong tiles on an H200 (see _triton_gemm),
+    # and it costs layout conversions inside the loop.
     for k0 in range(k_lo, k_hi, BK):
         rk = k0 + tl.arange(0, BK)
         k_ok = rk < K
@@ -80,31 +82,38 @@ def abft_stream_kernel(
         w = tl.load(w_ptr + rn[:, None] * K + rk[None, :],
                     mask=n_ok[:, None] & k_ok[None, :], other=0.0,
                     eviction_policy="evict_first")
-        a32 = a.to(tl.float32)
-        xn22 += a32 * a32
         if UPCAST:
-            acc = tl.dot(a32, tl.trans(w.to(tl.float32)), acc)
+            acc = tl.dot(a.to(tl.float32), tl.trans(w.to(tl.float32)), acc)
         elif IEEE:
             acc = tl.dot(a, tl.trans(w), acc, input_precision="ieee")
         else:
             acc = tl.dot(a, tl.trans(w), acc)
-        if INJECT == 3:
-            # One element of the input fragment as the tensor cores see it for the
-            # *outputs* (a flip in shared memory); the checksum columns multiply
-            # the clean value: add the difference to the output columns only.
-            sel = (rm[:, None] == inj_row) & (rk[None, :] == inj_col)
-            bad = _flip(a, sel, inj_bit, F32).to(tl.float32)
-            d = tl.sum(tl.sum(tl.where(sel, bad - a32, 0.0), axis=1), axis=0)
-            wcol = tl.sum(tl.where((rk == inj_col)[None, :], w.to(tl.float32), 0.0), axis=1)
-            hit = (rm == inj_row)[:, None] & main[None, :]
-            acc += tl.where(hit, d * wcol[None, :], 0.0)
         if INJECT == 1:
             if k0 // BK == inj_k:
                 sel = (rm[:, None] == inj_row) & (rn[None, :] == inj_col)
                 acc = _flip32(acc, sel, inj_bit)
+    if INJECT == 3:
+        # One element of the input fragment as the tensor cores saw it for the
+        # *outputs* (a flip in shared memory); the checksum columns multiplied the
+        # clean value: add the difference to the output columns only (own loads).
+        if (inj_col >= k_lo) & (inj_col < k_hi):
+            xv = tl.load(x_ptr + rm * sx0 + inj_col, mask=m_ok & (rm == inj_row), other=0.0,
+                         cache_modifier=".cg")
+            bad = _flip(xv, rm == inj_row, inj_bit, F32).to(tl.float32)
+            wcol = tl.load(w_ptr + rn * K + inj_col, mask=main, other=0.0,
+                           cache_modifier=".cg").to(tl.float32)
+            acc += tl.where((rm == inj_row)[:, None] & main[None, :],
+                            (bad - xv.to(tl.float32))[:, None] * wcol[None, :], 0.0)
     if pid_n == 0:
-        # ||x_i||^2 for the tolerance, from the fragments already loaded.
-        tl.atomic_add(ws_ptr + rm * 32 + 9, tl.sum(xn22, axis=1), mask=m_ok)
+        # ||x_i||^2 for the tolerance: this program's K slice, its own (L2) loads.
+        xn22 = tl.zeros((BM, BK), dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, BK):
+            rk = k0 + tl.arange(0, BK)
+            xa = tl.load(x_ptr + rm[:, None] * sx0 + rk[None, :],
+                         mask=m_ok[:, None] & (rk < K)[None, :], other=0.0,
+                         cache_modifier=".cg").to(tl.float32)
+            xn22 += xa * xa
+        tl.atomic_add(ws_ptr + rm * 32 + 9, tl.sum(xn22, axis=1), mask=m_ok, sem="relaxed")
     tile_ok = m_ok[:, None] & n_ok[None, :]
     last = True
     if SPLIT > 1:
@@ -115,6 +124,7 @@ def abft_stream_kernel(
         cnt = cnt_ptr + pid_m * (n_nb + 1) + pid_n
         last = tl.atomic_add(cnt, 1) == SPLIT - 1
         if last:
+            tl.debug_barrier()  # every thread after the ticket's acquire
             tl.store(cnt, 0)
             acc = tl.zeros((BM, BN), dtype=tl.float32)
             for s in tl.static_range(SPLIT):
@@ -143,25 +153,29 @@ def abft_stream_kernel(
         if pid_n * BN + BN > N:
             # This tile holds checksum columns: z (fp32, bias checksum included).
             z_ok = m_ok[:, None] & (n_ok & (rn >= N))[None, :]
-            tl.atomic_add(ws_ptr + rm[:, None] * 32 + 16 + (rn - N)[None, :], acc, mask=z_ok)
+            tl.atomic_add(ws_ptr + rm[:, None] * 32 + 16 + (rn - N)[None, :], acc, mask=z_ok,
+                          sem="relaxed")
         vals = tl.where(cols[None, :] == 8, sq[:, None], ssum)
         tl.atomic_add(ws_ptr + rm[:, None] * 32 + cols[None, :], vals,
-                      mask=m_ok[:, None] & (cols < 9)[None, :])
+                      mask=m_ok[:, None] & (cols < 9)[None, :], sem="relaxed")
         tl.debug_barrier()
         cnt2 = cnt_ptr + pid_m * (n_nb + 1) + n_nb
         if tl.atomic_add(cnt2, 1) == n_nb - 1:
+            tl.debug_barrier()  # every thread after the ticket's acquire
             tl.store(cnt2, 0)
             row = ws_ptr + rm[:, None] * 32
             vm = m_ok[:, None] & (cols < 8)[None, :]
             zero = tl.zeros((BM, 16), dtype=tl.float32)
             # Read the totals where the atomics live (an atomic add of 0, coherent
             # at L2), then zero them: nobody else touches this row block again.
-            s_t = tl.atomic_add(row + cols[None, :], zero, mask=vm)
-            zh = tl.atomic_add(row + 16 + 2 * cols[None, :], zero, mask=vm)
-            zl = tl.atomic_add(row + 17 + 2 * cols[None, :], zero, mask=vm)
+            # The data atomics are relaxed (no fence each): the barrier before each
+            # acq_rel ticket orders a program's adds, the ticket publishes them.
+            s_t = tl.atomic_add(row + cols[None, :], zero, mask=vm, sem="relaxed")
+            zh = tl.atomic_add(row + 16 + 2 * cols[None, :], zero, mask=vm, sem="relaxed")
+            zl = tl.atomic_add(row + 17 + 2 * cols[None, :], zero, mask=vm, sem="relaxed")
             z1 = tl.zeros((BM,), dtype=tl.float32)
-            sq_t = tl.atomic_add(ws_ptr + rm * 32 + 8, z1, mask=m_ok)
-            xn_t = tl.atomic_add(ws_ptr + rm * 32 + 9, z1, mask=m_ok)
+            sq_t = tl.atomic_add(ws_ptr + rm * 32 + 8, z1, mask=m_ok, sem="relaxed")
+            xn_t = tl.atomic_add(ws_ptr + rm * 32 + 9, z1, mask=m_ok, sem="relaxed")
             tl.store(row + cols[None, :], zero, mask=vm)
             tl.store(row + 16 + cols[None, :], zero, mask=m_ok[:, None])
             tl.store(ws_ptr + rm * 32 + 8, z1, mask=m_ok)

@@ -75,7 +75,9 @@ def stream_config(M, N, K, element_size, sms=132):
     programs = -(-(N + 16) // bn) * -(-M // bm)
     split = max(1, min(8, -(-2 * sms // programs), K // (2 * bk)))
     split = 1 << (split.bit_length() - 1)  # a power of two: few compiled variants
-    stages = 4 if bn * bk * element_size <= 16384 else 3
+    # Pipeline depth: at most ~100 KB of shared memory per program, so two
+    # programs fit on an SM (228 KB on Hopper) even for the widest tiles.
+    stages = max(2, min(4, 102400 // ((bm + bn) * bk * element_size)))
     return bm, bn, bk, split, 4, stages
 
 
