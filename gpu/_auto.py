@@ -102,11 +102,15 @@ def choose_scheme(M, N, K, ridge, bytes_per_element=2):
 #: ``tile_efficiency``: speed of the Triton tile GEMM relative to cuBLAS.
 #: ``stream_latency``, ``stream_bandwidth``, ``stream_flops``: fixed cost, weight
 #: streaming rate and tensor-core rate of the weight-streaming checked kernel
-#: (:mod:`dartboost.gpu._stream`), measured by :func:`measure_cost_model`.
+#: (:mod:`dartboost.gpu._stream`), measured by :func:`measure_cost_model`; the
+#: defaults are the first H200 measurement (benchmarks/results/
+#: abft_stream_h200_run1.json, 9.1 us, 0.79 TB/s, 113 TFLOP/s: the kernel before
+#: its fence-free atomics), so without a newer measurement ``'fused'`` keeps its
+#: cuBLAS path.
 DEFAULT_CALIBRATION = {"flops": 989e12, "bandwidth": 4.0e12, "launch": 2.3e-6,
                        "check_latency": 5.5e-6, "side_share": 0.1, "tile_efficiency": 0.6,
-                       "stream_latency": 3.0e-6, "stream_bandwidth": 3.4e12,
-                       "stream_flops": 200e12, "source": "defaults"}
+                       "stream_latency": 9.1e-6, "stream_bandwidth": 0.79e12,
+                       "stream_flops": 113e12, "source": "defaults"}
 
 #: Largest GEMM row count the stream kernel is considered for (beyond it the
 #: input's re-reads per column tile outgrow the weight's traffic).

@@ -172,7 +172,7 @@ def test_stream_config_tiles_and_splits():
     if DEV == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         pytest.skip("interpreter tiling")
     bm, bn, bk, split, warps, stages = stream_config(1, 4096, 4096, 2, 132)
-    assert (bm, bn) == (16, 16) and split & (split - 1) == 0 and bk * split <= 4096
+    assert (bm, bn) == (16, 32) and split & (split - 1) == 0 and bk * split <= 4096
     bm, bn, bk, split, _, _ = stream_config(64, 4096, 4096, 2, 132)
     assert bn >= bm == 64 and split >= 2  # few column tiles: split-K fills the GPU
     assert stream_config(200, 64, 40, 4, 132)[3] == 1  # too short a K to split
