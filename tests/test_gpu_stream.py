@@ -275,3 +275,18 @@ def test_stream_in_cuda_graph_replays_clean_and_catches_faults(dtype):
                         net(x)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@needs_triton
+def test_tf32_operand_rows_check_clean_and_catch_a_flip():
+    # tf32: the kernel multiplies the tf32-rounded copy (as cuBLAS would see it).
+    lin = _lin(96, 40, torch.float32)
+    aug = AugmentedWeight(lin.weight, lin.bias, tf32=True)
+    assert not aug.aliased and ((aug.gemm_weight.view(torch.int32) & 0x1FFF) == 0).all()
+    x = _x(6, 96, torch.float32)
+    out, r, _ = stream_linear(x, aug, "relu")
+    ref = torch.relu(torch.nn.functional.linear(x.double(), aug.gemm_weight[:40].double(),
+                                                lin.bias.double()))
+    assert float((out.double() - ref).abs().max()) < 1e-4 and float(r.max()) < ALPHA / 2
+    _, bad, _ = stream_linear(x, aug, "relu", inject=(2, 1, 7, 20, 0))
+    assert float(bad[1]) > ALPHA and float(bad[0]) < ALPHA / 2
