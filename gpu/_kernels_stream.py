@@ -104,13 +104,15 @@ def abft_stream_kernel(
                            cache_modifier=".cg").to(tl.float32)
             acc += tl.where((rm == inj_row)[:, None] & main[None, :],
                             (bad - xv.to(tl.float32))[:, None] * wcol[None, :], 0.0)
-    if pid_n == 0:
-        # ||x_i||^2 for the tolerance: this program's K slice, its own (L2) loads.
+    if pid_n < kb_per:
+        # ||x_i||^2 for the tolerance from the input's own (L2) loads, spread over
+        # the column tiles: tile pid_n takes K blocks pid_n, pid_n + n_nb, ... of
+        # its slice (usually one), so no program straggles.
         xn22 = tl.zeros((BM, BK), dtype=tl.float32)
-        for k0 in range(k_lo, k_hi, BK):
-            rk = k0 + tl.arange(0, BK)
+        for kb in range(pid_n, kb_per, n_nb):
+            rk = k_lo + kb * BK + tl.arange(0, BK)
             xa = tl.load(x_ptr + rm[:, None] * sx0 + rk[None, :],
-                         mask=m_ok[:, None] & (rk < K)[None, :], other=0.0,
+                         mask=m_ok[:, None] & (rk < k_hi)[None, :], other=0.0,
                          cache_modifier=".cg").to(tl.float32)
             xn22 += xa * xa
         tl.atomic_add(ws_ptr + rm * 32 + 9, tl.sum(xn22, axis=1), mask=m_ok, sem="relaxed")
