@@ -100,7 +100,7 @@ def section_tune(out, reps):
             pick = stream_config(m, 4096, 4096, e, _sms(x.device))
             bm = pick[0]
             cands = {pick}
-            for bn in sorted({max(16, bm), 2 * max(16, bm)}):
+            for bn in sorted({max(16, bm), 2 * max(16, bm), 4 * max(16, bm)} - {256}):
                 for bk in ((128, 256) if e == 2 else (64, 128)):
                     for split in (1, 2, 4, 8):
                         if m != 8:  # batch 8 shares batch 1's tiles: time the pick only
