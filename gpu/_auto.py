@@ -37,11 +37,25 @@ device-to-device copy) cached in ``~/.cache/dartboost/gpu_calibration.json``
 (override the folder with ``DARTBOOST_CACHE_DIR``).
 """
 __all__ = ["arithmetic_intensity", "choose_scheme", "TILE_EFFICIENCY", "plan_layer",
-           "spec_of", "DEFAULT_CALIBRATION", "STREAM_MAX_ROWS", "FUSED_PATHS"]
+           "spec_of", "DEFAULT_CALIBRATION", "STREAM_MAX_ROWS", "FUSED_PATHS", "AUTO_STREAM",
+           "automatic_candidates"]
 
 #: The two implementations of the fused (augmented-weight) check that
 #: ``scheme='fused'`` chooses between per call, by the cost model.
 FUSED_PATHS = ("fused", "stream")
+
+#: Whether ``scheme='fused'`` and ``scheme='auto'`` may pick the stream kernel
+#: by themselves. Off: on the H200 (run 2) one injected fault in a bf16 layer
+#: replayed from a CUDA graph went undetected by the stream kernel
+#: (``tests/test_gpu_stream.py``, an expected failure until understood), so the
+#: kernel runs only where asked for (``scheme='stream'``).
+AUTO_STREAM = False
+
+
+def automatic_candidates(scheme):
+    """The schemes ``scheme`` ('fused' or 'auto') chooses among per call."""
+    paths = FUSED_PATHS if scheme == "fused" else ("fused", "stream", "global", "tile")
+    return paths if AUTO_STREAM else tuple(p for p in paths if p != "stream")
 
 #: Default AI threshold of ``scheme='auto'`` as a fraction of the roofline ridge
 #: (fitted to the H200 measurements, see the module docstring).

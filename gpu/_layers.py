@@ -11,7 +11,7 @@ from ._abft import ConvGeometry, LayerChecksums, accumulation_roundoff, global_c
     unit_roundoff, use_triton_for
 from ._augmented import AugmentedWeight, apply_activation, check_on_side, check_workspace, \
     fused_linear, fused_linear_reference, tf32_enabled
-from ._auto import FUSED_PATHS, plan_layer
+from ._auto import automatic_candidates, plan_layer
 from ._calibration import default_calibration
 
 
@@ -144,8 +144,7 @@ class _Checked(nn.Module):
                 # pass, or the stream kernel); 'auto' among every scheme.
                 plan = plan_layer(geo.M, geo.N, geo.K, x.element_size(), self.activation,
                                   geo.is_conv, st.calibration,
-                                  candidates=(FUSED_PATHS if scheme == "fused"
-                                              else ("fused", "stream", "global", "tile")),
+                                  candidates=automatic_candidates(scheme),
                                   norm_known=not geo.is_conv and st.norms_of(x) is not None)
                 self._plans[geo.M] = plan
                 hit = plan["scheme"]

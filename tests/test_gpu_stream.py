@@ -220,9 +220,21 @@ def test_stream_matches_cublas_large(dtype, m, act):
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def test_fused_and_auto_leave_the_stream_kernel_alone_unless_enabled(monkeypatch):
+    # Until the bf16 CUDA-graph miss below is understood, the stream kernel
+    # runs only where asked for; the switch restores the per-call choice.
+    assert _auto.AUTO_STREAM is False
+    assert _auto.automatic_candidates("fused") == ("fused",)
+    assert "stream" not in _auto.automatic_candidates("auto")
+    monkeypatch.setattr(_auto, "AUTO_STREAM", True)
+    assert _auto.automatic_candidates("fused") == ("fused", "stream")
+    assert "stream" in _auto.automatic_candidates("auto")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_fused_takes_the_stream_path_at_small_batch_and_cublas_at_large(dtype):
+def test_fused_takes_the_stream_path_at_small_batch_and_cublas_at_large(dtype, monkeypatch):
+    monkeypatch.setattr(_auto, "AUTO_STREAM", True)
     lin = _lin(4096, 4096, dtype)
     p = dg.protect(torch.nn.Sequential(lin, torch.nn.ReLU()), scheme="fused", on_fault="raise")
     from dartboost.gpu._protect import _STATE_ATTR
@@ -243,7 +255,13 @@ def test_fused_takes_the_stream_path_at_small_batch_and_cublas_at_large(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("dtype", [
+    torch.float16,
+    pytest.param(torch.bfloat16, marks=pytest.mark.xfail(
+        strict=True, reason="H200 run 2: an injected fault in this bf16 net went undetected "
+                            "by the stream kernel (why is open; the kernel is therefore not "
+                            "chosen automatically, see _auto.AUTO_STREAM)")),
+    torch.float32])
 def test_stream_in_cuda_graph_replays_clean_and_catches_faults(dtype):
     torch.backends.cuda.matmul.allow_tf32 = dtype == torch.float32
     try:
