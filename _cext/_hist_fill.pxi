@@ -11,6 +11,13 @@
 # depend on the thread count: a feature's sums do not depend on which other
 # features share its pass.
 #
+# A histogram is flat: feature f's records are hist[offsets[f] : offsets[f+1]],
+# one per non-missing bin, and the last one is its missing bin (whose code in
+# the binned matrix is the global missing_bin_idx: a bin past a feature's
+# last record is clamped onto it). So a feature costs its own bins, not the
+# widest feature's (a sparse matrix's features have a few bins each). A
+# chunk's partial histogram has the same layout, chunk c at partial + c * total.
+#
 # The binned matrix is read through strides, so one kernel serves the
 # column-major matrix (blocks of TILE features: a row's bins of a block are
 # in TILE columns) and a row-major copy (blocks of up to MAX_BLOCK features:
@@ -54,9 +61,10 @@ cdef struct hist_job:
     Py_ssize_t n_blocks
     Py_ssize_t n_tasks
     Py_ssize_t n_features
-    Py_ssize_t n_bins
-    hist_struct* hist                # (n_features, n_bins)
-    hist_struct* partial             # (max_chunks, n_features, n_bins) scratch
+    const Py_ssize_t* offsets        # feature f: records offsets[f] .. offsets[f+1]-1
+    Py_ssize_t total                 # records of one histogram (offsets[n_features])
+    hist_struct* hist                # (total,)
+    hist_struct* partial             # (max_chunks, total) scratch
     bint hessians_are_constant
     Y_DTYPE_C h0
 
@@ -99,8 +107,9 @@ cdef inline void _plan_job(hist_job* job, Py_ssize_t max_chunks, bint row_major,
 cdef void _fill_block(const hist_job* job, Py_ssize_t start, Py_ssize_t stop,
                       const int* features, int n_block, hist_struct** out,
                       bint final) noexcept nogil:
-    """Zero then fill ``out[t][:n_bins]`` with feature ``features[t]``'s sums
-    over the rows ``rows[start:stop]`` (``start:stop`` when ``rows`` is NULL).
+    """Zero then fill ``out[t]`` (feature ``features[t]``'s records) with its
+    sums over the rows ``rows[start:stop]`` (``start:stop`` when ``rows`` is
+    NULL).
 
     Gradients are read at the rows themselves: a node's rows are ascending
     (the partition is stable), so this is a forward walk the prefetcher
@@ -109,33 +118,42 @@ cdef void _fill_block(const hist_job* job, Py_ssize_t start, Py_ssize_t stop,
     histogram, not a chunk's partial) then sets ``sum_hessians = count * h0``.
     """
     cdef Py_ssize_t t, b
+    cdef int last[MAX_BLOCK]    # each feature's last record: its missing bin
     for t in range(n_block):
-        for b in range(job.n_bins):
+        last[t] = <int>(job.offsets[features[t] + 1] - job.offsets[features[t]] - 1)
+        for b in range(last[t] + 1):
             out[t][b].sum_gradients = 0.
             out[t][b].sum_hessians = 0.
             out[t][b].count = 0
     if job.row_stride == 1 and n_block <= TILE:
         _fill_columns_tile(job.X, job.col_stride, job.rows, job.g, job.h, start, stop,
-                           features, n_block, out, job.hessians_are_constant)
+                           features, last, n_block, out, job.hessians_are_constant)
     elif job.row_stride == 1:
         _fill_columns(job.X, job.col_stride, job.rows, job.g, job.h, start, stop, features,
-                      n_block, out, job.hessians_are_constant)
+                      last, n_block, out, job.hessians_are_constant)
     else:
         _fill_rows(job.X, job.row_stride, job.rows, job.g, job.h, start, stop, features,
-                   n_block, out, job.hessians_are_constant)
+                   last, n_block, out, job.hessians_are_constant)
     if job.hessians_are_constant and final:
         for t in range(n_block):
-            for b in range(job.n_bins):
+            for b in range(last[t] + 1):
                 out[t][b].sum_hessians = out[t][b].count * job.h0
+
+
+cdef inline unsigned int _record(X_BINNED_DTYPE_C b, int last) noexcept nogil:
+    # a feature's record of bin b: the missing code (past its bins) is its last
+    return b if b < last else last
 
 
 cdef void _fill_columns(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
                         const unsigned int* rows, const G_H_DTYPE_C* g,
                         const G_H_DTYPE_C* h, Py_ssize_t start, Py_ssize_t stop,
-                        const int* features, int n_block, hist_struct** out,
-                        bint constant) noexcept nogil:
-    """The column-major loop: the bin of (row, feature t) is col[t][row]."""
+                        const int* features, const int* last, int n_block,
+                        hist_struct** out, bint constant) noexcept nogil:
+    """The column-major loop: the bin of (row, feature t) is col[t][row]
+    (its record: ``_record(bin, last[t])``)."""
     cdef const X_BINNED_DTYPE_C* col[MAX_BLOCK]
+    cdef int lim[MAX_BLOCK]
     cdef Py_ssize_t i
     cdef int t
     cdef unsigned int row
@@ -143,18 +161,19 @@ cdef void _fill_columns(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
     cdef hist_struct* bin_
     for t in range(n_block):
         col[t] = X + features[t] * col_stride
+        lim[t] = last[t]
     for i in range(start, stop):
         row = rows[i] if rows != NULL else <unsigned int>i
         gi = g[row]
         if constant:
             for t in range(n_block):
-                bin_ = &out[t][col[t][row]]
+                bin_ = &out[t][_record(col[t][row], lim[t])]
                 bin_.sum_gradients += gi
                 bin_.count += 1
         else:
             hi = h[row]
             for t in range(n_block):
-                bin_ = &out[t][col[t][row]]
+                bin_ = &out[t][_record(col[t][row], lim[t])]
                 bin_.sum_gradients += gi
                 bin_.sum_hessians += hi
                 bin_.count += 1
@@ -163,12 +182,13 @@ cdef void _fill_columns(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
 cdef void _fill_columns_tile(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
                         const unsigned int* rows, const G_H_DTYPE_C* g,
                         const G_H_DTYPE_C* h, Py_ssize_t start, Py_ssize_t stop,
-                        const int* features, int n_block, hist_struct** out,
-                        bint constant) noexcept nogil:
+                        const int* features, const int* last, int n_block,
+                        hist_struct** out, bint constant) noexcept nogil:
     """``_fill_columns`` for blocks of at most TILE features: the pointer
     array is small enough for the compiler to keep in registers (measured:
     fits about 10% faster on one thread than with room for MAX_BLOCK)."""
     cdef const X_BINNED_DTYPE_C* col[TILE]
+    cdef int lim[TILE]
     cdef Py_ssize_t i
     cdef int t
     cdef unsigned int row
@@ -176,18 +196,19 @@ cdef void _fill_columns_tile(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
     cdef hist_struct* bin_
     for t in range(n_block):
         col[t] = X + features[t] * col_stride
+        lim[t] = last[t]
     for i in range(start, stop):
         row = rows[i] if rows != NULL else <unsigned int>i
         gi = g[row]
         if constant:
             for t in range(n_block):
-                bin_ = &out[t][col[t][row]]
+                bin_ = &out[t][_record(col[t][row], lim[t])]
                 bin_.sum_gradients += gi
                 bin_.count += 1
         else:
             hi = h[row]
             for t in range(n_block):
-                bin_ = &out[t][col[t][row]]
+                bin_ = &out[t][_record(col[t][row], lim[t])]
                 bin_.sum_gradients += gi
                 bin_.sum_hessians += hi
                 bin_.count += 1
@@ -196,10 +217,10 @@ cdef void _fill_columns_tile(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
 cdef void _fill_rows(const X_BINNED_DTYPE_C* X, Py_ssize_t row_stride,
                      const unsigned int* rows, const G_H_DTYPE_C* g,
                      const G_H_DTYPE_C* h, Py_ssize_t start, Py_ssize_t stop,
-                     const int* features, int n_block, hist_struct** out,
-                     bint constant) noexcept nogil:
+                     const int* features, const int* last, int n_block,
+                     hist_struct** out, bint constant) noexcept nogil:
     """The row-major loop: the row's bins of the block are xr[offset[t]]
-    (offsets and outputs copied to locals, which no histogram store can
+    (columns, last records and outputs copied to locals, which no histogram store can
     alias, so they stay in registers or L1 without reloads)."""
     cdef const X_BINNED_DTYPE_C* xr
     cdef Py_ssize_t i
@@ -208,9 +229,11 @@ cdef void _fill_rows(const X_BINNED_DTYPE_C* X, Py_ssize_t row_stride,
     cdef Y_DTYPE_C gi, hi
     cdef hist_struct* bin_
     cdef int offset[MAX_BLOCK]
+    cdef int lim[MAX_BLOCK]
     cdef hist_struct* dst[MAX_BLOCK]
     for t in range(n_block):
         offset[t] = features[t]
+        lim[t] = last[t]
         dst[t] = out[t]
     for i in range(start, stop):
         row = rows[i] if rows != NULL else <unsigned int>i
@@ -218,13 +241,13 @@ cdef void _fill_rows(const X_BINNED_DTYPE_C* X, Py_ssize_t row_stride,
         gi = g[row]
         if constant:
             for t in range(n_block):
-                bin_ = &dst[t][xr[offset[t]]]
+                bin_ = &dst[t][_record(xr[offset[t]], lim[t])]
                 bin_.sum_gradients += gi
                 bin_.count += 1
         else:
             hi = h[row]
             for t in range(n_block):
-                bin_ = &dst[t][xr[offset[t]]]
+                bin_ = &dst[t][_record(xr[offset[t]], lim[t])]
                 bin_.sum_gradients += gi
                 bin_.sum_hessians += hi
                 bin_.count += 1
@@ -251,9 +274,9 @@ cdef void _run_hist_task(const hist_job* job, Py_ssize_t task) noexcept nogil:
             f = job.active[j]
             block_features[n_block] = <int>f
             if job.n_chunks == 1:
-                block_out[n_block] = job.hist + f * job.n_bins
+                block_out[n_block] = job.hist + job.offsets[f]
             else:
-                block_out[n_block] = job.partial + (c * job.n_features + f) * job.n_bins
+                block_out[n_block] = job.partial + c * job.total + job.offsets[f]
             n_block += 1
     _fill_block(job, start, stop, block_features, n_block, block_out, job.n_chunks == 1)
 
@@ -261,8 +284,9 @@ cdef void _run_hist_task(const hist_job* job, Py_ssize_t task) noexcept nogil:
 cdef void _reduce_hist_feature(const hist_job* job, Py_ssize_t i) noexcept nogil:
     """Active feature ``i``'s histogram: its chunks' partials added in chunk
     order (the same sums for any threads)."""
-    cdef Py_ssize_t f = job.active[i], b, c, n_bins = job.n_bins
-    cdef hist_struct* dst = job.hist + f * n_bins
+    cdef Py_ssize_t f = job.active[i], b, c
+    cdef Py_ssize_t first = job.offsets[f], n_bins = job.offsets[f + 1] - first
+    cdef hist_struct* dst = job.hist + first
     cdef const hist_struct* src
     cdef Y_DTYPE_C sg, sh
     cdef unsigned int cnt
@@ -271,7 +295,7 @@ cdef void _reduce_hist_feature(const hist_job* job, Py_ssize_t i) noexcept nogil
         sh = 0.
         cnt = 0
         for c in range(job.n_chunks):
-            src = job.partial + (c * job.n_features + f) * n_bins + b
+            src = job.partial + c * job.total + first + b
             sg = sg + src.sum_gradients
             sh = sh + src.sum_hessians
             cnt = cnt + src.count

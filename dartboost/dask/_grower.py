@@ -114,7 +114,7 @@ class DistributedTreeGrower(TreeGrower):
             right = _Node(-1, 0, nr, depth, node.sum_g - gl, node.sum_h - hl, 0.0)
             if not (self._can_split(left) or self._can_split(right)):
                 continue  # the grower will build no histogram for them
-            if node.hist[feature, self.missing_values_bin_idx]["count"] == 0:
+            if self._missing_count(node.hist, feature) == 0:
                 missing_left = nl >= nr  # as TreeGrower._split decides
             keys = (self.next_spec_key, self.next_spec_key - 1)
             self.next_spec_key -= 2
