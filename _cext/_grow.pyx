@@ -24,7 +24,7 @@ import numpy as np
 include "_hist_fill.pxi"
 include "_split_scan.pxi"
 
-from ._histogram import check_offsets, padded_offsets
+from ._histogram import check_offsets, padded_offsets, sparse_parts
 
 # A node holding fewer than 1/_row_major_below of the rows has its histogram
 # filled from the row-major copy: its rows are scattered, and a row's bins
@@ -308,6 +308,9 @@ cdef class NodeKernels:
         ``offsets[-1]``. None: every feature ``missing_bin_idx + 1`` records.
         Every histogram given to this object's methods is flat, of
         ``n_records`` records.
+    sparse : SparseColumns or None
+        The binned matrix's mostly-default features
+        (``dartboost._sparse_columns``): filled from their entries.
     """
     cdef const X_BINNED_DTYPE_C[::1, :] X
     cdef const X_BINNED_DTYPE_C[:, ::1] X_rows
@@ -322,6 +325,13 @@ cdef class NodeKernels:
     cdef Py_ssize_t total           # records of one histogram
     cdef Py_ssize_t active_bins     # records of the tree's features
     cdef int[::1] active
+    cdef int[::1] dense             # the active features read from the binned matrix
+    cdef bint has_sparse
+    cdef const unsigned char[::1] sp_is
+    cdef const unsigned char[::1] sp_on
+    cdef const Py_ssize_t[::1] sp_default
+    cdef const Py_ssize_t[::1] sp_ptr
+    cdef const unsigned int[::1] sp_records
     cdef const unsigned int[::1] n_bins_nm
     cdef const unsigned char[::1] is_cat
     cdef const signed char[::1] mono
@@ -353,7 +363,8 @@ cdef class NodeKernels:
                  Y_DTYPE_C l1_regularization=0., unsigned int max_cat_to_onehot=4,
                  Y_DTYPE_C cat_smooth=10., Y_DTYPE_C cat_l2=10.,
                  unsigned int min_data_per_group=100, unsigned int max_cat_threshold=32,
-                 bint hessians_are_constant=False, int n_threads=1, offsets=None):
+                 bint hessians_are_constant=False, int n_threads=1, offsets=None,
+                 sparse=None):
         n_features = X_binned.shape[1]
         if feature_mask.shape[0] != n_features or n_bins_non_missing.shape[0] != n_features:
             raise ValueError("feature_mask and n_bins_non_missing need one entry "
@@ -382,6 +393,13 @@ cdef class NodeKernels:
         self.right = right_buffer
         self.partial = partial
         self.active = np.flatnonzero(np.asarray(feature_mask)).astype(np.intc)
+        parts = sparse_parts(sparse, X_binned.shape[0], self.offsets, feature_mask)
+        self.has_sparse = parts is not None
+        if parts is None:
+            self.dense = self.active
+        else:
+            (self.sp_is, self.sp_default, self.sp_ptr, self.sp_records, self.sp_on,
+             self.dense) = parts
         sizes = np.diff(np.asarray(self.offsets))
         self.active_bins = int(sizes[np.asarray(self.active)].sum())
         self.n_bins_nm = n_bins_non_missing
@@ -430,6 +448,15 @@ cdef class NodeKernels:
         job.total = self.total
         job.n_active = self.active.shape[0]
         job.active = &self.active[0] if job.n_active > 0 else NULL
+        job.n_dense = self.dense.shape[0]
+        job.dense = &self.dense[0] if job.n_dense > 0 else NULL
+        job.row_ptr = NULL
+        if self.has_sparse:
+            job.is_sparse = &self.sp_is[0]
+            job.default_record = &self.sp_default[0]
+            job.row_ptr = &self.sp_ptr[0]
+            job.records = &self.sp_records[0] if self.sp_records.shape[0] > 0 else NULL
+            job.record_on = &self.sp_on[0]
         row_major = self.has_rows and job.n * _row_major_below < self.X.shape[0]
         job.column_block = _column_block
         if row_major:
@@ -472,11 +499,11 @@ cdef class NodeKernels:
         with nogil:
             self._plan(&job, start, stop, all_rows, &hist[0])
             self._fill(&job)
-            if job.n_chunks > 1:
+            if _needs_finish(&job):
                 for i in prange(job.n_active, schedule='static',
                                 num_threads=_threads(self.active_bins,
                                                      MIN_BINS_PER_THREAD, self.n_threads)):
-                    _reduce_hist_feature(&job, i)
+                    _finish_hist_feature(&job, i)
         _phase_seconds[3] += _now() - t0
 
     cdef int _check_hist(self, hist_struct[::1] hist) except -1:
@@ -792,8 +819,8 @@ cdef class NodeKernels:
         """Feature ``active[i]`` of a split: its histograms and searches."""
         cdef Py_ssize_t f = self.active[i], off = self.offsets[f]
         cdef int child
-        if ctx.job.n_chunks > 1:
-            _reduce_hist_feature(&ctx.job, i)
+        if _needs_finish(&ctx.job):
+            _finish_hist_feature(&ctx.job, i)
         if ctx.large_base != NULL:
             _subtract_hist_feature(ctx.parent_base + off, ctx.small_base + off,
                                    ctx.large_base + off, self.offsets[f + 1] - off)

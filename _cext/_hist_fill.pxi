@@ -18,6 +18,14 @@
 # widest feature's (a sparse matrix's features have a few bins each). A
 # chunk's partial histogram has the same layout, chunk c at partial + c * total.
 #
+# Mostly-default ("sparse") features (dartboost/_sparse_columns.py) are not
+# read from the binned matrix: a node's rows' non-default entries (a CSR
+# structure of histogram records, built once per fit) fill them, one task per
+# row chunk for all of them, which also sums the chunk's gradients and
+# hessians; their default bin is then the node's totals minus their other
+# records (_finish_hist_feature). The chunks are the same as the dense
+# features', so the sums still never depend on the thread count.
+#
 # The binned matrix is read through strides, so one kernel serves the
 # column-major matrix (blocks of TILE features: a row's bins of a block are
 # in TILE columns) and a row-major copy (blocks of up to MAX_BLOCK features:
@@ -41,6 +49,8 @@ cdef enum:
     # Tasks per thread a node is cut into when it can be (dynamic
     # scheduling then evens out chunks of unequal cost).
     TASKS_PER_THREAD = 3
+    # Most row chunks of a node (the per-chunk totals live in the job).
+    MAX_CHUNKS = 64
 
 
 cdef struct hist_job:
@@ -54,8 +64,10 @@ cdef struct hist_job:
     Py_ssize_t n
     Py_ssize_t n_chunks
     Py_ssize_t chunk_len
-    const int* active                # features to fill
+    const int* active                # features to fill (and finish)
     Py_ssize_t n_active
+    const int* dense                 # those read from the binned matrix
+    Py_ssize_t n_dense
     Py_ssize_t column_block          # most features per task on the column-major matrix
     Py_ssize_t block                 # features per task
     Py_ssize_t n_blocks
@@ -67,41 +79,62 @@ cdef struct hist_job:
     hist_struct* partial             # (max_chunks, total) scratch
     bint hessians_are_constant
     Y_DTYPE_C h0
+    # the sparse features (see above); n_sparse_tasks == 0: none is active
+    const unsigned char* is_sparse   # per feature
+    const Py_ssize_t* default_record # per feature
+    const Py_ssize_t* row_ptr        # row r's entries: records[row_ptr[r] : row_ptr[r+1]]
+    const unsigned int* records
+    const unsigned char* record_on   # per record: of an active sparse feature
+    Py_ssize_t n_sparse_tasks
+    Y_DTYPE_C chunk_g[MAX_CHUNKS]    # each chunk's sums (sparse tasks)
+    Y_DTYPE_C chunk_h[MAX_CHUNKS]
 
 
 cdef inline Py_ssize_t _n_chunks(Py_ssize_t n_rows, Py_ssize_t max_chunks) noexcept nogil:
     cdef Py_ssize_t c = (n_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
     if c > max_chunks:
         c = max_chunks
+    if c > MAX_CHUNKS:
+        c = MAX_CHUNKS
     return c if c > 1 else 1
 
 
 cdef inline void _plan_job(hist_job* job, Py_ssize_t max_chunks, bint row_major,
                            int n_threads) noexcept nogil:
     """Chunks (from the node's size only) and feature blocks (enough tasks
-    for ``n_threads``) of ``job``; ``n``, ``n_active``, ``n_features`` and
-    ``column_block`` (at most MAX_BLOCK) must be set."""
+    for ``n_threads``) of ``job``; ``n``, ``n_active``, ``dense``,
+    ``n_dense``, ``n_features``, ``column_block`` (at most MAX_BLOCK) and
+    the sparse fields (``row_ptr`` NULL: no sparse feature) must be set. The
+    sparse tasks, one per chunk, come first (the longest)."""
     cdef Py_ssize_t max_block = MAX_BLOCK if row_major else job.column_block
     cdef Py_ssize_t want
     job.n_chunks = _n_chunks(job.n, max_chunks)
     job.chunk_len = (job.n + job.n_chunks - 1) // job.n_chunks
+    job.n_sparse_tasks = 0
+    if job.row_ptr != NULL and job.n > 0 and job.n_dense < job.n_active:
+        job.n_sparse_tasks = job.n_chunks
+    if job.n_dense == 0 or job.n == 0:
+        job.n_blocks = 0
+        job.block = 1
+        job.n_tasks = job.n_sparse_tasks
+        return
     # blocks: as few as give every thread TASKS_PER_THREAD tasks, none wider
     # than max_block, and on the row-major copy none narrower than TILE
     want = (TASKS_PER_THREAD * n_threads + job.n_chunks - 1) // job.n_chunks
     if n_threads <= 1:
         want = 1
-    job.n_blocks = (job.n_active + max_block - 1) // max_block
+    job.n_blocks = (job.n_dense + max_block - 1) // max_block
     if want > job.n_blocks:
         job.n_blocks = want
-        if row_major and job.n_blocks > (job.n_active + TILE - 1) // TILE:
-            job.n_blocks = (job.n_active + TILE - 1) // TILE
-    if job.n_blocks > job.n_active:
-        job.n_blocks = job.n_active
+        if row_major and job.n_blocks > (job.n_dense + TILE - 1) // TILE:
+            job.n_blocks = (job.n_dense + TILE - 1) // TILE
+    if job.n_blocks > job.n_dense:
+        job.n_blocks = job.n_dense
     if job.n_blocks < 1:
         job.n_blocks = 1
-    job.block = (job.n_active + job.n_blocks - 1) // job.n_blocks
-    job.n_blocks = (job.n_active + job.block - 1) // job.block
-    job.n_tasks = job.n_blocks * job.n_chunks if job.n_active > 0 and job.n > 0 else 0
+    job.block = (job.n_dense + job.n_blocks - 1) // job.n_blocks
+    job.n_blocks = (job.n_dense + job.block - 1) // job.block
+    job.n_tasks = job.n_sparse_tasks + job.n_blocks * job.n_chunks
 
 
 cdef void _fill_block(const hist_job* job, Py_ssize_t start, Py_ssize_t stop,
@@ -253,25 +286,76 @@ cdef void _fill_rows(const X_BINNED_DTYPE_C* X, Py_ssize_t row_stride,
                 bin_.count += 1
 
 
-cdef void _run_hist_task(const hist_job* job, Py_ssize_t task) noexcept nogil:
-    """Task ``task``: chunk ``task % n_chunks`` of the rows, block
-    ``task // n_chunks`` of the active features (its own stack arrays, so
-    parallel tasks share nothing but read-only inputs and disjoint outputs)."""
+cdef inline void _chunk_rows(const hist_job* job, Py_ssize_t c, Py_ssize_t* start,
+                             Py_ssize_t* stop) noexcept nogil:
+    """The positions ``start:stop`` of chunk ``c``'s rows in the node."""
+    start[0] = c * job.chunk_len
+    stop[0] = start[0] + job.chunk_len
+    if stop[0] > job.n:
+        stop[0] = job.n
+    if start[0] > stop[0]:
+        start[0] = stop[0]
+
+
+cdef void _fill_sparse_chunk(hist_job* job, Py_ssize_t c) noexcept nogil:
+    """Chunk ``c``'s sums of every active sparse feature, from its rows'
+    entries (the default bins stay zero), and its gradient and hessian
+    totals (``chunk_g[c]``, ``chunk_h[c]``), summed in row order."""
+    cdef hist_struct* out = job.hist if job.n_chunks == 1 else job.partial + c * job.total
+    cdef Py_ssize_t i, j, f, k, start, stop, first, last
+    cdef unsigned int row, r
+    cdef Y_DTYPE_C gi, hi, sg = 0., sh = 0.
+    cdef bint constant = job.hessians_are_constant
+    cdef hist_struct* bin_
+    _chunk_rows(job, c, &start, &stop)
+    for j in range(job.n_active):
+        f = job.active[j]
+        if job.is_sparse[f]:
+            for k in range(job.offsets[f], job.offsets[f + 1]):
+                out[k].sum_gradients = 0.
+                out[k].sum_hessians = 0.
+                out[k].count = 0
+    for i in range(start, stop):
+        row = job.rows[i] if job.rows != NULL else <unsigned int>i
+        gi = job.g[row]
+        sg = sg + gi
+        hi = 0.
+        if not constant:
+            hi = job.h[row]
+            sh = sh + hi
+        first = job.row_ptr[row]
+        last = job.row_ptr[row + 1]
+        for k in range(first, last):
+            r = job.records[k]
+            if job.record_on[r]:
+                bin_ = &out[r]
+                bin_.sum_gradients += gi
+                bin_.sum_hessians += hi
+                bin_.count += 1
+    job.chunk_g[c] = sg
+    job.chunk_h[c] = sh
+
+
+cdef void _run_hist_task(hist_job* job, Py_ssize_t task) noexcept nogil:
+    """Task ``task``: the sparse features of chunk ``task`` if it is below
+    ``n_sparse_tasks``; else, counting from there, chunk ``task % n_chunks``
+    of the rows and block ``task // n_chunks`` of the dense features (its
+    own stack arrays, so parallel tasks share nothing but read-only inputs
+    and disjoint outputs)."""
     cdef int block_features[MAX_BLOCK]
     cdef hist_struct* block_out[MAX_BLOCK]
     cdef int n_block = 0
-    cdef Py_ssize_t c = task % job.n_chunks
-    cdef Py_ssize_t first = (task // job.n_chunks) * job.block
-    cdef Py_ssize_t j, f
-    cdef Py_ssize_t start = c * job.chunk_len
-    cdef Py_ssize_t stop = start + job.chunk_len
-    if stop > job.n:
-        stop = job.n
-    if start > stop:
-        start = stop
+    cdef Py_ssize_t c, first, j, f, start, stop
+    if task < job.n_sparse_tasks:
+        _fill_sparse_chunk(job, task)
+        return
+    task -= job.n_sparse_tasks
+    c = task % job.n_chunks
+    first = (task // job.n_chunks) * job.block
+    _chunk_rows(job, c, &start, &stop)
     for j in range(first, first + job.block):
-        if j < job.n_active:
-            f = job.active[j]
+        if j < job.n_dense:
+            f = job.dense[j]
             block_features[n_block] = <int>f
             if job.n_chunks == 1:
                 block_out[n_block] = job.hist + job.offsets[f]
@@ -279,6 +363,47 @@ cdef void _run_hist_task(const hist_job* job, Py_ssize_t task) noexcept nogil:
                 block_out[n_block] = job.partial + c * job.total + job.offsets[f]
             n_block += 1
     _fill_block(job, start, stop, block_features, n_block, block_out, job.n_chunks == 1)
+
+
+cdef void _finish_hist_feature(const hist_job* job, Py_ssize_t i) noexcept nogil:
+    """Active feature ``i``'s histogram once its tasks ran: its chunks'
+    partials added, and a sparse feature's default bin set."""
+    if job.n_chunks > 1:
+        _reduce_hist_feature(job, i)
+    if job.n_sparse_tasks > 0 and job.is_sparse[job.active[i]]:
+        _default_bin(job, job.active[i])
+
+
+cdef inline bint _needs_finish(const hist_job* job) noexcept nogil:
+    """Whether the features need a pass after the tasks (_finish_hist_feature)."""
+    return job.n_chunks > 1 or job.n_sparse_tasks > 0
+
+
+cdef void _default_bin(const hist_job* job, Py_ssize_t f) noexcept nogil:
+    """Sparse feature ``f``'s default bin: the node's totals (the chunks'
+    sums, added in chunk order) minus its other records. Its count is exact;
+    an empty one gets exact zero sums (as a filled one would)."""
+    cdef Py_ssize_t k, c, d = job.default_record[f]
+    cdef Y_DTYPE_C sg = 0., sh = 0.
+    cdef Py_ssize_t cnt = job.n
+    cdef hist_struct* hist = job.hist
+    for c in range(job.n_chunks):
+        sg = sg + job.chunk_g[c]
+        sh = sh + job.chunk_h[c]
+    for k in range(job.offsets[f], job.offsets[f + 1]):
+        if k != d:
+            sg = sg - hist[k].sum_gradients
+            sh = sh - hist[k].sum_hessians
+            cnt = cnt - hist[k].count
+    if cnt == 0:
+        sg = 0.
+        sh = 0.
+    hist[d].sum_gradients = sg
+    hist[d].sum_hessians = sh
+    hist[d].count = <unsigned int>cnt
+    if job.hessians_are_constant:  # (as the dense features' final pass)
+        for k in range(job.offsets[f], job.offsets[f + 1]):
+            hist[k].sum_hessians = hist[k].count * job.h0
 
 
 cdef void _reduce_hist_feature(const hist_job* job, Py_ssize_t i) noexcept nogil:

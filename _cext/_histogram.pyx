@@ -64,6 +64,40 @@ def check_offsets(offsets, Py_ssize_t n_features, n_bins_non_missing=None):
     return offsets
 
 
+def sparse_parts(sparse, Py_ssize_t n_rows, offsets, feature_mask):
+    """The arrays a histogram job reads for ``sparse`` (a
+    ``dartboost._sparse_columns.SparseColumns`` of the binned matrix, or
+    None), checked against the matrix's ``n_rows`` and the layout
+    ``offsets``: ``(is_sparse, default_record, row_ptr, records, record_on,
+    dense)``, ``record_on`` flagging the records of the sparse features in
+    ``feature_mask`` and ``dense`` listing the other features of the mask.
+    None when ``sparse`` is."""
+    if sparse is None:
+        return None
+    offsets = np.asarray(offsets, dtype=np.intp)
+    n_features = offsets.shape[0] - 1
+    is_sparse = np.ascontiguousarray(sparse.is_sparse, dtype=np.uint8)
+    default_record = np.ascontiguousarray(sparse.default_record, dtype=np.intp)
+    row_ptr = np.ascontiguousarray(sparse.row_ptr, dtype=np.intp)
+    records = np.ascontiguousarray(sparse.records, dtype=np.uint32)
+    if is_sparse.shape != (n_features,) or default_record.shape != (n_features,):
+        raise ValueError(f"sparse columns need one flag and default per feature ({n_features})")
+    if row_ptr.shape != (n_rows + 1,) or row_ptr[0] != 0 or row_ptr[n_rows] != records.shape[0] \
+            or np.any(np.diff(row_ptr) < 0):
+        raise ValueError(f"sparse row_ptr must be {n_rows + 1} increasing entries from 0 to "
+                         "the number of entries")
+    if records.shape[0] and records.max() >= offsets[n_features]:
+        raise ValueError("sparse records past the histogram's layout")
+    flagged = is_sparse.astype(bool)
+    if np.any((default_record[flagged] < offsets[:-1][flagged])
+              | (default_record[flagged] >= offsets[1:][flagged])):
+        raise ValueError("a sparse feature's default record is outside its histogram")
+    mask = np.asarray(feature_mask).astype(bool)
+    record_on = np.repeat(mask & flagged, np.diff(offsets)).astype(np.uint8)
+    dense = np.flatnonzero(mask & ~flagged).astype(np.intc)
+    return is_sparse, default_record, row_ptr, records, record_on, dense
+
+
 def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
                     const unsigned int[::1] sample_indices,
                     const G_H_DTYPE_C[::1] gradients,
@@ -75,7 +109,7 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
                     hist,
                     partial=None,
                     const X_BINNED_DTYPE_C[:, ::1] X_rows=None,
-                    offsets=None):
+                    offsets=None, sparse=None):
     """Fill feature ``f``'s histogram for every feature with ``feature_mask[f]``.
 
     ``hist`` is flat (feature ``f``'s records at ``offsets[f] ..
@@ -88,8 +122,11 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
     the per-chunk histograms of large nodes; without it (or with room for one
     chunk) every feature is filled in one pass. ``X_rows``, a row-major copy
     of ``X_binned``, is read instead of it when given (the same sums; a row's
-    bins of many features come in one cache line). One parallel region, plus
-    one to add the chunks' partials when there are several.
+    bins of many features come in one cache line). With ``sparse`` (the
+    matrix's ``SparseColumns``, flat histograms only) its features are
+    filled from their entries, their default bin by subtraction. One
+    parallel region, plus one to add the chunks' partials (and set the
+    default bins) when there are several.
     """
     cdef:
         hist_job job
@@ -99,6 +136,12 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
         hist_struct[:, ::1] partial_flat
         const Py_ssize_t[::1] offs
         Py_ssize_t max_chunks = 1
+        int[::1] dense
+        const unsigned char[::1] sp_is
+        const unsigned char[::1] sp_on
+        const Py_ssize_t[::1] sp_default
+        const Py_ssize_t[::1] sp_ptr
+        const unsigned int[::1] sp_records
 
     job.n = sample_indices.shape[0]
     job.n_features = X_binned.shape[1]
@@ -133,6 +176,19 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
         return
     job.active = &active[0]
     job.offsets = &offs[0]
+    job.row_ptr = NULL
+    parts = sparse_parts(sparse, X_binned.shape[0], offsets_arr, feature_mask)
+    if parts is None:
+        dense = active
+    else:
+        sp_is, sp_default, sp_ptr, sp_records, sp_on, dense = parts
+        job.is_sparse = &sp_is[0]
+        job.default_record = &sp_default[0]
+        job.row_ptr = &sp_ptr[0]
+        job.records = &sp_records[0] if sp_records.shape[0] > 0 else NULL
+        job.record_on = &sp_on[0]
+    job.n_dense = dense.shape[0]
+    job.dense = &dense[0] if job.n_dense > 0 else NULL
     if X_rows is not None:
         job.X = &X_rows[0, 0]
         job.row_stride = job.n_features
@@ -153,9 +209,9 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
 
     for task in prange(job.n_tasks, schedule='dynamic', nogil=True, num_threads=n_threads):
         _run_hist_task(&job, task)
-    if job.n_chunks > 1:
+    if _needs_finish(&job):
         for i in prange(job.n_active, schedule='static', nogil=True, num_threads=n_threads):
-            _reduce_hist_feature(&job, i)
+            _finish_hist_feature(&job, i)
 
 
 def subtract_histograms(parent, sibling, const unsigned char[::1] feature_mask,

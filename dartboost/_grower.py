@@ -18,7 +18,9 @@ Histograms are flat arrays of :data:`HISTOGRAM_DTYPE` records: feature
 ``f``'s are ``hist[offsets[f]:offsets[f + 1]]`` (:func:`histogram_offsets`),
 one per non-missing bin and the last one its missing bin, so a feature
 costs its own bins (a sparse matrix's features have a handful), not the
-widest feature's.
+widest feature's. Mostly-default features (:mod:`dartboost._sparse_columns`,
+chosen once per fit from the binned matrix) are filled from their
+non-default entries and get their default bin by subtraction.
 """
 import heapq
 
@@ -26,6 +28,7 @@ import numpy as np
 
 from ._cext import _grow, _histogram, _splitting
 from ._common import HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
+from ._sparse_columns import SparseColumns
 
 #: Partition work per row relative to a histogram update of one feature
 #: (``threads_for`` units): a row is read, compared and written once.
@@ -191,6 +194,7 @@ class TreeGrower:
         self.n_bins = missing_values_bin_idx + 1
         self.hist_offsets = histogram_offsets(n_bins_non_missing)
         self.n_records = int(self.hist_offsets[-1])
+        self.sparse = buffers.sparse_columns(X_binned, self.hist_offsets)
 
     # -- helpers --------------------------------------------------------------
     def _leaf_value(self, sum_g, sum_h, lower=-np.inf, upper=np.inf, extra_l2=0.0):
@@ -242,7 +246,7 @@ class TreeGrower:
             self.X_binned, rows, self.gradients, self.hessians, self.feature_mask,
             self.all_rows and node.idx == 0, self.hessians_are_constant,
             threads_for(rows.size * self.n_features, self.n_threads), hist,
-            self._partial(), offsets=self.hist_offsets,
+            self._partial(), offsets=self.hist_offsets, sparse=self.sparse,
         )
         return hist
 
@@ -447,7 +451,7 @@ class TreeGrower:
             self.min_samples_leaf, self.min_child_weight, self.min_split_gain,
             self.is_categorical, self.monotonic_cst, self.reg_alpha,
             hessians_are_constant=self.hessians_are_constant, n_threads=self.n_threads,
-            offsets=self.hist_offsets, **self.cat_options)
+            offsets=self.hist_offsets, sparse=self.sparse, **self.cat_options)
 
     def _split_fused(self, kernels, node, nodes, room):
         """``_split`` then ``_prepare_children`` in one compiled call: the same
@@ -519,6 +523,8 @@ class GrowerBuffers:
         self._partial = None
         self._rows_of = None
         self._rows = None
+        self._sparse_of = None
+        self._sparse = None
 
     def take_histogram(self, n_records):
         """An uninitialised flat histogram of ``n_records`` records."""
@@ -542,6 +548,17 @@ class GrowerBuffers:
             self._rows = np.ascontiguousarray(X_binned)
             self._rows_of = X_binned
         return self._rows
+
+    def sparse_columns(self, X_binned, offsets):
+        """The mostly-default features of ``X_binned`` as their entries
+        (:class:`~dartboost._sparse_columns.SparseColumns`, made once per
+        fit), or None when it has none."""
+        key = (X_binned, offsets.tobytes())
+        if self._sparse_of is None or self._sparse_of[0] is not X_binned \
+                or self._sparse_of[1] != key[1]:
+            self._sparse = SparseColumns.of(X_binned, offsets)
+            self._sparse_of = key
+        return self._sparse
 
     def partial_histograms(self, n_records, n_features, n_bins):
         """Scratch for the per-chunk histograms of large nodes, each of
