@@ -284,8 +284,10 @@ cdef class NodeKernels:
     Parameters
     ----------
     X_binned : uint8 array (n_samples, n_features), Fortran order
-    X_rows : uint8 array (n_samples, n_features), C order, or None
-        Row-major copy of ``X_binned`` for the histograms of scattered nodes.
+    X_rows : uint8 array (n_samples, n_columns), C order, or None
+        Row-major copy of ``X_binned``'s columns ``rows_features`` for the
+        histograms of scattered nodes; it must hold every feature that is
+        not filled from ``sparse``'s entries.
     gradients, hessians : float32 arrays (n_samples,)
     partition : uint32 array
         The tree's rows (reordered in place as nodes split).
@@ -311,9 +313,13 @@ cdef class NodeKernels:
     sparse : SparseColumns or None
         The binned matrix's mostly-default features
         (``dartboost._sparse_columns``): filled from their entries.
+    rows_features : int array (n_columns,) or None
+        The features of ``X_rows``'s columns (None: all of them, in order).
     """
     cdef const X_BINNED_DTYPE_C[::1, :] X
     cdef const X_BINNED_DTYPE_C[:, ::1] X_rows
+    cdef int[::1] row_col            # column of X_rows of each feature (-1: none)
+    cdef bint rows_subset
     cdef bint has_rows
     cdef const G_H_DTYPE_C[::1] g
     cdef const G_H_DTYPE_C[::1] h
@@ -364,7 +370,7 @@ cdef class NodeKernels:
                  Y_DTYPE_C cat_smooth=10., Y_DTYPE_C cat_l2=10.,
                  unsigned int min_data_per_group=100, unsigned int max_cat_threshold=32,
                  bint hessians_are_constant=False, int n_threads=1, offsets=None,
-                 sparse=None):
+                 sparse=None, rows_features=None):
         n_features = X_binned.shape[1]
         if feature_mask.shape[0] != n_features or n_bins_non_missing.shape[0] != n_features:
             raise ValueError("feature_mask and n_bins_non_missing need one entry "
@@ -381,11 +387,23 @@ cdef class NodeKernels:
         if gradients.shape[0] != X_binned.shape[0] or hessians.shape[0] != X_binned.shape[0]:
             raise ValueError("gradients and hessians need one value per row")
         self.X = X_binned
-        self.has_rows = X_rows is not None
+        # (a copy of one column would read as column-major: not worth it)
+        self.has_rows = X_rows is not None and X_rows.shape[1] >= 2
+        self.rows_subset = rows_features is not None
         if self.has_rows:
             self.X_rows = X_rows
-            if self.X_rows.shape[0] != X_binned.shape[0] or self.X_rows.shape[1] != n_features:
-                raise ValueError("X_rows must be X_binned in row-major order")
+            if rows_features is None:
+                rows_features = np.arange(n_features)
+            rows_features = np.asarray(rows_features, dtype=np.intp)
+            if (self.X_rows.shape[0] != X_binned.shape[0]
+                    or rows_features.shape != (self.X_rows.shape[1],)
+                    or np.any(rows_features < 0) or np.any(rows_features >= n_features)
+                    or np.any(np.diff(rows_features) <= 0)):
+                raise ValueError("X_rows must be X_binned's columns rows_features "
+                                 "(increasing) in row-major order")
+            row_col = np.full(n_features, -1, dtype=np.intc)
+            row_col[rows_features] = np.arange(rows_features.size, dtype=np.intc)
+            self.row_col = row_col
         self.g = gradients
         self.h = hessians
         self.partition = partition
@@ -400,6 +418,8 @@ cdef class NodeKernels:
         else:
             (self.sp_is, self.sp_default, self.sp_ptr, self.sp_records, self.sp_on,
              self.dense) = parts
+        if self.has_rows and np.any(np.asarray(self.row_col)[np.asarray(self.dense)] < 0):
+            raise ValueError("X_rows lacks a feature that is not filled from sparse entries")
         sizes = np.diff(np.asarray(self.offsets))
         self.active_bins = int(sizes[np.asarray(self.active)].sum())
         self.n_bins_nm = n_bins_non_missing
@@ -461,12 +481,14 @@ cdef class NodeKernels:
         job.column_block = _column_block
         if row_major:
             job.X = &self.X_rows[0, 0]
-            job.row_stride = self.n_features
+            job.row_stride = self.X_rows.shape[1]
+            job.row_col = &self.row_col[0] if self.rows_subset else NULL
             job.col_stride = 1
         else:
             job.X = &self.X[0, 0]
             job.row_stride = 1
             job.col_stride = self.X.shape[0]
+            job.row_col = NULL
         job.rows = NULL if all_rows else &self.partition[start]
         job.g = &self.g[0]
         job.h = &self.h[0]

@@ -58,6 +58,8 @@ cdef struct hist_job:
     const X_BINNED_DTYPE_C* X        # bins of row r, feature f: X[r * row_stride + f * col_stride]
     Py_ssize_t row_stride
     Py_ssize_t col_stride
+    const int* row_col               # row-major copy of some features: f is its column
+                                     # row_col[f] (NULL: the copy has every feature)
     const unsigned int* rows         # the node's rows (ascending), or NULL: rows 0..n-1
     const G_H_DTYPE_C* g
     const G_H_DTYPE_C* h
@@ -165,8 +167,8 @@ cdef void _fill_block(const hist_job* job, Py_ssize_t start, Py_ssize_t stop,
         _fill_columns(job.X, job.col_stride, job.rows, job.g, job.h, start, stop, features,
                       last, n_block, out, job.hessians_are_constant)
     else:
-        _fill_rows(job.X, job.row_stride, job.rows, job.g, job.h, start, stop, features,
-                   last, n_block, out, job.hessians_are_constant)
+        _fill_rows(job.X, job.row_stride, job.row_col, job.rows, job.g, job.h, start, stop,
+                   features, last, n_block, out, job.hessians_are_constant)
     if job.hessians_are_constant and final:
         for t in range(n_block):
             for b in range(last[t] + 1):
@@ -247,7 +249,7 @@ cdef void _fill_columns_tile(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
                 bin_.count += 1
 
 
-cdef void _fill_rows(const X_BINNED_DTYPE_C* X, Py_ssize_t row_stride,
+cdef void _fill_rows(const X_BINNED_DTYPE_C* X, Py_ssize_t row_stride, const int* row_col,
                      const unsigned int* rows, const G_H_DTYPE_C* g,
                      const G_H_DTYPE_C* h, Py_ssize_t start, Py_ssize_t stop,
                      const int* features, const int* last, int n_block,
@@ -265,7 +267,7 @@ cdef void _fill_rows(const X_BINNED_DTYPE_C* X, Py_ssize_t row_stride,
     cdef int lim[MAX_BLOCK]
     cdef hist_struct* dst[MAX_BLOCK]
     for t in range(n_block):
-        offset[t] = features[t]
+        offset[t] = row_col[features[t]] if row_col != NULL else features[t]
         lim[t] = last[t]
         dst[t] = out[t]
     for i in range(start, stop):

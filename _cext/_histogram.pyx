@@ -176,6 +176,7 @@ def build_histogram(const X_BINNED_DTYPE_C[::1, :] X_binned,
         return
     job.active = &active[0]
     job.offsets = &offs[0]
+    job.row_col = NULL
     job.row_ptr = NULL
     parts = sparse_parts(sparse, X_binned.shape[0], offsets_arr, feature_mask)
     if parts is None:

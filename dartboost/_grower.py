@@ -443,15 +443,19 @@ class TreeGrower:
 
     def _node_kernels(self):
         """The compiled steps of this tree (:class:`_grow.NodeKernels`)."""
+        # the row-major copy serves the features read from the binned matrix
+        columns = (None if self.sparse is None
+                   else np.flatnonzero(self.sparse.is_sparse == 0))
         return _grow.NodeKernels(
-            self.X_binned, self.buffers.row_major(self.X_binned), self.gradients,
+            self.X_binned, self.buffers.row_major(self.X_binned, columns), self.gradients,
             self.hessians, self.partition, self.buffers.left, self.buffers.right,
             self._partial(), self.feature_mask,
             self.n_bins_non_missing, self.missing_values_bin_idx, self.l2_regularization,
             self.min_samples_leaf, self.min_child_weight, self.min_split_gain,
             self.is_categorical, self.monotonic_cst, self.reg_alpha,
             hessians_are_constant=self.hessians_are_constant, n_threads=self.n_threads,
-            offsets=self.hist_offsets, sparse=self.sparse, **self.cat_options)
+            offsets=self.hist_offsets, sparse=self.sparse, rows_features=columns,
+            **self.cat_options)
 
     def _split_fused(self, kernels, node, nodes, room):
         """``_split`` then ``_prepare_children`` in one compiled call: the same
@@ -538,15 +542,21 @@ class GrowerBuffers:
         """Return a histogram no node uses any more."""
         self._free_histograms.append(hist)
 
-    def row_major(self, X_binned):
-        """A row-major copy of ``X_binned`` (made once per fit), which the
-        histograms of nodes with scattered rows read: one cache line gives
-        a row's bins of many features. ``None`` for fewer than two features."""
-        if X_binned.shape[1] < 2:
+    def row_major(self, X_binned, columns=None):
+        """A row-major copy of ``X_binned``'s ``columns`` (None: all; made
+        once per fit), which the histograms of nodes with scattered rows
+        read: one cache line gives a row's bins of many features. ``None``
+        for fewer than two columns."""
+        n_columns = X_binned.shape[1] if columns is None else len(columns)
+        if n_columns < 2:
             return None
-        if self._rows_of is not X_binned:
-            self._rows = np.ascontiguousarray(X_binned)
-            self._rows_of = X_binned
+        key = None if columns is None else np.asarray(columns, dtype=np.intp).tobytes()
+        if self._rows_of is None or self._rows_of[0] is not X_binned \
+                or self._rows_of[1] != key:
+            self._rows = None  # (the old copy goes before the new one is made)
+            self._rows = np.ascontiguousarray(
+                X_binned if columns is None else X_binned[:, np.asarray(columns)])
+            self._rows_of = (X_binned, key)
         return self._rows
 
     def sparse_columns(self, X_binned, offsets):

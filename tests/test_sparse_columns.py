@@ -203,6 +203,13 @@ def test_sparse_filled_trees_match_the_dense_fill_and_every_path(params, monkeyp
     fused = [grow(TreeGrower, n) for n in (1, 2, 3)]
     assert fused[0][0].sparse is not None
     assert fused[0][0].sparse.n_sparse == len(SPARSE)
+    # the row-major copy holds the other features only
+    assert fused[0][0].buffers._rows.shape == (40_000, binned.shape[1] - len(SPARSE))
+    try:
+        _grow.set_layout(row_major_below=1)  # every node below the root reads it
+        fused.append(grow(TreeGrower, 2))
+    finally:
+        _grow.set_layout()
     for other in fused[1:] + [grow(StepByStepGrower, 2)]:
         np.testing.assert_array_equal(fused[0][1], other[1])  # bit for bit
         assert fused[0][2] == other[2]
@@ -234,3 +241,25 @@ def test_dense_and_sparse_copies_give_identical_models(boosting):
     for other in models[1:]:
         np.testing.assert_array_equal(models[0].booster_.nodes, other.booster_.nodes)
         np.testing.assert_array_equal(models[0].predict_proba(X), other.predict_proba(X))
+
+
+def test_a_row_major_copy_without_a_dense_feature_is_refused():
+    X, mapper, binned, g, h = _mostly_default(n=500)
+    offsets = histogram_offsets(mapper.n_bins_non_missing_)
+    columns = SparseColumns(binned, offsets)
+    buffers = GrowerBuffers(500)
+    partition = np.arange(500, dtype=np.uint32)
+
+    def kernels(rows_features):
+        X_rows = np.ascontiguousarray(binned[:, rows_features])
+        return _grow.NodeKernels(
+            binned, X_rows, g, h, partition, buffers.left, buffers.right,
+            np.empty((1, offsets[-1]), HISTOGRAM_DTYPE), np.ones(binned.shape[1], np.uint8),
+            mapper.n_bins_non_missing_, 255, 1.0, 20, 1e-3, 0.0, offsets=offsets,
+            sparse=columns, rows_features=rows_features)
+
+    kernels(np.flatnonzero(columns.is_sparse == 0))
+    with pytest.raises(ValueError, match="lacks a feature"):
+        kernels(np.array([0, 2, 3]))
+    with pytest.raises(ValueError, match="increasing"):
+        kernels(np.array([1, 0, 10]))
