@@ -337,6 +337,25 @@ class TreeGrower:
                 else:
                     leaves_final.append(child)
             self._free_hist(node)  # the parent's histogram is reused
+            self._free_unreachable(heap, self.max_leaf_nodes - n_leaves)
+
+    def _free_unreachable(self, heap, splits_left):
+        """Free the histograms of the queued nodes that will never be split.
+
+        Nodes are split in heap order, one per split left; a node with at
+        least ``splits_left`` others ahead of it cannot be reached, and stays
+        so (a node pushed later can only get ahead of it, and each split
+        removes one node ahead and one split). It stays queued, as a leaf of
+        the tree; only its histogram, needed for its children, goes back to
+        the pool. So a tree holds about as many histograms as it has splits
+        left, not one per queued node (a 31-leaf tree: about half as many).
+        """
+        if len(heap) <= splits_left:
+            return
+        reachable = {item[1] for item in heapq.nsmallest(int(splits_left), heap)}
+        for _, idx, node in heap:
+            if idx not in reachable:
+                self._free_hist(node)
 
     # -- the three steps that read rows (a distributed grower overrides them;
     # dartboost.dask sums the histograms of every worker's rows) -------------

@@ -107,6 +107,8 @@ class DistributedTreeGrower(TreeGrower):
                       key=lambda n: (-n.split[0], n.idx))
         out = []
         for node in best[:count]:
+            if node.hist is None:
+                continue  # out of the grower's reach: it will not be split
             gain, feature, bin_idx, missing_left, gl, hl, nl, bitset = node.split[:8]
             nr = node.n_samples - nl
             depth = node.depth + 1
