@@ -580,7 +580,8 @@ cdef class NodeKernels:
         Partitions the node's rows (left first, order kept) on ``feature``
         (a set split when ``cat_bitset`` is given); with ``small_hist``, fills
         it for the smaller child (the left one if ``small_is_left``); with
-        ``large_hist`` too, sets it to ``parent_hist`` minus that; and
+        ``large_hist`` too, sets it to ``parent_hist`` minus that (it may be
+        ``parent_hist`` itself: updated in place); and
         searches the best split of each child whose mask is given (else its
         split is ``None``). The children's sums and bounds are the grower's;
         ``n_left_expected`` (the histogram's count, if known) only sizes the
@@ -838,16 +839,33 @@ cdef class NodeKernels:
             task = db_next_task(&ctx.next_task)
 
     cdef void _post_feature(self, split_ctx* ctx, Py_ssize_t i) noexcept nogil:
-        """Feature ``active[i]`` of a split: its histograms and searches."""
-        cdef Py_ssize_t f = self.active[i], off = self.offsets[f]
+        """Feature ``active[i]`` of a split: its histograms and searches.
+
+        A sparse feature none of whose smaller child's rows is outside its
+        default bin (most words, in most nodes) has exact zeros in every
+        other record of that child: the larger child's histogram, when it
+        is the parent's updated in place, changes in the default record
+        only, and the smaller child has nothing to split (one non-empty
+        bin), so both passes are skipped; the results are the same."""
+        cdef Py_ssize_t f = self.active[i], off = self.offsets[f], d = 0
         cdef int child
+        cdef bint small_in_default = False
         if _needs_finish(&ctx.job):
             _finish_hist_feature(&ctx.job, i)
+        if ctx.job.n_sparse_tasks > 0 and self.sp_is[f]:
+            d = self.sp_default[f]
+            small_in_default = ctx.small_base[d].count == ctx.job.n
         if ctx.large_base != NULL:
-            _subtract_hist_feature(ctx.parent_base + off, ctx.small_base + off,
-                                   ctx.large_base + off, self.offsets[f + 1] - off)
+            if small_in_default and ctx.large_base == ctx.parent_base:
+                _subtract_hist_feature(ctx.parent_base + d, ctx.small_base + d,
+                                       ctx.large_base + d, 1)
+            else:
+                _subtract_hist_feature(ctx.parent_base + off, ctx.small_base + off,
+                                       ctx.large_base + off, self.offsets[f + 1] - off)
         for child in range(2):
             if ctx.masks[child] != NULL and ctx.masks[child][f]:
+                if small_in_default and (child == 0) == ctx.small_is_left:
+                    continue  # stays "no split"
                 self.per_feature[child * self.n_features + f] = _scan_any(
                     &self.cfg,
                     ctx.small_base if (child == 0) == ctx.small_is_left else ctx.large_base,

@@ -4,7 +4,7 @@ Python decides which node to split next (a max-heap on split gain, bounded by
 ``max_leaf_nodes`` and ``max_depth``) and keeps the tree's records; the
 compiled kernels build histograms, find splits and partition rows. Only the
 smaller child's histogram is built: the larger one is the parent's minus the
-smaller's.
+smaller's, computed in place in the parent's array.
 
 Two paths run the same kernels and grow the same trees. :class:`TreeGrower`
 itself splits a node in one compiled call (``_grow.NodeKernels.split``:
@@ -486,15 +486,17 @@ class TreeGrower:
         search_right = room and self._can_split(right)
         small_is_left = left.n_samples <= right.n_samples
         small_hist = large_hist = None
+        parent_hist = node.hist
         if search_left or search_right:
             small_hist = self._take_histogram()
             if self._can_split(right if small_is_left else left):
-                large_hist = self._take_histogram()
+                # the parent's histogram becomes the larger child's, in place
+                large_hist, node.hist = parent_hist, None
         # masks in the order the step-by-step path draws them: left, right
         mask_left = self._node_mask(left) if search_left else None
         mask_right = self._node_mask(right) if search_right else None
         found, left.split, right.split = kernels.split(
-            node.start, node.stop, feature, bin_idx, missing_left, bitset, node.hist,
+            node.start, node.stop, feature, bin_idx, missing_left, bitset, parent_hist,
             small_hist, large_hist, small_is_left, left.sum_g, left.sum_h, left.lower,
             left.upper, mask_left, right.sum_g, right.sum_h, right.lower, right.upper,
             mask_right, nl)
@@ -516,9 +518,10 @@ class TreeGrower:
         small, large = (left, right) if left.n_samples <= right.n_samples else (right, left)
         small.hist = self._build_hist(small)
         if self._can_split(large):
-            large.hist = self._take_histogram()
+            # the parent's histogram becomes the larger child's, in place
+            large.hist, parent.hist = parent.hist, None
             _histogram.subtract_histograms(
-                parent.hist, small.hist, self.feature_mask,
+                large.hist, small.hist, self.feature_mask,
                 threads_for(self.n_records, self.n_threads), large.hist,
                 offsets=self.hist_offsets,
             )
