@@ -197,3 +197,18 @@ def softmax_log_loss(const Y_DTYPE_C[::1] y, const Y_DTYPE_C[:, ::1] raw,
             p = exp(raw[k, i] - m) / s
             gradients[k, i] = <G_H_DTYPE_C>(w * (p - (1. if y[i] == k else 0.)))
             hessians[k, i] = <G_H_DTYPE_C>(w * p * (1. - p))
+
+
+def binary_proba(const Y_DTYPE_C[::1] raw, Y_DTYPE_C[:, ::1] out, int n_threads):
+    """``out[i] = (1 - p, p)`` with ``p = 1 / (1 + exp(-raw[i]))``: the
+    probabilities of a binary log-loss model, written straight into the
+    ``(n_samples, 2)`` array ``predict_proba`` returns, in parallel (the same
+    formula, and the same C ``exp``, as ``scipy.special.expit``)."""
+    cdef Py_ssize_t i
+    cdef Y_DTYPE_C p
+    if out.shape[0] != raw.shape[0] or out.shape[1] != 2:
+        raise ValueError("out must have shape (n_samples, 2)")
+    for i in prange(raw.shape[0], schedule='static', nogil=True, num_threads=n_threads):
+        p = 1. / (1. + exp(-raw[i]))
+        out[i, 0] = 1. - p
+        out[i, 1] = p

@@ -381,17 +381,24 @@ cdef inline unsigned int _step_finite(const packed_node* P, unsigned int n,
 
 
 cdef inline Py_ssize_t _order_rows(const X_DTYPE_C* X, Py_ssize_t stride, Py_ssize_t n_rows,
-                                   int* rows) noexcept nogil:
-    """Rows of the block, those without NaN first; returns how many those are."""
+                                   int* rows, int* has_inf) noexcept nogil:
+    """Rows of the block, those without NaN first; returns how many those are.
+    Sets ``has_inf[0]`` if a value is +-inf (the scan reads every value
+    anyway, so the estimators' finite check costs no separate pass)."""
     cdef Py_ssize_t i, j, n_finite = 0, n_nan = 0
-    cdef bint nan
+    cdef bint nan, inf = 0
+    cdef X_DTYPE_C v
     for i in range(n_rows):
         nan = 0
         for j in range(stride):
-            nan |= X[i * stride + j] != X[i * stride + j]
+            v = X[i * stride + j]
+            nan |= v != v
+            inf |= (v == INFINITY) | (v == -INFINITY)
         if not nan:
             rows[n_finite] = <int>i
             n_finite += 1
+    if inf:
+        has_inf[0] = 1
     for i in range(n_rows):
         nan = 0
         for j in range(stride):
@@ -461,11 +468,11 @@ cdef void _predict_block(const packed_node* P, const Y_DTYPE_C* values,
                          Py_ssize_t n_use, int K,
                          const X_DTYPE_C* X, Py_ssize_t stride, Py_ssize_t n_rows,
                          Y_DTYPE_C* out, unsigned int* idx, int* rows, int* active,
-                         Y_DTYPE_C* acc, const cat_tables* cat) noexcept nogil:
+                         Y_DTYPE_C* acc, const cat_tables* cat, int* has_inf) noexcept nogil:
     cdef Py_ssize_t j, u, t
     cdef int k
     cdef Y_DTYPE_C f
-    cdef Py_ssize_t n_finite = _order_rows(X, stride, n_rows, rows)
+    cdef Py_ssize_t n_finite = _order_rows(X, stride, n_rows, rows, has_inf)
     for j in range(n_rows * K):
         acc[j] = out[j]
     for u in range(n_use):
@@ -514,6 +521,9 @@ def predict_raw(const packed_node[::1] packed, const Y_DTYPE_C[::1] values,
     categorical tables when the model has categorical splits (the lookup
     tables of :func:`category_lookup` are optional: without them every
     category is found by binary search).
+
+    Returns whether ``X`` holds +-inf (such rows are predicted all the same:
+    infinity compares with thresholds like any number).
     """
     cdef Py_ssize_t n_samples = X.shape[0]
     cdef int K = n_trees_per_iteration
@@ -525,11 +535,12 @@ def predict_raw(const packed_node[::1] packed, const Y_DTYPE_C[::1] values,
                                   cat_lookup_start, cat_lookup_size)
     _check_packed(packed, values.shape[0], roots, depths, trees, &cat)
     if n_samples == 0 or trees.shape[0] == 0:
-        return
+        return _has_inf(X)
     cdef Py_ssize_t block = BLOCK_ROWS
     cdef Py_ssize_t n_blocks = (n_samples + block - 1) // block
     cdef Py_ssize_t stride = X.shape[1]
     cdef Py_ssize_t blk, row0, n_rows
+    cdef int has_inf = 0
     n_threads = max(1, min(n_threads, n_blocks))
     # per-thread scratch: the block's current nodes and running scores
     cdef unsigned int[:, ::1] idx = np.empty((n_threads, block), dtype=np.uint32)
@@ -544,7 +555,17 @@ def predict_raw(const packed_node[::1] packed, const Y_DTYPE_C[::1] values,
         _predict_block(&packed[0], &values[0], &roots[0], &depths[0], &trees[0],
                        &factors[0], trees.shape[0], K, &X[row0, 0], stride, n_rows,
                        &out[row0, 0], &idx[threadid(), 0], &rows[threadid(), 0],
-                       &active[threadid(), 0], &acc[threadid(), 0], &cat)
+                       &active[threadid(), 0], &acc[threadid(), 0], &cat, &has_inf)
+    return bool(has_inf)
+
+
+cdef bint _has_inf(const X_DTYPE_C[:, ::1] X):
+    cdef Py_ssize_t i, j
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            if X[i, j] == INFINITY or X[i, j] == -INFINITY:
+                return True
+    return False
 
 
 def predict_leaves(const packed_node[::1] packed, const unsigned int[::1] node_ids,
@@ -573,6 +594,7 @@ def predict_leaves(const packed_node[::1] packed, const unsigned int[::1] node_i
     cdef unsigned int* rows_idx
     cdef int* block_rows
     cdef Py_ssize_t n_finite
+    cdef int has_inf = 0  # predict_leaves does not report it
     n_threads = max(1, min(n_threads, n_blocks))
     cdef unsigned int[:, ::1] idx = np.empty((n_threads, block), dtype=np.uint32)
     cdef int[:, ::1] rows = np.empty((n_threads, block), dtype=np.int32)
@@ -584,7 +606,7 @@ def predict_leaves(const packed_node[::1] packed, const unsigned int[::1] node_i
             n_rows = block
         rows_idx = &idx[threadid(), 0]
         block_rows = &rows[threadid(), 0]
-        n_finite = _order_rows(&X[row0, 0], stride, n_rows, block_rows)
+        n_finite = _order_rows(&X[row0, 0], stride, n_rows, block_rows, &has_inf)
         for v in range(n_use):
             t = trees[v]
             _walk(&packed[0], <unsigned int>roots[t], depths[t], &X[row0, 0], stride,

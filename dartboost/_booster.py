@@ -311,7 +311,7 @@ class Booster:
                              f"0 <= start <= stop <= {n} (the model's iterations).")
         return start, stop
 
-    def predict_raw(self, X, iteration_range=None, n_threads=1):
+    def predict_raw(self, X, iteration_range=None, n_threads=1, reject_infinity=False):
         """Raw scores, shape ``(n_samples, n_trees_per_iteration)``.
 
         Parameters
@@ -322,6 +322,10 @@ class Booster:
             right after iteration ``stop`` (DART rescales earlier trees later;
             the weight log is replayed). The baseline is always included.
         n_threads : int
+        reject_infinity : bool, default=False
+            Raise ``ValueError`` if ``X`` holds +-inf (the estimators' input
+            contract, checked in the prediction's own pass over the rows);
+            by default infinity is a value like any other.
         """
         X = self._check_X(X)
         start, stop = self._iteration_range(iteration_range)
@@ -329,20 +333,27 @@ class Booster:
         weights = self.weights if stop == self.num_iterations() else self.weights_at(stop)
         trees = np.arange(start * K, stop * K, dtype=np.int64)
         out = np.tile(self.baseline, (X.shape[0], 1))
-        self._predict_into(X, trees, np.repeat(weights[start:stop], K), out, n_threads)
+        has_inf = self._predict_into(X, trees, np.repeat(weights[start:stop], K), out,
+                                     n_threads)
+        if reject_infinity and has_inf:
+            dtype = X.dtype
+            raise ValueError(f"Input X contains infinity or a value too large for {dtype!r}.")
         return out
 
     def _predict_into(self, X, trees, factors, out, n_threads):
         """``out[i, t % K] += factors[u] * tree_t(X[i])`` for ``t = trees[u]``,
-        in order (``X`` checked; a sparse one block by block)."""
+        in order (``X`` checked; a sparse one block by block). Returns whether
+        ``X`` holds +-inf."""
         packed, values, _, roots, depths = self._packed()
         tables = self._raw_tables()
         factors = np.ascontiguousarray(factors, dtype=np.float64)
+        has_inf = False
         for start, stop, block in dense_blocks(X):
-            _packed_predictor.predict_raw(
+            has_inf |= _packed_predictor.predict_raw(
                 packed, values, roots, depths, trees, factors, self.n_trees_per_iteration,
                 block, threads_for(block.shape[0] * max(trees.shape[0], 1) * 8, n_threads),
                 out[start:stop], **tables)
+        return has_inf
 
     def staged_predict_raw(self, X, n_threads=1):
         """Yield the raw scores after each iteration, ``(n_samples, K)``.

@@ -10,6 +10,7 @@ from ._compat import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 
 from ._boosting import BaseBoosting
+from ._common import effective_n_threads
 from ._losses import (REGRESSION_LOSSES, CustomObjective, make_classification_loss,
                       make_regression_loss)
 from . import _metrics
@@ -581,7 +582,7 @@ class DartClassifier(ClassifierMixin, BaseBoosting):
                           "returns raw scores: the link of a custom objective is unknown.",
                           UserWarning, stacklevel=3)
             return self._raw_output(raw)
-        return loss.predict(raw).T
+        return loss.predict_rows(raw, effective_n_threads(self.n_jobs))
 
     def _labels(self, raw):
         """Class labels of raw scores ``(K, n)``: the largest probability, or

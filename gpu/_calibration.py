@@ -291,13 +291,41 @@ def _check_latency(dev):
     return t_full - t_gemm
 
 
+def _stream_constants(dev):
+    """Fixed cost, weight-streaming rate and MMA rate of the stream kernel (fp16).
+
+    Two batch-1 layers (1024^2 and 4096^2) separate the fixed cost from the
+    streaming rate; a batch-256 4096^2 layer gives the tensor-core rate.
+    """
+    from ._augmented import AugmentedWeight
+    from ._stream import stream_config, stream_linear, stream_workspace
+    from ._triton_gemm import _sms
+    t = torch()
+    times = {}
+    for m, kn in ((1, 1024), (1, 4096), (256, 4096)):
+        lin = t.nn.Linear(kn, kn).to(dev, t.float16).requires_grad_(False)
+        aug = AugmentedWeight(lin.weight, lin.bias)
+        x = t.randn(m, kn, device=dev, dtype=t.float16)
+        cfg = stream_config(m, kn, kn, 2, _sms(dev))
+        ws = stream_workspace(m, kn, cfg[3], dev)
+        with t.no_grad():
+            times[(m, kn)] = _graph_time(lambda: stream_linear(x, aug, "relu", workspace=ws,
+                                                               config=cfg))
+    b_small, b_big = 2 * 1040 * 1024, 2 * 4112 * 4096
+    rate = (b_big - b_small) / max(times[(1, 4096)] - times[(1, 1024)], 1e-9)
+    lat = max(0.0, times[(1, 1024)] - b_small / rate)
+    flops = 2.0 * 256 * 4112 * 4096 / max(times[(256, 4096)] - lat, 1e-9)
+    return {"stream_latency": lat, "stream_bandwidth": rate, "stream_flops": flops}
+
+
 def measure_cost_model(device=None, store=True):
     """Measure the constants of :func:`dartboost.gpu._auto.plan_layer` (a few seconds).
 
     ``flops`` (fp16 8192^3 GEMM), ``bandwidth`` (1 GiB device copy, read + write),
     ``launch`` (extra time of one more dependent tiny kernel inside a CUDA graph),
     ``check_latency`` (extra time of the fused check over its GEMM on a small
-    layer) and ``tile_efficiency`` (cuBLAS time / Triton tile GEMM time at 4096^2, M=512).
+    layer), ``tile_efficiency`` (cuBLAS time / Triton tile GEMM time at 4096^2, M=512)
+    and the stream kernel's ``stream_latency``, ``stream_bandwidth``, ``stream_flops``.
 
     Returns
     -------
@@ -326,7 +354,8 @@ def measure_cost_model(device=None, store=True):
     cm = {"flops": res["flops"], "bandwidth": res["bandwidth"], "launch": max(launch, 0.0),
           "check_latency": max(check, launch, 0.0),
           "tile_efficiency": min(1.0, t_cublas / t_tile), "side_share":
-          DEFAULT_CALIBRATION["side_share"], "measured_at": time.time()}
+          DEFAULT_CALIBRATION["side_share"], **_stream_constants(dev),
+          "measured_at": time.time()}
     if store:
         key = f"{t.cuda.get_device_name(dev)}|torch {t.__version__}"
         _store_cache(key, {**_load_cache().get(key, {}), "cost_model": cm})

@@ -235,6 +235,10 @@ def _block_k(layer, entry):
         geo = ConvGeometry.linear(x, layer.weight.shape[0])
     if entry.scheme == "tile" and (x.is_cuda or interpreter_active()):
         bk = pick_config(geo.M, geo.N, geo.K, geo.is_conv)[2]
+    elif entry.scheme == "stream" and (x.is_cuda or interpreter_active()):
+        from ._stream import stream_config
+        from ._triton_gemm import _sms
+        bk = stream_config(geo.M, geo.N, geo.K, x.element_size(), _sms(x.device))[2]
     else:
         bk = 32
     return geo, bk

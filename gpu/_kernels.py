@@ -349,13 +349,20 @@ def abft_check_kernel(
                 sigma, c_y, c_z, c_x, HAS_XN, OUT_NORM)
     else:
         wptr = ws_ptr + rm[:, None] * 16 + cols[None, :]
-        tl.atomic_add(wptr, vals, mask=wmask)
+        # Relaxed adds (no fence per instruction); the barrier makes every
+        # thread's adds precede the one thread's acq_rel ticket, which publishes
+        # them (the CUTLASS semaphore pattern; without the barrier a lagging warp's
+        # adds could land after the last program had read the totals).
+        tl.atomic_add(wptr, vals, mask=wmask, sem="relaxed")
+        tl.debug_barrier()
         ticket = tl.atomic_add(cnt_ptr + pid_m, 1)
         if ticket == n_cb - 1:
             # Everyone else has added (acq_rel ticket).  Read the totals where the
             # atomics live (an atomic add of 0, coherent at L2), then zero them:
             # nobody else touches this row block again in this launch.
-            tot = tl.atomic_add(wptr, tl.zeros((BM, 16), dtype=tl.float32), mask=wmask)
+            tl.debug_barrier()
+            tot = tl.atomic_add(wptr, tl.zeros((BM, 16), dtype=tl.float32), mask=wmask,
+                                sem="relaxed")
             tot = tl.where(wmask, tot, 0.0)
             tl.store(wptr, tl.zeros((BM, 16), dtype=tl.float32), mask=wmask)
             tl.store(cnt_ptr + pid_m, 0)

@@ -11,7 +11,7 @@ from ._abft import ConvGeometry, LayerChecksums, accumulation_roundoff, global_c
     unit_roundoff, use_triton_for
 from ._augmented import AugmentedWeight, apply_activation, check_on_side, check_workspace, \
     fused_linear, fused_linear_reference, tf32_enabled
-from ._auto import plan_layer
+from ._auto import automatic_candidates, plan_layer
 from ._calibration import default_calibration
 
 
@@ -126,18 +126,25 @@ class _Checked(nn.Module):
             return "global"
         if scheme in ("tile", "fused") and x.dtype == t.float64:
             return "global"  # the Triton kernels have no fp64 tensor-core path
-        if scheme == "fused" and geo.is_conv:
+        if scheme in ("fused", "stream") and geo.is_conv:
             return "global"  # augmented filters: not implemented for convolutions
-        if scheme != "auto":
+        if scheme == "stream" and x.dtype == t.float64:
+            return "global"
+        if scheme not in ("auto", "fused"):
             return scheme
+        if scheme == "fused" and not (x.is_cuda and use_triton_for(x, self._state.backend)):
+            return "fused"  # the stream kernel needs Triton on a GPU to pay off
         hit = self._auto_cache.get(geo.M)
         if hit is None:
             if x.is_cuda and x.dtype != t.float64:
                 st = self._state
                 if st.calibration is None:
                     st.calibration = default_calibration(x.device)
+                # 'fused' picks between its two implementations (cuBLAS + check
+                # pass, or the stream kernel); 'auto' among every scheme.
                 plan = plan_layer(geo.M, geo.N, geo.K, x.element_size(), self.activation,
                                   geo.is_conv, st.calibration,
+                                  candidates=automatic_candidates(scheme),
                                   norm_known=not geo.is_conv and st.norms_of(x) is not None)
                 self._plans[geo.M] = plan
                 hit = plan["scheme"]
@@ -183,6 +190,8 @@ class _Checked(nn.Module):
             inj = None  # one-shot
         if scheme == "fused":
             return self._run_fused(x, inj)
+        if scheme == "stream":
+            return self._run_stream(x, inj)
         ck = self.checksums()
         if scheme == "tile":
             from ._triton_gemm import tile_gemm, tile_gemm_reference, tile_ratios_reference
@@ -251,6 +260,42 @@ class _Checked(nn.Module):
             else:
                 out, ratio, y_aug = fused_linear_reference(x, aug, self.activation, corrupt)
         return self._record(x, y_aug, ratio, "fused", out=out)
+
+    def _run_stream(self, x, inj):
+        """One weight-streaming Triton kernel: GEMM, epilogue and check together."""
+        from ._stream import stream_config, stream_linear, stream_linear_reference, \
+            stream_workspace
+        st = self._state
+        aug = self.augmented()
+        self.checksums()
+        if inj is not None:
+            inj.fired = True
+            if inj.site == "swap":
+                raise ValueError(
+                    "site 'swap' cannot be injected into the 'stream' scheme: a misrouted "
+                    "store happens after its in-kernel check (the 'fused' and 'global' "
+                    "schemes read the output back)")
+        with _ReducedPrecisionOff():
+            if use_triton_for(x, st.backend):
+                from ._triton_gemm import _sms
+                M = x.shape[0]
+                cfg = stream_config(M, aug.N, aug.K, x.element_size(), _sms(x.device))
+                key = ("stream", M, x.device, cfg[3])
+                ws = self._workspaces.get(key)
+                if ws is None:
+                    # Zeroed once; the kernel leaves it zeroed (graph replays).
+                    ws = self._workspaces[key] = stream_workspace(M, aug.N, cfg[3], x.device)
+                out, ratio, _ = stream_linear(
+                    x, aug, self.activation, workspace=ws, config=cfg,
+                    inject=inj.kernel_args() if inj is not None else None)
+            else:
+                corrupt = None
+                if inj is not None:
+                    corrupt = (lambda pre: inj.apply_after(
+                        self, x, pre, ConvGeometry.linear(x, aug.N), None))
+                out, ratio = stream_linear_reference(x, aug, self.activation, corrupt)
+        return self._record(x, out, ratio, "stream", out=out)
+
 
 class CheckedLinear(_Checked):
     """``nn.Linear`` with ABFT checks (created by :func:`protect`)."""

@@ -38,7 +38,7 @@ __all__ = ["protect", "unprotect", "is_protected", "protection_report", "check",
            "refresh_checksums", "verify_weights", "fault_log", "ABFTFaultError",
            "ABFTFaultWarning", "FaultEvent"]
 
-SCHEMES = ("auto", "fused", "global", "tile", "off")
+SCHEMES = ("auto", "fused", "stream", "global", "tile", "off")
 ON_FAULT = ("raise", "recompute", "flag")
 _STATE_ATTR = "_dartboost_abft"
 _State = ProtectionState
@@ -157,11 +157,15 @@ def protect(module, scheme="auto", on_fault="raise", *, alpha=None, backend="aut
     module : torch.nn.Module
         Model to protect in place.  A bare ``nn.Linear``/``nn.Conv2d`` cannot be
         swapped inside itself: the checked layer is returned instead.
-    scheme : {'auto', 'fused', 'global', 'tile', 'off'}, default='auto'
-        ``'fused'`` (linear layers): the cuBLAS GEMM on weights augmented with
-        16 ±1-checksum rows, the comparison fused into the bias/activation pass
-        (or on a side stream when there is no activation), see
-        :mod:`dartboost.gpu._augmented`;
+    scheme : {'auto', 'fused', 'stream', 'global', 'tile', 'off'}, default='auto'
+        ``'fused'`` (linear layers): weights augmented with 16 ±1-checksum rows;
+        memory-bound calls (small batches, :func:`dartboost.gpu._auto.fused_path`)
+        run the ``'stream'`` kernel, the others the cuBLAS GEMM with the
+        comparison fused into the bias/activation pass (or on a side stream when
+        there is no activation), see :mod:`dartboost.gpu._augmented`;
+        ``'stream'`` (linear layers): always the weight-streaming Triton GEMM
+        that checks the augmented product in its own epilogue, see
+        :mod:`dartboost.gpu._stream`;
         ``'global'``: library GEMM plus one fused check pass per layer;
         ``'tile'``: the fused Triton GEMM that checks every output tile;
         ``'auto'``: per layer and batch size, the scheme a calibrated cost model

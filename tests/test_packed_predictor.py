@@ -325,3 +325,41 @@ def test_a_model_file_whose_nodes_are_not_a_tree_is_rejected_at_load():
         set_state(DartRegressor(), header, dict(arrays, nodes=nodes))
     again = set_state(DartRegressor(), header, arrays)
     np.testing.assert_array_equal(again.predict(X[:, 2:]), est.predict(X[:, 2:]))
+
+
+def test_infinity_is_reported_by_the_kernel_and_refused_by_the_estimators():
+    """The estimators' +-inf check runs in the prediction kernel's own pass
+    (no separate scan of X): every input layout is refused with scikit-
+    learn's message, while the Booster predicts infinity like any value."""
+    import scipy.sparse as sp
+    X, y = _data()
+    clf = DartClassifier(boosting="mart", n_estimators=15, random_state=0).fit(X, y > 1)
+    reference = clf.booster_.predict_raw(X)
+    for sign in (1, -1):
+        bad = X.copy()
+        bad[1234, 3] = sign * np.inf  # one value, in a block of its own rows
+        layouts = {"float64": bad, "float32": bad.astype(np.float32),
+                   "column-ordered": np.asfortranarray(bad), "csr": sp.csr_matrix(bad)}
+        for name, Xb in layouts.items():
+            dtype = "float32" if name == "float32" else "float64"
+            for method in (clf.predict, clf.predict_proba, clf.decision_function):
+                with pytest.raises(ValueError, match=f"contains infinity.*{dtype}"):
+                    method(Xb)
+        raw = clf.booster_.predict_raw(bad)  # the Booster: inf is a value
+        assert np.array_equal(np.delete(raw, 1234, 0), np.delete(reference, 1234, 0))
+        with pytest.raises(ValueError, match="contains infinity"):
+            clf.booster_.predict_raw(bad, reject_infinity=True)
+    nan = X.copy()
+    nan[7, 2] = np.nan  # missing values stay accepted
+    assert clf.predict_proba(nan).shape == (X.shape[0], 2)
+
+
+def test_binary_probabilities_are_expit_of_the_margins_in_rows():
+    from scipy.special import expit
+    X, y = _data()
+    clf = DartClassifier(boosting="mart", n_estimators=15, random_state=0, n_jobs=2).fit(X, y > 1)
+    proba = clf.predict_proba(X)
+    margin = clf.decision_function(X)
+    assert proba.shape == (X.shape[0], 2) and proba.flags.c_contiguous
+    assert np.array_equal(proba[:, 1], expit(margin))
+    assert np.array_equal(proba[:, 0], 1 - expit(margin))
