@@ -846,10 +846,13 @@ cdef class NodeKernels:
         other record of that child: the larger child's histogram, when it
         is the parent's updated in place, changes in the default record
         only, and the smaller child has nothing to split (one non-empty
-        bin), so both passes are skipped; the results are the same."""
+        bin), so both passes are skipped; the same holds for the larger
+        child's search when all its rows are in the default bin. A split
+        needs rows on both sides (``min_samples_leaf`` >= 1): the results
+        are the same."""
         cdef Py_ssize_t f = self.active[i], off = self.offsets[f], d = 0
-        cdef int child
-        cdef bint small_in_default = False
+        cdef int child, large_child = 1 if ctx.small_is_left else 0
+        cdef bint small_in_default = False, large_in_default = False
         if _needs_finish(&ctx.job):
             _finish_hist_feature(&ctx.job, i)
         if ctx.job.n_sparse_tasks > 0 and self.sp_is[f]:
@@ -862,10 +865,12 @@ cdef class NodeKernels:
             else:
                 _subtract_hist_feature(ctx.parent_base + off, ctx.small_base + off,
                                        ctx.large_base + off, self.offsets[f + 1] - off)
+            if ctx.job.n_sparse_tasks > 0 and self.sp_is[f]:
+                large_in_default = ctx.large_base[d].count == ctx.counts[large_child]
         for child in range(2):
             if ctx.masks[child] != NULL and ctx.masks[child][f]:
-                if small_in_default and (child == 0) == ctx.small_is_left:
-                    continue  # stays "no split"
+                if (small_in_default if child != large_child else large_in_default):
+                    continue  # one non-empty bin: stays "no split"
                 self.per_feature[child * self.n_features + f] = _scan_any(
                     &self.cfg,
                     ctx.small_base if (child == 0) == ctx.small_is_left else ctx.large_base,
