@@ -24,6 +24,8 @@ import numpy as np
 include "_hist_fill.pxi"
 include "_split_scan.pxi"
 
+from ._histogram import check_offsets, padded_offsets, sparse_parts
+
 # A node holding fewer than 1/_row_major_below of the rows has its histogram
 # filled from the row-major copy: its rows are scattered, and a row's bins
 # then come in one cache line instead of one per feature (measured on one
@@ -282,13 +284,15 @@ cdef class NodeKernels:
     Parameters
     ----------
     X_binned : uint8 array (n_samples, n_features), Fortran order
-    X_rows : uint8 array (n_samples, n_features), C order, or None
-        Row-major copy of ``X_binned`` for the histograms of scattered nodes.
+    X_rows : uint8 array (n_samples, n_columns), C order, or None
+        Row-major copy of ``X_binned``'s columns ``rows_features`` for the
+        histograms of scattered nodes; it must hold every feature that is
+        not filled from ``sparse``'s entries.
     gradients, hessians : float32 arrays (n_samples,)
     partition : uint32 array
         The tree's rows (reordered in place as nodes split).
     left_buffer, right_buffer : uint32 arrays, at least as long as ``partition``
-    partial : histogram array (max_chunks, n_features, n_bins)
+    partial : histogram array (max_chunks, n_records)
         Scratch for the per-chunk histograms of large nodes.
     feature_mask : uint8 array (n_features,)
         The tree's features: only they get histograms.
@@ -299,17 +303,41 @@ cdef class NodeKernels:
         As for ``_splitting.find_best_split``.
     hessians_are_constant : bool
     n_threads : int
+    offsets : intp array (n_features + 1,) or None
+        The histograms' layout: feature ``f``'s records are ``offsets[f] ..
+        offsets[f+1]-1``, the last one its missing bin (at least
+        ``n_bins_non_missing[f] + 1`` records); ``n_records`` is
+        ``offsets[-1]``. None: every feature ``missing_bin_idx + 1`` records.
+        Every histogram given to this object's methods is flat, of
+        ``n_records`` records.
+    sparse : SparseColumns or None
+        The binned matrix's mostly-default features
+        (``dartboost._sparse_columns``): filled from their entries.
+    rows_features : int array (n_columns,) or None
+        The features of ``X_rows``'s columns (None: all of them, in order).
     """
     cdef const X_BINNED_DTYPE_C[::1, :] X
     cdef const X_BINNED_DTYPE_C[:, ::1] X_rows
+    cdef int[::1] row_col            # column of X_rows of each feature (-1: none)
+    cdef bint rows_subset
     cdef bint has_rows
     cdef const G_H_DTYPE_C[::1] g
     cdef const G_H_DTYPE_C[::1] h
     cdef unsigned int[::1] partition
     cdef unsigned int[::1] left
     cdef unsigned int[::1] right
-    cdef hist_struct[:, :, ::1] partial
+    cdef hist_struct[:, ::1] partial
+    cdef const Py_ssize_t[::1] offsets
+    cdef Py_ssize_t total           # records of one histogram
+    cdef Py_ssize_t active_bins     # records of the tree's features
     cdef int[::1] active
+    cdef int[::1] dense             # the active features read from the binned matrix
+    cdef bint has_sparse
+    cdef const unsigned char[::1] sp_is
+    cdef const unsigned char[::1] sp_on
+    cdef const Py_ssize_t[::1] sp_default
+    cdef const Py_ssize_t[::1] sp_ptr
+    cdef const unsigned int[::1] sp_records
     cdef const unsigned int[::1] n_bins_nm
     cdef const unsigned char[::1] is_cat
     cdef const signed char[::1] mono
@@ -317,15 +345,12 @@ cdef class NodeKernels:
     cdef bint constant
     cdef int n_threads
     cdef Py_ssize_t n_features
-    cdef Py_ssize_t n_bins
     cdef split_struct* per_feature  # two rows of n_features: left, right child
     cdef team_state team
     cdef bint team_running
     cdef object team_error
     cdef object _team_fn
     cdef object _team_result
-    cdef hist_struct[:, ::1] small_hist  # the current split's children's histograms
-    cdef hist_struct[:, ::1] large_hist
 
     def __cinit__(self):
         self.per_feature = NULL
@@ -334,7 +359,7 @@ cdef class NodeKernels:
     def __init__(self, const X_BINNED_DTYPE_C[::1, :] X_binned, X_rows,
                  const G_H_DTYPE_C[::1] gradients, const G_H_DTYPE_C[::1] hessians,
                  unsigned int[::1] partition, unsigned int[::1] left_buffer,
-                 unsigned int[::1] right_buffer, hist_struct[:, :, ::1] partial,
+                 unsigned int[::1] right_buffer, hist_struct[:, ::1] partial,
                  const unsigned char[::1] feature_mask,
                  const unsigned int[::1] n_bins_non_missing, unsigned int missing_bin_idx,
                  Y_DTYPE_C l2_regularization, unsigned int min_samples_leaf,
@@ -344,22 +369,41 @@ cdef class NodeKernels:
                  Y_DTYPE_C l1_regularization=0., unsigned int max_cat_to_onehot=4,
                  Y_DTYPE_C cat_smooth=10., Y_DTYPE_C cat_l2=10.,
                  unsigned int min_data_per_group=100, unsigned int max_cat_threshold=32,
-                 bint hessians_are_constant=False, int n_threads=1):
+                 bint hessians_are_constant=False, int n_threads=1, offsets=None,
+                 sparse=None, rows_features=None):
         n_features = X_binned.shape[1]
-        if (feature_mask.shape[0] != n_features or n_bins_non_missing.shape[0] != n_features
-                or partial.shape[1] != n_features):
-            raise ValueError("feature_mask, n_bins_non_missing and partial need one entry "
+        if feature_mask.shape[0] != n_features or n_bins_non_missing.shape[0] != n_features:
+            raise ValueError("feature_mask and n_bins_non_missing need one entry "
                              f"per feature ({n_features})")
+        if offsets is None:
+            offsets = padded_offsets(n_features, missing_bin_idx + 1)
+        self.offsets = check_offsets(offsets, n_features, n_bins_non_missing)
+        self.total = self.offsets[n_features]
+        if partial.shape[1] != self.total or partial.shape[0] < 1:
+            raise ValueError(f"partial has shape {tuple(partial.shape)[:2]}; expected "
+                             f"(max_chunks, {self.total})")
         if left_buffer.shape[0] < partition.shape[0] or right_buffer.shape[0] < partition.shape[0]:
             raise ValueError("the partition buffers are shorter than the partition")
         if gradients.shape[0] != X_binned.shape[0] or hessians.shape[0] != X_binned.shape[0]:
             raise ValueError("gradients and hessians need one value per row")
         self.X = X_binned
-        self.has_rows = X_rows is not None
+        # (a copy of one column would read as column-major: not worth it)
+        self.has_rows = X_rows is not None and X_rows.shape[1] >= 2
+        self.rows_subset = rows_features is not None
         if self.has_rows:
             self.X_rows = X_rows
-            if self.X_rows.shape[0] != X_binned.shape[0] or self.X_rows.shape[1] != n_features:
-                raise ValueError("X_rows must be X_binned in row-major order")
+            if rows_features is None:
+                rows_features = np.arange(n_features)
+            rows_features = np.asarray(rows_features, dtype=np.intp)
+            if (self.X_rows.shape[0] != X_binned.shape[0]
+                    or rows_features.shape != (self.X_rows.shape[1],)
+                    or np.any(rows_features < 0) or np.any(rows_features >= n_features)
+                    or np.any(np.diff(rows_features) <= 0)):
+                raise ValueError("X_rows must be X_binned's columns rows_features "
+                                 "(increasing) in row-major order")
+            row_col = np.full(n_features, -1, dtype=np.intc)
+            row_col[rows_features] = np.arange(rows_features.size, dtype=np.intc)
+            self.row_col = row_col
         self.g = gradients
         self.h = hessians
         self.partition = partition
@@ -367,13 +411,24 @@ cdef class NodeKernels:
         self.right = right_buffer
         self.partial = partial
         self.active = np.flatnonzero(np.asarray(feature_mask)).astype(np.intc)
+        parts = sparse_parts(sparse, X_binned.shape[0], self.offsets, feature_mask)
+        self.has_sparse = parts is not None
+        if parts is None:
+            self.dense = self.active
+        else:
+            (self.sp_is, self.sp_default, self.sp_ptr, self.sp_records, self.sp_on,
+             self.dense) = parts
+        if self.has_rows and np.any(np.asarray(self.row_col)[np.asarray(self.dense)] < 0):
+            raise ValueError("X_rows lacks a feature that is not filled from sparse entries")
+        sizes = np.diff(np.asarray(self.offsets))
+        self.active_bins = int(sizes[np.asarray(self.active)].sum())
         self.n_bins_nm = n_bins_non_missing
         self.n_features = n_features
-        self.n_bins = partial.shape[2]
         self.constant = hessians_are_constant
         self.n_threads = max(1, n_threads)
         self.cfg.n_bins_non_missing = &n_bins_non_missing[0] if n_features > 0 else NULL
         self.cfg.missing_bin_idx = missing_bin_idx
+        self.cfg.offsets = &self.offsets[0]
         self.cfg.l2 = l2_regularization
         self.cfg.min_samples_leaf = min_samples_leaf
         self.cfg.min_child_weight = min_child_weight
@@ -409,19 +464,31 @@ cdef class NodeKernels:
         cdef bint row_major
         job.n = stop - start
         job.n_features = self.n_features
-        job.n_bins = self.n_bins
+        job.offsets = &self.offsets[0]
+        job.total = self.total
         job.n_active = self.active.shape[0]
         job.active = &self.active[0] if job.n_active > 0 else NULL
+        job.n_dense = self.dense.shape[0]
+        job.dense = &self.dense[0] if job.n_dense > 0 else NULL
+        job.row_ptr = NULL
+        if self.has_sparse:
+            job.is_sparse = &self.sp_is[0]
+            job.default_record = &self.sp_default[0]
+            job.row_ptr = &self.sp_ptr[0]
+            job.records = &self.sp_records[0] if self.sp_records.shape[0] > 0 else NULL
+            job.record_on = &self.sp_on[0]
         row_major = self.has_rows and job.n * _row_major_below < self.X.shape[0]
         job.column_block = _column_block
         if row_major:
             job.X = &self.X_rows[0, 0]
-            job.row_stride = self.n_features
+            job.row_stride = self.X_rows.shape[1]
+            job.row_col = &self.row_col[0] if self.rows_subset else NULL
             job.col_stride = 1
         else:
             job.X = &self.X[0, 0]
             job.row_stride = 1
             job.col_stride = self.X.shape[0]
+            job.row_col = NULL
         job.rows = NULL if all_rows else &self.partition[start]
         job.g = &self.g[0]
         job.h = &self.h[0]
@@ -430,7 +497,7 @@ cdef class NodeKernels:
         job.h0 = self.h[0] if self.h.shape[0] > 0 else 0.
         _plan_job(job, self.partial.shape[0], row_major,
                   _threads(job.n * job.n_active, MIN_WORK_PER_THREAD, self.n_threads))
-        job.partial = &self.partial[0, 0, 0] if job.n_chunks > 1 else NULL
+        job.partial = &self.partial[0, 0] if job.n_chunks > 1 else NULL
 
     cdef void _fill(self, hist_job* job) noexcept nogil:
         cdef Py_ssize_t task
@@ -439,7 +506,7 @@ cdef class NodeKernels:
         for task in prange(job.n_tasks, schedule='dynamic', num_threads=n_threads):
             _run_hist_task(job, task)
 
-    def build(self, Py_ssize_t start, Py_ssize_t stop, hist_struct[:, ::1] hist,
+    def build(self, Py_ssize_t start, Py_ssize_t stop, hist_struct[::1] hist,
               bint all_rows=False):
         """Fill ``hist`` with the sums of ``partition[start:stop]`` (rows
         ``0 .. stop-1`` in order with ``all_rows``: the root of a full tree)."""
@@ -452,22 +519,21 @@ cdef class NodeKernels:
             raise ValueError("rows out of the partition")
         cdef double t0 = _now()
         with nogil:
-            self._plan(&job, start, stop, all_rows, &hist[0, 0])
+            self._plan(&job, start, stop, all_rows, &hist[0])
             self._fill(&job)
-            if job.n_chunks > 1:
+            if _needs_finish(&job):
                 for i in prange(job.n_active, schedule='static',
-                                num_threads=_threads(job.n_active * self.n_bins,
+                                num_threads=_threads(self.active_bins,
                                                      MIN_BINS_PER_THREAD, self.n_threads)):
-                    _reduce_hist_feature(&job, i)
+                    _finish_hist_feature(&job, i)
         _phase_seconds[3] += _now() - t0
 
-    cdef int _check_hist(self, hist_struct[:, ::1] hist) except -1:
-        if hist.shape[0] != self.n_features or hist.shape[1] != self.n_bins:
-            raise ValueError(f"hist has shape {tuple(hist.shape)[:2]}; expected "
-                             f"({self.n_features}, {self.n_bins})")
+    cdef int _check_hist(self, hist_struct[::1] hist) except -1:
+        if hist.shape[0] != self.total:
+            raise ValueError(f"hist has {hist.shape[0]} records; the layout has {self.total}")
         return 0
 
-    def find(self, hist_struct[:, ::1] hist, Y_DTYPE_C sum_gradients,
+    def find(self, hist_struct[::1] hist, Y_DTYPE_C sum_gradients,
              Y_DTYPE_C sum_hessians, unsigned int n_samples,
              const unsigned char[::1] mask, Y_DTYPE_C lower=-INFINITY,
              Y_DTYPE_C upper=INFINITY):
@@ -488,11 +554,11 @@ cdef class NodeKernels:
                 self.per_feature[f].gain = -1.
                 self.per_feature[f].feature_idx = -1
             for i in prange(self.active.shape[0], schedule='dynamic',
-                            num_threads=_threads(self.active.shape[0] * self.n_bins,
+                            num_threads=_threads(self.active_bins,
                                                  MIN_BINS_PER_THREAD, self.n_threads)):
                 f = self.active[i]
                 if mask[f]:
-                    self.per_feature[f] = _scan_any(&self.cfg, hist, <int>f, sum_gradients,
+                    self.per_feature[f] = _scan_any(&self.cfg, &hist[0], <int>f, sum_gradients,
                                                     sum_hessians, n_samples, parent_score,
                                                     &gc)
             best = _pick_best(&self.cfg, self.per_feature, self.n_features)
@@ -501,8 +567,8 @@ cdef class NodeKernels:
 
     def split(self, Py_ssize_t start, Py_ssize_t stop, int feature, unsigned int bin_idx,
               bint missing_go_to_left, const unsigned int[::1] cat_bitset,
-              hist_struct[:, ::1] parent_hist, hist_struct[:, ::1] small_hist,
-              hist_struct[:, ::1] large_hist, bint small_is_left,
+              hist_struct[::1] parent_hist, hist_struct[::1] small_hist,
+              hist_struct[::1] large_hist, bint small_is_left,
               Y_DTYPE_C left_sum_gradients, Y_DTYPE_C left_sum_hessians,
               Y_DTYPE_C left_lower, Y_DTYPE_C left_upper, const unsigned char[::1] left_mask,
               Y_DTYPE_C right_sum_gradients, Y_DTYPE_C right_sum_hessians,
@@ -514,7 +580,8 @@ cdef class NodeKernels:
         Partitions the node's rows (left first, order kept) on ``feature``
         (a set split when ``cat_bitset`` is given); with ``small_hist``, fills
         it for the smaller child (the left one if ``small_is_left``); with
-        ``large_hist`` too, sets it to ``parent_hist`` minus that; and
+        ``large_hist`` too, sets it to ``parent_hist`` minus that (it may be
+        ``parent_hist`` itself: updated in place); and
         searches the best split of each child whose mask is given (else its
         split is ``None``). The children's sums and bounds are the grower's;
         ``n_left_expected`` (the histogram's count, if known) only sizes the
@@ -554,12 +621,12 @@ cdef class NodeKernels:
             masks[1] = &right_mask[0]
         if small_hist is not None:
             self._check_hist(small_hist)
-            small_base = &small_hist[0, 0]
+            small_base = &small_hist[0]
             if large_hist is not None:
                 self._check_hist(large_hist)
                 self._check_hist(parent_hist)
-                large_base = &large_hist[0, 0]
-                parent_base = &parent_hist[0, 0]
+                large_base = &large_hist[0]
+                parent_base = &parent_hist[0]
         # a child is searched only with its histogram
         if masks[0] != NULL and (small_base == NULL if small_is_left else large_base == NULL):
             raise ValueError("left_mask is given but the left child has no histogram")
@@ -600,8 +667,6 @@ cdef class NodeKernels:
         ctx.own_barrier.gate.generation = 0
         ctx.own_barrier.gate.sleepers = 0
         ctx.barrier = &ctx.own_barrier
-        self.small_hist = small_hist
-        self.large_hist = large_hist
         # the team: as many threads as the largest phase is worth (the
         # partition of n rows; the filling, bounded by the node's rows times
         # features; the per-feature phase)
@@ -609,7 +674,7 @@ cdef class NodeKernels:
         if ctx.fill:
             n_team = max(n_team, _threads(min(n_left_expected, n - n_left_expected) * n_active,
                                           MIN_WORK_PER_THREAD, self.n_threads))
-            n_team = max(n_team, _threads(n_active * self.n_bins * (1 + any_find),
+            n_team = max(n_team, _threads(self.active_bins * (1 + any_find),
                                           MIN_BINS_PER_THREAD, self.n_threads))
         t0 = _now()
         with nogil:
@@ -635,8 +700,6 @@ cdef class NodeKernels:
         if ctx.fill:
             _phase_seconds[1] += ctx.t_filled - ctx.t_partitioned
             _phase_seconds[2] += t3 - ctx.t_filled
-        self.small_hist = None
-        self.large_hist = None
         return (n_left,
                 None if best_left < 0 else _split_tuple(&self.per_feature[best_left]),
                 None if best_right < 0 else _split_tuple(&self.per_feature[nf + best_right]))
@@ -776,18 +839,40 @@ cdef class NodeKernels:
             task = db_next_task(&ctx.next_task)
 
     cdef void _post_feature(self, split_ctx* ctx, Py_ssize_t i) noexcept nogil:
-        """Feature ``active[i]`` of a split: its histograms and searches."""
-        cdef Py_ssize_t f = self.active[i], off = f * self.n_bins
-        cdef int child
-        if ctx.job.n_chunks > 1:
-            _reduce_hist_feature(&ctx.job, i)
+        """Feature ``active[i]`` of a split: its histograms and searches.
+
+        A sparse feature none of whose smaller child's rows is outside its
+        default bin (most words, in most nodes) has exact zeros in every
+        other record of that child: the larger child's histogram, when it
+        is the parent's updated in place, changes in the default record
+        only, and the smaller child has nothing to split (one non-empty
+        bin), so both passes are skipped; the same holds for the larger
+        child's search when all its rows are in the default bin. A split
+        needs rows on both sides (``min_samples_leaf`` >= 1): the results
+        are the same."""
+        cdef Py_ssize_t f = self.active[i], off = self.offsets[f], d = 0
+        cdef int child, large_child = 1 if ctx.small_is_left else 0
+        cdef bint small_in_default = False, large_in_default = False
+        if _needs_finish(&ctx.job):
+            _finish_hist_feature(&ctx.job, i)
+        if ctx.job.n_sparse_tasks > 0 and self.sp_is[f]:
+            d = self.sp_default[f]
+            small_in_default = ctx.small_base[d].count == ctx.job.n
         if ctx.large_base != NULL:
-            _subtract_hist_feature(ctx.parent_base + off, ctx.small_base + off,
-                                   ctx.large_base + off, self.n_bins)
+            if small_in_default and ctx.large_base == ctx.parent_base:
+                _subtract_hist_feature(ctx.parent_base + d, ctx.small_base + d,
+                                       ctx.large_base + d, 1)
+            else:
+                _subtract_hist_feature(ctx.parent_base + off, ctx.small_base + off,
+                                       ctx.large_base + off, self.offsets[f + 1] - off)
+            if ctx.job.n_sparse_tasks > 0 and self.sp_is[f]:
+                large_in_default = ctx.large_base[d].count == ctx.counts[large_child]
         for child in range(2):
             if ctx.masks[child] != NULL and ctx.masks[child][f]:
+                if (small_in_default if child != large_child else large_in_default):
+                    continue  # one non-empty bin: stays "no split"
                 self.per_feature[child * self.n_features + f] = _scan_any(
                     &self.cfg,
-                    self.small_hist if (child == 0) == ctx.small_is_left else self.large_hist,
+                    ctx.small_base if (child == 0) == ctx.small_is_left else ctx.large_base,
                     <int>f, ctx.sums_g[child], ctx.sums_h[child], ctx.counts[child],
                     ctx.parent_scores[child], &ctx.gcs[child])

@@ -121,22 +121,23 @@ cdef inline bint _empty(const hist_struct* bin_) noexcept nogil:
     return bin_.count == 0 and bin_.sum_gradients == 0. and bin_.sum_hessians == 0.
 
 
-cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned int nb,
+cdef split_struct _scan_feature(const hist_struct* hist, int f, unsigned int nb,
                                unsigned int missing_bin_idx, Y_DTYPE_C sum_gradients,
                                Y_DTYPE_C sum_hessians, unsigned int n_samples,
                                Y_DTYPE_C parent_score, Y_DTYPE_C l2,
                                unsigned int min_samples_leaf,
                                Y_DTYPE_C min_child_weight, const gain_config* gc,
                                signed char mono) noexcept nogil:
-    """Best split of feature ``f`` (``nb`` non-missing bins). The running best
-    is a local, written out once, so threads scanning neighbouring features do
+    """Best split of feature ``f`` (``nb`` non-missing bins), whose records
+    are ``hist[0 .. missing_bin_idx]``, the last one its missing bin. The
+    running best is a local, written out once, so threads scanning neighbouring features do
     not share a cache line while they scan."""
     cdef split_struct best
     cdef unsigned int b, nl
     cdef Y_DTYPE_C gl, hl
-    cdef Y_DTYPE_C gm = hist[f, missing_bin_idx].sum_gradients
-    cdef Y_DTYPE_C hm = hist[f, missing_bin_idx].sum_hessians
-    cdef unsigned int nm = hist[f, missing_bin_idx].count
+    cdef Y_DTYPE_C gm = hist[missing_bin_idx].sum_gradients
+    cdef Y_DTYPE_C hm = hist[missing_bin_idx].sum_hessians
+    cdef unsigned int nm = hist[missing_bin_idx].count
     best.gain = -1.
     best.feature_idx = -1
     best.is_categorical = 0
@@ -145,12 +146,12 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
     hl = 0.
     nl = 0
     for b in range(nb):
-        gl = gl + hist[f, b].sum_gradients
-        hl = hl + hist[f, b].sum_hessians
-        nl = nl + hist[f, b].count
+        gl = gl + hist[b].sum_gradients
+        hl = hl + hist[b].sum_hessians
+        nl = nl + hist[b].count
         if b == nb - 1 and nm == 0:
             break  # everything would go left
-        if b > 0 and _empty(&hist[f, b]):
+        if b > 0 and _empty(&hist[b]):
             continue  # the same candidate as bin b - 1: not strictly better
         _consider(&best, f, b, 0, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
                   parent_score, l2, min_samples_leaf, min_child_weight, gc, mono)
@@ -160,24 +161,25 @@ cdef split_struct _scan_feature(const hist_struct[:, ::1] hist, int f, unsigned 
         hl = hm
         nl = nm
         for b in range(nb - 1):
-            gl = gl + hist[f, b].sum_gradients
-            hl = hl + hist[f, b].sum_hessians
-            nl = nl + hist[f, b].count
-            if b > 0 and _empty(&hist[f, b]):
+            gl = gl + hist[b].sum_gradients
+            hl = hl + hist[b].sum_hessians
+            nl = nl + hist[b].count
+            if b > 0 and _empty(&hist[b]):
                 continue
             _consider(&best, f, b, 1, gl, hl, nl, sum_gradients, sum_hessians, n_samples,
                       parent_score, l2, min_samples_leaf, min_child_weight, gc, mono)
     return best
 
 
-cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsigned int nb,
+cdef split_struct _scan_categorical(const hist_struct* hist, int f, unsigned int nb,
                                     unsigned int missing_bin_idx, Y_DTYPE_C sum_gradients,
                                     Y_DTYPE_C sum_hessians, unsigned int n_samples,
                                     Y_DTYPE_C parent_score, Y_DTYPE_C l2,
                                     unsigned int min_samples_leaf,
                                     Y_DTYPE_C min_child_weight, const gain_config* gc,
                                     const cat_config* cfg) noexcept nogil:
-    """Best set split of categorical feature ``f`` (LightGBM's method).
+    """Best set split of categorical feature ``f`` (LightGBM's method), whose
+    records are ``hist[0 .. missing_bin_idx]``, the last one its missing bin.
 
     Bins ``0 .. nb-2`` are the kept categories, bin ``nb-1`` pools the rare
     ones and never goes left (so rare, pooled and unseen categories all go
@@ -205,17 +207,17 @@ cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsig
     if nb == 0:
         return best
     for b in range(nb - 1):
-        if hist[f, b].count > 0:
+        if hist[b].count > 0:
             cand[n_cand] = <int>b
             n_cand = n_cand + 1
-    if hist[f, missing_bin_idx].count > 0:
+    if hist[missing_bin_idx].count > 0:
         cand[n_cand] = <int>missing_bin_idx
         n_cand = n_cand + 1
     if n_cand <= <int>cfg.max_cat_to_onehot:
         for i in range(n_cand):
             c = cand[i]
-            _consider(&best, f, <unsigned int>i, 0, hist[f, c].sum_gradients,
-                      hist[f, c].sum_hessians, hist[f, c].count, sum_gradients, sum_hessians,
+            _consider(&best, f, <unsigned int>i, 0, hist[c].sum_gradients,
+                      hist[c].sum_hessians, hist[c].count, sum_gradients, sum_hessians,
                       n_samples, parent_score, l2, min_samples_leaf, min_child_weight, gc, 0)
         if best.feature_idx >= 0:
             best_code = <int>best.bin_idx
@@ -232,12 +234,12 @@ cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsig
     used = 0
     for i in range(n_cand):
         c = cand[i]
-        if hist[f, c].count >= cfg.cat_smooth:
+        if hist[c].count >= cfg.cat_smooth:
             cand[used] = c
             used = used + 1
     for i in range(used):
         c = cand[i]
-        ctr[i] = hist[f, c].sum_gradients / (hist[f, c].sum_hessians + cfg.cat_smooth)
+        ctr[i] = hist[c].sum_gradients / (hist[c].sum_hessians + cfg.cat_smooth)
     for i in range(1, used):
         key = cand[i]
         key_ctr = ctr[i]
@@ -257,10 +259,10 @@ cdef split_struct _scan_categorical(const hist_struct[:, ::1] hist, int f, unsig
         for i in range(min(used, max_num_cat)):
             pos = i if direction == 0 else used - 1 - i
             c = cand[pos]
-            gl = gl + hist[f, c].sum_gradients
-            hl = hl + hist[f, c].sum_hessians
-            nl = nl + hist[f, c].count
-            cnt_group = cnt_group + hist[f, c].count
+            gl = gl + hist[c].sum_gradients
+            hl = hl + hist[c].sum_hessians
+            nl = nl + hist[c].count
+            cnt_group = cnt_group + hist[c].count
             if nl < min_samples_leaf or hl < min_child_weight:
                 continue
             nr = n_samples - nl
@@ -335,7 +337,8 @@ cdef long long _partition_chunk(const X_BINNED_DTYPE_C* col,
 cdef struct search_config:
     # what the split search of every node of a tree shares
     const unsigned int* n_bins_non_missing
-    unsigned int missing_bin_idx
+    unsigned int missing_bin_idx          # of the binned matrix (partition)
+    const Py_ssize_t* offsets             # the histograms' layout (see _hist_fill.pxi)
     Y_DTYPE_C l2
     unsigned int min_samples_leaf
     Y_DTYPE_C min_child_weight
@@ -361,18 +364,21 @@ cdef inline Y_DTYPE_C _node_setup(const search_config* cfg, Y_DTYPE_C sum_gradie
     return _score(sum_gradients, sum_hessians, cfg.l2, cfg.l1)
 
 
-cdef inline split_struct _scan_any(const search_config* cfg, const hist_struct[:, ::1] hist,
+cdef inline split_struct _scan_any(const search_config* cfg, const hist_struct* hist,
                                    int f, Y_DTYPE_C sum_gradients, Y_DTYPE_C sum_hessians,
                                    unsigned int n_samples, Y_DTYPE_C parent_score,
                                    const gain_config* gc) noexcept nogil:
-    """Best split of feature ``f`` (a set split if it is categorical)."""
+    """Best split of feature ``f`` of the flat histogram ``hist`` (a set
+    split if it is categorical)."""
     cdef signed char mono_f
+    cdef const hist_struct* fh = hist + cfg.offsets[f]
+    cdef unsigned int missing = <unsigned int>(cfg.offsets[f + 1] - cfg.offsets[f] - 1)
     if cfg.is_categorical != NULL and cfg.is_categorical[f]:
-        return _scan_categorical(hist, f, cfg.n_bins_non_missing[f], cfg.missing_bin_idx,
+        return _scan_categorical(fh, f, cfg.n_bins_non_missing[f], missing,
                                  sum_gradients, sum_hessians, n_samples, parent_score, cfg.l2,
                                  cfg.min_samples_leaf, cfg.min_child_weight, gc, &cfg.cat)
     mono_f = 0 if cfg.monotonic_cst == NULL else cfg.monotonic_cst[f]
-    return _scan_feature(hist, f, cfg.n_bins_non_missing[f], cfg.missing_bin_idx,
+    return _scan_feature(fh, f, cfg.n_bins_non_missing[f], missing,
                          sum_gradients, sum_hessians, n_samples, parent_score, cfg.l2,
                          cfg.min_samples_leaf, cfg.min_child_weight, gc, mono_f)
 

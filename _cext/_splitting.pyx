@@ -10,11 +10,13 @@ from _common cimport X_BINNED_DTYPE_C, Y_DTYPE_C, hist_struct
 
 include "_split_scan.pxi"
 
+from ._histogram import check_offsets, flat_layout
+
 #: Words of a split's category bitset (see ``_split_scan.pxi``).
 CATEGORY_BITSET_WORDS = CAT_WORDS
 
 
-def find_best_split(const hist_struct[:, ::1] hist,
+def find_best_split(hist,
                     Y_DTYPE_C sum_gradients,
                     Y_DTYPE_C sum_hessians,
                     unsigned int n_samples,
@@ -35,8 +37,14 @@ def find_best_split(const hist_struct[:, ::1] hist,
                     Y_DTYPE_C l1_regularization=0.,
                     const signed char[::1] monotonic_cst=None,
                     Y_DTYPE_C lower_bound=-INFINITY,
-                    Y_DTYPE_C upper_bound=INFINITY):
+                    Y_DTYPE_C upper_bound=INFINITY,
+                    offsets=None):
     """Best split of a node over the features in ``feature_mask``.
+
+    ``hist`` is the node's histogram: flat, feature ``f``'s records at
+    ``offsets[f] .. offsets[f+1]-1`` (its ``n_bins_non_missing[f]`` bins,
+    then room up to its last record, the missing bin), or without
+    ``offsets`` a ``(n_features, missing_bin_idx + 1)`` array.
 
     A numerical feature is scanned twice: missing values sent right (which
     also covers "all non-missing left, missing right"), then, if the node has
@@ -62,15 +70,32 @@ def find_best_split(const hist_struct[:, ::1] hist,
     result does not depend on the number of threads.
     """
     cdef:
-        Py_ssize_t n_features = hist.shape[0]
+        Py_ssize_t n_features
         Py_ssize_t f
         Y_DTYPE_C parent_score
         gain_config gc
         search_config cfg
         split_struct* per_feature
         int best_f
+        const hist_struct[::1] flat
+        const Py_ssize_t[::1] offs
+    hist = np.asarray(hist)
+    if hist.ndim == 2:
+        if hist.shape[1] != missing_bin_idx + 1:
+            raise ValueError(f"hist has {hist.shape[1]} bins per feature; the missing bin "
+                             f"{missing_bin_idx} must be the last")
+        n_features = hist.shape[0]
+    elif offsets is not None:
+        n_features = np.asarray(offsets).shape[0] - 1
+    else:
+        raise ValueError("a flat hist needs its offsets")
     if n_bins_non_missing.shape[0] < n_features or feature_mask.shape[0] < n_features:
         raise ValueError("n_bins_non_missing and feature_mask need one entry per feature")
+    flat_arr, offsets_arr = flat_layout(hist, n_features, offsets)
+    check_offsets(offsets_arr, n_features, np.asarray(n_bins_non_missing)[:n_features])
+    flat = flat_arr
+    offs = offsets_arr
+    cfg.offsets = &offs[0]
     cfg.n_bins_non_missing = &n_bins_non_missing[0] if n_features > 0 else NULL
     cfg.missing_bin_idx = missing_bin_idx
     cfg.l2 = l2_regularization
@@ -104,7 +129,7 @@ def find_best_split(const hist_struct[:, ::1] hist,
 
     for f in prange(n_features, schedule='dynamic', nogil=True, num_threads=n_threads):
         if feature_mask[f]:
-            per_feature[f] = _scan_any(&cfg, hist, <int>f, sum_gradients, sum_hessians,
+            per_feature[f] = _scan_any(&cfg, &flat[0], <int>f, sum_gradients, sum_hessians,
                                        n_samples, parent_score, &gc)
 
     best_f = _pick_best(&cfg, per_feature, n_features)

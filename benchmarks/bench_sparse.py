@@ -17,8 +17,10 @@ loaded). Both libraries get the same settings (100 iterations, learning rate
 the median of ``--repeats`` runs, test log-loss and accuracy on a held-out
 quarter.
 
-Run: ``python benchmarks/bench_sparse.py [--repeats R] [--max-docs N]``;
-writes ``benchmarks/results/bench_sparse.json``.
+Run: ``python benchmarks/bench_sparse.py [--repeats R] [--max-docs N]
+[--n-estimators T]``; writes ``benchmarks/results/bench_sparse.json``
+(``--n-estimators`` gives a shorter run: histogram memory does not grow with
+the number of trees).
 """
 import argparse
 import ast
@@ -75,7 +77,7 @@ def corpus(max_docs, seed=0):
     return [texts[i] for i in order], labels[order]
 
 
-def _child(lib, path, n_jobs, seed):
+def _child(lib, path, n_jobs, seed, n_estimators):
     """Fit ``lib`` on the saved data in this process; print one JSON line."""
     import resource
     import time
@@ -85,13 +87,14 @@ def _child(lib, path, n_jobs, seed):
     X_test = sp.load_npz(os.path.join(path, "X_test.npz")).tocsr()
     y = np.load(os.path.join(path, "y.npz"))
     y_train, y_test = y["train"], y["test"]
+    settings = dict(SETTINGS, n_estimators=n_estimators)
     if lib == "dartboost_mart":
         from dartboost import DartClassifier
         model = DartClassifier(boosting="mart", random_state=seed, n_jobs=n_jobs,
-                               early_stopping=False, max_bins=255, **SETTINGS)
+                               early_stopping=False, max_bins=255, **settings)
     else:
         import lightgbm as lgb
-        model = lgb.LGBMClassifier(n_estimators=SETTINGS["n_estimators"],
+        model = lgb.LGBMClassifier(n_estimators=settings["n_estimators"],
                                    learning_rate=SETTINGS["learning_rate"],
                                    num_leaves=SETTINGS["max_leaf_nodes"],
                                    min_child_samples=SETTINGS["min_samples_leaf"],
@@ -109,9 +112,10 @@ def _child(lib, path, n_jobs, seed):
                       "test_accuracy": acc}))
 
 
-def run(lib, path, n_jobs, seed):
+def run(lib, path, n_jobs, seed, n_estimators):
     out = subprocess.run([sys.executable, __file__, "--child", lib, "--data", path,
-                          "--n-jobs", str(n_jobs), "--seed", str(seed)],
+                          "--n-jobs", str(n_jobs), "--seed", str(seed),
+                          "--n-estimators", str(n_estimators)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -125,11 +129,12 @@ def main():
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-estimators", type=int, default=SETTINGS["n_estimators"])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "bench_sparse.json"))
     args = parser.parse_args()
     if args.child:
-        return _child(args.child, args.data, args.n_jobs, args.seed)
+        return _child(args.child, args.data, args.n_jobs, args.seed, args.n_estimators)
 
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -147,7 +152,8 @@ def main():
             "csr_train_mib": csr_mib, "dense_uint8_mib": n * p / 2**20,
             "features_in_ge_min_samples_leaf_rows": int(np.sum(
                 nnz_col >= SETTINGS["min_samples_leaf"])),
-            "positive_fraction": float(labels.mean()), "settings": SETTINGS,
+            "positive_fraction": float(labels.mean()),
+            "settings": dict(SETTINGS, n_estimators=args.n_estimators),
             "n_jobs": args.n_jobs, "repeats": args.repeats}
     print(f"train {n} x {p} CSR, nnz {X_train.nnz} ({info['density']:.2e}), "
           f"{csr_mib:.0f} MiB; dense uint8 bins would be {info['dense_uint8_mib']:.0f} MiB; "
@@ -162,7 +168,7 @@ def main():
         runs = {lib: [] for lib in libs}
         for _ in range(args.repeats):  # interleaved: load drifts hit both alike
             for lib in libs:
-                runs[lib].append(run(lib, path, args.n_jobs, args.seed))
+                runs[lib].append(run(lib, path, args.n_jobs, args.seed, args.n_estimators))
         for lib in libs:
             rs = runs[lib]
             results[lib] = {key: statistics.median(r[key] for r in rs) for key in rs[0]}

@@ -4,7 +4,7 @@ Python decides which node to split next (a max-heap on split gain, bounded by
 ``max_leaf_nodes`` and ``max_depth``) and keeps the tree's records; the
 compiled kernels build histograms, find splits and partition rows. Only the
 smaller child's histogram is built: the larger one is the parent's minus the
-smaller's.
+smaller's, computed in place in the parent's array.
 
 Two paths run the same kernels and grow the same trees. :class:`TreeGrower`
 itself splits a node in one compiled call (``_grow.NodeKernels.split``:
@@ -13,6 +13,14 @@ A subclass that overrides one of the row-reading steps (``_root_sums``,
 ``_build_hist``, ``_partition_rows``, ``_find_split``, ``_split``; the
 distributed grower of ``dartboost.dask``) gets the step-by-step path that
 calls them.
+
+Histograms are flat arrays of :data:`HISTOGRAM_DTYPE` records: feature
+``f``'s are ``hist[offsets[f]:offsets[f + 1]]`` (:func:`histogram_offsets`),
+one per non-missing bin and the last one its missing bin, so a feature
+costs its own bins (a sparse matrix's features have a handful), not the
+widest feature's. Mostly-default features (:mod:`dartboost._sparse_columns`,
+chosen once per fit from the binned matrix) are filled from their
+non-default entries and get their default bin by subtraction.
 """
 import heapq
 
@@ -20,6 +28,7 @@ import numpy as np
 
 from ._cext import _grow, _histogram, _splitting
 from ._common import HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
+from ._sparse_columns import SparseColumns
 
 #: Partition work per row relative to a histogram update of one feature
 #: (``threads_for`` units): a row is read, compared and written once.
@@ -28,6 +37,17 @@ PARTITION_WORK_PER_ROW = 4
 #: chunks (the row-parallelism of one node's histogram).
 PARTIAL_HISTOGRAM_BYTES = 16 << 20
 MAX_ROW_CHUNKS = 64
+
+
+def histogram_offsets(n_bins_non_missing):
+    """Layout of the flat histograms: ``offsets`` (intp, ``n_features + 1``)
+    with feature ``f``'s records at ``offsets[f] .. offsets[f + 1] - 1``: its
+    ``n_bins_non_missing[f]`` bins, then its missing bin (the kernels put the
+    binned matrix's missing code there)."""
+    sizes = np.asarray(n_bins_non_missing, dtype=np.intp) + 1
+    offsets = np.zeros(sizes.size + 1, dtype=np.intp)
+    np.cumsum(sizes, out=offsets[1:])
+    return offsets
 
 # positions of NODE_DTYPE's fields in the grower's per-node lists
 (_VALUE, _COUNT, _FEATURE, _NUM_THRESHOLD, _MISSING_LEFT, _LEFT, _RIGHT, _GAIN, _DEPTH,
@@ -172,6 +192,9 @@ class TreeGrower:
         self.n_threads = n_threads
         self.n_features = n_features
         self.n_bins = missing_values_bin_idx + 1
+        self.hist_offsets = histogram_offsets(n_bins_non_missing)
+        self.n_records = int(self.hist_offsets[-1])
+        self.sparse = buffers.sparse_columns(X_binned, self.hist_offsets)
 
     # -- helpers --------------------------------------------------------------
     def _leaf_value(self, sum_g, sum_h, lower=-np.inf, upper=np.inf, extra_l2=0.0):
@@ -202,14 +225,28 @@ class TreeGrower:
         mask[self.rng.choice(allowed, n_draw, replace=False)] = 1
         return mask
 
+    def _take_histogram(self):
+        return self.buffers.take_histogram(self.n_records)
+
+    def _partial(self):
+        return self.buffers.partial_histograms(self.n_records, self.n_features, self.n_bins)
+
+    def _missing_count(self, hist, feature):
+        """Rows of ``hist``'s node with a missing value of ``feature``."""
+        return hist[self.hist_offsets[feature + 1] - 1]["count"]
+
+    def feature_records(self, feature_mask):
+        """Which records of a histogram belong to the features of ``feature_mask``."""
+        return np.repeat(np.asarray(feature_mask, dtype=bool), np.diff(self.hist_offsets))
+
     def _build_hist(self, node):
-        hist = self.buffers.take_histogram(self.n_features, self.n_bins)
+        hist = self._take_histogram()
         rows = self.partition[node.start:node.stop]
         _histogram.build_histogram(
             self.X_binned, rows, self.gradients, self.hessians, self.feature_mask,
             self.all_rows and node.idx == 0, self.hessians_are_constant,
             threads_for(rows.size * self.n_features, self.n_threads), hist,
-            self.buffers.partial_histograms(self.n_features, self.n_bins),
+            self._partial(), offsets=self.hist_offsets, sparse=self.sparse,
         )
         return hist
 
@@ -230,9 +267,10 @@ class TreeGrower:
             node.hist, node.sum_g, node.sum_h, node.n_samples, self.n_bins_non_missing,
             self._node_mask(node), self.missing_values_bin_idx, self.l2_regularization,
             self.min_samples_leaf, self.min_child_weight, self.min_split_gain,
-            threads_for(self.n_features * self.n_bins * 4, self.n_threads),
+            threads_for(self.n_records * 4, self.n_threads),
             self.is_categorical, l1_regularization=self.reg_alpha, **self.cat_options,
             monotonic_cst=self.monotonic_cst, lower_bound=node.lower, upper_bound=node.upper,
+            offsets=self.hist_offsets,
         )
 
     # -- growth ---------------------------------------------------------------
@@ -260,7 +298,7 @@ class TreeGrower:
                 root.hist = self._build_hist(root)
                 self._find_split(root)
             else:
-                root.hist = self.buffers.take_histogram(self.n_features, self.n_bins)
+                root.hist = self._take_histogram()
                 kernels.build(0, n_rows, root.hist, self.all_rows)
                 root.split = kernels.find(root.hist, sum_g, sum_h, n_rows,
                                           self._node_mask(root), root.lower, root.upper)
@@ -299,6 +337,25 @@ class TreeGrower:
                 else:
                     leaves_final.append(child)
             self._free_hist(node)  # the parent's histogram is reused
+            self._free_unreachable(heap, self.max_leaf_nodes - n_leaves)
+
+    def _free_unreachable(self, heap, splits_left):
+        """Free the histograms of the queued nodes that will never be split.
+
+        Nodes are split in heap order, one per split left; a node with at
+        least ``splits_left`` others ahead of it cannot be reached, and stays
+        so (a node pushed later can only get ahead of it, and each split
+        removes one node ahead and one split). It stays queued, as a leaf of
+        the tree; only its histogram, needed for its children, goes back to
+        the pool. So a tree holds about as many histograms as it has splits
+        left, not one per queued node (a 31-leaf tree: about half as many).
+        """
+        if len(heap) <= splits_left:
+            return
+        reachable = {item[1] for item in heapq.nsmallest(int(splits_left), heap)}
+        for _, idx, node in heap:
+            if idx not in reachable:
+                self._free_hist(node)
 
     # -- the three steps that read rows (a distributed grower overrides them;
     # dartboost.dask sums the histograms of every worker's rows) -------------
@@ -330,7 +387,7 @@ class TreeGrower:
     def _missing_left(self, node):
         """Where ``node``'s split sends missing values."""
         _, feature, _, missing_left, _, _, nl, _ = node.split
-        if node.hist[feature, self.missing_values_bin_idx]["count"] == 0:
+        if self._missing_count(node.hist, feature) == 0:
             # No missing value reached this node in training: send future
             # missing values where most training rows went. (No row here is
             # missing, so the partition is unaffected.)
@@ -405,14 +462,18 @@ class TreeGrower:
 
     def _node_kernels(self):
         """The compiled steps of this tree (:class:`_grow.NodeKernels`)."""
+        # the row-major copy serves the features read from the binned matrix
+        columns = (None if self.sparse is None
+                   else np.flatnonzero(self.sparse.is_sparse == 0))
         return _grow.NodeKernels(
-            self.X_binned, self.buffers.row_major(self.X_binned), self.gradients,
+            self.X_binned, self.buffers.row_major(self.X_binned, columns), self.gradients,
             self.hessians, self.partition, self.buffers.left, self.buffers.right,
-            self.buffers.partial_histograms(self.n_features, self.n_bins), self.feature_mask,
+            self._partial(), self.feature_mask,
             self.n_bins_non_missing, self.missing_values_bin_idx, self.l2_regularization,
             self.min_samples_leaf, self.min_child_weight, self.min_split_gain,
             self.is_categorical, self.monotonic_cst, self.reg_alpha,
             hessians_are_constant=self.hessians_are_constant, n_threads=self.n_threads,
+            offsets=self.hist_offsets, sparse=self.sparse, rows_features=columns,
             **self.cat_options)
 
     def _split_fused(self, kernels, node, nodes, room):
@@ -425,15 +486,17 @@ class TreeGrower:
         search_right = room and self._can_split(right)
         small_is_left = left.n_samples <= right.n_samples
         small_hist = large_hist = None
+        parent_hist = node.hist
         if search_left or search_right:
-            small_hist = self.buffers.take_histogram(self.n_features, self.n_bins)
+            small_hist = self._take_histogram()
             if self._can_split(right if small_is_left else left):
-                large_hist = self.buffers.take_histogram(self.n_features, self.n_bins)
+                # the parent's histogram becomes the larger child's, in place
+                large_hist, node.hist = parent_hist, None
         # masks in the order the step-by-step path draws them: left, right
         mask_left = self._node_mask(left) if search_left else None
         mask_right = self._node_mask(right) if search_right else None
         found, left.split, right.split = kernels.split(
-            node.start, node.stop, feature, bin_idx, missing_left, bitset, node.hist,
+            node.start, node.stop, feature, bin_idx, missing_left, bitset, parent_hist,
             small_hist, large_hist, small_is_left, left.sum_g, left.sum_h, left.lower,
             left.upper, mask_left, right.sum_g, right.sum_h, right.lower, right.upper,
             mask_right, nl)
@@ -455,10 +518,12 @@ class TreeGrower:
         small, large = (left, right) if left.n_samples <= right.n_samples else (right, left)
         small.hist = self._build_hist(small)
         if self._can_split(large):
-            large.hist = self.buffers.take_histogram(self.n_features, self.n_bins)
+            # the parent's histogram becomes the larger child's, in place
+            large.hist, parent.hist = parent.hist, None
             _histogram.subtract_histograms(
-                parent.hist, small.hist, self.feature_mask,
-                threads_for(self.n_features * self.n_bins, self.n_threads), large.hist
+                large.hist, small.hist, self.feature_mask,
+                threads_for(self.n_records, self.n_threads), large.hist,
+                offsets=self.hist_offsets,
             )
         for child in (left, right):
             if child.hist is not None and self._can_split(child):
@@ -484,37 +549,60 @@ class GrowerBuffers:
         self._partial = None
         self._rows_of = None
         self._rows = None
+        self._sparse_of = None
+        self._sparse = None
 
-    def take_histogram(self, n_features, n_bins):
-        """An uninitialised ``(n_features, n_bins)`` histogram."""
+    def take_histogram(self, n_records):
+        """An uninitialised flat histogram of ``n_records`` records."""
         while self._free_histograms:
             hist = self._free_histograms.pop()
-            if hist.shape == (n_features, n_bins):
+            if hist.shape == (n_records,):
                 return hist
-        return np.empty((n_features, n_bins), dtype=HISTOGRAM_DTYPE)
+        return np.empty(n_records, dtype=HISTOGRAM_DTYPE)
 
     def give_histogram(self, hist):
         """Return a histogram no node uses any more."""
         self._free_histograms.append(hist)
 
-    def row_major(self, X_binned):
-        """A row-major copy of ``X_binned`` (made once per fit), which the
-        histograms of nodes with scattered rows read: one cache line gives
-        a row's bins of many features. ``None`` for fewer than two features."""
-        if X_binned.shape[1] < 2:
+    def row_major(self, X_binned, columns=None):
+        """A row-major copy of ``X_binned``'s ``columns`` (None: all; made
+        once per fit), which the histograms of nodes with scattered rows
+        read: one cache line gives a row's bins of many features. ``None``
+        for fewer than two columns."""
+        n_columns = X_binned.shape[1] if columns is None else len(columns)
+        if n_columns < 2:
             return None
-        if self._rows_of is not X_binned:
-            self._rows = np.ascontiguousarray(X_binned)
-            self._rows_of = X_binned
+        key = None if columns is None else np.asarray(columns, dtype=np.intp).tobytes()
+        if self._rows_of is None or self._rows_of[0] is not X_binned \
+                or self._rows_of[1] != key:
+            self._rows = None  # (the old copy goes before the new one is made)
+            self._rows = np.ascontiguousarray(
+                X_binned if columns is None else X_binned[:, np.asarray(columns)])
+            self._rows_of = (X_binned, key)
         return self._rows
 
-    def partial_histograms(self, n_features, n_bins):
-        """Scratch for the per-chunk histograms of large nodes: as many chunks
-        as fit in :data:`PARTIAL_HISTOGRAM_BYTES` (at most
-        :data:`MAX_ROW_CHUNKS`). Depends only on the shape, so the chunking,
-        hence every sum, is the same for any thread count."""
+    def sparse_columns(self, X_binned, offsets):
+        """The mostly-default features of ``X_binned`` as their entries
+        (:class:`~dartboost._sparse_columns.SparseColumns`, made once per
+        fit), or None when it has none."""
+        key = (X_binned, offsets.tobytes())
+        if self._sparse_of is None or self._sparse_of[0] is not X_binned \
+                or self._sparse_of[1] != key[1]:
+            self._sparse = SparseColumns.of(X_binned, offsets)
+            self._sparse_of = key
+        return self._sparse
+
+    def partial_histograms(self, n_records, n_features, n_bins):
+        """Scratch for the per-chunk histograms of large nodes, each of
+        ``n_records`` records. The chunk count (at most
+        :data:`MAX_ROW_CHUNKS`) is what a ``(n_features, n_bins)`` histogram
+        per chunk fits in :data:`PARTIAL_HISTOGRAM_BYTES`: it depends only on
+        the shape, so the chunking, hence every sum, is the same for any
+        thread count (and the same as before histograms were sized per
+        feature); the scratch itself is ``n_records`` per chunk, at most that
+        many bytes."""
         max_chunks = int(min(MAX_ROW_CHUNKS, max(
             1, PARTIAL_HISTOGRAM_BYTES // (n_features * n_bins * HISTOGRAM_DTYPE.itemsize))))
-        if self._partial is None or self._partial.shape != (max_chunks, n_features, n_bins):
-            self._partial = np.empty((max_chunks, n_features, n_bins), dtype=HISTOGRAM_DTYPE)
+        if self._partial is None or self._partial.shape != (max_chunks, n_records):
+            self._partial = np.empty((max_chunks, n_records), dtype=HISTOGRAM_DTYPE)
         return self._partial

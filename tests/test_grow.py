@@ -8,7 +8,7 @@ from kernel_data import mixed_data
 from dartboost._binning import BinMapper
 from dartboost._cext import _grow, _histogram, _splitting
 from dartboost._common import HISTOGRAM_DTYPE
-from dartboost._grower import GrowerBuffers, TreeGrower
+from dartboost._grower import GrowerBuffers, TreeGrower, histogram_offsets
 
 
 class StepByStepGrower(TreeGrower):
@@ -31,11 +31,19 @@ def _data(n, n_features, seed=0, categorical=False):
     return mapper, mapper.transform(X), g, h
 
 
-def _kernels(binned, g, h, mapper, partition, buffers, mask, n_threads, **opts):
+def _kernels(binned, g, h, mapper, partition, buffers, mask, n_threads, offsets=None,
+             **opts):
+    if offsets is None:
+        offsets = histogram_offsets(mapper.n_bins_non_missing_)
     return _grow.NodeKernels(
         binned, buffers.row_major(binned), g, h, partition, buffers.left, buffers.right,
-        buffers.partial_histograms(binned.shape[1], 256), mask, mapper.n_bins_non_missing_,
-        255, 1.0, 20, 1e-3, 0.0, n_threads=n_threads, **opts)
+        buffers.partial_histograms(offsets[-1], binned.shape[1], 256), mask,
+        mapper.n_bins_non_missing_, 255, 1.0, 20, 1e-3, 0.0, n_threads=n_threads,
+        offsets=offsets, **opts)
+
+
+def _empty_hist(mapper):
+    return np.empty(histogram_offsets(mapper.n_bins_non_missing_)[-1], HISTOGRAM_DTYPE)
 
 
 @pytest.mark.parametrize("n_threads", [1, 3])
@@ -50,12 +58,14 @@ def test_split_step_matches_the_per_kernel_calls(n_threads):
     node_rows = np.sort(rng.choice(n, 30_000, replace=False)).astype(np.uint32)
     partition = node_rows.copy()
     kernels = _kernels(binned, g, h, mapper, partition, buffers, mask, n_threads)
-    parent = np.empty((n_features, 256), HISTOGRAM_DTYPE)
+    offsets = histogram_offsets(mapper.n_bins_non_missing_)
+    parent = _empty_hist(mapper)
     kernels.build(0, partition.size, parent)
     ref_parent = np.empty_like(parent)
     _histogram.build_histogram(binned, node_rows, g, h, mask, False, False, 1, ref_parent,
-                               buffers.partial_histograms(n_features, 256))
-    m = mask.astype(bool)
+                               buffers.partial_histograms(offsets[-1], n_features, 256),
+                               offsets=offsets)
+    m = np.repeat(mask.astype(bool), np.diff(offsets))  # the records of the masked features
     np.testing.assert_array_equal(parent[m], ref_parent[m])
 
     sum_g, sum_h = float(g[node_rows].sum(dtype=np.float64)), float(
@@ -76,16 +86,17 @@ def test_split_step_matches_the_per_kernel_calls(n_threads):
     assert found == n_left
     np.testing.assert_array_equal(partition, ref_rows)
     ref_small = np.empty_like(parent)
-    _histogram.build_histogram(binned, left_rows, g, h, mask, False, False, 1, ref_small)
+    _histogram.build_histogram(binned, left_rows, g, h, mask, False, False, 1, ref_small,
+                               offsets=offsets)
     np.testing.assert_array_equal(small[m], ref_small[m])
     ref_large = np.empty_like(parent)
-    _histogram.subtract_histograms(ref_parent, ref_small, mask, 1, ref_large)
+    _histogram.subtract_histograms(ref_parent, ref_small, mask, 1, ref_large, offsets=offsets)
     np.testing.assert_array_equal(large[m], ref_large[m])
     for hist, sums, split in ((ref_small, (gl, hl, n_left), split_left),
                               (ref_large, (sum_g - gl, sum_h - hl, right_rows.size),
                                split_right)):
         ref = _splitting.find_best_split(hist, *sums, mapper.n_bins_non_missing_, mask, 255,
-                                         1.0, 20, 1e-3, 0.0, 1)
+                                         1.0, 20, 1e-3, 0.0, 1, offsets=offsets)
         assert split == ref
 
 
@@ -162,9 +173,12 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="one value per row"):
         _kernels(binned, g[:10], h, mapper, partition, buffers, mask, 1)
     kernels = _kernels(binned, g, h, mapper, partition, buffers, mask, 1)
-    hist = np.empty((4, 256), HISTOGRAM_DTYPE)
-    with pytest.raises(ValueError, match="hist has shape"):
-        kernels.build(0, 2000, hist[:3])
+    hist = _empty_hist(mapper)
+    with pytest.raises(ValueError, match="hist has .* records; the layout has"):
+        kernels.build(0, 2000, hist[:-1])
+    with pytest.raises(ValueError, match="fewer records than its bins"):
+        _kernels(binned, g, h, mapper, partition, buffers, mask, 1,
+                 offsets=np.arange(5) * 2)
     with pytest.raises(ValueError, match="out of the partition"):
         kernels.split(0, 3000, 0, 5, False, None, hist, None, None, True, 0., 1., -np.inf,
                       np.inf, None, 0., 1., -np.inf, np.inf, None)
@@ -211,7 +225,7 @@ def test_run_in_team_returns_raises_and_releases_the_team():
     with pytest.raises(KeyError, match="inside the team"):
         kernels.run_in_team(fail)
     # the team was released: splits run again, in a new team and without one
-    hist = np.empty((4, 256), HISTOGRAM_DTYPE)
+    hist = _empty_hist(mapper)
     kernels.build(0, 2000, hist)
     found = kernels.run_in_team(lambda: kernels.split(
         0, 2000, 0, 100, False, None, hist, None, None, True, 0., 1., -np.inf, np.inf, None,

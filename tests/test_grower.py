@@ -115,3 +115,54 @@ def test_fits_do_not_depend_on_n_jobs_above_the_thresholds(boosting):
                              n_jobs=n_jobs).fit(X, y)
         preds.append(est.decision_function(X[:5000]))
     np.testing.assert_array_equal(preds[0], preds[1])
+
+
+def test_histograms_are_sized_by_each_features_bins():
+    # a fit's histograms hold one record per bin of each feature plus its
+    # missing bin (sparse matrices: thousands of features of a few bins),
+    # not n_features x 256; the per-chunk scratch too
+    from dartboost._common import HISTOGRAM_DTYPE
+    rng = np.random.default_rng(0)
+    n = 40_000
+    X = np.column_stack([rng.integers(0, 2, n), rng.integers(0, 2, n), rng.normal(size=n)]
+                        + [rng.integers(0, 3, n) for _ in range(40)]).astype(float)
+    g = (X[:, 2] + rng.normal(size=n)).astype(np.float32)
+    h = np.ones(n, np.float32)
+    mapper = BinMapper(random_state=0).fit(X)
+    binned = mapper.transform(X)
+    grower, nodes, _ = _grow(binned, mapper, g, h, max_leaf_nodes=8, n_threads=2)
+    n_records = 2 * 3 + 256 + 40 * 4  # bins + the missing bin, per feature
+    assert grower.n_records == n_records
+    assert nodes["is_leaf"].sum() == 8
+    pooled = grower.buffers._free_histograms
+    assert pooled and all(hist.nbytes == n_records * HISTOGRAM_DTYPE.itemsize
+                          for hist in pooled)
+    partial = grower.buffers._partial
+    assert partial.shape[1] == n_records
+    missing = grower.hist_offsets[1:] - 1  # every feature's last record
+    assert grower.feature_records(np.r_[1, 0, np.zeros(41)]).sum() == 3
+    assert np.all(np.diff(missing) == np.diff(grower.hist_offsets)[1:])
+
+
+def test_queued_nodes_out_of_reach_give_their_histograms_back():
+    # a node with at least as many queued nodes ahead of it as splits left
+    # is never split: its histogram goes back to the pool at once, so a tree
+    # holds about half as many histograms, and grows the same
+    class KeepAll(TreeGrower):
+        def _free_unreachable(self, heap, splits_left):
+            pass
+
+    X, g, h = mixed_data(n=30_000, n_features=6, seed=4)
+    mapper = BinMapper(random_state=0).fit(X)
+    binned = mapper.transform(X)
+    trees = []
+    for cls in (TreeGrower, KeepAll):
+        grower = cls(binned, g, h, mapper.n_bins_non_missing_, 255, max_leaf_nodes=63,
+                     min_samples_leaf=5, n_threads=2)
+        nodes, leaves = grower.grow()
+        trees.append((nodes, leaves, len(grower.buffers._free_histograms)))
+    np.testing.assert_array_equal(trees[0][0], trees[1][0])
+    assert trees[0][1] == trees[1][1]
+    held, held_before = trees[0][2], trees[1][2]  # every histogram made, back in the pool
+    assert held_before > 40
+    assert held <= 63 // 2 + 4

@@ -7,6 +7,7 @@ from kernel_data import mixed_data, naive_histogram
 
 from dartboost._binning import BinMapper
 from dartboost._cext import _splitting
+from dartboost._common import HISTOGRAM_DTYPE
 
 N_BINS = 16
 
@@ -104,3 +105,37 @@ def test_equal_gains_go_to_the_lower_feature():
                                          mapper.n_bins_non_missing_, np.array(mask, np.uint8),
                                          N_BINS, 0.0, 1, 1e-3, 0.0, 2)
         assert res[1] == mask.index(1)
+
+
+def test_flat_and_padded_histograms_give_the_same_split():
+    # the flat layout (each feature its own bins, then its missing bin) is
+    # searched as the padded one: same split, categorical or not
+    from dartboost._grower import histogram_offsets
+    rng = np.random.default_rng(3)
+    nb = np.array([1, 2, 5, 40, 255], np.uint32)
+    offsets = histogram_offsets(nb)
+    padded = np.zeros((5, 256), HISTOGRAM_DTYPE)
+    for f in range(5):
+        for b in list(range(nb[f])) + [255]:
+            padded[f, b] = (rng.normal(), rng.uniform(1, 5), rng.integers(25, 200))
+    flat = np.concatenate([np.r_[padded[f, :nb[f]], padded[f, 255:]] for f in range(5)])
+    assert flat.size == offsets[-1] == nb.sum() + 5
+    sum_g = float(padded["sum_gradients"][0].sum())
+    sum_h = float(padded["sum_hessians"][0].sum())
+    n = int(padded["count"][0].sum())
+    mask = np.ones(5, np.uint8)
+    for is_cat in (None, np.array([0, 0, 1, 1, 0], np.uint8)):
+        found = [_splitting.find_best_split(
+            hist, sum_g, sum_h, n, nb, mask, 255, 1.0, 20, 1e-3, 0.0, 2, is_cat,
+            min_data_per_group=20, offsets=offs) for hist, offs in ((padded, None),
+                                                                    (flat, offsets))]
+        assert found[0] is not None
+        assert found[0][:7] == found[1][:7]
+        if found[0][7] is not None:
+            np.testing.assert_array_equal(found[0][7], found[1][7])
+    with pytest.raises(ValueError, match="fewer records than its bins"):
+        _splitting.find_best_split(flat[:-1], sum_g, sum_h, n, nb, mask, 255, 1.0, 20, 1e-3,
+                                   0.0, 1, offsets=offsets - np.r_[0, 0, 0, 0, 0, 1])
+    with pytest.raises(ValueError, match="missing bin 255 must be the last"):
+        _splitting.find_best_split(padded[:, :200], sum_g, sum_h, n, nb, mask, 255, 1.0, 20,
+                                   1e-3, 0.0, 1)

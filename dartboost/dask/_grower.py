@@ -107,6 +107,8 @@ class DistributedTreeGrower(TreeGrower):
                       key=lambda n: (-n.split[0], n.idx))
         out = []
         for node in best[:count]:
+            if node.hist is None:
+                continue  # out of the grower's reach: it will not be split
             gain, feature, bin_idx, missing_left, gl, hl, nl, bitset = node.split[:8]
             nr = node.n_samples - nl
             depth = node.depth + 1
@@ -114,7 +116,7 @@ class DistributedTreeGrower(TreeGrower):
             right = _Node(-1, 0, nr, depth, node.sum_g - gl, node.sum_h - hl, 0.0)
             if not (self._can_split(left) or self._can_split(right)):
                 continue  # the grower will build no histogram for them
-            if node.hist[feature, self.missing_values_bin_idx]["count"] == 0:
+            if self._missing_count(node.hist, feature) == 0:
                 missing_left = nl >= nr  # as TreeGrower._split decides
             keys = (self.next_spec_key, self.next_spec_key - 1)
             self.next_spec_key -= 2

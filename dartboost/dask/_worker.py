@@ -350,8 +350,8 @@ def histograms(fit_id, indices, splits, node_keys):
             nodes[right_key] = _Node(right_key, node.start + n_left, node.stop, 0, 0, 0, 0)
             part_counts.append(n_left)
         counts.append(part_counts)
-        part_hists = np.empty((len(node_keys), grower.n_features, grower.n_bins),
-                              dtype=HISTOGRAM_DTYPE)
+        part_hists = np.empty((len(node_keys), grower.n_records), dtype=HISTOGRAM_DTYPE)
+        unset = ~grower.feature_records(grower.feature_mask)  # the kernel leaves them unset
         for j, key in enumerate(node_keys):
             node = nodes[key]
             if node.n_samples == 0:
@@ -361,7 +361,7 @@ def histograms(fit_id, indices, splits, node_keys):
                 continue
             hist = grower._build_hist(node)
             part_hists[j] = hist
-            part_hists[j][grower.feature_mask == 0] = 0  # the kernel leaves them unset
+            part_hists[j][unset] = 0
             grower.buffers.give_histogram(hist)
         hists.append(part_hists)
     return np.stack(hists), counts
