@@ -19,14 +19,6 @@ PARAMS = dict(n_estimators=6, max_leaf_nodes=8, random_state=0, early_stopping=F
 LEVELS = [f"lvl{i:02d}" for i in range(40)]
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
 def _frame(n=1500, seed=0):
     rng = np.random.default_rng(seed)
     city = rng.choice(LEVELS, n, p=np.linspace(2, 0.1, len(LEVELS)) / np.linspace(

@@ -14,14 +14,6 @@ STOP = dict(n_estimators=200, max_leaf_nodes=15, random_state=0, learning_rate=0
             early_stopping=True, n_iter_no_change=4, validation_fraction=None)
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
 def _data(n, seed):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 5))

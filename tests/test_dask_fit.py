@@ -11,14 +11,6 @@ from dartboost.dask import DaskDartClassifier, DaskDartRegressor  # noqa: E402
 PARAMS = dict(n_estimators=6, max_leaf_nodes=8, random_state=0, early_stopping=False)
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
 def _data(n=1500, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 4))

@@ -12,14 +12,6 @@ from dartboost.ranking import DartRanker, make_ranking_data  # noqa: E402
 from test_dask_fit import PARAMS, _assert_same_model, _data  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
 def _fit_both(dask_cls, local_cls, params, X, y, w=None, chunks=400):
     dX = da.from_array(X, chunks=(chunks, X.shape[1]))
     kwargs = {} if w is None else {"sample_weight": da.from_array(w, chunks=chunks)}

@@ -12,14 +12,6 @@ PARAMS = dict(n_estimators=5, max_leaf_nodes=8, random_state=0, early_stopping=F
               min_samples_leaf=5)
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
 def _queries():
     X, y, qid = make_ranking_data(40, random_state=0)
     sizes = np.diff(np.flatnonzero(np.r_[True, qid[1:] != qid[:-1], True]))

@@ -11,14 +11,6 @@ from dartboost import DartRegressor  # noqa: E402
 from dartboost.dask import DaskDartRegressor  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
 def test_mostly_default_features_equal_local(client):
     rng = np.random.default_rng(0)
     n = 2000
