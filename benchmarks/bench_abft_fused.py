@@ -58,6 +58,21 @@ def log(*a):
     print(*a, flush=True)
 
 
+def run_section(out, name, fn, save, log=log):
+    """Run one benchmark section; an exception is recorded in
+    ``out["section_errors"]`` (the other sections still run) and the
+    section's seconds in ``out["section_seconds"]``; then ``save()``."""
+    t0 = time.time()
+    try:
+        fn()
+    except Exception:  # keep the other sections' results
+        import traceback
+        out.setdefault("section_errors", {})[name] = traceback.format_exc()
+        log(traceback.format_exc())
+    out.setdefault("section_seconds", {})[name] = time.time() - t0
+    save()
+
+
 def time_graph(fn, reps, inner):
     """Median seconds per call of ``fn`` captured ``inner`` times in one CUDA graph."""
     return _graph_time(fn, reps=reps, inner=inner)
@@ -454,15 +469,7 @@ def main():
                           {"reps": args.reps, "quick": args.quick,
                            "schemes": tuple(args.network_schemes.split(","))})):
         if name in only:
-            t0 = time.time()
-            try:
-                fn(out, **kw)
-            except Exception:  # keep the other sections' results
-                import traceback
-                out.setdefault("section_errors", {})[name] = traceback.format_exc()
-                log(traceback.format_exc())
-            out.setdefault("section_seconds", {})[name] = time.time() - t0
-            save()
+            run_section(out, name, lambda: fn(out, **kw), save)
     save()
 
 

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 import dartboost.gpu as dg
+from bench_abft_fused import run_section  # noqa: E402  (this script's folder is on sys.path)
 from dartboost.gpu._augmented import AugmentedWeight
 from dartboost.gpu._calibration import _graph_time
 from dartboost.gpu._protect import _STATE_ATTR
@@ -354,17 +355,9 @@ def main():
         if time.time() - t_all > args.budget_s:
             out.setdefault("skipped", []).append(name)
             continue
-        t0 = time.time()
-        try:
-            sections[name]()
-            if name == "cost":
-                log("cost model", out["cost_model"])
-        except Exception:  # keep the other sections' results
-            import traceback
-            out.setdefault("section_errors", {})[name] = traceback.format_exc()
-            log(traceback.format_exc())
-        out.setdefault("section_seconds", {})[name] = time.time() - t0
-        save()
+        run_section(out, name, sections[name], save, log)
+        if name == "cost" and "cost_model" in out:
+            log("cost model", out["cost_model"])
     save()
 
 

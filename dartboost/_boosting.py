@@ -12,7 +12,6 @@ import numbers
 from abc import ABC, abstractmethod
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -69,6 +68,37 @@ def eval_set_list(eval_set):
             raise TypeError(f"eval_set[{i}] must be a tuple (X_val, y_val) or (X_val, "
                             f"y_val, sample_weight_val); got {what}.")
     return sets
+
+
+def eval_set_entries(sets, X, y, eval_names, eval_sample_weight):
+    """``[(name, X_val, y_val, sample_weight_val), ...]`` of the eval sets
+    ``sets`` (from :func:`eval_set_list`) with ``fit``'s ``eval_names`` and
+    ``eval_sample_weight``: a set made of the training ``X``/``y`` objects is
+    named ``"training"``, the others ``valid_<i>``; a set's weights come from
+    its third item or ``eval_sample_weight``, never both."""
+    names = check_eval_list(eval_names, len(sets), "eval_names")
+    weights = check_eval_list(eval_sample_weight, len(sets), "eval_sample_weight")
+    out = []
+    for i, item in enumerate(sets):
+        if names[i] is None:
+            names[i] = "training" if item[0] is X and item[1] is y else f"valid_{i}"
+        elif not isinstance(names[i], str):
+            raise TypeError(f"eval_names[{i}] must be a str, got {names[i]!r}.")
+        if len(item) == 3 and weights[i] is not None:
+            raise ValueError(f"eval_set[{i}] has weights both as its third item and in "
+                             "eval_sample_weight; give them once.")
+        out.append((names[i], item[0], item[1], item[2] if len(item) == 3 else weights[i]))
+    return out
+
+
+def check_eval_list(values, n_sets, what):
+    """``values`` (one entry per eval set, or None) as a list, its length checked."""
+    if values is None:
+        return [None] * n_sets
+    if not isinstance(values, (list, tuple)) or len(values) != n_sets:
+        raise ValueError(f"{what} must be a list with one entry per eval set "
+                         f"({n_sets}), got {values!r:.80}.")
+    return list(values)
 
 
 class _EvaluatedSet:
@@ -516,41 +546,22 @@ class BaseBoosting(BaseEstimator, ABC):
         """``[(name, X_val, y_val_encoded, sw_val), ...]`` of ``fit``'s
         arguments; ``X``/``y`` are the training data as given (a set made of
         the same objects is named ``"training"``)."""
-        sets = eval_set_list(eval_set)
-        names = self._check_eval_list(eval_names, len(sets), "eval_names")
-        weights = self._check_eval_list(eval_sample_weight, len(sets), "eval_sample_weight")
+        entries = eval_set_entries(eval_set_list(eval_set), X, y, eval_names,
+                                   eval_sample_weight)
         out = []
-        for i, item in enumerate(sets):
-            if names[i] is None:
-                same = item[0] is X and item[1] is y
-                names[i] = "training" if same else f"valid_{i}"
-            elif not isinstance(names[i], str):
-                raise TypeError(f"eval_names[{i}] must be a str, got {names[i]!r}.")
-            if len(item) == 3 and weights[i] is not None:
-                raise ValueError(f"eval_set[{i}] has weights both as its third item and in "
-                                 "eval_sample_weight; give them once.")
-            sw = item[2] if len(item) == 3 else weights[i]
-            X_val, y_val = validate_data(self, self._encode_categorical(item[0]), item[1],
+        for i, (name, X_raw, y_raw, sw) in enumerate(entries):
+            X_val, y_val = validate_data(self, self._encode_categorical(X_raw), y_raw,
                                          dtype=FIT_DTYPES, accept_sparse=("csr", "csc"),
                                          ensure_all_finite="allow-nan",
                                          multi_output=not self._is_classifier,
                                          y_numeric=not self._is_classifier, reset=False)
             self._check_y(y_val)
             sw = self._check_weights(sw, X_val)
-            out.append((names[i], X_val, self._encode_eval_y(i, y_val, sw), sw))
+            out.append((name, X_val, self._encode_eval_y(i, y_val, sw), sw))
         if len({name for name, *_ in out}) != len(out):
             raise ValueError(f"eval set names must be unique, got "
                              f"{[name for name, *_ in out]}; pass eval_names.")
         return out
-
-    @staticmethod
-    def _check_eval_list(values, n_sets, what):
-        if values is None:
-            return [None] * n_sets
-        if not isinstance(values, (list, tuple)) or len(values) != n_sets:
-            raise ValueError(f"{what} must be a list with one entry per eval set "
-                             f"({n_sets}), got {values!r:.80}.")
-        return list(values)
 
     def _encode_eval_y(self, index, y, sample_weight):
         """Targets of eval set ``index`` in the loss's layout (hook)."""
@@ -803,10 +814,8 @@ class BaseBoosting(BaseEstimator, ABC):
         # +-inf is refused by the prediction kernel in its own pass over the
         # rows, not by a separate single-threaded scan of X (on many cores
         # that scan costs a tenth of the prediction)
+        # (a sparse X reaches the kernel as dense blocks, so it is checked there too)
         X = self._validate_X_predict(X, check_infinity=False)
-        if sp.issparse(X) and np.isinf(X.data).any():
-            raise ValueError(f"Input X contains infinity or a value too large for "
-                             f"{X.dtype!r}.")
         raw = self.booster_.predict_raw(X, iteration_range, effective_n_threads(self.n_jobs),
                                         reject_infinity=True)
         return np.ascontiguousarray(raw.T)

@@ -10,6 +10,7 @@ import inspect
 
 import numpy as np
 
+from .._boosting import check_eval_list
 from ..estimators import DartClassifier, DartRegressor
 from ..ranking import DartRanker
 from . import _categories, _data, _evaluation
@@ -316,8 +317,8 @@ class DaskDartRanker(_DaskMixin, DartRanker):
             raise ValueError("Ranking needs query groups: pass exactly one of group= (query "
                              "sizes) or qid= (a query id per row).")
         n_sets = len(_evaluation.eval_set_list(eval_set))
-        groups = self._check_eval_list(eval_group, n_sets, "eval_group")
-        qids = self._check_eval_list(eval_qid, n_sets, "eval_qid")
+        groups = check_eval_list(eval_group, n_sets, "eval_group")
+        qids = check_eval_list(eval_qid, n_sets, "eval_qid")
         self._eval_queries = []
         for i, (g, q) in enumerate(zip(groups, qids)):
             if (g is None) == (q is None):

@@ -18,7 +18,7 @@ is better, on the last eval set; patience ``n_iter_no_change``.
 import numpy as np
 
 from .. import _metrics
-from .._boosting import eval_set_list
+from .._boosting import eval_set_entries, eval_set_list
 from ._worker import EvalTarget
 
 #: Built-in metrics that are weighted means over rows (``_metrics._wmean``).
@@ -286,23 +286,15 @@ def resolve(local, X, y, eval_set, eval_names, eval_sample_weight, eval_metric, 
         raise ValueError("Early stopping with a callable objective needs an eval_metric "
                          "(a custom objective has no loss value to score).")
     metrics = local._metrics(user_metric)
-    names = local._check_eval_list(eval_names, len(sets), "eval_names")
-    weights = local._check_eval_list(eval_sample_weight, len(sets), "eval_sample_weight")
+    entries = eval_set_entries(sets, X, y, eval_names, eval_sample_weight)
+    names = [name for name, *_ in entries]
     parts = []
-    for i, item in enumerate(sets):
-        if names[i] is None:
-            names[i] = "training" if item[0] is X and item[1] is y else f"valid_{i}"
-        elif not isinstance(names[i], str):
-            raise TypeError(f"eval_names[{i}] must be a str, got {names[i]!r}.")
-        if len(item) == 3 and weights[i] is not None:
-            raise ValueError(f"eval_set[{i}] has weights both as its third item and in "
-                             "eval_sample_weight; give them once.")
-        sw = item[2] if len(item) == 3 else weights[i]
-        X_val, lengths = prepare_X(i, item[0])
+    for i, (_, X_raw, y_raw, sw) in enumerate(entries):
+        X_val, lengths = prepare_X(i, X_raw)
         query = None if ranking is None else ranking[0](i)
         try:
             set_parts, rows, n_features, _ = _data.training_partitions(
-                X_val, item[1], sw, query, lengths=lengths)
+                X_val, y_raw, sw, query, lengths=lengths)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"eval_set[{i}]: {exc}") from None
         if n_features != local.n_features_in_:
