@@ -72,6 +72,19 @@ def _value(v, where):
     return v
 
 
+def _object_row(row, i, names):
+    """Row ``i`` given as an object keyed by feature name -> its values in
+    the model's feature order."""
+    if not isinstance(row, dict):
+        raise BadRequest(f"row {i}: mixes objects and lists")
+    if len(row) != len(names) or any(n not in row for n in names):
+        missing = [n for n in names if n not in row][:5]
+        extra = [n for n in row if n not in set(names)][:5]
+        raise BadRequest(f"row {i}: features must be exactly the model's "
+                         f"{len(names)}; missing {missing}, unknown {extra}")
+    return [row[n] for n in names]
+
+
 def _label_value(v, where):
     """A value of a label column: a JSON scalar (its label) or null (missing)."""
     if v is None or type(v) in (str, int, float, bool):
@@ -91,16 +104,7 @@ def _rows_with_labels(rows, n_features, feature_names, labels):
             raise BadRequest("rows given as objects, but the model has no feature names; "
                              "send rows as lists")
         names = list(feature_names)
-        table = []
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise BadRequest(f"row {i}: mixes objects and lists")
-            if len(row) != len(names) or any(n not in row for n in names):
-                missing = [n for n in names if n not in row][:5]
-                extra = [n for n in row if n not in set(names)][:5]
-                raise BadRequest(f"row {i}: features must be exactly the model's "
-                                 f"{len(names)}; missing {missing}, unknown {extra}")
-            table.append([row[n] for n in names])
+        table = [_object_row(row, i, names) for i, row in enumerate(rows)]
     else:
         table = rows
         for i, row in enumerate(table):
@@ -146,14 +150,8 @@ def rows_to_array(rows, n_features, feature_names, max_rows, labels=None):
         names = list(feature_names)
         out = np.empty((len(rows), len(names)))
         for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise BadRequest(f"row {i}: mixes objects and lists")
-            if len(row) != len(names) or any(n not in row for n in names):
-                missing = [n for n in names if n not in row][:5]
-                extra = [n for n in row if n not in set(names)][:5]
-                raise BadRequest(f"row {i}: features must be exactly the model's "
-                                 f"{len(names)}; missing {missing}, unknown {extra}")
-            out[i] = [_value(row[n], f"row {i}, {n!r}") for n in names]
+            values = _object_row(row, i, names)
+            out[i] = [_value(v, f"row {i}, {n!r}") for n, v in zip(names, values)]
         return out
     width = None
     for i, row in enumerate(rows):
