@@ -53,12 +53,12 @@ def _flip32(v, sel, bit):
 # compile a new variant); K and the strides are: their divisibility by 16 lets the
 # weight and input loads vectorise.
 @triton.jit(do_not_specialize=["M", "N", "kb_per", "sigma", "c_y", "c_z", "c_x", "c_b",
-                               "inj_row", "inj_col", "inj_bit", "inj_k"])
+                               "inj_row", "inj_col", "inj_bit", "inj_k", "inj_val"])
 def abft_stream_kernel(
     x_ptr, w_ptr, b_ptr, s_ptr, out_ptr, part_ptr, ws_ptr, cnt_ptr, ratio_ptr,
     M, N, K, kb_per, sx0, so0,
     sigma, c_y, c_z, c_x, c_b,
-    inj_row, inj_col, inj_bit, inj_k,
+    inj_row, inj_col, inj_bit, inj_k, inj_val,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, SPLIT: tl.constexpr, INJECT: tl.constexpr,
     UPCAST: tl.constexpr, F32: tl.constexpr, IEEE: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -152,6 +152,9 @@ def abft_stream_kernel(
                 acc += tl.load(part_ptr + s * M * NA + poff, mask=tile_ok, other=0.0,
                                cache_modifier=".cg")
     if last:
+        if INJECT == 4:
+            # An additive error of the finished accumulator (the magnitude sweep).
+            acc += tl.where((rm[:, None] == inj_row) & (rn[None, :] == inj_col), inj_val, 0.0)
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         if UPCAST and out_ptr.dtype.element_ty == tl.bfloat16:

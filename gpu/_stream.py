@@ -148,7 +148,9 @@ def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, conf
         ``(mode, row, col, bit, k_block)`` fault to inject (testing only): mode 1
         flips a bit of the fp32 accumulator of output ``(row, col)`` after K block
         ``k_block``, 2 of the rounded output, 3 of input element ``(row, col)``
-        as multiplied with the outputs (not the checksum rows).
+        as multiplied with the outputs (not the checksum rows); mode 4 adds a
+        sixth element, a float, to the finished fp32 accumulator of ``(row, col)``
+        (``bit`` and ``k_block`` unused).
     workspace : tuple, optional
         :func:`stream_workspace` of this shape and split (allocated if omitted).
     config : tuple, optional
@@ -181,7 +183,8 @@ def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, conf
     ws, cnt, part = workspace
     kb_per = -(-(-(-K // bk)) // split)  # K blocks per split
     c_a, c_x, c_z, c_b = stream_tolerance(aug)
-    mode, irow, icol, ibit, ik = inject if inject is not None else (0, -1, -1, 0, -1)
+    mode, irow, icol, ibit, ik, ival = (tuple(inject) + (0.0,))[:6] if inject is not None \
+        else (0, -1, -1, 0, -1, 0.0)
     interp = interpreter_active()
     kw = {} if interp else {"num_warps": warps, "num_stages": stages}
     bias = aug.gemm_bias
@@ -190,7 +193,7 @@ def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, conf
         x2, aug.gemm_weight, bias if bias is not None else aug.gemm_weight, aug.signs, out,
         part, ws, cnt, ratio, M, N, K, kb_per, x2.stride(0), out.stride(0),
         float(aug.sigma), float(c_a), float(c_z), float(c_x), float(c_b),
-        int(irow), int(icol), int(ibit), int(ik),
+        int(irow), int(icol), int(ibit), int(ik), float(ival),
         HAS_BIAS=bias is not None, ACT=act, SPLIT=split, INJECT=int(mode), UPCAST=interp,
         F32=x2.dtype == t.float32, IEEE=x2.dtype == t.float32 and not aug.tf32,
         BM=bm, BN=bn, BK=bk, **kw)

@@ -113,6 +113,18 @@ def test_in_kernel_faults_are_caught_only_in_their_row(mode, bit):
 
 
 @needs_triton
+def test_additive_accumulator_error_is_caught_above_the_fp32_noise_only():
+    lin = _lin(128, 48, torch.bfloat16)
+    x = _x(6, 128, torch.bfloat16)
+    aug = AugmentedWeight(lin.weight, lin.bias)
+    clean, r0, _ = stream_linear(x, aug, None)
+    _, big, _ = stream_linear(x, aug, None, inject=(4, 2, 30, 0, 0, 0.05))
+    assert float(big[2]) > ALPHA and float(torch.cat([big[:2], big[2 + 1:]]).max()) < ALPHA / 4
+    out, tiny, _ = stream_linear(x, aug, None, inject=(4, 2, 30, 0, 0, 1e-9))
+    assert float(tiny.max()) < ALPHA / 4 and torch.equal(out, clean)
+
+
+@needs_triton
 def test_non_finite_input_gives_an_infinite_ratio():
     lin = _lin(32, 16, torch.float32)
     x = _x(4, 32, torch.float32)
