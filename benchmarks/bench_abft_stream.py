@@ -243,14 +243,20 @@ def section_fp(out, n_gemms, alpha=8.0, deadline=float("inf")):
     output's largest error against cuBLAS relative to the output scale (a wrong
     output and a wrong check tell different stories)."""
     res = out.setdefault("false_positives", {})
-    share = (deadline - time.time()) / 6  # per dtype and offset variant
-    for dname, dt in DTYPES.items():
+    n_variants = 2 * len(DTYPES)
+    for v_index, (dname, dt) in enumerate(DTYPES.items()):
         tf32(dname == "tf32")
         g = torch.Generator().manual_seed(123)
+        done = 0  # GEMMs of this dtype so far
         for offset in (False, True):
             calls, t_start = 0, time.time()
-            stop = t_start + share
-            per_shape = max(1, n_gemms // 2 // len(FP_SHAPES))
+            # An equal share of the time left per dtype and offset variant (a
+            # variant that finishes early leaves its time to the others).
+            left = n_variants - 2 * v_index - int(offset)
+            stop = t_start + (deadline - t_start) / left
+            # Half of n_gemms each; the offset variant makes up for a first one
+            # cut short by its time share (compilation comes first).
+            per_shape = max(1, max(n_gemms // 2, n_gemms - done) // len(FP_SHAPES))
             shapes = []
             for si, (M, K, N) in enumerate(FP_SHAPES):
                 c = float(torch.empty(1).uniform_(10, 1000, generator=g)) if offset else 0.0
@@ -287,6 +293,7 @@ def section_fp(out, n_gemms, alpha=8.0, deadline=float("inf")):
                 shapes.append({"M": M, "K": K, "N": N, "config": cfg, "calls": n_shape,
                                "worst_ratio": float(mx), "over_alpha": int(over),
                                "rel_err_vs_cublas": rel_err})
+            done += calls
             key = f"{dname}{'_offset' if offset else ''}"
             res[key] = {"checked_gemms": calls, "alpha": alpha,
                         "worst_ratio": max(r["worst_ratio"] for r in shapes),
