@@ -178,8 +178,9 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
       activation, one dependent check pass over the output (read the ``N + 16``
       columns, write ``N``, read the input unless ``norm_known``) plus its fixed
       ``check_latency``; without an activation, or for small outputs (then the
-      activation is one more plain kernel), the check runs on a side stream and
-      only ``side_share`` of it counts;
+      activation is one more plain kernel), the check runs on a side stream:
+      ``side_share`` of it counts, but never less than ``check_latency`` (the
+      H200 measurements: the side check is exposed when nothing follows it);
     * ``global``: a dependent check kernel reading the input and output;
     * ``stream``: the weight-streaming Triton kernel that checks in its own
       epilogue (bias and activation included), predicted from its measured fixed
@@ -224,7 +225,10 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
         x_bytes = 0.0 if norm_known else e * M * K
         side = cal["side_share"] * (check + (e * M * (N + 16) + x_bytes) / bw)
         if activation is None:
-            costs["fused"] = extra_rows + side
+            # The side-stream check is exposed when nothing follows it to overlap
+            # (a network's last layer; single layers): on the H200 (runs 2, 3) it
+            # cost +25-50% of a 4096^2 layer at batch 1-8, about check_latency.
+            costs["fused"] = extra_rows + max(check, side)
         elif check_on_side(M, N, e, activation):
             # bias in the GEMM epilogue, the activation as one more kernel; on the
             # H200 (run 2) this path cost check_latency over the GEMM, not less.

@@ -101,8 +101,11 @@ def test_common_offset_neither_flags_nor_blinds(dtype):
 @needs_triton
 @pytest.mark.parametrize("mode,bit", [(1, 28), (2, 14), (3, 14)])
 def test_in_kernel_faults_are_caught_only_in_their_row(mode, bit):
-    lin = _lin(128, 48, torch.float16)
-    x = _x(6, 128, torch.float16)
+    # K = 512: at least two K blocks on a GPU too (K block 1 is where the
+    # accumulator flip goes; with K = 128 a GPU tile has one block and the flip
+    # never happened -- H200 run 4).
+    lin = _lin(512, 48, torch.float16)
+    x = _x(6, 512, torch.float16)
     aug = AugmentedWeight(lin.weight, lin.bias)
     clean, r0, bk = stream_linear(x, aug, None)
     col = 70 if mode == 3 else 20  # input: K index; otherwise the output column
