@@ -52,12 +52,12 @@ def _flip32(v, sel, bit):
 # M, N and the tolerance scalars are not specialised on (a new batch size does not
 # compile a new variant); K and the strides are: their divisibility by 16 lets the
 # weight and input loads vectorise.
-@triton.jit(do_not_specialize=["M", "N", "kb_per", "sigma", "c_y", "c_z", "c_x", "c_b",
+@triton.jit(do_not_specialize=["M", "N", "kb_per", "sigma", "c_a", "c_z", "c_x", "c_b",
                                "inj_row", "inj_col", "inj_bit", "inj_k", "inj_val"])
 def abft_stream_kernel(
     x_ptr, w_ptr, b_ptr, s_ptr, out_ptr, part_ptr, ws_ptr, cnt_ptr, ratio_ptr,
     M, N, K, kb_per, sx0, so0,
-    sigma, c_y, c_z, c_x, c_b,
+    sigma, c_a, c_z, c_x, c_b,
     inj_row, inj_col, inj_bit, inj_k, inj_val,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, SPLIT: tl.constexpr, INJECT: tl.constexpr,
     UPCAST: tl.constexpr, F32: tl.constexpr, IEEE: tl.constexpr,
@@ -69,10 +69,12 @@ def abft_stream_kernel(
     # partials meet in `part` (plain stores, a ticket per tile; the last arrival
     # sums them).  The tile's finisher adds the bias, rounds the outputs to the
     # storage type, applies the activation and writes them, and adds per row the
-    # signed sums sum_j r_vj y_ij and ||y_i||^2 (plus, for the checksum columns,
-    # z_v) into the (M, 32) fp32 workspace `ws`; the last tile of a row block to
-    # arrive compares them and writes one ratio per row, returning `ws` and the
-    # tickets to zero (CUDA-graph replays reuse them).
+    # signed sums sum_j r_vj a_ij of the fp32 values a before rounding, ||a_i||^2
+    # and the count of wrongly rounded outputs (plus, for the checksum columns,
+    # z_v) into the (M, 32) fp32 workspace `ws` (columns 0-7 sums, 8 ||a||^2,
+    # 9 ||x||^2, 10 the count, 16-31 z); the last tile of a row block to arrive
+    # compares them and writes one ratio per row, returning `ws` and the tickets
+    # to zero (CUDA-graph replays reuse them).
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -226,7 +228,7 @@ def abft_stream_kernel(
             tl.store(ws_ptr + rm * 32 + 10, z1, mask=m_ok)
             s_t = tl.where(vm, s_t, 0.0)
             z = tl.where(vm, zh + zl, 0.0)
-            tol = (c_y * tl.sqrt(sq_t)[:, None] + c_z * tl.abs(z)
+            tol = (c_a * tl.sqrt(sq_t)[:, None] + c_z * tl.abs(z)
                    + c_x * tl.sqrt(xn_t)[:, None] + c_b + 1e-30)
             d = tl.abs(s_t * sigma - z)
             # NaN/Inf anywhere in the row makes d or tol non-finite: infinitely bad.
