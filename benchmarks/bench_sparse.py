@@ -17,10 +17,17 @@ loaded). Both libraries get the same settings (100 iterations, learning rate
 the median of ``--repeats`` runs, test log-loss and accuracy on a held-out
 quarter.
 
+``--before DIR`` adds ``dartboost_mart_before``: the same fit by another
+build of dartboost installed in ``DIR`` (``pip install --target DIR`` of an
+older checkout), run in the same interleaved rounds, so a change is measured
+side by side under the same load. Each run records the machine's load
+average (the machine may be shared) and, for dartboost, the bytes of the
+binned training data the fit holds.
+
 Run: ``python benchmarks/bench_sparse.py [--repeats R] [--max-docs N]
-[--n-estimators T]``; writes ``benchmarks/results/bench_sparse.json``
-(``--n-estimators`` gives a shorter run: histogram memory does not grow with
-the number of trees).
+[--n-estimators T] [--before DIR]``; writes
+``benchmarks/results/bench_sparse.json`` (``--n-estimators`` gives a shorter
+run: histogram memory does not grow with the number of trees).
 """
 import argparse
 import ast
@@ -107,16 +114,43 @@ def _child(lib, path, n_jobs, seed, n_estimators):
     proba = np.clip(model.predict_proba(X_test)[:, 1], 1e-15, 1 - 1e-15)
     logloss = float(-np.mean(y_test * np.log(proba) + (1 - y_test) * np.log(1 - proba)))
     acc = float(np.mean((proba > 0.5) == y_test))
-    print(json.dumps({"fit_s": fit_s, "peak_rss_mib": peak, "rss_before_fit_mib": before,
-                      "fit_rss_increase_mib": peak - before, "test_logloss": logloss,
-                      "test_accuracy": acc}))
+    out = {"fit_s": fit_s, "peak_rss_mib": peak, "rss_before_fit_mib": before,
+           "fit_rss_increase_mib": peak - before, "test_logloss": logloss,
+           "test_accuracy": acc, "load_average_1min": os.getloadavg()[0]}
+    if lib.startswith("dartboost"):
+        import dartboost
+        out["binned_train_mib"] = _binned_mib(model, X_train, settings)
+        out["dartboost_path"] = os.path.dirname(dartboost.__file__)
+    print(json.dumps(out))
 
 
-def run(lib, path, n_jobs, seed, n_estimators):
-    out = subprocess.run([sys.executable, __file__, "--child", lib, "--data", path,
-                          "--n-jobs", str(n_jobs), "--seed", str(seed),
+def _binned_mib(model, X_train, settings):
+    """MiB of the binned training data a fit of this build holds (binned
+    again after the fit, whose peak is already read)."""
+    mapper = model.booster_.bin_mapper
+    try:
+        from dartboost._grower import histogram_offsets
+        n_bins = mapper.n_bins_non_missing_
+        binned, _ = mapper.transform_splittable(
+            X_train, settings["min_samples_leaf"],
+            offsets_of=lambda features: histogram_offsets(n_bins[features]))
+    except TypeError:  # a build before the entries: one rows x features array
+        binned, _ = mapper.transform_splittable(X_train, settings["min_samples_leaf"])
+    return binned.nbytes / 2**20
+
+
+def run(lib, path, n_jobs, seed, n_estimators, before=None):
+    env, python = dict(os.environ), sys.executable
+    if lib.endswith("_before"):
+        # the other build first on the path, in the base interpreter (a
+        # virtual environment's editable install would take precedence)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [before, env.get("PYTHONPATH")]))
+        python = getattr(sys, "_base_executable", sys.executable)
+    out = subprocess.run([python, __file__, "--child", lib.removesuffix("_before"),
+                          "--data", path, "--n-jobs", str(n_jobs), "--seed", str(seed),
                           "--n-estimators", str(n_estimators)],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env,
+                         cwd=tempfile.gettempdir())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -129,6 +163,8 @@ def main():
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--before", default=None,
+                        help="a folder with another dartboost build (pip install --target)")
     parser.add_argument("--n-estimators", type=int, default=SETTINGS["n_estimators"])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "bench_sparse.json"))
@@ -165,23 +201,32 @@ def main():
         sp.save_npz(os.path.join(path, "X_test.npz"), X_test)
         np.savez(os.path.join(path, "y.npz"), train=labels[:n_train], test=labels[n_train:])
         libs = args.libs.split(",")
+        if args.before:
+            libs.insert(1, "dartboost_mart_before")
         runs = {lib: [] for lib in libs}
         for _ in range(args.repeats):  # interleaved: load drifts hit both alike
             for lib in libs:
-                runs[lib].append(run(lib, path, args.n_jobs, args.seed, args.n_estimators))
+                runs[lib].append(run(lib, path, args.n_jobs, args.seed, args.n_estimators,
+                                     args.before))
         for lib in libs:
             rs = runs[lib]
-            results[lib] = {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+            results[lib] = {key: statistics.median(r[key] for r in rs) for key in rs[0]
+                            if key != "dartboost_path"}
+            if "dartboost_path" in rs[0]:
+                results[lib]["dartboost_path"] = rs[0]["dartboost_path"]
             results[lib]["fit_s_runs"] = [r["fit_s"] for r in rs]
+            results[lib]["fit_rss_increase_mib_runs"] = [r["fit_rss_increase_mib"] for r in rs]
+            results[lib]["load_average_runs"] = [r["load_average_1min"] for r in rs]
     ref = results.get("lightgbm")
-    print(f"{'library':<16}{'fit s':>9}{'peak MiB':>10}{'fit +MiB':>10}{'logloss':>9}"
-          f"{'acc':>7}{'time/LGB':>10}{'mem/LGB':>9}")
+    print(f"{'library':<22}{'fit s':>9}{'peak MiB':>10}{'fit +MiB':>10}{'binned MiB':>11}"
+          f"{'logloss':>9}{'acc':>7}{'time/LGB':>10}{'mem/LGB':>9}")
     for lib, r in results.items():
         t_ratio = r["fit_s"] / ref["fit_s"] if ref else float("nan")
         m_ratio = r["fit_rss_increase_mib"] / ref["fit_rss_increase_mib"] if ref else float("nan")
         r["fit_time_vs_lightgbm"], r["fit_memory_vs_lightgbm"] = t_ratio, m_ratio
-        print(f"{lib:<16}{r['fit_s']:>9.2f}{r['peak_rss_mib']:>10.0f}"
-              f"{r['fit_rss_increase_mib']:>10.0f}{r['test_logloss']:>9.4f}"
+        print(f"{lib:<22}{r['fit_s']:>9.2f}{r['peak_rss_mib']:>10.0f}"
+              f"{r['fit_rss_increase_mib']:>10.0f}{r.get('binned_train_mib', float('nan')):>11.1f}"
+              f"{r['test_logloss']:>9.4f}"
               f"{r['test_accuracy']:>7.3f}{t_ratio:>10.2f}{m_ratio:>9.2f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
