@@ -24,6 +24,12 @@ side by side under the same load. Each run records the machine's load
 average (the machine may be shared) and, for dartboost, the bytes of the
 binned training data the fit holds.
 
+``--dense-check R --before DIR`` instead times a dense table that has no
+mostly-default feature (100 trees on 80,000 x 50 ``make_classification``
+rows, 1 and 2 threads), this build and the other alternated one process per
+fit, R fits each, and checks that both grow the same trees; it writes
+``benchmarks/results/sparse_binned_dense_check.json``.
+
 Run: ``python benchmarks/bench_sparse.py [--repeats R] [--max-docs N]
 [--n-estimators T] [--before DIR]``; writes
 ``benchmarks/results/bench_sparse.json`` (``--n-estimators`` gives a shorter
@@ -139,6 +145,51 @@ def _binned_mib(model, X_train, settings):
     return binned.nbytes / 2**20
 
 
+def _dense_child(n_jobs):
+    """Fit 100 trees on a dense table in this process; print time and a
+    digest of the trees."""
+    import hashlib
+    import time
+
+    from sklearn.datasets import make_classification
+
+    from dartboost import DartClassifier
+    X, y = make_classification(n_samples=80_000, n_features=50, n_informative=20,
+                               random_state=0)
+    model = DartClassifier(boosting="mart", n_estimators=100, random_state=0, n_jobs=n_jobs,
+                           early_stopping=False)
+    t0 = time.perf_counter()
+    model.fit(X, y)
+    fit_s = time.perf_counter() - t0
+    digest = hashlib.sha256(model.booster_.nodes.tobytes()).hexdigest()
+    print(json.dumps({"fit_s": fit_s, "trees_sha256": digest,
+                      "load_average_1min": os.getloadavg()[0]}))
+
+
+def dense_check(before, repeats, out_path):
+    runs = {}
+    for n_jobs in (1, 2):
+        for _ in range(repeats):
+            for lib in ("now", "before"):
+                runs.setdefault(f"{lib}_{n_jobs}_threads", []).append(
+                    run("dense" if lib == "now" else "dense_before", None, n_jobs, 0, 0,
+                        before))
+    results = {}
+    for key, rs in runs.items():
+        results[key] = {"fit_s_median": statistics.median(r["fit_s"] for r in rs),
+                        "fit_s_runs": [r["fit_s"] for r in rs],
+                        "load_average_runs": [r["load_average_1min"] for r in rs],
+                        "trees_sha256": sorted({r["trees_sha256"] for r in rs})}
+        print(f"{key:<18}{results[key]['fit_s_median']:>8.2f} s  {results[key]['fit_s_runs']}")
+    same = all(results[f"now_{t}_threads"]["trees_sha256"]
+               == results[f"before_{t}_threads"]["trees_sha256"] for t in (1, 2))
+    print("identical trees:", same)
+    with open(out_path, "w") as fh:
+        json.dump({"data": "make_classification 80000 x 50, 100 trees, mart",
+                   "identical_trees": same, "results": results}, fh, indent=2)
+    print(f"wrote {out_path}")
+
+
 def run(lib, path, n_jobs, seed, n_estimators, before=None):
     env, python = dict(os.environ), sys.executable
     if lib.endswith("_before"):
@@ -147,7 +198,7 @@ def run(lib, path, n_jobs, seed, n_estimators, before=None):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [before, env.get("PYTHONPATH")]))
         python = getattr(sys, "_base_executable", sys.executable)
     out = subprocess.run([python, __file__, "--child", lib.removesuffix("_before"),
-                          "--data", path, "--n-jobs", str(n_jobs), "--seed", str(seed),
+                          "--data", str(path), "--n-jobs", str(n_jobs), "--seed", str(seed),
                           "--n-estimators", str(n_estimators)],
                          check=True, capture_output=True, text=True, env=env,
                          cwd=tempfile.gettempdir())
@@ -163,14 +214,23 @@ def main():
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dense-check", type=int, default=0,
+                        help="fits of each build on a dense table (needs --before)")
     parser.add_argument("--before", default=None,
                         help="a folder with another dartboost build (pip install --target)")
     parser.add_argument("--n-estimators", type=int, default=SETTINGS["n_estimators"])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "bench_sparse.json"))
     args = parser.parse_args()
+    if args.child == "dense":
+        return _dense_child(args.n_jobs)
     if args.child:
         return _child(args.child, args.data, args.n_jobs, args.seed, args.n_estimators)
+    if args.dense_check:
+        if not args.before:
+            parser.error("--dense-check needs --before")
+        return dense_check(args.before, args.dense_check, os.path.join(
+            os.path.dirname(args.out), "sparse_binned_dense_check.json"))
 
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer

@@ -401,7 +401,7 @@ class BinMapper:
         del full
         if offsets_of is not None:
             binned = SparseBinned.compact(binned, offsets_of(features),
-                                          self.missing_values_bin_idx_)
+                                          self.missing_values_bin_idx_, largest[features])
         return binned, features
 
     def fit_transform(self, X):

@@ -190,9 +190,14 @@ class SparseBinned:
         return out
 
     @classmethod
-    def compact(cls, X_binned, offsets, missing_bin_idx):
+    def compact(cls, X_binned, offsets, missing_bin_idx, largest_bin_rows=None):
         """``X_binned`` (a whole binned matrix) as a :class:`SparseBinned`,
-        or itself when no feature is mostly default."""
+        or itself when no feature is mostly default (known at once from
+        ``largest_bin_rows``, each column's rows in its most populated bin,
+        when given: a dense table then costs no pass over its columns)."""
+        if largest_bin_rows is not None and not is_mostly_default(
+                X_binned.shape[0], largest_bin_rows).any():
+            return X_binned
         columns = SparseColumns.of(X_binned, offsets)
         if columns is None:
             return X_binned

@@ -320,9 +320,29 @@ def test_entries_change_no_model(monkeypatch):
               categorical_features=[9], boosting="dart")
     a = DartRegressor(**kw).fit(sp.csr_matrix(X), signal)
     monkeypatch.setattr(SparseBinned, "compact",
-                        classmethod(lambda cls, X_binned, offsets, missing: X_binned))
+                        classmethod(lambda cls, X_binned, *args: X_binned))
     monkeypatch.setattr(_boosting.BinMapper, "transform_compact",
                         lambda self, X, features, offsets, _largest=None:
                         self.transform(X, features))
     b = DartRegressor(**kw).fit(X, signal)
     np.testing.assert_array_equal(a.booster_.nodes, b.booster_.nodes)
+
+
+@pytest.mark.parametrize("n_dense", [0, 1])
+def test_a_matrix_of_entries_only_or_one_dense_column(n_dense, monkeypatch):
+    seen = _fit_binned(monkeypatch)
+    rng = np.random.default_rng(9)
+    n = 3000
+    X = sp.random(n, 40, density=0.06, format="csr", random_state=1,
+                  data_rvs=lambda k: rng.integers(1, 5, k).astype(float)).toarray()
+    if n_dense:
+        X[:, 5] = rng.normal(size=n)
+    y = X[:, 0] - X[:, 1] + X[:, 5] + rng.normal(scale=0.1, size=n)
+    kw = dict(boosting="dart", n_estimators=10, random_state=0, early_stopping=False,
+              n_jobs=2, min_samples_leaf=5)
+    a = DartRegressor(**kw).fit(sp.csr_matrix(X), y, eval_set=[(sp.csr_matrix(X[:500]),
+                                                                 y[:500])])
+    b = DartRegressor(**kw).fit(X, y, eval_set=[(X[:500], y[:500])])
+    assert seen[0].dense.shape == (n, n_dense)
+    np.testing.assert_array_equal(a.booster_.nodes, b.booster_.nodes)
+    assert a.evals_result_ == b.evals_result_
