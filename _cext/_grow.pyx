@@ -280,6 +280,16 @@ cdef struct split_ctx:
     double t_filled
 
 
+cdef inline int _goes_left(X_BINNED_DTYPE_C b, X_BINNED_DTYPE_C bin_threshold,
+                           bint missing_go_to_left, X_BINNED_DTYPE_C missing_bin_idx,
+                           const unsigned int* cat_bitset) noexcept nogil:
+    if b == missing_bin_idx:
+        return missing_go_to_left
+    if cat_bitset != NULL:
+        return (cat_bitset[b >> 5] >> (b & 31)) & 1
+    return b <= bin_threshold
+
+
 cdef long long _partition_chunk_entries(const entry_table* t, Py_ssize_t f,
                                         const unsigned int* rows, Py_ssize_t start,
                                         Py_ssize_t stop, X_BINNED_DTYPE_C bin_threshold,
@@ -288,22 +298,49 @@ cdef long long _partition_chunk_entries(const entry_table* t, Py_ssize_t f,
                                         const unsigned int* cat_bitset,
                                         unsigned int* left,
                                         unsigned int* right) noexcept nogil:
-    """``_partition_chunk`` on a feature kept as entries: each row's bin is
-    looked up in its entries (``_entry_bin``); the same rows go each way."""
-    cdef Py_ssize_t i
+    """``_partition_chunk`` on a feature kept as entries; the same rows go
+    each way. The rows of the feature's entries (``col_rows``) are walked
+    along the node's rows, which are ascending (galloping past the entries
+    between two rows: O(rows log(entries / rows)) for a small node): a row
+    without an entry goes where the default bin goes, a row with one gets
+    its bin from its own entries (``_entry_bin``). A row out of order costs
+    a new search; without column lists every row's entries are searched."""
+    cdef Py_ssize_t i, p = 0, step, begin = 0, end = 0
     cdef long long n_left = 0, n_right = 0
-    cdef unsigned int row
-    cdef X_BINNED_DTYPE_C b
-    cdef int goes_left
+    cdef unsigned int row, nxt = 0xFFFFFFFF, prev = 0
+    cdef int goes_left, goes_default = _goes_left(t.default_bin[f], bin_threshold,
+                                                  missing_go_to_left, missing_bin_idx,
+                                                  cat_bitset)
+    cdef bint lists = t.col_ptr != NULL
+    if lists:
+        begin = t.col_ptr[f]
+        end = t.col_ptr[f + 1]
+        if start < stop:
+            p = _lower_bound(t.col_rows, begin, end, rows[start])
+            prev = rows[start]
+        nxt = t.col_rows[p] if p < end else 0xFFFFFFFF
     for i in range(start, stop):
         row = rows[i]
-        b = _entry_bin(t, row, f)
-        if b == missing_bin_idx:
-            goes_left = missing_go_to_left
-        elif cat_bitset != NULL:
-            goes_left = (cat_bitset[b >> 5] >> (b & 31)) & 1
+        if not lists:
+            goes_left = _goes_left(_entry_bin(t, row, f), bin_threshold, missing_go_to_left,
+                                   missing_bin_idx, cat_bitset)
         else:
-            goes_left = b <= bin_threshold
+            if row < prev:  # out of order: search again
+                p = _lower_bound(t.col_rows, begin, end, row)
+                nxt = t.col_rows[p] if p < end else 0xFFFFFFFF
+            prev = row
+            goes_left = goes_default
+            if nxt <= row:
+                if nxt < row:  # skip the entries of rows not in the node
+                    step = 1
+                    while p + step < end and t.col_rows[p + step] < row:
+                        p = p + step
+                        step = step * 2
+                    p = _lower_bound(t.col_rows, p + 1, min(p + step, end), row)
+                    nxt = t.col_rows[p] if p < end else 0xFFFFFFFF
+                if nxt == row:
+                    goes_left = _goes_left(_entry_bin(t, row, f), bin_threshold,
+                                           missing_go_to_left, missing_bin_idx, cat_bitset)
         left[start + n_left] = row
         right[start + n_right] = row
         n_left = n_left + goes_left
@@ -362,6 +399,8 @@ cdef class NodeKernels:
     cdef int[::1] col_of             # column of X of each feature (-1: from entries)
     cdef bint cols_subset
     cdef const X_BINNED_DTYPE_C[::1] sp_default_bin
+    cdef const Py_ssize_t[::1] sp_col_ptr
+    cdef const unsigned int[::1] sp_col_rows
     cdef entry_table entries
     cdef bint rows_subset
     cdef bint has_rows
@@ -493,6 +532,23 @@ cdef class NodeKernels:
                 self.entries.offsets = &self.offsets[0]
                 self.entries.default_bin = &self.sp_default_bin[0]
                 self.entries.missing_bin_idx = <X_BINNED_DTYPE_C>missing_bin_idx
+                self.entries.col_ptr = NULL
+                self.entries.col_rows = NULL
+                col_ptr = getattr(sparse, "col_ptr", None)
+                if col_ptr is not None:
+                    col_ptr = np.ascontiguousarray(col_ptr, dtype=np.intp)
+                    col_rows = np.ascontiguousarray(sparse.col_rows, dtype=np.uint32)
+                    if (col_ptr.shape != (n_features + 1,) or col_ptr[0] != 0
+                            or col_ptr[-1] != col_rows.shape[0]
+                            or np.any(np.diff(col_ptr) < 0)
+                            or (col_rows.shape[0]
+                                and col_rows.max() >= X_binned.shape[0])):
+                        raise ValueError("sparse col_ptr / col_rows do not fit the matrix")
+                    self.sp_col_ptr = col_ptr
+                    self.sp_col_rows = col_rows
+                    self.entries.col_ptr = &self.sp_col_ptr[0]
+                    self.entries.col_rows = (&self.sp_col_rows[0] if col_rows.shape[0] > 0
+                                             else NULL)
         sizes = np.diff(np.asarray(self.offsets))
         self.active_bins = int(sizes[np.asarray(self.active)].sum())
         self.n_bins_nm = n_bins_non_missing

@@ -98,6 +98,8 @@ cdef split_matrix _split_matrix(const X_BINNED_DTYPE_C[::1, :] dense,
     m.entries.offsets = &offsets[0]
     m.entries.default_bin = &default_bin[0] if n_features > 0 else NULL
     m.entries.missing_bin_idx = missing_bin_idx
+    m.entries.col_ptr = NULL
+    m.entries.col_rows = NULL
     return m
 
 

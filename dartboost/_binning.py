@@ -325,7 +325,7 @@ class BinMapper:
         local = np.flatnonzero(is_sparse)
         last = np.diff(offsets)[local] - 1
         default = best[features[local]]
-        row_ptr, records = _binning.entries_csc(
+        row_ptr, records, col_counts, col_rows = _binning.entries_csc(
             X.data, X.indices, X.indptr, n, self._flat, self._offsets,
             np.ascontiguousarray(features[local]),
             np.ascontiguousarray(offsets[local], dtype=np.int64),
@@ -333,8 +333,11 @@ class BinMapper:
             missing, self.is_categorical_)
         default_record = offsets[:-1].copy()
         default_record[local] += np.minimum(default.astype(np.intp), last)
+        col_ptr = np.zeros(features.size + 1, dtype=np.intp)
+        col_ptr[1:][local] = col_counts
+        np.cumsum(col_ptr, out=col_ptr)
         columns = SparseColumns.from_entries(is_sparse.astype(np.uint8), default_record,
-                                             row_ptr, records)
+                                             row_ptr, records, col_ptr, col_rows)
         dense_features = np.flatnonzero(~is_sparse)
         return SparseBinned(self.transform(X, features[dense_features]), dense_features,
                             columns, offsets, missing)

@@ -53,6 +53,11 @@ class SparseColumns:
     row_ptr : ndarray of intp, shape (n_samples + 1,)
     records : ndarray of uint32, shape (n_entries,)
         Row by row, in feature order within a row.
+    col_ptr : ndarray of intp, shape (n_features + 1,)
+    col_rows : ndarray of uint32, shape (n_entries,)
+        The same entries' rows feature by feature (feature ``f``'s at
+        ``col_rows[col_ptr[f]:col_ptr[f + 1]]``, ascending): a split on the
+        feature partitions a node by walking them along its rows.
     """
 
     def __init__(self, X_binned, offsets):
@@ -75,6 +80,10 @@ class SparseColumns:
             records_of.append(offsets[f] + np.minimum(col[rows], last[f]))
         rows = np.concatenate(rows_of) if rows_of else np.empty(0, dtype=np.intp)
         records = np.concatenate(records_of) if records_of else np.empty(0, dtype=np.intp)
+        self.col_rows = rows.astype(np.uint32)
+        self.col_ptr = np.zeros(p + 1, dtype=np.intp)
+        self.col_ptr[1:][self.is_sparse.astype(bool)] = [r.size for r in rows_of]
+        np.cumsum(self.col_ptr, out=self.col_ptr)
         order = np.argsort(rows, kind="stable")  # row by row, features ascending
         self.records = np.ascontiguousarray(records[order], dtype=np.uint32)
         self.row_ptr = np.zeros(n + 1, dtype=np.intp)
@@ -87,7 +96,7 @@ class SparseColumns:
     @property
     def nbytes(self):
         return (self.records.nbytes + self.row_ptr.nbytes + self.is_sparse.nbytes
-                + self.default_record.nbytes)
+                + self.default_record.nbytes + self.col_rows.nbytes + self.col_ptr.nbytes)
 
     @classmethod
     def of(cls, X_binned, offsets):
@@ -96,9 +105,11 @@ class SparseColumns:
         return columns if columns.n_sparse else None
 
     @classmethod
-    def from_entries(cls, is_sparse, default_record, row_ptr, records):
+    def from_entries(cls, is_sparse, default_record, row_ptr, records, col_ptr, col_rows):
         """A :class:`SparseColumns` of entries made elsewhere (the sparse binner)."""
         columns = cls.__new__(cls)
+        columns.col_ptr = np.ascontiguousarray(col_ptr, dtype=np.intp)
+        columns.col_rows = np.ascontiguousarray(col_rows, dtype=np.uint32)
         columns.is_sparse = np.ascontiguousarray(is_sparse, dtype=np.uint8)
         columns.default_record = np.ascontiguousarray(default_record, dtype=np.intp)
         columns.row_ptr = np.ascontiguousarray(row_ptr, dtype=np.intp)

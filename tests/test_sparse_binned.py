@@ -115,12 +115,18 @@ def _kernels(sb, g, h, buffers, n_bins):
         dense_features=sb.dense_features)
 
 
-def test_the_partition_from_entries_equals_the_dense_one():
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+@pytest.mark.parametrize("lists", [True, False])
+def test_the_partition_from_entries_equals_the_dense_one(order, lists):
+    # column lists walked along the rows (galloping in small nodes, a new
+    # search for a row out of order), or each row's entries searched
     X, _ = _mixed(n=2000, seed=3)
     mapper = BinMapper(random_state=0).fit(X)
     offsets = histogram_offsets(mapper.n_bins_non_missing_)
     full = mapper.transform(X)
     sb = SparseBinned.compact(full, offsets, 255)
+    if not lists:
+        del sb.columns.col_ptr, sb.columns.col_rows
     n = X.shape[0]
     g = np.zeros(n, np.float32)
     rng = np.random.default_rng(0)
@@ -128,8 +134,10 @@ def test_the_partition_from_entries_equals_the_dense_one():
     kernels = _kernels(sb, g, g, buffers, mapper.n_bins_non_missing_)
     left, right = np.empty(n, np.uint32), np.empty(n, np.uint32)
     for f in range(X.shape[1]):
-        for _ in range(3):
-            rows = np.sort(rng.choice(n, 1500, replace=False)).astype(np.uint32)
+        for size in (1500, 40, 1):
+            rows = np.sort(rng.choice(n, size, replace=False)).astype(np.uint32)
+            if order == "shuffled":
+                rng.shuffle(rows)
             threshold = int(rng.integers(0, mapper.n_bins_non_missing_[f]))
             missing_left = bool(rng.integers(2))
             bitset = None
@@ -282,7 +290,8 @@ def test_a_sparse_fit_holds_no_rows_by_features_matrix(monkeypatch):
     n_used = train.shape[1]
     assert n_used > 3000  # most words are in >= 20 rows: they are used
     # its bytes follow the rows and the non-zeros, not rows x features
-    assert train.nbytes <= 8 * (n + 1) + 4 * X.nnz + n * n_dense + 16 * n_used
+    # (per row a pointer; per entry a record and its row; per feature a few words)
+    assert train.nbytes <= 8 * (n + 1) + 8 * X.nnz + n * n_dense + 24 * (n_used + 1)
     assert train.nbytes < n * n_used / 20
     # and so does the whole fit's peak (the old binned matrix alone: n x n_used)
     assert peak < n * n_used / 4, (peak, n * n_used)
