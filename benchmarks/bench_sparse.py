@@ -24,11 +24,18 @@ side by side under the same load. Each run records the machine's load
 average (the machine may be shared) and, for dartboost, the bytes of the
 binned training data the fit holds.
 
-``--dense-check R --before DIR`` instead times a dense table that has no
-mostly-default feature (100 trees on 80,000 x 50 ``make_classification``
-rows, 1 and 2 threads), this build and the other alternated one process per
-fit, R fits each, and checks that both grow the same trees; it writes
+``--dense-check R --before DIR`` instead times dense tables (100 trees, 1
+and 2 threads): one without a mostly-default feature (80,000 x 50
+``make_classification`` rows) and one with 200 one-hot columns beside 20
+normal ones (60,000 rows: its one-hot columns are kept as entries), this
+build and the other alternated one process per fit, R fits each; it checks
+that both grow the same trees and writes
 ``benchmarks/results/sparse_binned_dense_check.json``.
+
+``--phases`` fits dartboost once in this process on the text data and
+writes where the time of the compiled split steps goes
+(``_grow.phase_seconds``) and how many histograms the fit's pool allocated
+to ``benchmarks/results/bench_sparse_entries_phases.json``.
 
 Run: ``python benchmarks/bench_sparse.py [--repeats R] [--max-docs N]
 [--n-estimators T] [--before DIR]``; writes
@@ -145,17 +152,29 @@ def _binned_mib(model, X_train, settings):
     return binned.nbytes / 2**20
 
 
-def _dense_child(n_jobs):
+def _dense_table(kind):
+    if kind == "plain":
+        from sklearn.datasets import make_classification
+        return make_classification(n_samples=80_000, n_features=50, n_informative=20,
+                                   random_state=0)
+    rng = np.random.default_rng(0)
+    n = 60_000
+    normal = rng.normal(size=(n, 20))
+    levels = rng.integers(0, 200, n)
+    onehot = np.zeros((n, 200))
+    onehot[np.arange(n), levels] = 1.0
+    y = (normal[:, 0] + (levels % 7 == 0) + rng.normal(scale=0.5, size=n) > 0.5).astype(int)
+    return np.hstack([normal, onehot]), y
+
+
+def _dense_child(n_jobs, kind):
     """Fit 100 trees on a dense table in this process; print time and a
     digest of the trees."""
     import hashlib
     import time
 
-    from sklearn.datasets import make_classification
-
     from dartboost import DartClassifier
-    X, y = make_classification(n_samples=80_000, n_features=50, n_informative=20,
-                               random_state=0)
+    X, y = _dense_table(kind)
     model = DartClassifier(boosting="mart", n_estimators=100, random_state=0, n_jobs=n_jobs,
                            early_stopping=False)
     t0 = time.perf_counter()
@@ -168,25 +187,67 @@ def _dense_child(n_jobs):
 
 def dense_check(before, repeats, out_path):
     runs = {}
-    for n_jobs in (1, 2):
-        for _ in range(repeats):
-            for lib in ("now", "before"):
-                runs.setdefault(f"{lib}_{n_jobs}_threads", []).append(
-                    run("dense" if lib == "now" else "dense_before", None, n_jobs, 0, 0,
-                        before))
+    for kind in ("plain", "onehot"):
+        for n_jobs in (1, 2):
+            for _ in range(repeats):
+                for lib in ("now", "before"):
+                    runs.setdefault(f"{kind}_{lib}_{n_jobs}_threads", []).append(
+                        run(f"dense-{kind}" if lib == "now" else f"dense-{kind}_before", None,
+                            n_jobs, 0, 0, before))
     results = {}
     for key, rs in runs.items():
         results[key] = {"fit_s_median": statistics.median(r["fit_s"] for r in rs),
                         "fit_s_runs": [r["fit_s"] for r in rs],
                         "load_average_runs": [r["load_average_1min"] for r in rs],
                         "trees_sha256": sorted({r["trees_sha256"] for r in rs})}
-        print(f"{key:<18}{results[key]['fit_s_median']:>8.2f} s  {results[key]['fit_s_runs']}")
-    same = all(results[f"now_{t}_threads"]["trees_sha256"]
-               == results[f"before_{t}_threads"]["trees_sha256"] for t in (1, 2))
+        r = results[key]
+        print(f"{key:<26}{r['fit_s_median']:>8.2f} s  {[round(t, 2) for t in r['fit_s_runs']]}")
+    same = {kind: all(results[f"{kind}_now_{t}_threads"]["trees_sha256"]
+                      == results[f"{kind}_before_{t}_threads"]["trees_sha256"] for t in (1, 2))
+            for kind in ("plain", "onehot")}
     print("identical trees:", same)
     with open(out_path, "w") as fh:
-        json.dump({"data": "make_classification 80000 x 50, 100 trees, mart",
-                   "identical_trees": same, "results": results}, fh, indent=2)
+        json.dump({"data": {"plain": "make_classification 80000 x 50",
+                            "onehot": "60000 rows: 20 normal columns, 200 one-hot columns"},
+                   "model": "mart, 100 trees", "identical_trees": same, "results": results},
+                  fh, indent=2)
+    print(f"wrote {out_path}")
+
+
+def phases(X, y, args, out_path):
+    """One dartboost fit in this process: the compiled split steps' phase
+    seconds and the histograms its pool allocated (and held at most)."""
+    import time
+
+    from dartboost import DartClassifier, _grower
+    from dartboost._cext import _grow
+    allocated = []
+    take = _grower.GrowerBuffers.take_histogram
+
+    def counting_take(self, n_records):
+        if not self._free_histograms:
+            allocated.append(n_records)
+        return take(self, n_records)
+
+    _grower.GrowerBuffers.take_histogram = counting_take
+    try:
+        model = DartClassifier(boosting="mart", random_state=args.seed, n_jobs=args.n_jobs,
+                               early_stopping=False, max_bins=255,
+                               **dict(SETTINGS, n_estimators=args.n_estimators))
+        _grow.phase_seconds(reset=True)
+        t0 = time.perf_counter()
+        model.fit(X, y)
+        fit_s = time.perf_counter() - t0
+    finally:
+        _grower.GrowerBuffers.take_histogram = take
+    out = {"fit_s": fit_s, "phase_seconds": _grow.phase_seconds(),
+           "histograms_allocated": len(allocated),
+           "records_per_histogram": allocated[0] if allocated else 0,
+           "n_jobs": args.n_jobs, "n_estimators": args.n_estimators,
+           "load_average_1min": os.getloadavg()[0]}
+    print(json.dumps(out, indent=1))
+    with open(out_path, "w") as fh:
+        json.dump(out, fh, indent=2)
     print(f"wrote {out_path}")
 
 
@@ -214,6 +275,8 @@ def main():
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phases", action="store_true",
+                        help="one in-process dartboost fit: phase timers, histograms")
     parser.add_argument("--dense-check", type=int, default=0,
                         help="fits of each build on a dense table (needs --before)")
     parser.add_argument("--before", default=None,
@@ -222,8 +285,8 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "bench_sparse.json"))
     args = parser.parse_args()
-    if args.child == "dense":
-        return _dense_child(args.n_jobs)
+    if args.child and args.child.startswith("dense-"):
+        return _dense_child(args.n_jobs, args.child.removeprefix("dense-"))
     if args.child:
         return _child(args.child, args.data, args.n_jobs, args.seed, args.n_estimators)
     if args.dense_check:
@@ -238,6 +301,9 @@ def main():
     n_train = len(texts) * 3 // 4
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=8, dtype=np.float64)
     X_train = vec.fit_transform(texts[:n_train]).tocsr()
+    if args.phases:
+        return phases(X_train, labels[:n_train], args, os.path.join(
+            os.path.dirname(args.out), "bench_sparse_entries_phases.json"))
     X_test = vec.transform(texts[n_train:]).tocsr()
     n, p = X_train.shape
     csr_mib = (X_train.data.nbytes + X_train.indices.nbytes + X_train.indptr.nbytes) / 2**20
