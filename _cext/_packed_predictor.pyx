@@ -20,7 +20,10 @@ instead of waiting on one row's chain of node -> feature -> node loads, and
 the block's rows and the tree's nodes stay in cache. Each row still adds its
 trees' weighted leaf values in tree order, one ``factor * value`` at a time,
 as the node-by-node traversal did, so raw scores are bit-identical to it and
-do not depend on the blocking or the number of threads.
+do not depend on the blocking or the number of threads. Threads take blocks
+a few at a time as they finish (dynamic scheduling): on a shared or
+virtualised machine a thread that is slowed down then does less of the work
+instead of holding up the call.
 
 A categorical split (``CATEGORICAL_BIT``) sends a raw value left when it is
 one of the feature's kept categories (``cat_values[cat_offsets[f] + b]``)
@@ -547,7 +550,8 @@ def predict_raw(const packed_node[::1] packed, const Y_DTYPE_C[::1] values,
     cdef int[:, ::1] rows = np.empty((n_threads, block), dtype=np.int32)
     cdef int[:, ::1] active = np.empty((n_threads, block), dtype=np.int32)
     cdef Y_DTYPE_C[:, ::1] acc = np.empty((n_threads, block * K), dtype=np.float64)
-    for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
+    for blk in prange(n_blocks, schedule='dynamic', chunksize=4, nogil=True,
+                     num_threads=n_threads):
         row0 = blk * block
         n_rows = n_samples - row0
         if n_rows > block:
@@ -599,7 +603,8 @@ def predict_leaves(const packed_node[::1] packed, const unsigned int[::1] node_i
     cdef unsigned int[:, ::1] idx = np.empty((n_threads, block), dtype=np.uint32)
     cdef int[:, ::1] rows = np.empty((n_threads, block), dtype=np.int32)
     cdef int[:, ::1] active = np.empty((n_threads, block), dtype=np.int32)
-    for blk in prange(n_blocks, schedule='static', nogil=True, num_threads=n_threads):
+    for blk in prange(n_blocks, schedule='dynamic', chunksize=4, nogil=True,
+                     num_threads=n_threads):
         row0 = blk * block
         n_rows = n_samples - row0
         if n_rows > block:

@@ -416,12 +416,10 @@ def _cp_lower(d, n, conf=0.95):
         return float("nan")
     if d == n:
         return (1 - conf) ** (1.0 / n)
-    lo, hi = 0.0, d / n
-    for _ in range(60):  # bisection on the binomial tail P(X >= d | p) = 1 - conf
-        mid = (lo + hi) / 2
-        tail = 1.0 - sum(math.comb(n, k) * mid ** k * (1 - mid) ** (n - k) for k in range(d))
-        lo, hi = (mid, hi) if tail < 1 - conf else (lo, mid)
-    return lo
+    if d == 0:
+        return 0.0
+    from scipy.stats import beta  # the exact bound for any n (no big binomials)
+    return float(beta.ppf(1 - conf, d, n - d + 1))
 
 
 def main():

@@ -23,6 +23,11 @@ Sections (``--only`` picks some):
   ratio exceeds ``alpha``.
 * ``detect``: :func:`dartboost.gpu.detection_report` on a 1024-wide MLP at
   batch 8 (stream path), per dtype.
+* ``sweep``: detection vs the magnitude of an additive accumulator error (1e-4
+  to 1 of the largest output), with and without a common output offset.
+* ``campaign``: random single-bit flips (output, accumulator, input, weight) in
+  an MLP at batch 256 through the stream kernel until ``--campaign-changed``
+  flips changed a prediction; Clopper-Pearson lower bound of their detection.
 * ``networks``: whole forward passes (a 4096-wide 3-layer MLP, the DLRM top MLP)
   with ``scheme='fused'`` against the same fastest forms, and held to cuBLAS.
 """
@@ -238,14 +243,20 @@ def section_fp(out, n_gemms, alpha=8.0, deadline=float("inf")):
     output's largest error against cuBLAS relative to the output scale (a wrong
     output and a wrong check tell different stories)."""
     res = out.setdefault("false_positives", {})
-    share = (deadline - time.time()) / 6  # per dtype and offset variant
-    for dname, dt in DTYPES.items():
+    n_variants = 2 * len(DTYPES)
+    for v_index, (dname, dt) in enumerate(DTYPES.items()):
         tf32(dname == "tf32")
         g = torch.Generator().manual_seed(123)
+        done = 0  # GEMMs of this dtype so far
         for offset in (False, True):
             calls, t_start = 0, time.time()
-            stop = t_start + share
-            per_shape = max(1, n_gemms // 2 // len(FP_SHAPES))
+            # An equal share of the time left per dtype and offset variant (a
+            # variant that finishes early leaves its time to the others).
+            left = n_variants - 2 * v_index - int(offset)
+            stop = t_start + (deadline - t_start) / left
+            # Half of n_gemms each; the offset variant makes up for a first one
+            # cut short by its time share (compilation comes first).
+            per_shape = max(1, max(n_gemms // 2, n_gemms - done) // len(FP_SHAPES))
             shapes = []
             for si, (M, K, N) in enumerate(FP_SHAPES):
                 c = float(torch.empty(1).uniform_(10, 1000, generator=g)) if offset else 0.0
@@ -282,6 +293,7 @@ def section_fp(out, n_gemms, alpha=8.0, deadline=float("inf")):
                 shapes.append({"M": M, "K": K, "N": N, "config": cfg, "calls": n_shape,
                                "worst_ratio": float(mx), "over_alpha": int(over),
                                "rel_err_vs_cublas": rel_err})
+            done += calls
             key = f"{dname}{'_offset' if offset else ''}"
             res[key] = {"checked_gemms": calls, "alpha": alpha,
                         "worst_ratio": max(r["worst_ratio"] for r in shapes),
@@ -317,14 +329,121 @@ def section_detect(out, n_trials):
     tf32(False)
 
 
+SWEEP_SHAPES = ((1, 4096, 4096), (8, 1024, 1024), (8, 4096, 4096), (8, 512, 256))
+
+
+def section_sweep(out, trials, alpha=8.0):
+    """Detection vs error magnitude: an additive error of ``eps`` x the largest
+    output added to one fp32 accumulator (mode 4), ``eps`` from 1e-4 to 1, with
+    and without a common offset of 100 in every output."""
+    mags = [10 ** (e / 4) for e in range(-16, 1)]
+    res = out.setdefault("sweep", [])
+    for dname, dt in DTYPES.items():
+        tf32(dname == "tf32")
+        g = torch.Generator().manual_seed(7)
+        for offset in (False, True):
+            for (M, K, N) in SWEEP_SHAPES:
+                w = torch.randn(N, K, generator=g) / math.sqrt(K)
+                b = torch.randn(N, generator=g) * 0.1 + (100.0 if offset else 0.0)
+                W = nn.Parameter(w.to("cuda", dt), requires_grad=False)
+                B = nn.Parameter(b.to("cuda", dt), requires_grad=False)
+                aug = AugmentedWeight(W, B, tf32=(dname == "tf32"))
+                x = torch.randn(M, K, device="cuda").to(dt)
+                cfg = stream_config(M, N, K, W.element_size(), _sms(W.device))
+                ws = stream_workspace(M, N, cfg[3], W.device)
+                y, r0, _ = stream_linear(x, aug, None, workspace=ws, config=cfg)
+                scale = float(y.float().abs().max())
+                rows = torch.randint(0, M, (trials,), generator=g).tolist()
+                cols = torch.randint(0, N, (trials,), generator=g).tolist()
+                signs = (torch.randint(0, 2, (trials,), generator=g) * 2 - 1).tolist()
+                line = []
+                for mag in mags:
+                    det = torch.zeros((), device="cuda", dtype=torch.int64)
+                    for i, j, sg in zip(rows, cols, signs):
+                        _, ratio, _ = stream_linear(x, aug, None, workspace=ws, config=cfg,
+                                                    inject=(4, i, j, 0, 0, sg * mag * scale))
+                        det += (~(ratio[i] <= alpha)).to(torch.int64)
+                    res.append({"dtype": dname, "offset": offset, "M": M, "K": K, "N": N,
+                                "kind": "additive (accumulator)", "rel_error": mag,
+                                "trials": trials, "detected": int(det),
+                                "clean_worst_ratio": float(r0.max())})
+                    line.append(f"{mag:.0e}:{int(det)}/{trials}")
+                log(f"sweep {dname} offset={offset} {M}x{K}x{N}: " + " ".join(line))
+    tf32(False)
+
+
+def _merge_reports(chunks, n_clean_reps):
+    """One detection report from several :func:`detection_report` chunks' trials."""
+    from dartboost.gpu._faults import _summarise
+    trials = [tr for c in chunks for tr in c["trials"]]
+    fp = [c["false_positive"] for c in n_clean_reps]
+    return _summarise(trials, sum(f["layer_checks"] for f in fp),
+                      sum(f["flagged"] for f in fp), sum(f["confirmed"] for f in fp),
+                      sum(f["clean_forwards"] for f in fp))
+
+
+def section_campaign(out, min_changed, seconds_per_dtype, scrub=True):
+    """Single-bit faults at output, accumulator, input and weight of a
+    random MLP 64-256-256-10 at batch 256 through the stream kernel, in chunks until
+    ``min_changed`` prediction-changing flips (or the time per dtype) are reached.
+    With ``scrub`` a weight scrub runs after every faulty forward; records keep
+    ``detected_by_check`` (the per-call check alone)."""
+    from bench_abft_fused import _cp_lower, build
+    res = out.setdefault("campaign", {})
+    for dname, dt in DTYPES.items():
+        tf32(dname == "tf32")
+        net, _ = build([(64, 256, "relu"), (256, 256, "relu"), (256, 10, None)], dt, seed=3)
+        g = torch.Generator().manual_seed(5)
+        X = torch.randn(256, 64, generator=g).to("cuda", dt)
+        p = dg.protect(net, scheme="stream", on_fault="flag", warn=False)
+        t0, chunks, changed, seed = time.time(), [], 0, 11
+        while changed < min_changed and time.time() - t0 < seconds_per_dtype:
+            rep = dg.detection_report(p, X, n_trials=2000, n_clean=50, random_state=seed,
+                                      sites=("output", "accumulator", "input", "weight"),
+                                      scrub=scrub)
+            chunks.append(rep)
+            changed += rep["prediction_changing"]["trials"]
+            seed += 1
+        rep = _merge_reports(chunks, chunks)
+        trials = rep.pop("trials")
+        pc = rep["prediction_changing"]
+        n, d = pc["trials"], pc["detected"]
+        pc["lower95"] = _cp_lower(d, n)
+        if scrub:
+            pc["lower95_by_check"] = _cp_lower(pc["detected_by_check"], n)
+        pc["by_site"] = {site: [sum(b["prediction_changed"] for b in bl),
+                                sum(b["prediction_changed_detected"] for b in bl)]
+                         for site, bl in rep["by_bit"].items()}
+        pc["missed"] = [{k: tr[k] for k in ("site", "layer", "bit", "rel_error")}
+                        for tr in trials if tr["prediction_changed"] and not tr["detected"]][:50]
+        if scrub:
+            pc["missed_by_check"] = [
+                {k: tr[k] for k in ("site", "layer", "bit", "rel_error")}
+                for tr in trials if tr["prediction_changed"] and not tr["detected_by_check"]][:50]
+        rep["seconds"] = time.time() - t0
+        res[dname] = rep
+        log(f"campaign {dname}: {rep['n_trials']} flips, prediction-changing {d}/{n} (lower95 "
+            f"{pc['lower95']:.5f}; by the per-call check alone "
+            f"{pc.get('detected_by_check', d)}/{n}), by site "
+            + ", ".join(f"{k} {v[1]}/{v[0]}" for k, v in pc["by_site"].items())
+            + f", FP {rep['false_positive']['confirmed']}/{rep['false_positive']['layer_checks']}"
+            + f" ({rep['seconds']:.0f}s)")
+    tf32(False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="abft_stream.json")
     ap.add_argument("--reps", type=int, default=11)
-    ap.add_argument("--only", default="cost,layers,fp,detect,networks,tune")
+    ap.add_argument("--only", default="cost,layers,fp,sweep,campaign,detect,networks,tune")
     ap.add_argument("--batches", default="1,8,64,512,4096")
     ap.add_argument("--fp-gemms", type=int, default=100_000)
     ap.add_argument("--detect-trials", type=int, default=400)
+    ap.add_argument("--sweep-trials", type=int, default=64)
+    ap.add_argument("--campaign-changed", type=int, default=3000,
+                    help="prediction-changing flips wanted per dtype")
+    ap.add_argument("--campaign-s", type=float, default=120, help="time cap per dtype")
+    ap.add_argument("--no-scrub", action="store_true", help="campaign without weight scrub")
     ap.add_argument("--budget-s", type=float, default=1e9,
                     help="skip sections that start after this many seconds")
     ap.add_argument("--layers-s", type=float, default=1e9, help="time cap of 'layers'")
@@ -349,6 +468,9 @@ def main():
                                                  time.time() + args.layers_s),
                 "fp": lambda: section_fp(out, args.fp_gemms, deadline=time.time() + args.fp_s),
                 "detect": lambda: section_detect(out, args.detect_trials),
+                "sweep": lambda: section_sweep(out, args.sweep_trials),
+                "campaign": lambda: section_campaign(out, args.campaign_changed,
+                                                     args.campaign_s, not args.no_scrub),
                 "networks": lambda: section_networks(out, args.reps, batches,
                                                      time.time() + args.networks_s)}
     for name in only:

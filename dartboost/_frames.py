@@ -48,12 +48,29 @@ def as_frame(X):
         names = list(X.column_names)
         columns = [X.column(j) for j in range(X.num_columns)]
     else:
+        _check_pandas_columns(X)
         return X
     import pandas as pd
     data = {j: _column(col, name) for j, (name, col) in enumerate(zip(names, columns))}
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(columns[0]) if columns else 0))
     frame.columns = pd.Index(names, dtype=object)
     return frame
+
+
+def _check_pandas_columns(X):
+    """Refuse a pandas frame's columns that are neither numbers, booleans nor
+    labels (dates, durations, periods, intervals, complex numbers), naming
+    them: NumPy's own error on converting the frame names no column."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(X, "iloc") or not hasattr(dtypes, "items"):
+        return
+    import pandas as pd
+    for name, dtype in dtypes.items():
+        kind = getattr(dtype, "kind", "O")
+        if kind in "mMc" or isinstance(dtype, (pd.PeriodDtype, pd.IntervalDtype)):
+            raise TypeError(f"column {name!r} has dtype {dtype}; give numbers, booleans, "
+                            "strings or categories (e.g. convert dates to numbers or to "
+                            "their components first).")
 
 
 def _column(col, name):

@@ -165,6 +165,8 @@ class AugmentedWeight:
             b64 = bias.detach().to(t.float64)
             bc = (signs @ b64) * self.sigma
             bhi, blo = self._split(bc)
+            self.b_rep = float((bc - bhi.to(t.float64) - blo.to(t.float64)).abs().max())
+            self.b_max = float(bc.abs().max())
             baug = t.empty(self.N + AUG_ROWS, dtype=w.dtype, device=w.device)
             baug[:self.N].copy_(bias.detach())
             baug[self.N::2] = bhi
@@ -181,8 +183,13 @@ class AugmentedWeight:
         c_norm = float(c.norm(dim=1).max())
         self.c_y = self.sigma * (u + _U32 * math.sqrt(self.N))
         self.c_z = u + _U32
-        self.c_x = (_U32 * math.sqrt(self.K) * (self.sigma * float(w64.norm()) + c_norm)
-                    + u * u * c_norm)
+        # fp32 accumulation over K of the outputs and of the checksum rows.
+        self.c_acc = _U32 * math.sqrt(self.K) * (self.sigma * float(w64.norm()) + c_norm)
+        self.c_x = self.c_acc + u * u * c_norm
+        # The exact representation error of the checksum rows, ||c_v - hi_v - lo_v||
+        # (at most u^2 ||c_v||; the stream check, whose checksums are never
+        # rounded again, uses it instead of that bound).
+        self.c_rep = float((c - hi.to(t.float64) - lo.to(t.float64)).norm(dim=1).max())
         self._rows64 = aug[self.N:].to(t.float64).sum()
         self._main64 = aug[:self.N].to(t.float64).sum(0)
         self._weight_ptr = weight.data_ptr()

@@ -45,11 +45,11 @@ __all__ = ["arithmetic_intensity", "choose_scheme", "TILE_EFFICIENCY", "plan_lay
 FUSED_PATHS = ("fused", "stream")
 
 #: Whether ``scheme='fused'`` and ``scheme='auto'`` may pick the stream kernel
-#: by themselves. Off: on the H200 (run 2) one injected fault in a bf16 layer
-#: replayed from a CUDA graph went undetected by the stream kernel
-#: (``tests/test_gpu_stream.py``, an expected failure until understood), so the
-#: kernel runs only where asked for (``scheme='stream'``).
-AUTO_STREAM = False
+#: by themselves (where :func:`plan_layer` predicts it the cheaper).  It was off
+#: while a bf16 fault missed on the H200 (run 2) was open; the cause was the
+#: check's tolerance (it summed the rounded outputs, so bf16's rounding hid
+#: errors of ~1% of ``||y_i||``), fixed in :mod:`dartboost.gpu._stream`.
+AUTO_STREAM = True
 
 
 def automatic_candidates(scheme):
@@ -116,19 +116,26 @@ def choose_scheme(M, N, K, ridge, bytes_per_element=2):
 #: ``tile_efficiency``: speed of the Triton tile GEMM relative to cuBLAS.
 #: ``stream_latency``, ``stream_bandwidth``, ``stream_flops``: fixed cost, weight
 #: streaming rate and tensor-core rate of the weight-streaming checked kernel
-#: (:mod:`dartboost.gpu._stream`), measured by :func:`measure_cost_model`; the
-#: defaults are the first H200 measurement (benchmarks/results/
-#: abft_stream_h200_run1.json, 9.1 us, 0.79 TB/s, 113 TFLOP/s: the kernel before
-#: its fence-free atomics), so without a newer measurement ``'fused'`` keeps its
-#: cuBLAS path.
+#: (:mod:`dartboost.gpu._stream`); ``gemm_latency``, ``gemm_bandwidth``: the same
+#: two for cuBLAS's own small-batch GEMM (``torch._addmm_activation``), the
+#: baseline the stream kernel must beat.  All measured by
+#: :func:`measure_cost_model` with the weights in DRAM (a ring of copies larger
+#: than L2); the defaults are fitted to the H200 layer timings of run 2
+#: (benchmarks/results/abft_stream_h200_run2.json: the stream kernel read 4096^2
+#: and 4096x16384 weights at 3.0 TB/s and took >= 5.4 us on a 1024^2 layer;
+#: cuBLAS read them at 3.3-3.9 TB/s and took >= 4 us; the cuBLAS path's check cost
+#: 3.3 us over its GEMM).
 DEFAULT_CALIBRATION = {"flops": 989e12, "bandwidth": 4.0e12, "launch": 2.3e-6,
-                       "check_latency": 5.5e-6, "side_share": 0.1, "tile_efficiency": 0.6,
-                       "stream_latency": 9.1e-6, "stream_bandwidth": 0.79e12,
-                       "stream_flops": 113e12, "source": "defaults"}
+                       "check_latency": 3.3e-6, "side_share": 0.1, "tile_efficiency": 0.6,
+                       "stream_latency": 5.4e-6, "stream_bandwidth": 3.0e12,
+                       "stream_flops": 80e12, "gemm_latency": 4.0e-6,
+                       "gemm_bandwidth": 3.4e12, "source": "defaults"}
 
-#: Largest GEMM row count the stream kernel is considered for (beyond it the
-#: input's re-reads per column tile outgrow the weight's traffic).
-STREAM_MAX_ROWS = 256
+#: Largest GEMM row count the stream kernel is considered for.  On the H200 (run
+#: 2) it was cheaper than cuBLAS + check pass on every 1024^2 and 4096^2 layer at
+#: batch 1 and 8 and dearer on every one at batch 64 and 512 (its split-K
+#: streaming GEMM is no match for cuBLAS once the MMA work counts).
+STREAM_MAX_ROWS = 8
 
 
 def spec_of(device_name):
@@ -143,13 +150,21 @@ def _gemm_time(M, N, K, e, cal):
     return max(2.0 * M * N * K / cal["flops"], e * (M * K + N * K + M * N) / cal["bandwidth"])
 
 
+def _cal(cal, key):
+    return cal.get(key, DEFAULT_CALIBRATION[key])
+
+
 def _stream_time(M, N, K, e, cal):
-    """Predicted seconds of the stream kernel (weight read, MMA rate, fixed cost)."""
-    d = cal.get
-    return (d("stream_latency", DEFAULT_CALIBRATION["stream_latency"])
-            + max(e * (N + 16) * K / d("stream_bandwidth", DEFAULT_CALIBRATION["stream_bandwidth"]),
-                  2.0 * M * (N + 16) * K / d("stream_flops", DEFAULT_CALIBRATION["stream_flops"]))
+    """Predicted seconds of the stream kernel (fixed cost, weight read, MMA rate)."""
+    return (max(_cal(cal, "stream_latency"), e * (N + 16) * K / _cal(cal, "stream_bandwidth"),
+                2.0 * M * (N + 16) * K / _cal(cal, "stream_flops"))
             + e * M * (K + N) / cal["bandwidth"])
+
+
+def _small_gemm_time(M, N, K, e, cal):
+    """Predicted seconds of cuBLAS's GEMM for a small batch (its fixed cost, weight read)."""
+    return max(_cal(cal, "gemm_latency"), e * N * K / _cal(cal, "gemm_bandwidth"),
+               _gemm_time(M, N, K, e, cal))
 
 
 def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
@@ -163,13 +178,14 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
       activation, one dependent check pass over the output (read the ``N + 16``
       columns, write ``N``, read the input unless ``norm_known``) plus its fixed
       ``check_latency``; without an activation, or for small outputs (then the
-      activation is one more plain kernel), the check runs on a side stream and
-      only ``side_share`` of it counts;
+      activation is one more plain kernel), the check runs on a side stream:
+      ``side_share`` of it counts, but never less than ``check_latency`` (the
+      H200 measurements: the side check is exposed when nothing follows it);
     * ``global``: a dependent check kernel reading the input and output;
     * ``stream``: the weight-streaming Triton kernel that checks in its own
       epilogue (bias and activation included), predicted from its measured fixed
-      cost, weight-streaming rate and tensor-core rate, minus the baseline; only
-      for ``M <= STREAM_MAX_ROWS``;
+      cost, weight-streaming rate and tensor-core rate, minus cuBLAS's measured
+      small-batch time; only for ``M <= STREAM_MAX_ROWS``;
     * ``tile``: the Triton GEMM's shortfall against cuBLAS (``tile_efficiency``),
       plus a separate activation pass when there is one.
 
@@ -209,14 +225,20 @@ def plan_layer(M, N, K, bytes_per_element, activation, is_conv, calibration,
         x_bytes = 0.0 if norm_known else e * M * K
         side = cal["side_share"] * (check + (e * M * (N + 16) + x_bytes) / bw)
         if activation is None:
-            costs["fused"] = extra_rows + side
+            # The side-stream check is exposed when nothing follows it to overlap
+            # (a network's last layer; single layers): on the H200 (runs 2, 3) it
+            # cost +25-50% of a 4096^2 layer at batch 1-8, about check_latency.
+            costs["fused"] = extra_rows + max(check, side)
         elif check_on_side(M, N, e, activation):
-            # bias in the GEMM epilogue, the activation as one more kernel
-            costs["fused"] = extra_rows + launch + 2 * e * M * N / bw + side
+            # bias in the GEMM epilogue, the activation as one more kernel; on the
+            # H200 (run 2) this path cost check_latency over the GEMM, not less.
+            costs["fused"] = extra_rows + max(check, launch + 2 * e * M * N / bw + side)
         else:
             costs["fused"] = extra_rows + check + (e * M * (2 * N + 16) + x_bytes) / bw
     if "stream" in candidates and e <= 4 and M <= STREAM_MAX_ROWS:
-        costs["stream"] = _stream_time(M, N, K, e, cal) - base
+        # Against cuBLAS's own small-batch time (its fixed cost and streaming
+        # rate), not the roofline: both are weight reads at these batches.
+        costs["stream"] = _stream_time(M, N, K, e, cal) - _small_gemm_time(M, N, K, e, cal)
     if "global" in candidates:
         costs["global"] = launch + e * (M * K + M * N) / bw \
             + (0.0 if activation is None else launch + 2 * e * M * N / bw)

@@ -291,31 +291,51 @@ def _check_latency(dev):
     return t_full - t_gemm
 
 
-def _stream_constants(dev):
-    """Fixed cost, weight-streaming rate and MMA rate of the stream kernel (fp16).
-
-    Two batch-1 layers (1024^2 and 4096^2) separate the fixed cost from the
-    streaming rate; a batch-256 4096^2 layer gives the tensor-core rate.
-    """
+def _weight_ring(dev, kn, n_copies):
+    """``n_copies`` distinct fp16 ``kn x kn`` layers (augmented) and their inputs."""
     from ._augmented import AugmentedWeight
+    t = torch()
+    lins = [t.nn.Linear(kn, kn).to(dev, t.float16).requires_grad_(False)
+            for _ in range(n_copies)]
+    return lins, [AugmentedWeight(lin.weight, lin.bias) for lin in lins]
+
+
+def _stream_constants(dev):
+    """Fixed cost and weight-streaming rate of the stream kernel and of cuBLAS (fp16).
+
+    Batch-1 layers of 1024^2 and 4096^2 separate each one's fixed cost from its
+    weight-streaming rate; a batch-256 4096^2 layer gives the stream kernel's
+    tensor-core rate.  Every timing cycles through distinct weight copies
+    together larger than three times the L2 cache, so the weights stream from
+    DRAM as in a real network (one copy replayed would be read from L2).
+    """
     from ._stream import stream_config, stream_linear, stream_workspace
     from ._triton_gemm import _sms
     t = torch()
-    times = {}
+    l2 = int(getattr(t.cuda.get_device_properties(dev), "L2_cache_size", 50 << 20) or 50 << 20)
+    times, base = {}, {}
     for m, kn in ((1, 1024), (1, 4096), (256, 4096)):
-        lin = t.nn.Linear(kn, kn).to(dev, t.float16).requires_grad_(False)
-        aug = AugmentedWeight(lin.weight, lin.bias)
+        n_copies = max(2, -(-3 * l2 // (2 * (kn + 16) * kn)))
+        lins, augs = _weight_ring(dev, kn, n_copies)
         x = t.randn(m, kn, device=dev, dtype=t.float16)
         cfg = stream_config(m, kn, kn, 2, _sms(dev))
         ws = stream_workspace(m, kn, cfg[3], dev)
         with t.no_grad():
-            times[(m, kn)] = _graph_time(lambda: stream_linear(x, aug, "relu", workspace=ws,
-                                                               config=cfg))
+            times[(m, kn)] = _graph_time(lambda: [stream_linear(x, a, "relu", workspace=ws,
+                                                                config=cfg) for a in augs],
+                                         inner=1) / n_copies
+            base[(m, kn)] = _graph_time(lambda: [t._addmm_activation(lin.bias, x, lin.weight.t())
+                                                 for lin in lins], inner=1) / n_copies
+        del lins, augs
     b_small, b_big = 2 * 1040 * 1024, 2 * 4112 * 4096
     rate = (b_big - b_small) / max(times[(1, 4096)] - times[(1, 1024)], 1e-9)
-    lat = max(0.0, times[(1, 1024)] - b_small / rate)
-    flops = 2.0 * 256 * 4112 * 4096 / max(times[(256, 4096)] - lat, 1e-9)
-    return {"stream_latency": lat, "stream_bandwidth": rate, "stream_flops": flops}
+    g_rate = (2 * 4096 * 4096 - 2 * 1024 * 1024) / max(base[(1, 4096)] - base[(1, 1024)], 1e-9)
+    flops = 2.0 * 256 * 4112 * 4096 / max(times[(256, 4096)], 1e-9)
+    # The fixed costs are the small layer's times: max(latency, bytes / rate).
+    return {"stream_latency": times[(1, 1024)], "stream_bandwidth": b_big / times[(1, 4096)],
+            "stream_flops": flops, "gemm_latency": base[(1, 1024)],
+            "gemm_bandwidth": 2 * 4096 * 4096 / base[(1, 4096)],
+            "stream_rate_slope": rate, "gemm_rate_slope": g_rate}
 
 
 def measure_cost_model(device=None, store=True):
@@ -325,7 +345,8 @@ def measure_cost_model(device=None, store=True):
     ``launch`` (extra time of one more dependent tiny kernel inside a CUDA graph),
     ``check_latency`` (extra time of the fused check over its GEMM on a small
     layer), ``tile_efficiency`` (cuBLAS time / Triton tile GEMM time at 4096^2, M=512)
-    and the stream kernel's ``stream_latency``, ``stream_bandwidth``, ``stream_flops``.
+    the stream kernel's ``stream_latency``, ``stream_bandwidth``, ``stream_flops`` and
+    cuBLAS's small-batch ``gemm_latency``, ``gemm_bandwidth`` (weights in DRAM).
 
     Returns
     -------

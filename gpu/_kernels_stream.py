@@ -25,6 +25,25 @@ def _flip(v, sel, bit, F32: tl.constexpr):
 
 
 @triton.jit
+def _half_ulp(yq):
+    """Half a unit in the last place of each fp16/bf16 ``yq``, as fp32.
+
+    Any round-to-nearest result is within it of the value it rounded, and a
+    flipped bit moves it at least that far away (the equality is an exact tie,
+    where both neighbours are correct roundings).  Subnormals use the smallest
+    exponent; bf16's are clamped to 2^-126 (fp32 code may flush below it).
+    """
+    bits = yq.to(tl.int16, bitcast=True).to(tl.int32)
+    if yq.dtype == tl.float16:
+        # 5 exponent bits (bias 15), 10 mantissa bits: 2^(e - 26).
+        f = tl.maximum((bits >> 10) & 0x1F, 1) + 101
+    else:
+        # bf16: 8 exponent bits (bias 127), 7 mantissa bits: 2^(e - 135).
+        f = tl.maximum(tl.maximum((bits >> 7) & 0xFF, 1) - 8, 1)
+    return (f << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _flip32(v, sel, bit):
     bits = v.to(tl.int32, bitcast=True)
     return tl.where(sel, bits ^ (1 << bit), bits).to(tl.float32, bitcast=True)
@@ -33,13 +52,13 @@ def _flip32(v, sel, bit):
 # M, N and the tolerance scalars are not specialised on (a new batch size does not
 # compile a new variant); K and the strides are: their divisibility by 16 lets the
 # weight and input loads vectorise.
-@triton.jit(do_not_specialize=["M", "N", "kb_per", "sigma", "c_y", "c_z", "c_x", "c_b",
-                               "inj_row", "inj_col", "inj_bit", "inj_k"])
+@triton.jit(do_not_specialize=["M", "N", "kb_per", "sigma", "c_a", "c_z", "c_x", "c_b",
+                               "inj_row", "inj_col", "inj_bit", "inj_k", "inj_val"])
 def abft_stream_kernel(
     x_ptr, w_ptr, b_ptr, s_ptr, out_ptr, part_ptr, ws_ptr, cnt_ptr, ratio_ptr,
     M, N, K, kb_per, sx0, so0,
-    sigma, c_y, c_z, c_x, c_b,
-    inj_row, inj_col, inj_bit, inj_k,
+    sigma, c_a, c_z, c_x, c_b,
+    inj_row, inj_col, inj_bit, inj_k, inj_val,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, SPLIT: tl.constexpr, INJECT: tl.constexpr,
     UPCAST: tl.constexpr, F32: tl.constexpr, IEEE: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -50,10 +69,12 @@ def abft_stream_kernel(
     # partials meet in `part` (plain stores, a ticket per tile; the last arrival
     # sums them).  The tile's finisher adds the bias, rounds the outputs to the
     # storage type, applies the activation and writes them, and adds per row the
-    # signed sums sum_j r_vj y_ij and ||y_i||^2 (plus, for the checksum columns,
-    # z_v) into the (M, 32) fp32 workspace `ws`; the last tile of a row block to
-    # arrive compares them and writes one ratio per row, returning `ws` and the
-    # tickets to zero (CUDA-graph replays reuse them).
+    # signed sums sum_j r_vj a_ij of the fp32 values a before rounding, ||a_i||^2
+    # and the count of wrongly rounded outputs (plus, for the checksum columns,
+    # z_v) into the (M, 32) fp32 workspace `ws` (columns 0-7 sums, 8 ||a||^2,
+    # 9 ||x||^2, 10 the count, 16-31 z); the last tile of a row block to arrive
+    # compares them and writes one ratio per row, returning `ws` and the tickets
+    # to zero (CUDA-graph replays reuse them).
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -133,6 +154,9 @@ def abft_stream_kernel(
                 acc += tl.load(part_ptr + s * M * NA + poff, mask=tile_ok, other=0.0,
                                cache_modifier=".cg")
     if last:
+        if INJECT == 4:
+            # An additive error of the finished accumulator (the magnitude sweep).
+            acc += tl.where((rm[:, None] == inj_row) & (rn[None, :] == inj_col), inj_val, 0.0)
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         if UPCAST and out_ptr.dtype.element_ty == tl.bfloat16:
@@ -145,11 +169,27 @@ def abft_stream_kernel(
         if INJECT == 2:
             yq = _flip(yq, (rm[:, None] == inj_row) & (rn[None, :] == inj_col), inj_bit, F32)
         out_ok = m_ok[:, None] & main[None, :]
-        ym = tl.where(out_ok, yq, 0.0).to(out_ptr.dtype.element_ty)
-        sg = tl.load(s_ptr + rn[:, None] * 16 + cols[None, :], mask=main[:, None], other=0.0)
-        ssum = _signed_sums(ym, sg, tl.zeros((BM, 16), dtype=tl.float32), UPCAST, F32)
-        yf = ym.to(tl.float32)
-        sq = tl.sum(yf * yf, axis=1)
+        # The check has two parts, so that the storage rounding never widens the
+        # tolerance of the GEMM check (with bf16 it would hide errors of ~1% of
+        # ||y_i||).  (1) The signed sums are taken of the fp32 values *before*
+        # rounding (three tf32-exact parts: exact products against ±1), so
+        # sigma s_iv - z_iv carries only fp32 rounding.  (2) Each rounded output
+        # must be a correct rounding of its fp32 value: |yq - acc| <= ulp(yq) / 2
+        # (exact for round-to-nearest; yq == acc for fp32 outputs).  A violation
+        # is certain, not statistical: the row's ratio becomes infinite.
+        am = tl.where(out_ok, acc, 0.0)
+        sg = tl.load(s_ptr + rn[:, None] * 16 + cols[None, :], mask=main[:, None],
+                     other=0.0).to(tl.float32)
+        ssum = _signed_sums(am, sg, tl.zeros((BM, 16), dtype=tl.float32), UPCAST, True)
+        sq = tl.sum(am * am, axis=1)
+        yf = yq.to(tl.float32)
+        if F32:
+            half_ulp = tl.zeros((BM, BN), dtype=tl.float32)
+        else:
+            half_ulp = _half_ulp(yq)
+        # NaN-safe: a NaN difference counts as a violation.
+        wrong = out_ok & ~(tl.abs(yf - acc) <= half_ulp)
+        n_wrong = tl.sum(wrong.to(tl.float32), axis=1)
         yo = _activation(yq.to(tl.float32), ACT).to(out_ptr.dtype.element_ty)
         tl.store(out_ptr + rm[:, None] * so0 + rn[None, :], yo, mask=out_ok)
         if pid_n * BN + BN > N:
@@ -157,9 +197,11 @@ def abft_stream_kernel(
             z_ok = m_ok[:, None] & (n_ok & (rn >= N))[None, :]
             tl.atomic_add(ws_ptr + rm[:, None] * 32 + 16 + (rn - N)[None, :], acc, mask=z_ok,
                           sem="relaxed")
-        vals = tl.where(cols[None, :] == 8, sq[:, None], ssum)
+        vals = tl.where(cols[None, :] == 8, sq[:, None],
+                        tl.where(cols[None, :] == 10, n_wrong[:, None], ssum))
         tl.atomic_add(ws_ptr + rm[:, None] * 32 + cols[None, :], vals,
-                      mask=m_ok[:, None] & (cols < 9)[None, :], sem="relaxed")
+                      mask=m_ok[:, None] & ((cols < 9) | (cols == 10))[None, :],
+                      sem="relaxed")
         tl.debug_barrier()
         cnt2 = cnt_ptr + pid_m * (n_nb + 1) + n_nb
         if tl.atomic_add(cnt2, 1) == n_nb - 1:
@@ -178,16 +220,21 @@ def abft_stream_kernel(
             z1 = tl.zeros((BM,), dtype=tl.float32)
             sq_t = tl.atomic_add(ws_ptr + rm * 32 + 8, z1, mask=m_ok, sem="relaxed")
             xn_t = tl.atomic_add(ws_ptr + rm * 32 + 9, z1, mask=m_ok, sem="relaxed")
+            bad_t = tl.atomic_add(ws_ptr + rm * 32 + 10, z1, mask=m_ok, sem="relaxed")
             tl.store(row + cols[None, :], zero, mask=vm)
             tl.store(row + 16 + cols[None, :], zero, mask=m_ok[:, None])
             tl.store(ws_ptr + rm * 32 + 8, z1, mask=m_ok)
             tl.store(ws_ptr + rm * 32 + 9, z1, mask=m_ok)
+            tl.store(ws_ptr + rm * 32 + 10, z1, mask=m_ok)
             s_t = tl.where(vm, s_t, 0.0)
             z = tl.where(vm, zh + zl, 0.0)
-            tol = (c_y * tl.sqrt(sq_t)[:, None] + c_z * tl.abs(z)
+            tol = (c_a * tl.sqrt(sq_t)[:, None] + c_z * tl.abs(z)
                    + c_x * tl.sqrt(xn_t)[:, None] + c_b + 1e-30)
             d = tl.abs(s_t * sigma - z)
             # NaN/Inf anywhere in the row makes d or tol non-finite: infinitely bad.
             r = tl.where((d < float("inf")) & (tol < float("inf")), d / tol, float("inf"))
             r = tl.where(vm, r, 0.0)
-            tl.store(ratio_ptr + rm, tl.max(r, axis=1), mask=m_ok)
+            r = tl.max(r, axis=1)
+            # A wrongly rounded output (part 2) is a fault whatever the sums say.
+            r = tl.where(bad_t == 0.0, r, float("inf"))
+            tl.store(ratio_ptr + rm, r, mask=m_ok)

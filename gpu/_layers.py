@@ -289,11 +289,16 @@ class _Checked(nn.Module):
                     x, aug, self.activation, workspace=ws, config=cfg,
                     inject=inj.kernel_args() if inj is not None else None)
             else:
+                # Output flips hit the rounded values; accumulator and input
+                # flips the fp32 values before rounding (as in the kernel).
                 corrupt = None
                 if inj is not None:
-                    corrupt = (lambda pre: inj.apply_after(
-                        self, x, pre, ConvGeometry.linear(x, aug.N), None))
-                out, ratio = stream_linear_reference(x, aug, self.activation, corrupt)
+                    corrupt = (lambda y: inj.apply_after(
+                        self, x, y, ConvGeometry.linear(x, aug.N), None))
+                out_site = inj is not None and inj.site == "output"
+                out, ratio = stream_linear_reference(
+                    x, aug, self.activation, corrupt if out_site else None,
+                    corrupt_acc=None if out_site else corrupt)
         return self._record(x, out, ratio, "stream", out=out)
 
 

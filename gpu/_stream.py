@@ -13,25 +13,40 @@ epilogue,
 * adds the bias (the augmented bias holds ``sigma r_v^T b`` for the checksum
   columns), rounds the outputs to the storage type, applies the activation and
   writes them;
-* accumulates per row the signed sums ``s_iv = sum_j r_vj y_ij`` of the
-  *rounded* pre-activation outputs (tensor-core dot against the ±1 signs, exact
-  products), ``||y_i||^2`` and ``||x_i||^2``, and the checksum columns
+* accumulates per row the signed sums ``s_iv = sum_j r_vj a_ij`` of the fp32
+  pre-activation values ``a_ij`` *before* they are rounded (tensor-core dots of
+  three tf32-exact parts against the ±1 signs: exact products), ``||a_i||^2``
+  and ``||x_i||^2``, and the checksum columns
   ``z_iv = x_i . (hi_v + lo_v) + sigma r_v^T b`` kept in fp32;
+* checks that every rounded output ``y_ij`` is a correct rounding of ``a_ij``:
+  ``|y_ij - a_ij| <= ulp(y_ij) / 2`` (``y_ij == a_ij`` for fp32 outputs);
 * the column tiles meet through atomics in a small workspace; the last tile of a
-  row block compares ``sigma s_iv`` with ``z_iv`` and writes one ratio per row.
+  row block compares ``sigma s_iv`` with ``z_iv`` and writes one ratio per row
+  (infinite where an output was wrongly rounded).
+
+Why two parts: summing the *rounded* outputs (the first version) puts their
+storage rounding, ``u ||y_i||``, into the tolerance.  With bf16 (``u = 2^-8``)
+that hid GEMM errors up to ~3% of ``||y_i||`` -- a third of one output's size on
+a 512-wide layer (H200 run 2: an accumulator flip of 0.15 on outputs of ~0.4
+went undetected, ratio 2.3).  Summed before rounding, the GEMM check carries
+fp32 rounding only; the rounding step is checked exactly, element by element.
 
 No extra launch, no second read of the output; the only extra DRAM traffic is
 the 16 checksum rows (``16 / N`` of the weight).
 
-Tolerance per row ``i`` and vector ``v`` (``u`` the storage unit round-off)::
+Tolerance per row ``i`` and vector ``v``::
 
-    |sigma s_iv - z_iv| <= alpha (c_y ||y_i|| + c_z |z_iv| + c_x ||x_i|| + c_b)
+    |sigma s_iv - z_iv| <= alpha (c_a ||a_i|| + c_z |z_iv| + c_x ||x_i|| + c_b)
 
-with ``c_y`` and ``c_x`` those of the fused scheme (storage rounding of ``y``,
-fp32 sums; fp32 accumulation over ``K`` of the outputs and of the checksum rows,
-hi/lo representation error), ``c_z = 2 u32`` (``z`` is never rounded to the
-storage type here) and ``c_b = (u^2 + 2 u32) max_v |sigma r_v^T b|`` (the
-bias checksum's hi/lo representation and its fp32 addition).
+with ``c_a = sigma u32 (1 + sqrt(N))`` (the fp32 bias addition and the fp32 sum
+of ``N`` terms: no storage rounding, which is checked exactly),
+``c_x = u32 sqrt(K) (sigma ||W||_F + max_v ||c_v||) + max_v ||c_v - hi_v - lo_v||``
+(fp32 accumulation over ``K`` of the outputs and of the checksum rows, and the
+checksum rows' *exact* hi/lo representation error, at most ``u^2 ||c_v||``),
+``c_z = 2 u32`` (``z`` is never rounded to the storage type here) and
+``c_b = max_v |bc_v - bhi_v - blo_v| + 2 u32 max_v |bc_v|`` (the bias
+checksum ``bc_v = sigma r_v^T b``: its hi/lo representation and its fp32
+addition).
 
 What it sees: faults in the accumulation, in the input fragments the outputs are
 multiplied with, in the bias/rounding epilogue, and weights changed after the
@@ -100,24 +115,23 @@ def stream_workspace(M, N, split, device):
 
 
 def stream_tolerance(aug):
-    """``(c_z, c_b)`` of the stream check (module docstring); ``c_y``, ``c_x`` are aug's.
+    """``(c_a, c_x, c_z, c_b)`` of the stream check (module docstring).
 
     Computed once per augmented weight (cached on it: no device sync per call).
     """
     hit = getattr(aug, "_stream_tol", None)
     if hit is not None:
         return hit
-    t = torch()
-    from ._abft import unit_roundoff
-    u = unit_roundoff(aug.dtype)
+    c_a = aug.sigma * _U32 * (1.0 + math.sqrt(aug.N))
     c_z = 2 * _U32
+    # fp32 accumulation over K, plus the checksum rows' exact representation
+    # error ||c_v - hi_v - lo_v|| (Cauchy-Schwarz with ||x_i||).
+    c_x = aug.c_acc + aug.c_rep
     c_b = 0.0
     if aug.gemm_bias is not None:
-        bz = aug.gemm_bias[aug.N:].to(t.float64)
-        bc = bz[0::2] + bz[1::2]
-        c_b = (u * u + 2 * _U32) * float(bc.abs().max())
-    aug._stream_tol = (c_z, c_b)
-    return c_z, c_b
+        c_b = aug.b_rep + 2 * _U32 * aug.b_max
+    aug._stream_tol = (c_a, c_x, c_z, c_b)
+    return c_a, c_x, c_z, c_b
 
 
 def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, config=None):
@@ -134,7 +148,9 @@ def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, conf
         ``(mode, row, col, bit, k_block)`` fault to inject (testing only): mode 1
         flips a bit of the fp32 accumulator of output ``(row, col)`` after K block
         ``k_block``, 2 of the rounded output, 3 of input element ``(row, col)``
-        as multiplied with the outputs (not the checksum rows).
+        as multiplied with the outputs (not the checksum rows); mode 4 adds a
+        sixth element, a float, to the finished fp32 accumulator of ``(row, col)``
+        (``bit`` and ``k_block`` unused).
     workspace : tuple, optional
         :func:`stream_workspace` of this shape and split (allocated if omitted).
     config : tuple, optional
@@ -166,8 +182,9 @@ def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, conf
         workspace = stream_workspace(M, N, split, x2.device)
     ws, cnt, part = workspace
     kb_per = -(-(-(-K // bk)) // split)  # K blocks per split
-    c_z, c_b = stream_tolerance(aug)
-    mode, irow, icol, ibit, ik = inject if inject is not None else (0, -1, -1, 0, -1)
+    c_a, c_x, c_z, c_b = stream_tolerance(aug)
+    mode, irow, icol, ibit, ik, ival = (tuple(inject) + (0.0,))[:6] if inject is not None \
+        else (0, -1, -1, 0, -1, 0.0)
     interp = interpreter_active()
     kw = {} if interp else {"num_warps": warps, "num_stages": stages}
     bias = aug.gemm_bias
@@ -175,46 +192,83 @@ def stream_linear(x2, aug, activation=None, *, inject=None, workspace=None, conf
     abft_stream_kernel[grid](
         x2, aug.gemm_weight, bias if bias is not None else aug.gemm_weight, aug.signs, out,
         part, ws, cnt, ratio, M, N, K, kb_per, x2.stride(0), out.stride(0),
-        float(aug.sigma), float(aug.c_y), float(c_z), float(aug.c_x), float(c_b),
-        int(irow), int(icol), int(ibit), int(ik),
+        float(aug.sigma), float(c_a), float(c_z), float(c_x), float(c_b),
+        int(irow), int(icol), int(ibit), int(ik), float(ival),
         HAS_BIAS=bias is not None, ACT=act, SPLIT=split, INJECT=int(mode), UPCAST=interp,
         F32=x2.dtype == t.float32, IEEE=x2.dtype == t.float32 and not aug.tf32,
         BM=bm, BN=bn, BK=bk, **kw)
     return out, ratio, bk
 
 
-def stream_ratios_reference(x2, out_pre, aug):
-    """Per-row ratios of the stream check in float64 from the rounded pre-activation."""
+def stream_ratios_reference(x2, pre, aug, out_pre=None):
+    """Per-row ratios of the stream check in float64.
+
+    Parameters
+    ----------
+    x2 : (M, K) tensor
+    pre : (M, N) tensor
+        The pre-activation values before rounding to the storage type (the
+        kernel's fp32 accumulator, bias included).
+    aug : AugmentedWeight
+    out_pre : (M, N) tensor, optional
+        The rounded pre-activation outputs; a row with an output that is not a
+        correct rounding of ``pre`` gets an infinite ratio.
+    """
     t = torch()
     N = aug.N
-    y = out_pre.to(t.float64)
-    s = (y @ aug.signs64.t().to(y.device)) * aug.sigma
+    a = pre.to(t.float64)
+    s = (a @ aug.signs64.t().to(a.device)) * aug.sigma
     w = aug.gemm_weight.to(t.float64)
     z_rows = x2.to(t.float64) @ w[N:].t()
     if aug.gemm_bias is not None:
         z_rows = z_rows + aug.gemm_bias[N:].to(t.float64)
     z = z_rows[:, 0::2] + z_rows[:, 1::2]
-    c_z, c_b = stream_tolerance(aug)
-    tol = (aug.c_y * y.norm(dim=1, keepdim=True) + c_z * z.abs()
-           + aug.c_x * x2.to(t.float64).norm(dim=1, keepdim=True) + c_b + 1e-30)
+    c_a, c_x, c_z, c_b = stream_tolerance(aug)
+    tol = (c_a * a.norm(dim=1, keepdim=True) + c_z * z.abs()
+           + c_x * x2.to(t.float64).norm(dim=1, keepdim=True) + c_b + 1e-30)
     d = (s - z).abs()
     r = t.where(t.isfinite(d) & t.isfinite(tol), d / tol, t.full_like(d, float("inf")))
-    return r.amax(1).to(t.float32) if r.shape[0] else r.new_zeros(0, dtype=t.float32)
+    r = r.amax(1).to(t.float32) if r.shape[0] else r.new_zeros(0, dtype=t.float32)
+    if out_pre is not None and r.shape[0]:
+        wrong = ~((out_pre.to(t.float64) - a).abs() <= half_ulp(out_pre)).all(1)
+        r = t.where(wrong, t.full_like(r, float("inf")), r)
+    return r
 
 
-def stream_linear_reference(x2, aug, activation=None, corrupt=None):
+def half_ulp(y):
+    """Half a unit in the last place of each element of ``y`` (float64; 0 for fp32).
+
+    The bound of a correct round-to-nearest to ``y``'s dtype, as the stream
+    kernel applies it (bf16 clamped below at ``2^-126``).
+    """
+    t = torch()
+    if y.dtype in (t.float32, t.float64):
+        return t.zeros(y.shape, dtype=t.float64, device=y.device)
+    bits = y.contiguous().view(t.int16).to(t.int32)
+    if y.dtype == t.float16:
+        e = ((bits >> 10) & 0x1F).clamp(min=1) - 26
+    else:
+        e = (((bits >> 7) & 0xFF).clamp(min=1) - 8).clamp(min=1) - 127
+    return t.ldexp(t.ones(y.shape, dtype=t.float64, device=y.device), e.to(t.float64))
+
+
+def stream_linear_reference(x2, aug, activation=None, corrupt=None, corrupt_acc=None):
     """Torch emulation of :func:`stream_linear` (CPU path without Triton, oracle).
 
-    ``corrupt`` is applied in place to the rounded pre-activation output before
-    it is checked.
+    ``corrupt_acc`` is applied in place to the fp32 pre-activation values before
+    they are rounded and checked (accumulator and input faults), ``corrupt`` to
+    the rounded pre-activation output (output faults).
     """
     from ._augmented import apply_activation
     t = torch()
     N = aug.N
     w = aug.gemm_weight[:N]
     b = aug.gemm_bias[:N] if aug.gemm_bias is not None else None
-    pre = (t.nn.functional.linear(x2.to(t.float32), w.to(t.float32),
-                                  None if b is None else b.to(t.float32))).to(x2.dtype)
+    acc = t.nn.functional.linear(x2.to(t.float32), w.to(t.float32),
+                                 None if b is None else b.to(t.float32))
+    if corrupt_acc is not None:
+        corrupt_acc(acc)
+    pre = acc.to(x2.dtype, copy=True)
     if corrupt is not None:
         corrupt(pre)
-    return apply_activation(pre, activation), stream_ratios_reference(x2, pre, aug)
+    return apply_activation(pre, activation), stream_ratios_reference(x2, acc, aug, pre)

@@ -143,3 +143,20 @@ def test_arrow_eval_set_and_early_stopping_match_pandas():
                                 eval_set=[(valid.to_pandas(), y[1100:])])
     _same_model(a, b)
     assert a.evals_result_ == b.evals_result_
+
+
+@pytest.mark.parametrize("column", [
+    pd.date_range("2020-01-01", periods=40),
+    pd.date_range("2020-01-01", periods=40, tz="UTC"),
+    pd.to_timedelta(np.arange(40), unit="s"),
+    pd.period_range("2020-01", periods=40, freq="M"),
+    np.arange(40) + 1j,
+])
+def test_pandas_date_and_other_non_number_columns_are_named(column):
+    X = pd.DataFrame({"a": np.arange(40.0), "when": column})
+    y = np.arange(40.0)
+    with pytest.raises(TypeError, match="column 'when' has dtype"):
+        DartRegressor(n_estimators=2).fit(X, y)
+    model = DartRegressor(n_estimators=2).fit(X[["a"]].assign(when=np.arange(40.0)), y)
+    with pytest.raises(TypeError, match="column 'when' has dtype"):
+        model.predict(X)

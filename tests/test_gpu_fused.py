@@ -181,7 +181,9 @@ def test_plan_layer_is_pure_and_explained():
     cal = dict(_auto.DEFAULT_CALIBRATION)
     a = _auto.plan_layer(1, 4096, 4096, 2, None, False, cal)
     assert a == _auto.plan_layer(1, 4096, 4096, 2, None, False, cal)
-    assert a["scheme"] == "fused" and "memory-bound" in a["reason"]
+    # Batch 1 without an activation: the stream kernel (H200 runs 2 and 3: +12..+17%
+    # against +31..+37% for cuBLAS with its side-stream check, fp16).
+    assert a["scheme"] == "stream" and "memory-bound" in a["reason"]
     b = _auto.plan_layer(4096, 4096, 4096, 2, "relu", False, cal)
     assert "compute-bound" in b["reason"] and set(b["costs"]) == {"fused", "global", "tile"}
     assert _auto.plan_layer(64, 64, 576, 2, None, True, cal)["scheme"] == "global"
@@ -199,7 +201,7 @@ def test_auto_records_its_decision_on_cpu():
     if DEV == "cpu":
         assert plans == {3: {"scheme": "global", "reason": "CPU or float64: global"}}
     else:
-        assert plans[3]["scheme"] in ("fused", "global", "tile")
+        assert plans[3]["scheme"] in ("fused", "stream", "global", "tile")
 
 
 @pytest.mark.gpu
@@ -348,10 +350,16 @@ def test_plan_layer_charges_the_check_its_measured_latency():
     slow = _auto.plan_layer(4096, 128, 256, 2, "relu", False, {**cal, "check_latency": 6e-6})
     fast = _auto.plan_layer(4096, 128, 256, 2, "relu", False, {**cal, "check_latency": 0.5e-6})
     assert slow["costs"]["fused"] - fast["costs"]["fused"] == pytest.approx(5.5e-6)
-    # Small outputs check on the side stream: only side_share of the latency counts.
+    # Without an activation the check runs on the side stream: side_share of it
+    # counts, but at least its latency (exposed when nothing follows it).
+    a = _auto.plan_layer(8, 128, 256, 2, None, False, {**cal, "check_latency": 6e-6})
+    assert a["costs"]["fused"] >= 6e-6
+    big = _auto.plan_layer(8192, 8192, 8192, 2, None, False, {**cal, "check_latency": 0.5e-6})
+    assert big["costs"]["fused"] > 0.5e-6  # the side check's traffic, not only its latency
+    # Small outputs with an activation: the activation kernel plus the side check
+    # cost at least the check's latency over the GEMM (H200 run 2: +3.3-3.9 us).
     a = _auto.plan_layer(8, 128, 256, 2, "relu", False, {**cal, "check_latency": 6e-6})
-    b = _auto.plan_layer(8, 128, 256, 2, "relu", False, {**cal, "check_latency": 0.5e-6})
-    assert a["costs"]["fused"] - b["costs"]["fused"] == pytest.approx(cal["side_share"] * 5.5e-6)
+    assert a["costs"]["fused"] >= 6e-6
     # Older caches without the constant fall back to the launch cost.
     old = {k: v for k, v in cal.items() if k != "check_latency"}
     assert _auto.plan_layer(4096, 128, 256, 2, "relu", False, old)["costs"]["fused"] == \

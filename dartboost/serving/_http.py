@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from ._errors import ModelError, PoolBrokenError, PoolClosedError, QueryError, QueryTimeout
+from ._labels import CodesRawOutput
 from ._protocol import BadRequest, loads, rows_to_array, v2_inputs_to_array, v2_outputs, \
     wants_proba
 
@@ -99,7 +100,10 @@ class _ServerState:
         names = getattr(pool.base, "feature_names_in_", None)
         self.feature_names = None if names is None else [str(n) for n in names]
         self.n_features = pool.n_features_in_
+        self.labels = pool.labels  # label columns: their values are sent on as codes
         row = _sample_row(pool)
+        if row is not None and self.labels is not None:
+            row = CodesRawOutput(None, self.labels, self.feature_names).decode(row)
         self.proba = row is not None and raw_gives_proba(pool.base, row)
         self.classes = getattr(pool.base, "classes_", None)
         self.metrics = _Metrics(pool)
@@ -348,7 +352,7 @@ def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
             raise _HTTPError(400, '"proba" must be true or false')
         try:
             X = rows_to_array(doc.get("instances", doc.get("X")), state.n_features,
-                              state.feature_names, state.max_rows)
+                              state.feature_names, state.max_rows, state.labels)
         except BadRequest as exc:
             raise _HTTPError(400, str(exc)) from None
         res, probs = await serve(request, X, proba)
@@ -448,7 +452,8 @@ def make_app(pool, *, model_name="model", max_body=MAX_BODY, max_rows=MAX_ROWS,
         check_model(request)
         doc = await read_json(request)
         try:
-            X = v2_inputs_to_array(doc, state.n_features, state.feature_names, state.max_rows)
+            X = v2_inputs_to_array(doc, state.n_features, state.feature_names, state.max_rows,
+                                   state.labels)
             proba = wants_proba(doc)
         except BadRequest as exc:
             raise _HTTPError(400, str(exc)) from None

@@ -67,6 +67,7 @@ from ._backends import make_backend
 from ._errors import (ModelError, PoolBrokenError, PoolClosedError, QueryError, QueryTimeout,
                       WorkerLost)
 from ._faults import FaultSpec
+from ._labels import CodesRawOutput, encode_frame, label_columns
 from ._metrics import ServingMetrics
 
 __all__ = ["CodedPool", "ServeResult", "QueryError", "QueryTimeout", "PoolClosedError",
@@ -374,6 +375,17 @@ class CodedPool:
         self._roles = {s: ("base" if s < self.n_base else "extra") for s in slots}
         specs = self._fault_specs(faults, slots)
         raw_fn = raw_output if raw_output is not None else _default_raw_output()
+        # a model with label (string) columns gets them as codes (the HTTP
+        # front end encodes them; _labels.py says why); its workers decode
+        self.labels = label_columns(self.base)
+        if self.labels is not None:
+            if mode == "coded":
+                raise ValueError(
+                    "mode='coded' needs numeric features: parity models sum queries, and "
+                    f"this model reads columns {sorted(self.labels)} as labels; serve it "
+                    "with mode='replication', 'backup', 'equal' or 'none'")
+            raw_fn = CodesRawOutput(raw_fn, self.labels,
+                                    getattr(self.base, "feature_names_in_", None))
         payload = {"raw_output": raw_fn, "base": self.base, "backup": backup,
                    "coded": self.coded if mode == "coded" else None}
         name = f"pool{next(_POOL_IDS)}"
@@ -503,6 +515,9 @@ class CodedPool:
             raise TimeoutError(f"the workers did not warm up within {timeout} s")
 
     def _check_X(self, X):
+        if self.labels is not None and (hasattr(X, "iloc")
+                                        or np.asarray(X).dtype.kind in "OUS"):
+            X = encode_frame(X, self.labels, getattr(self.base, "feature_names_in_", None))
         try:
             X = np.asarray(X, dtype=np.float64)
         except (TypeError, ValueError, OverflowError) as exc:

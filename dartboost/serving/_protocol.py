@@ -72,12 +72,77 @@ def _value(v, where):
     return v
 
 
-def rows_to_array(rows, n_features, feature_names, max_rows):
-    """``instances`` (rows as lists or name -> value objects) -> float64 array (n, p)."""
+def _object_row(row, i, names):
+    """Row ``i`` given as an object keyed by feature name -> its values in
+    the model's feature order."""
+    if not isinstance(row, dict):
+        raise BadRequest(f"row {i}: mixes objects and lists")
+    if len(row) != len(names) or any(n not in row for n in names):
+        missing = [n for n in names if n not in row][:5]
+        extra = [n for n in row if n not in set(names)][:5]
+        raise BadRequest(f"row {i}: features must be exactly the model's "
+                         f"{len(names)}; missing {missing}, unknown {extra}")
+    return [row[n] for n in names]
+
+
+def _label_value(v, where):
+    """A value of a label column: a JSON scalar (its label) or null (missing)."""
+    if v is None or type(v) in (str, int, float, bool):
+        return v
+    raise BadRequest(f"{where}: a categorical feature's value must be a label (string, "
+                     f"number or boolean) or null, got {v!r:.40}")
+
+
+def _rows_with_labels(rows, n_features, feature_names, labels):
+    """Rows of a model with label columns -> float64 codes (n, p): label
+    columns take any JSON scalar, encoded as the model encodes them
+    (:mod:`dartboost.serving._labels`); the others take numbers or null."""
+    from ._labels import encode_labels
+
+    if isinstance(rows[0], dict):
+        if feature_names is None:
+            raise BadRequest("rows given as objects, but the model has no feature names; "
+                             "send rows as lists")
+        names = list(feature_names)
+        table = [_object_row(row, i, names) for i, row in enumerate(rows)]
+    else:
+        table = rows
+        for i, row in enumerate(table):
+            if not isinstance(row, list):
+                raise BadRequest(f"instances must be a rectangular array: row {i} is not a list")
+            if len(row) != len(table[0]):
+                raise BadRequest(f"instances must be a rectangular array: row {i} has "
+                                 f"{len(row)} values, row 0 has {len(table[0])}")
+        if n_features is not None and len(table[0]) != n_features:
+            raise BadRequest(f"rows have {len(table[0])} features, the model expects "
+                             f"{n_features}")
+    p = len(table[0])
+    names = feature_names if feature_names is not None else [str(j) for j in range(p)]
+    X = np.empty((len(table), p))
+    for j in range(p):
+        column = [row[j] for row in table]
+        if j in labels:
+            X[:, j] = encode_labels([_label_value(v, f"row {i}, {names[j]!r}")
+                                     for i, v in enumerate(column)], labels[j])
+        else:
+            X[:, j] = [_value(v, f"row {i}, {names[j]!r}") for i, v in enumerate(column)]
+    _check_finite(X)
+    return X
+
+
+def rows_to_array(rows, n_features, feature_names, max_rows, labels=None):
+    """``instances`` (rows as lists or name -> value objects) -> float64 array (n, p).
+
+    ``labels``: ``{column: category list}`` of a model's label columns
+    (:func:`dartboost.serving._labels.label_columns`); their values may be
+    strings and are sent on as the model's codes.
+    """
     if not isinstance(rows, list) or not rows:
         raise BadRequest('"instances" must be a non-empty list of rows')
     if len(rows) > max_rows:
         raise BadRequest(f"{len(rows)} rows in one request; at most {max_rows} are accepted")
+    if labels:
+        return _rows_with_labels(rows, n_features, feature_names, labels)
     if isinstance(rows[0], dict):
         if feature_names is None:
             raise BadRequest("rows given as objects, but the model has no feature names; "
@@ -85,14 +150,8 @@ def rows_to_array(rows, n_features, feature_names, max_rows):
         names = list(feature_names)
         out = np.empty((len(rows), len(names)))
         for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise BadRequest(f"row {i}: mixes objects and lists")
-            if len(row) != len(names) or any(n not in row for n in names):
-                missing = [n for n in names if n not in row][:5]
-                extra = [n for n in row if n not in set(names)][:5]
-                raise BadRequest(f"row {i}: features must be exactly the model's "
-                                 f"{len(names)}; missing {missing}, unknown {extra}")
-            out[i] = [_value(row[n], f"row {i}, {n!r}") for n in names]
+            values = _object_row(row, i, names)
+            out[i] = [_value(v, f"row {i}, {n!r}") for n, v in zip(names, values)]
         return out
     width = None
     for i, row in enumerate(rows):
@@ -148,7 +207,21 @@ def _flatten(data, where):
     return np.asarray(flat, dtype=np.float64)
 
 
-def _tensor(inp, i, max_rows):
+def _labels_of_tensor(data, where):
+    """The strings (or nulls) of a BYTES tensor, flattened."""
+    flat, stack = [], [data]
+    while stack:  # iterative: no recursion depth for hostile nesting
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif item is None or type(item) is str:
+            flat.append(item)
+        else:
+            raise BadRequest(f"{where}: BYTES data must hold strings or null, got {item!r:.40}")
+    return np.asarray(flat, dtype=object)
+
+
+def _tensor(inp, i, max_rows, allow_bytes=False):
     if not isinstance(inp, dict):
         raise BadRequest(f"inputs[{i}] must be an object")
     for key in ("name", "shape", "datatype", "data"):
@@ -158,24 +231,34 @@ def _tensor(inp, i, max_rows):
     if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
             or any(type(s) is not int or s < 0 for s in shape)):
         raise BadRequest(f"inputs[{i}].shape must be [n] or [n, p] of non-negative integers")
-    if dtype not in _V2_NUMERIC:
+    if dtype not in _V2_NUMERIC and not (allow_bytes and dtype == "BYTES"):
         raise BadRequest(f"inputs[{i}].datatype {dtype!r:.40} is not numeric "
-                         f"(one of {sorted(_V2_NUMERIC)})")
+                         f"(one of {sorted(_V2_NUMERIC)}"
+                         f"{'; BYTES for a categorical feature' if allow_bytes else ''})")
     if shape[0] > max_rows:
         raise BadRequest(f"{shape[0]} rows in one request; at most {max_rows} are accepted")
-    data = _flatten(inp["data"], f"inputs[{i}]")
-    _check_finite(data.reshape(1, -1))
+    if dtype == "BYTES":
+        data = _labels_of_tensor(inp["data"], f"inputs[{i}]")
+    else:
+        data = _flatten(inp["data"], f"inputs[{i}]")
+        _check_finite(data.reshape(1, -1))
     if data.size != int(np.prod(shape)):
         raise BadRequest(f"inputs[{i}]: shape {shape} needs {int(np.prod(shape))} values, "
                          f"data has {data.size}")
     return str(inp["name"]), data.reshape(shape)
 
 
-def v2_inputs_to_array(doc, n_features, feature_names, max_rows):
-    """An Open Inference Protocol v2 infer request -> float64 array (n, p)."""
+def v2_inputs_to_array(doc, n_features, feature_names, max_rows, labels=None):
+    """An Open Inference Protocol v2 infer request -> float64 array (n, p).
+
+    ``labels`` (a model's label columns, as for :func:`rows_to_array`): their
+    values are labels -- numbers, or strings in a ``BYTES`` tensor of that
+    one feature -- sent on as the model's codes.
+    """
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise BadRequest('body must be an object with a non-empty "inputs" list')
-    tensors = [_tensor(inp, i, max_rows) for i, inp in enumerate(doc["inputs"])]
+    tensors = [_tensor(inp, i, max_rows, allow_bytes=bool(labels))
+               for i, inp in enumerate(doc["inputs"])]
     if len(tensors) == 1 and (tensors[0][1].ndim == 2 and tensors[0][1].shape[1] != 1
                               or n_features == 1):
         X = tensors[0][1]
@@ -194,11 +277,39 @@ def v2_inputs_to_array(doc, n_features, feature_names, max_rows):
         lengths = {by_name[n].size for n in feature_names}
         if len(lengths) != 1:
             raise BadRequest(f"feature inputs have different lengths {sorted(lengths)}")
+        if labels:
+            return _encode_v2_columns([by_name[n] for n in feature_names], feature_names,
+                                      labels)
         X = np.stack([by_name[n] for n in feature_names], axis=1)
+    if X.dtype == object:
+        raise BadRequest("a BYTES tensor must hold one categorical feature; send the "
+                         "features as one tensor each")
+    if labels and X.shape[0] and (n_features is None or X.shape[1] == n_features):
+        names = feature_names if feature_names is not None else \
+            [str(j) for j in range(X.shape[1])]
+        X = _encode_v2_columns([X[:, j] for j in range(X.shape[1])], names, labels)
     if X.shape[0] == 0:
         raise BadRequest("no rows to predict")
     if n_features is not None and X.shape[1] != n_features:
         raise BadRequest(f"rows have {X.shape[1]} features, the model expects {n_features}")
+    return X
+
+
+def _encode_v2_columns(columns, names, labels):
+    """Per-feature v2 columns -> float64 codes: label columns encoded as the
+    model encodes them, the others numbers (a BYTES one is refused)."""
+    from ._labels import encode_labels
+
+    X = np.empty((columns[0].size, len(columns)))
+    for j, col in enumerate(columns):
+        if j in labels:
+            X[:, j] = encode_labels(col, labels[j])
+        elif col.dtype == object:
+            raise BadRequest(f"input {names[j]!r} is BYTES, but that feature is numeric")
+        else:
+            X[:, j] = col
+    if X.shape[0] == 0:
+        raise BadRequest("no rows to predict")
     return X
 
 
