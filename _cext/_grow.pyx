@@ -23,6 +23,7 @@ import numpy as np
 
 include "_hist_fill.pxi"
 include "_split_scan.pxi"
+include "_entry_bins.pxi"
 
 from ._histogram import check_offsets, padded_offsets, sparse_parts
 
@@ -242,7 +243,8 @@ cdef struct team_state:
 
 cdef struct split_ctx:
     # what the threads of one split's region share (see NodeKernels.split)
-    const X_BINNED_DTYPE_C* col       # the split feature's bins
+    const X_BINNED_DTYPE_C* col       # the split feature's bins (NULL: from its entries)
+    Py_ssize_t feature
     unsigned int* rows                # the node's rows (partition[start:stop])
     Py_ssize_t n
     Py_ssize_t start                  # of the node in the partition
@@ -278,12 +280,83 @@ cdef struct split_ctx:
     double t_filled
 
 
+cdef inline int _goes_left(X_BINNED_DTYPE_C b, X_BINNED_DTYPE_C bin_threshold,
+                           bint missing_go_to_left, X_BINNED_DTYPE_C missing_bin_idx,
+                           const unsigned int* cat_bitset) noexcept nogil:
+    if b == missing_bin_idx:
+        return missing_go_to_left
+    if cat_bitset != NULL:
+        return (cat_bitset[b >> 5] >> (b & 31)) & 1
+    return b <= bin_threshold
+
+
+cdef long long _partition_chunk_entries(const entry_table* t, Py_ssize_t f,
+                                        const unsigned int* rows, Py_ssize_t start,
+                                        Py_ssize_t stop, X_BINNED_DTYPE_C bin_threshold,
+                                        bint missing_go_to_left,
+                                        X_BINNED_DTYPE_C missing_bin_idx,
+                                        const unsigned int* cat_bitset,
+                                        unsigned int* left,
+                                        unsigned int* right) noexcept nogil:
+    """``_partition_chunk`` on a feature kept as entries; the same rows go
+    each way. The rows of the feature's entries (``col_rows``) are walked
+    along the node's rows, which are ascending (galloping past the entries
+    between two rows: O(rows log(entries / rows)) for a small node): a row
+    without an entry goes where the default bin goes, a row with one gets
+    its bin from its own entries (``_entry_bin``). A row out of order costs
+    a new search; without column lists every row's entries are searched."""
+    cdef Py_ssize_t i, p = 0, step, begin = 0, end = 0
+    cdef long long n_left = 0, n_right = 0
+    cdef unsigned int row, nxt = 0xFFFFFFFF, prev = 0
+    cdef int goes_left, goes_default = _goes_left(t.default_bin[f], bin_threshold,
+                                                  missing_go_to_left, missing_bin_idx,
+                                                  cat_bitset)
+    cdef bint lists = t.col_ptr != NULL
+    if lists:
+        begin = t.col_ptr[f]
+        end = t.col_ptr[f + 1]
+        if start < stop:
+            p = _lower_bound(t.col_rows, begin, end, rows[start])
+            prev = rows[start]
+        nxt = t.col_rows[p] if p < end else 0xFFFFFFFF
+    for i in range(start, stop):
+        row = rows[i]
+        if not lists:
+            goes_left = _goes_left(_entry_bin(t, row, f), bin_threshold, missing_go_to_left,
+                                   missing_bin_idx, cat_bitset)
+        else:
+            if row < prev:  # out of order: search again
+                p = _lower_bound(t.col_rows, begin, end, row)
+                nxt = t.col_rows[p] if p < end else 0xFFFFFFFF
+            prev = row
+            goes_left = goes_default
+            if nxt <= row:
+                if nxt < row:  # skip the entries of rows not in the node
+                    step = 1
+                    while p + step < end and t.col_rows[p + step] < row:
+                        p = p + step
+                        step = step * 2
+                    p = _lower_bound(t.col_rows, p + 1, min(p + step, end), row)
+                    nxt = t.col_rows[p] if p < end else 0xFFFFFFFF
+                if nxt == row:
+                    goes_left = _goes_left(_entry_bin(t, row, f), bin_threshold,
+                                           missing_go_to_left, missing_bin_idx, cat_bitset)
+        left[start + n_left] = row
+        right[start + n_right] = row
+        n_left = n_left + goes_left
+        n_right = n_right + 1 - goes_left
+    return n_left
+
+
 cdef class NodeKernels:
     """The compiled steps of growing one tree (see the module docstring).
 
     Parameters
     ----------
-    X_binned : uint8 array (n_samples, n_features), Fortran order
+    X_binned : uint8 array (n_samples, n_columns), Fortran order
+        The binned matrix: every feature, or with ``dense_features`` only
+        those (the others are ``sparse``'s: the partition reads their bins
+        from the rows' entries).
     X_rows : uint8 array (n_samples, n_columns), C order, or None
         Row-major copy of ``X_binned``'s columns ``rows_features`` for the
         histograms of scattered nodes; it must hold every feature that is
@@ -315,10 +388,20 @@ cdef class NodeKernels:
         (``dartboost._sparse_columns``): filled from their entries.
     rows_features : int array (n_columns,) or None
         The features of ``X_rows``'s columns (None: all of them, in order).
+    dense_features : int array (n_columns,) or None
+        The features of ``X_binned``'s columns, increasing (None: all of
+        them, in order); every feature not among them must be ``sparse``'s.
+        ``n_features`` is then ``n_bins_non_missing``'s length.
     """
     cdef const X_BINNED_DTYPE_C[::1, :] X
     cdef const X_BINNED_DTYPE_C[:, ::1] X_rows
     cdef int[::1] row_col            # column of X_rows of each feature (-1: none)
+    cdef int[::1] col_of             # column of X of each feature (-1: from entries)
+    cdef bint cols_subset
+    cdef const X_BINNED_DTYPE_C[::1] sp_default_bin
+    cdef const Py_ssize_t[::1] sp_col_ptr
+    cdef const unsigned int[::1] sp_col_rows
+    cdef entry_table entries
     cdef bint rows_subset
     cdef bint has_rows
     cdef const G_H_DTYPE_C[::1] g
@@ -370,8 +453,9 @@ cdef class NodeKernels:
                  Y_DTYPE_C cat_smooth=10., Y_DTYPE_C cat_l2=10.,
                  unsigned int min_data_per_group=100, unsigned int max_cat_threshold=32,
                  bint hessians_are_constant=False, int n_threads=1, offsets=None,
-                 sparse=None, rows_features=None):
-        n_features = X_binned.shape[1]
+                 sparse=None, rows_features=None, dense_features=None):
+        self.cols_subset = dense_features is not None
+        n_features = n_bins_non_missing.shape[0] if self.cols_subset else X_binned.shape[1]
         if feature_mask.shape[0] != n_features or n_bins_non_missing.shape[0] != n_features:
             raise ValueError("feature_mask and n_bins_non_missing need one entry "
                              f"per feature ({n_features})")
@@ -387,6 +471,15 @@ cdef class NodeKernels:
         if gradients.shape[0] != X_binned.shape[0] or hessians.shape[0] != X_binned.shape[0]:
             raise ValueError("gradients and hessians need one value per row")
         self.X = X_binned
+        if self.cols_subset:
+            dense_features = np.asarray(dense_features, dtype=np.intp)
+            if (dense_features.shape != (X_binned.shape[1],) or np.any(dense_features < 0)
+                    or np.any(dense_features >= n_features)
+                    or np.any(np.diff(dense_features) <= 0)):
+                raise ValueError("X_binned must be the columns dense_features (increasing)")
+            col_of = np.full(n_features, -1, dtype=np.intc)
+            col_of[dense_features] = np.arange(dense_features.size, dtype=np.intc)
+            self.col_of = col_of
         # (a copy of one column would read as column-major: not worth it)
         self.has_rows = X_rows is not None and X_rows.shape[1] >= 2
         self.rows_subset = rows_features is not None
@@ -420,6 +513,42 @@ cdef class NodeKernels:
              self.dense) = parts
         if self.has_rows and np.any(np.asarray(self.row_col)[np.asarray(self.dense)] < 0):
             raise ValueError("X_rows lacks a feature that is not filled from sparse entries")
+        self.entries.row_ptr = NULL
+        if self.cols_subset:
+            missing = np.asarray(self.col_of) < 0
+            if parts is not None:
+                missing &= np.asarray(self.sp_is) == 0
+            if np.any(missing):
+                raise ValueError("X_binned lacks a feature that is not kept as sparse entries")
+            if parts is not None:
+                # the entries features' default codes, for the partition
+                code = np.asarray(self.sp_default) - np.asarray(self.offsets)[:-1]
+                last = np.diff(np.asarray(self.offsets)) - 1
+                self.sp_default_bin = np.where(code == last, missing_bin_idx,
+                                               np.minimum(code, 255)).astype(np.uint8)
+                self.entries.row_ptr = &self.sp_ptr[0]
+                self.entries.records = (&self.sp_records[0] if self.sp_records.shape[0] > 0
+                                        else NULL)
+                self.entries.offsets = &self.offsets[0]
+                self.entries.default_bin = &self.sp_default_bin[0]
+                self.entries.missing_bin_idx = <X_BINNED_DTYPE_C>missing_bin_idx
+                self.entries.col_ptr = NULL
+                self.entries.col_rows = NULL
+                col_ptr = getattr(sparse, "col_ptr", None)
+                if col_ptr is not None:
+                    col_ptr = np.ascontiguousarray(col_ptr, dtype=np.intp)
+                    col_rows = np.ascontiguousarray(sparse.col_rows, dtype=np.uint32)
+                    if (col_ptr.shape != (n_features + 1,) or col_ptr[0] != 0
+                            or col_ptr[-1] != col_rows.shape[0]
+                            or np.any(np.diff(col_ptr) < 0)
+                            or (col_rows.shape[0]
+                                and col_rows.max() >= X_binned.shape[0])):
+                        raise ValueError("sparse col_ptr / col_rows do not fit the matrix")
+                    self.sp_col_ptr = col_ptr
+                    self.sp_col_rows = col_rows
+                    self.entries.col_ptr = &self.sp_col_ptr[0]
+                    self.entries.col_rows = (&self.sp_col_rows[0] if col_rows.shape[0] > 0
+                                             else NULL)
         sizes = np.diff(np.asarray(self.offsets))
         self.active_bins = int(sizes[np.asarray(self.active)].sum())
         self.n_bins_nm = n_bins_non_missing
@@ -488,7 +617,7 @@ cdef class NodeKernels:
             job.X = &self.X[0, 0]
             job.row_stride = 1
             job.col_stride = self.X.shape[0]
-            job.row_col = NULL
+            job.row_col = &self.col_of[0] if self.cols_subset else NULL
         job.rows = NULL if all_rows else &self.partition[start]
         job.g = &self.g[0]
         job.h = &self.h[0]
@@ -635,7 +764,13 @@ cdef class NodeKernels:
         any_find = masks[0] != NULL or masks[1] != NULL
         if n_left_expected < 0:
             n_left_expected = n // 2
-        ctx.col = &self.X[0, feature]
+        ctx.feature = feature
+        if not self.cols_subset:
+            ctx.col = &self.X[0, feature]
+        elif self.col_of[feature] >= 0:
+            ctx.col = &self.X[0, self.col_of[feature]]
+        else:
+            ctx.col = NULL  # a feature kept as entries
         ctx.rows = &self.partition[start]
         ctx.n = n
         ctx.start = start
@@ -769,9 +904,15 @@ cdef class NodeKernels:
             start = t * ctx.chunk
             stop = min(start + ctx.chunk, ctx.n)
             start = min(start, stop)
-            ctx.n_left[t] = _partition_chunk(ctx.col, ctx.rows, start, stop, ctx.bin_idx,
-                                             ctx.missing_go_to_left, ctx.missing_bin_idx,
-                                             ctx.bits, ctx.left, ctx.right)
+            if ctx.col != NULL:
+                ctx.n_left[t] = _partition_chunk(ctx.col, ctx.rows, start, stop, ctx.bin_idx,
+                                                 ctx.missing_go_to_left, ctx.missing_bin_idx,
+                                                 ctx.bits, ctx.left, ctx.right)
+            else:
+                ctx.n_left[t] = _partition_chunk_entries(
+                    &self.entries, ctx.feature, ctx.rows, start, stop, ctx.bin_idx,
+                    ctx.missing_go_to_left, ctx.missing_bin_idx, ctx.bits, ctx.left,
+                    ctx.right)
             t += team
         db_barrier_wait(ctx.barrier, team)
         # 2. copy them back, left rows first (every thread sums the chunks'

@@ -61,8 +61,8 @@ cdef struct hist_job:
     const X_BINNED_DTYPE_C* X        # bins of row r, feature f: X[r * row_stride + f * col_stride]
     Py_ssize_t row_stride
     Py_ssize_t col_stride
-    const int* row_col               # row-major copy of some features: f is its column
-                                     # row_col[f] (NULL: the copy has every feature)
+    const int* row_col               # the matrix read holds some features: f is its column
+                                     # row_col[f] (NULL: it has every feature, f is column f)
     const unsigned int* rows         # the node's rows (ascending), or NULL: rows 0..n-1
     const G_H_DTYPE_C* g
     const G_H_DTYPE_C* h
@@ -171,18 +171,22 @@ cdef void _fill_block(const hist_job* job, Py_ssize_t start, Py_ssize_t stop,
     # full-width features, all of a dense table's, keep the plain loop
     if job.row_stride == 1 and n_block <= TILE:
         if clamp:
-            _fill_columns_tile(job.X, job.col_stride, job.rows, job.g, job.h, start, stop,
-                               features, last, n_block, out, job.hessians_are_constant, True)
+            _fill_columns_tile(job.X, job.col_stride, job.row_col, job.rows, job.g, job.h,
+                               start, stop, features, last, n_block, out,
+                               job.hessians_are_constant, True)
         else:
-            _fill_columns_tile(job.X, job.col_stride, job.rows, job.g, job.h, start, stop,
-                               features, last, n_block, out, job.hessians_are_constant, False)
+            _fill_columns_tile(job.X, job.col_stride, job.row_col, job.rows, job.g, job.h,
+                               start, stop, features, last, n_block, out,
+                               job.hessians_are_constant, False)
     elif job.row_stride == 1:
         if clamp:
-            _fill_columns(job.X, job.col_stride, job.rows, job.g, job.h, start, stop,
-                          features, last, n_block, out, job.hessians_are_constant, True)
+            _fill_columns(job.X, job.col_stride, job.row_col, job.rows, job.g, job.h,
+                          start, stop, features, last, n_block, out,
+                          job.hessians_are_constant, True)
         else:
-            _fill_columns(job.X, job.col_stride, job.rows, job.g, job.h, start, stop,
-                          features, last, n_block, out, job.hessians_are_constant, False)
+            _fill_columns(job.X, job.col_stride, job.row_col, job.rows, job.g, job.h,
+                          start, stop, features, last, n_block, out,
+                          job.hessians_are_constant, False)
     else:
         if clamp:
             _fill_rows(job.X, job.row_stride, job.row_col, job.rows, job.g, job.h, start,
@@ -205,6 +209,7 @@ cdef inline unsigned int _record(X_BINNED_DTYPE_C b, int last, bint clamp) noexc
 
 
 cdef inline void _fill_columns(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
+                               const int* col_of,
                                const unsigned int* rows, const G_H_DTYPE_C* g,
                                const G_H_DTYPE_C* h, Py_ssize_t start, Py_ssize_t stop,
                                const int* features, const int* last, int n_block,
@@ -219,7 +224,7 @@ cdef inline void _fill_columns(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
     cdef Y_DTYPE_C gi, hi
     cdef hist_struct* bin_
     for t in range(n_block):
-        col[t] = X + features[t] * col_stride
+        col[t] = X + (col_of[features[t]] if col_of != NULL else features[t]) * col_stride
         lim[t] = last[t]
     for i in range(start, stop):
         row = rows[i] if rows != NULL else <unsigned int>i
@@ -239,6 +244,7 @@ cdef inline void _fill_columns(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
 
 
 cdef inline void _fill_columns_tile(const X_BINNED_DTYPE_C* X, Py_ssize_t col_stride,
+                                    const int* col_of,
                                     const unsigned int* rows, const G_H_DTYPE_C* g,
                                     const G_H_DTYPE_C* h, Py_ssize_t start, Py_ssize_t stop,
                                     const int* features, const int* last, int n_block,
@@ -255,7 +261,7 @@ cdef inline void _fill_columns_tile(const X_BINNED_DTYPE_C* X, Py_ssize_t col_st
     cdef Y_DTYPE_C gi, hi
     cdef hist_struct* bin_
     for t in range(n_block):
-        col[t] = X + features[t] * col_stride
+        col[t] = X + (col_of[features[t]] if col_of != NULL else features[t]) * col_stride
         lim[t] = last[t]
     for i in range(start, stop):
         row = rows[i] if rows != NULL else <unsigned int>i

@@ -10,6 +10,8 @@ from cython.parallel import prange
 
 from _common cimport (X_DTYPE_C, X_BINNED_DTYPE_C, Y_DTYPE_C, node_struct)
 
+include "_entry_bins.pxi"
+
 
 cdef struct cat_tables:
     const unsigned char* is_cat
@@ -66,6 +68,115 @@ cdef inline Py_ssize_t _leaf_binned(const node_struct[::1] nodes,
         else:
             node = nodes[node].right
     return node
+
+
+cdef struct split_matrix:
+    # a binned matrix kept as dense columns plus entries (SparseBinned)
+    const X_BINNED_DTYPE_C* dense     # column c of row r: dense[r + c * n_rows]
+    Py_ssize_t n_rows
+    const int* column_of              # per feature: its column, -1: from entries
+    entry_table entries
+
+
+cdef split_matrix _split_matrix(const X_BINNED_DTYPE_C[::1, :] dense,
+                                const int[::1] column_of, const Py_ssize_t[::1] row_ptr,
+                                const unsigned int[::1] records,
+                                const Py_ssize_t[::1] offsets,
+                                const X_BINNED_DTYPE_C[::1] default_bin,
+                                X_BINNED_DTYPE_C missing_bin_idx) except *:
+    cdef split_matrix m
+    cdef Py_ssize_t n_features = column_of.shape[0]
+    if (offsets.shape[0] != n_features + 1 or default_bin.shape[0] != n_features
+            or row_ptr.shape[0] != dense.shape[0] + 1
+            or row_ptr[dense.shape[0]] != records.shape[0]):
+        raise ValueError("the entries' tables do not match the matrix")
+    m.dense = &dense[0, 0] if dense.shape[1] > 0 else NULL
+    m.n_rows = dense.shape[0]
+    m.column_of = &column_of[0] if n_features > 0 else NULL
+    m.entries.row_ptr = &row_ptr[0]
+    m.entries.records = &records[0] if records.shape[0] > 0 else NULL
+    m.entries.offsets = &offsets[0]
+    m.entries.default_bin = &default_bin[0] if n_features > 0 else NULL
+    m.entries.missing_bin_idx = missing_bin_idx
+    m.entries.col_ptr = NULL
+    m.entries.col_rows = NULL
+    return m
+
+
+cdef inline Py_ssize_t _leaf_split(const node_struct[::1] nodes, const split_matrix* m,
+                                   Py_ssize_t row, X_BINNED_DTYPE_C missing_bin_idx,
+                                   const cat_tables* cat) noexcept nogil:
+    """``_leaf_binned`` on a :class:`SparseBinned` matrix."""
+    cdef Py_ssize_t node = 0, f
+    cdef int c
+    cdef X_BINNED_DTYPE_C b
+    cdef bint left
+    while not nodes[node].is_leaf:
+        f = nodes[node].feature_idx
+        c = m.column_of[f]
+        b = m.dense[row + c * m.n_rows] if c >= 0 else _entry_bin(&m.entries, row, f)
+        if b == missing_bin_idx:
+            left = nodes[node].missing_go_to_left
+        elif _is_cat_split(cat, <int>f):
+            left = _bin_in_set(cat, nodes[node].num_threshold, b)
+        else:
+            left = b <= nodes[node].bin_threshold
+        if left:
+            node = nodes[node].left
+        else:
+            node = nodes[node].right
+    return node
+
+
+def tree_leaf_ids_split(const node_struct[::1] nodes,
+                        const X_BINNED_DTYPE_C[::1, :] dense,
+                        const int[::1] column_of,
+                        const Py_ssize_t[::1] row_ptr,
+                        const unsigned int[::1] records,
+                        const Py_ssize_t[::1] offsets,
+                        const X_BINNED_DTYPE_C[::1] default_bin,
+                        X_BINNED_DTYPE_C missing_bin_idx,
+                        const unsigned char[::1] node_to_leaf,
+                        int n_threads,
+                        unsigned char[::1] out,
+                        const unsigned char[::1] is_categorical=None,
+                        const unsigned int[::1] cat_bitsets=None):
+    """:func:`tree_leaf_ids_binned` of a matrix kept as its dense features'
+    columns ``dense`` plus the other features' entries
+    (``dartboost._sparse_columns.SparseBinned``)."""
+    cdef Py_ssize_t i
+    cdef cat_tables cat = _binned_tables(is_categorical, cat_bitsets)
+    cdef split_matrix m = _split_matrix(dense, column_of, row_ptr, records, offsets,
+                                        default_bin, missing_bin_idx)
+    if out.shape[0] != m.n_rows:
+        raise ValueError("out needs one entry per row")
+    for i in prange(m.n_rows, schedule='static', nogil=True, num_threads=n_threads):
+        out[i] = node_to_leaf[_leaf_split(nodes, &m, i, missing_bin_idx, &cat)]
+
+
+def add_tree_split(const node_struct[::1] nodes,
+                   const X_BINNED_DTYPE_C[::1, :] dense,
+                   const int[::1] column_of,
+                   const Py_ssize_t[::1] row_ptr,
+                   const unsigned int[::1] records,
+                   const Py_ssize_t[::1] offsets,
+                   const X_BINNED_DTYPE_C[::1] default_bin,
+                   X_BINNED_DTYPE_C missing_bin_idx,
+                   Y_DTYPE_C factor,
+                   int n_threads,
+                   Y_DTYPE_C[::1] scores,
+                   const unsigned char[::1] is_categorical=None,
+                   const unsigned int[::1] cat_bitsets=None):
+    """:func:`add_tree_binned` of a matrix kept as dense columns plus
+    entries (see :func:`tree_leaf_ids_split`)."""
+    cdef Py_ssize_t i
+    cdef cat_tables cat = _binned_tables(is_categorical, cat_bitsets)
+    cdef split_matrix m = _split_matrix(dense, column_of, row_ptr, records, offsets,
+                                        default_bin, missing_bin_idx)
+    if scores.shape[0] != m.n_rows:
+        raise ValueError("scores needs one entry per row")
+    for i in prange(m.n_rows, schedule='static', nogil=True, num_threads=n_threads):
+        scores[i] += factor * nodes[_leaf_split(nodes, &m, i, missing_bin_idx, &cat)].value
 
 
 def tree_leaf_ids_binned(const node_struct[::1] nodes,

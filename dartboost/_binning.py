@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 
 from ._cext import _binning
 from ._common import X_BINNED_DTYPE, X_DTYPE, MAX_BINS, threads_for
+from ._sparse_columns import SparseBinned, SparseColumns, is_mostly_default
 
 
 def _find_thresholds(col, max_bins):
@@ -269,7 +270,79 @@ class BinMapper:
             self.is_categorical_)
         return binned
 
-    def transform_splittable(self, X, min_rows, keep=None):
+    def _largest_bins_csc(self, X):
+        """Per feature of the CSC ``X``: rows in its most populated bin and
+        that bin (O(stored entries))."""
+        n_features = X.shape[1]
+        counts = np.zeros((max(self.n_threads, 1), 256), dtype=np.int64)
+        largest = np.empty(n_features, dtype=np.int64)
+        best = np.empty(n_features, dtype=X_BINNED_DTYPE)
+        _binning.largest_bin_rows_csc(
+            X.data, X.indptr, X.shape[0], self._flat, self._offsets,
+            self.missing_values_bin_idx_, threads_for(X.nnz + n_features, self.n_threads),
+            largest, counts, self.is_categorical_, best)
+        return largest, best
+
+    def transform_compact(self, X, features, offsets, _largest=None):
+        """Bin ``X``'s ``features`` for a fit, the mostly-default ones as
+        entries.
+
+        The rule of :class:`~dartboost._sparse_columns.SparseColumns` (at
+        most ``MAX_NON_DEFAULT_FRACTION`` of the rows outside the most
+        populated bin) picks them; a sparse ``X`` is counted and binned from
+        its stored entries, never into ``n_samples x len(features)`` bytes,
+        and gives what its dense copy gives.
+
+        Parameters
+        ----------
+        X : ndarray or scipy sparse matrix of shape (n_samples, n_features)
+        features : array-like of int
+            The features binned (column ``j`` of the result is
+            ``features[j]``), increasing.
+        offsets : ndarray of intp, shape (len(features) + 1,)
+            The histograms' layout of those features (the entries are their
+            records; ``dartboost._grower.histogram_offsets``).
+
+        Returns
+        -------
+        ndarray of uint8, shape (n_samples, len(features)), Fortran order,
+        when no feature is mostly default; else a
+        :class:`~dartboost._sparse_columns.SparseBinned`.
+        """
+        features = np.ascontiguousarray(features, dtype=np.int64)
+        offsets = np.ascontiguousarray(offsets, dtype=np.intp)
+        if offsets.shape != (features.size + 1,):
+            raise ValueError(f"offsets must have {features.size + 1} entries")
+        missing = self.missing_values_bin_idx_
+        if not sp.issparse(X):
+            return SparseBinned.compact(self.transform(X, features), offsets, missing)
+        X = _as_csc(X)
+        largest, best = self._largest_bins_csc(X) if _largest is None else _largest
+        n = X.shape[0]
+        is_sparse = is_mostly_default(n, largest[features])
+        if not is_sparse.any():
+            return self.transform(X, features)
+        local = np.flatnonzero(is_sparse)
+        last = np.diff(offsets)[local] - 1
+        default = best[features[local]]
+        row_ptr, records, col_counts, col_rows = _binning.entries_csc(
+            X.data, X.indices, X.indptr, n, self._flat, self._offsets,
+            np.ascontiguousarray(features[local]),
+            np.ascontiguousarray(offsets[local], dtype=np.int64),
+            np.ascontiguousarray(last, dtype=np.int64), np.ascontiguousarray(default),
+            missing, self.is_categorical_)
+        default_record = offsets[:-1].copy()
+        default_record[local] += np.minimum(default.astype(np.intp), last)
+        col_ptr = np.zeros(features.size + 1, dtype=np.intp)
+        col_ptr[1:][local] = col_counts
+        np.cumsum(col_ptr, out=col_ptr)
+        columns = SparseColumns.from_entries(is_sparse.astype(np.uint8), default_record,
+                                             row_ptr, records, col_ptr, col_rows)
+        dense_features = np.flatnonzero(~is_sparse)
+        return SparseBinned(self.transform(X, features[dense_features]), dense_features,
+                            columns, offsets, missing)
+
+    def transform_splittable(self, X, min_rows, keep=None, offsets_of=None):
         """Bin only the features of ``X`` that can split.
 
         A split puts at least ``min_rows`` rows on each side, so a feature
@@ -288,6 +361,12 @@ class BinMapper:
         keep : array-like of int or None
             Features kept in any case (those the model already splits on).
 
+        offsets_of : callable or None
+            ``offsets_of(features)``: the histograms' layout of the used
+            features. Given, the mostly-default ones are kept as entries
+            (:meth:`transform_compact`) and ``binned`` may be a
+            :class:`~dartboost._sparse_columns.SparseBinned`.
+
         Returns
         -------
         binned : ndarray of uint8, shape (n_samples, n_used), Fortran order
@@ -301,10 +380,7 @@ class BinMapper:
         full = None
         if sp.issparse(X):
             X = _as_csc(X)
-            _binning.largest_bin_rows_csc(
-                X.data, X.indptr, n_samples, self._flat, self._offsets,
-                self.missing_values_bin_idx_, threads_for(X.nnz + n_features, self.n_threads),
-                largest, counts, self.is_categorical_)
+            largest, best = self._largest_bins_csc(X)
         else:  # a dense X costs 8 bytes a value: binning it whole first is cheap
             full = self.transform(X)
             _binning.largest_bin_rows_binned(full, threads_for(full.size, self.n_threads),
@@ -316,11 +392,19 @@ class BinMapper:
             usable[0] = True
         features = np.flatnonzero(usable).astype(np.int64)
         if full is None:
+            if offsets_of is not None:
+                return self.transform_compact(X, features, offsets_of(features),
+                                              (largest, best)), features
             return self.transform(X, features), features
         if features.size == n_features:
-            return full, features
-        binned = np.empty((n_samples, features.size), dtype=X_BINNED_DTYPE, order="F")
-        np.take(full, features, axis=1, out=binned)
+            binned = full
+        else:
+            binned = np.empty((n_samples, features.size), dtype=X_BINNED_DTYPE, order="F")
+            np.take(full, features, axis=1, out=binned)
+        del full
+        if offsets_of is not None:
+            binned = SparseBinned.compact(binned, offsets_of(features),
+                                          self.missing_values_bin_idx_, largest[features])
         return binned, features
 
     def fit_transform(self, X):

@@ -25,7 +25,7 @@ from ._cext import _predictor
 from ._common import MAX_BINS, X_DTYPE, effective_n_threads, threads_for
 from ._compat import Interval, StrOptions, _check_sample_weight, _fit_context, validate_data
 from ._dart import DartPolicy, DartScheme
-from ._grower import GrowerBuffers, TreeGrower
+from ._grower import GrowerBuffers, TreeGrower, histogram_offsets
 from ._mart import MartScheme
 from ._model_format import (FORMAT_NAME, FORMAT_VERSION, FormatError, check_params,
                             model_class, validate_state)
@@ -444,9 +444,18 @@ class BaseBoosting(BaseEstimator, ABC):
         scheme = self._scheme()
 
         # bin only the features that can split; the grower and the keepers
-        # number them 0..n_used-1, the booster keeps the original indices
+        # number them 0..n_used-1, the booster keeps the original indices.
+        # Mostly-default features are kept as their entries (in the
+        # histograms' layout), so a sparse X never becomes rows x features
+        # bytes
+        n_bins_all = booster.bin_mapper.n_bins_non_missing_
+
+        def offsets_of(features):
+            return histogram_offsets(n_bins_all[features])
+
         X_binned, used = booster.bin_mapper.transform_splittable(
-            X_train, self.min_samples_leaf, keep=split_features(booster.nodes))
+            X_train, self.min_samples_leaf, keep=split_features(booster.nodes),
+            offsets_of=offsets_of)
         fmap = FeatureMap(used, booster.n_features)
         self._fit_constraints = (fmap.take(self._fit_constraints[0]),
                                  fmap.local_groups(self._fit_constraints[1]))
@@ -456,7 +465,10 @@ class BaseBoosting(BaseEstimator, ABC):
                                missing_bin, budget, n_threads)]
         evaluated = []
         for name, X_val, y_val, sw_val in eval_sets:
-            X_val_binned = booster.bin_mapper.transform(X_val, fmap.features)
+            # (binned the same way, its own mostly-default features as entries:
+            # a validation split of a sparse X is as large as its share)
+            X_val_binned = booster.bin_mapper.transform_compact(
+                X_val, fmap.features, offsets_of(fmap.features))
             keepers.append(ScoreKeeper(
                 X_val_binned, np.tile(booster.baseline[:, None], X_val_binned.shape[0]),
                 missing_bin, budget, n_threads))

@@ -28,7 +28,7 @@ import numpy as np
 
 from ._cext import _grow, _histogram, _splitting
 from ._common import HISTOGRAM_DTYPE, NODE_DTYPE, threads_for
-from ._sparse_columns import SparseColumns
+from ._sparse_columns import SparseBinned, SparseColumns
 
 #: Partition work per row relative to a histogram update of one feature
 #: (``threads_for`` units): a row is read, compared and written once.
@@ -88,7 +88,11 @@ class TreeGrower:
 
     Parameters
     ----------
-    X_binned : ndarray of uint8, shape (n_samples, n_features), Fortran order
+    X_binned : ndarray of uint8, shape (n_samples, n_features), Fortran order, or SparseBinned
+        A :class:`~dartboost._sparse_columns.SparseBinned` matrix (its
+        entries in the layout :func:`histogram_offsets` gives
+        ``n_bins_non_missing``) is read through the compiled steps of
+        :class:`_grow.NodeKernels` only, the step-by-step ones included.
     gradients, hessians : ndarray of float32, shape (n_samples,)
     n_bins_non_missing : ndarray of uint32, shape (n_features,)
     missing_values_bin_idx : int
@@ -195,6 +199,7 @@ class TreeGrower:
         self.hist_offsets = histogram_offsets(n_bins_non_missing)
         self.n_records = int(self.hist_offsets[-1])
         self.sparse = buffers.sparse_columns(X_binned, self.hist_offsets)
+        self._kernels = None
 
     # -- helpers --------------------------------------------------------------
     def _leaf_value(self, sum_g, sum_h, lower=-np.inf, upper=np.inf, extra_l2=0.0):
@@ -241,6 +246,11 @@ class TreeGrower:
 
     def _build_hist(self, node):
         hist = self._take_histogram()
+        if isinstance(self.X_binned, SparseBinned):
+            if node.n_samples:
+                self._split_kernels().build(node.start, node.stop, hist,
+                                            self.all_rows and node.idx == 0)
+            return hist
         rows = self.partition[node.start:node.stop]
         _histogram.build_histogram(
             self.X_binned, rows, self.gradients, self.hessians, self.feature_mask,
@@ -370,6 +380,14 @@ class TreeGrower:
         """Reorder ``node``'s rows, those going left first; return how many go
         left (checked against ``n_left``, the histogram's count, if given).
         ``bitset``: the left set of a categorical split (else ``None``)."""
+        if isinstance(self.X_binned, SparseBinned):
+            # (the fused step without its histograms: a partition only)
+            found = self._split_kernels().split(
+                node.start, node.stop, feature, bin_idx, missing_left, bitset, None, None,
+                None, True, 0., 0., -np.inf, np.inf, None, 0., 0., -np.inf, np.inf, None,
+                -1)[0]
+            assert n_left is None or found == n_left, (found, n_left)
+            return found
         rows = self.partition[node.start:node.stop]
         found = _splitting.split_indices(
             self.X_binned, rows, feature, bin_idx, missing_left,
@@ -460,13 +478,28 @@ class TreeGrower:
         cls = type(self)
         return any(getattr(cls, name) is not getattr(TreeGrower, name) for name in self._STEPS)
 
+    def _split_kernels(self):
+        """The compiled steps the step-by-step path of a SparseBinned matrix
+        calls (made once per tree)."""
+        if self._kernels is None:
+            self._kernels = self._node_kernels()
+        return self._kernels
+
     def _node_kernels(self):
         """The compiled steps of this tree (:class:`_grow.NodeKernels`)."""
-        # the row-major copy serves the features read from the binned matrix
-        columns = (None if self.sparse is None
-                   else np.flatnonzero(self.sparse.is_sparse == 0))
+        X, dense_features = self.X_binned, None
+        if isinstance(X, SparseBinned):
+            # its columns are the dense features; the row-major copy holds them all
+            X, dense_features = X.dense, X.dense_features
+            columns = dense_features
+            X_rows = self.buffers.row_major(X)
+        else:
+            # the row-major copy serves the features read from the binned matrix
+            columns = (None if self.sparse is None
+                       else np.flatnonzero(self.sparse.is_sparse == 0))
+            X_rows = self.buffers.row_major(X, columns)
         return _grow.NodeKernels(
-            self.X_binned, self.buffers.row_major(self.X_binned, columns), self.gradients,
+            X, X_rows, self.gradients,
             self.hessians, self.partition, self.buffers.left, self.buffers.right,
             self._partial(), self.feature_mask,
             self.n_bins_non_missing, self.missing_values_bin_idx, self.l2_regularization,
@@ -474,7 +507,7 @@ class TreeGrower:
             self.is_categorical, self.monotonic_cst, self.reg_alpha,
             hessians_are_constant=self.hessians_are_constant, n_threads=self.n_threads,
             offsets=self.hist_offsets, sparse=self.sparse, rows_features=columns,
-            **self.cat_options)
+            dense_features=dense_features, **self.cat_options)
 
     def _split_fused(self, kernels, node, nodes, room):
         """``_split`` then ``_prepare_children`` in one compiled call: the same
@@ -585,6 +618,10 @@ class GrowerBuffers:
         """The mostly-default features of ``X_binned`` as their entries
         (:class:`~dartboost._sparse_columns.SparseColumns`, made once per
         fit), or None when it has none."""
+        if isinstance(X_binned, SparseBinned):
+            if not np.array_equal(X_binned.offsets, offsets):
+                raise ValueError("the matrix's entries are in another histogram layout")
+            return X_binned.columns
         key = (X_binned, offsets.tobytes())
         if self._sparse_of is None or self._sparse_of[0] is not X_binned \
                 or self._sparse_of[1] != key[1]:

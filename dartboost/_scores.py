@@ -12,6 +12,7 @@ import numpy as np
 
 from ._cext import _predictor
 from ._common import threads_for
+from ._sparse_columns import SparseBinned
 
 #: Default byte budget for cached leaf indices of one fit (all data sets).
 LEAF_CACHE_BYTES = 1 << 30
@@ -44,7 +45,9 @@ class ScoreKeeper:
 
     Parameters
     ----------
-    X_binned : ndarray of uint8, Fortran order
+    X_binned : ndarray of uint8, Fortran order, or SparseBinned
+        A :class:`~dartboost._sparse_columns.SparseBinned` matrix is
+        traversed from its dense columns and its rows' entries.
     raw : ndarray of float64, shape (K, n)
         Current raw scores; updated in place.
     missing_values_bin_idx : int
@@ -81,8 +84,13 @@ class ScoreKeeper:
         cacheable = cache and leaf_nodes.size <= 256 and self.budget.take(self.n_samples)
         if cacheable and leaf_ids is None:
             leaf_ids = np.empty(self.n_samples, dtype=np.uint8)
-            _predictor.tree_leaf_ids_binned(nodes, self.X_binned, self.missing_values_bin_idx,
-                                            node_to_leaf, self.n_threads, leaf_ids, **tables)
+            if isinstance(self.X_binned, SparseBinned):
+                _predictor.tree_leaf_ids_split(nodes, *self._split_args(), node_to_leaf,
+                                               self.n_threads, leaf_ids, **tables)
+            else:
+                _predictor.tree_leaf_ids_binned(nodes, self.X_binned,
+                                                self.missing_values_bin_idx, node_to_leaf,
+                                                self.n_threads, leaf_ids, **tables)
         self.leaf_ids.append(leaf_ids if cacheable else None)
         self.leaf_values.append(np.ascontiguousarray(nodes["value"][leaf_nodes]))
         self.nodes.append(nodes)
@@ -100,10 +108,17 @@ class ScoreKeeper:
         if leaf_ids is not None:
             _predictor.add_leaf_values(leaf_ids, self.leaf_values[tree_idx], factor,
                                        self.n_threads, out)
+        elif isinstance(self.X_binned, SparseBinned):
+            _predictor.add_tree_split(self.nodes[tree_idx], *self._split_args(), factor,
+                                      self.n_threads, out, **self.tables[tree_idx])
         else:
             _predictor.add_tree_binned(self.nodes[tree_idx], self.X_binned,
                                        self.missing_values_bin_idx, factor, self.n_threads, out,
                                        **self.tables[tree_idx])
+
+    def _split_args(self):
+        X = self.X_binned
+        return (X.dense, X.column_of, *X.entry_tables(), self.missing_values_bin_idx)
 
     def truncate(self, n_trees):
         del self.leaf_ids[n_trees:]

@@ -21,8 +21,9 @@ import numpy as np
 from .._binning import BinMapper
 from .._common import HISTOGRAM_DTYPE, X_BINNED_DTYPE, X_DTYPE
 from .._dart import DartScheme
-from .._grower import GrowerBuffers, TreeGrower, _Node
+from .._grower import GrowerBuffers, TreeGrower, _Node, histogram_offsets
 from .._scores import CacheBudget, LEAF_CACHE_BYTES, ScoreKeeper
+from .._sparse_columns import SparseBinned
 
 _STATES = {}
 _LOCK = threading.Lock()
@@ -244,7 +245,11 @@ def init_partition(fit_id, index, X, y, sample_weight, query, mapper_arrays, max
     thresholds, offsets, is_categorical = mapper_arrays
     mapper = BinMapper.from_arrays(max_bins, thresholds, offsets, n_threads=n_threads,
                                    is_categorical=is_categorical)
-    binned = bin_partition(mapper, X, where)
+    # its mostly-default features as their entries, as a local fit keeps
+    # them (chosen by the same rule, on this partition's bins)
+    binned = SparseBinned.compact(bin_partition(mapper, X, where),
+                                  histogram_offsets(mapper.n_bins_non_missing_),
+                                  mapper.missing_values_bin_idx_)
     with _LOCK:  # completed by set_baseline once the client knows the baseline
         _STATES[(fit_id, index)] = (binned, y_enc, sw, mapper.missing_values_bin_idx_)
     return worker_address(), X.shape[0], baseline_stats(y_enc, sw)
