@@ -48,25 +48,28 @@ cdef inline bint _bin_in_set(const cat_tables* cat, X_DTYPE_C split,
     return (words[b >> 5] >> (b & 31)) & 1
 
 
+cdef inline Py_ssize_t _child(const node_struct[::1] nodes, Py_ssize_t node,
+                              X_BINNED_DTYPE_C b, X_BINNED_DTYPE_C missing_bin_idx,
+                              const cat_tables* cat) noexcept nogil:
+    """The child of split ``node`` that a row with bin ``b`` of its feature goes to."""
+    cdef bint left
+    if b == missing_bin_idx:
+        left = nodes[node].missing_go_to_left
+    elif _is_cat_split(cat, nodes[node].feature_idx):
+        left = _bin_in_set(cat, nodes[node].num_threshold, b)
+    else:
+        left = b <= nodes[node].bin_threshold
+    return nodes[node].left if left else nodes[node].right
+
+
 cdef inline Py_ssize_t _leaf_binned(const node_struct[::1] nodes,
                                     const X_BINNED_DTYPE_C[::1, :] X_binned, Py_ssize_t row,
                                     X_BINNED_DTYPE_C missing_bin_idx,
                                     const cat_tables* cat) noexcept nogil:
     cdef Py_ssize_t node = 0
-    cdef X_BINNED_DTYPE_C b
-    cdef bint left
     while not nodes[node].is_leaf:
-        b = X_binned[row, nodes[node].feature_idx]
-        if b == missing_bin_idx:
-            left = nodes[node].missing_go_to_left
-        elif _is_cat_split(cat, nodes[node].feature_idx):
-            left = _bin_in_set(cat, nodes[node].num_threshold, b)
-        else:
-            left = b <= nodes[node].bin_threshold
-        if left:
-            node = nodes[node].left
-        else:
-            node = nodes[node].right
+        node = _child(nodes, node, X_binned[row, nodes[node].feature_idx], missing_bin_idx,
+                      cat)
     return node
 
 
@@ -110,21 +113,11 @@ cdef inline Py_ssize_t _leaf_split(const node_struct[::1] nodes, const split_mat
     cdef Py_ssize_t node = 0, f
     cdef int c
     cdef X_BINNED_DTYPE_C b
-    cdef bint left
     while not nodes[node].is_leaf:
         f = nodes[node].feature_idx
         c = m.column_of[f]
         b = m.dense[row + c * m.n_rows] if c >= 0 else _entry_bin(&m.entries, row, f)
-        if b == missing_bin_idx:
-            left = nodes[node].missing_go_to_left
-        elif _is_cat_split(cat, <int>f):
-            left = _bin_in_set(cat, nodes[node].num_threshold, b)
-        else:
-            left = b <= nodes[node].bin_threshold
-        if left:
-            node = nodes[node].left
-        else:
-            node = nodes[node].right
+        node = _child(nodes, node, b, missing_bin_idx, cat)
     return node
 
 
