@@ -213,14 +213,7 @@ def abft_tile_gemm_kernel(
         bias = tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)
         acc += bias[None, :]
         bsum = tl.sum(bias, axis=0)
-    if UPCAST and y_ptr.dtype.element_ty == tl.bfloat16:
-        # The interpreter truncates fp32 -> bf16; GPUs round to nearest even, which
-        # the tolerance assumes.  Round explicitly so CPU tests see GPU numerics.
-        ib = acc.to(tl.int32, bitcast=True)
-        ib = ib + 0x7FFF + ((ib >> 16) & 1)
-        yv = (ib >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
-    else:
-        yv = acc.to(y_ptr.dtype.element_ty)
+    yv = _to_storage(acc, y_ptr, UPCAST)
     if INJECT == 2:
         sel = (rm[:, None] == inj_row) & (rn[None, :] == inj_col)
         if y_ptr.dtype.element_ty == tl.float32:
@@ -261,6 +254,20 @@ def _activation(v, ACT: tl.constexpr):
     elif ACT == 4:
         v = v * tl.sigmoid(v)
     return v
+
+
+@triton.jit
+def _to_storage(acc, out_ptr, UPCAST: tl.constexpr):
+    """fp32 ``acc`` rounded to ``out_ptr``'s element type. The interpreter
+    truncates fp32 -> bf16; GPUs round to nearest even, which the tolerances
+    assume: with ``UPCAST`` (the interpreter) round explicitly, so CPU tests
+    see GPU numerics."""
+    if UPCAST and out_ptr.dtype.element_ty == tl.bfloat16:
+        ib = acc.to(tl.int32, bitcast=True)
+        ib = ib + 0x7FFF + ((ib >> 16) & 1)
+        return (ib >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
+    else:
+        return acc.to(out_ptr.dtype.element_ty)
 
 
 @triton.jit

@@ -8,7 +8,7 @@ tolerance.
 import triton
 import triton.language as tl
 
-from ._kernels import _activation, _signed_sums
+from ._kernels import _activation, _signed_sums, _to_storage
 
 
 @triton.jit
@@ -159,13 +159,7 @@ def abft_stream_kernel(
             acc += tl.where((rm[:, None] == inj_row) & (rn[None, :] == inj_col), inj_val, 0.0)
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        if UPCAST and out_ptr.dtype.element_ty == tl.bfloat16:
-            # The interpreter truncates fp32 -> bf16; GPUs round to nearest even.
-            ib = acc.to(tl.int32, bitcast=True)
-            ib = ib + 0x7FFF + ((ib >> 16) & 1)
-            yq = (ib >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
-        else:
-            yq = acc.to(out_ptr.dtype.element_ty)
+        yq = _to_storage(acc, out_ptr, UPCAST)
         if INJECT == 2:
             yq = _flip(yq, (rm[:, None] == inj_row) & (rn[None, :] == inj_col), inj_bit, F32)
         out_ok = m_ok[:, None] & main[None, :]

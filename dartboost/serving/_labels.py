@@ -11,8 +11,6 @@ codes back into labels right before calling a model (:class:`CodesRawOutput`).
 Any model the pool runs (the base, a replica, a backup fitted on the same
 frame) therefore sees exactly the labels the client sent.
 """
-import math
-
 import numpy as np
 
 from .._categorical import _encode
@@ -111,15 +109,15 @@ class CodesRawOutput:
             if cats is None:
                 columns[j] = X[:, j]
                 continue
-            col = np.empty(X.shape[0], dtype=object)
-            for i, code in enumerate(X[:, j]):
-                if math.isnan(code):
-                    col[i] = None
-                elif code == int(code) and 0 <= code < len(cats):
-                    col[i] = cats[int(code)]
-                else:
-                    col[i] = _UNSEEN
-            columns[j] = col
+            # labels, then the unseen one and None: a code that names no
+            # category (-1, a filler row's mean) takes the first, NaN the second
+            table = np.array(cats + [_UNSEEN, None], dtype=object)
+            code = X[:, j]
+            index = np.full(code.shape, len(cats), dtype=np.intp)
+            named = (code >= 0) & (code < len(cats)) & (code == np.floor(code))
+            index[named] = code[named].astype(np.intp)
+            index[np.isnan(code)] = len(cats) + 1
+            columns[j] = table[index]
         if self.feature_names is not None:
             import pandas as pd
             return pd.DataFrame({name: columns[j] for j, name in enumerate(self.feature_names)},
